@@ -1,0 +1,29 @@
+# Two entry points on a fresh machine: `make demo` (the main job) and `make test`.
+# Both create the virtual environment at .venv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mhyolo-installed
+SHARED ?= ../shared
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,deploy]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mhyolo predict $(SHARED)/images --weights yolov5n.pt --out $(DEMO_OUT) --json
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
