@@ -1,0 +1,85 @@
+"""YOLO label files: one `class cx cy w h` line per box, normalised to [0, 1].
+
+`read_labels` never guesses: a line that is not exactly five numbers, an unknown
+class id, a coordinate outside [0, 1] or a non-positive size is reported as a
+`LabelIssue` naming the file and line, and the line is left out. Callers decide
+whether an issue drops the image (verification) or is fatal (training).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Tolerance for coordinates that exporters write as 1.0000001 or -1e-7.
+COORD_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    path: Path
+    line: int  # 1-based; 0 for a problem with the whole file
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}" if self.line else f"{self.path}: {self.reason}"
+
+
+def read_labels(path: Path, nc: int | None = None) -> tuple[np.ndarray, list[LabelIssue]]:
+    """Parse a label file into an (n, 5) float32 array [cls, cx, cy, w, h] plus the issues found.
+
+    A missing file means an image with no boxes (a negative), which is valid.
+    """
+    boxes: list[list[float]] = []
+    issues: list[LabelIssue] = []
+    if not path.exists():
+        return np.zeros((0, 5), np.float32), issues
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return np.zeros((0, 5), np.float32), [LabelIssue(path, 0, f"cannot read: {exc}")]
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 5:
+            kind = "polygon/segment" if len(fields) > 5 and len(fields) % 2 == 1 else "malformed"
+            issues.append(LabelIssue(path, lineno, f"{kind} line: expected 5 numbers, got {len(fields)}"))
+            continue
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            issues.append(LabelIssue(path, lineno, f"not a number in {line!r}"))
+            continue
+        if not all(math.isfinite(v) for v in values):
+            issues.append(LabelIssue(path, lineno, f"non-finite value in {line!r}"))
+            continue
+        cls, cx, cy, w, h = values
+        if cls != int(cls) or cls < 0:
+            issues.append(LabelIssue(path, lineno, f"class id {fields[0]!r} is not a non-negative integer"))
+            continue
+        if nc is not None and int(cls) >= nc:
+            issues.append(LabelIssue(path, lineno, f"class id {int(cls)} out of range (nc={nc})"))
+            continue
+        if w <= 0 or h <= 0:
+            issues.append(LabelIssue(path, lineno, f"non-positive box size w={w} h={h}"))
+            continue
+        coords = (cx, cy, w, h, cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2)
+        if any(c < -COORD_EPS or c > 1 + COORD_EPS for c in coords):
+            issues.append(LabelIssue(path, lineno, f"box outside [0, 1]: {' '.join(fields[1:])}"))
+            continue
+        boxes.append([cls, cx, cy, w, h])
+    array = np.array(boxes, np.float32).reshape(-1, 5)
+    array[:, 1:] = np.clip(array[:, 1:], 0.0, 1.0)
+    return array, issues
+
+
+def write_labels(path: Path, labels: np.ndarray) -> None:
+    """Write an (n, 5) array in YOLO format with 6 decimals."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, x, y, w, h in np.asarray(labels).reshape(-1, 5)]
+    path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
