@@ -1,0 +1,143 @@
+"""`mhyolo predict`: detect (and type) objects in an image, a folder or a video.
+
+Annotated copies go under `--out` with the same file names (a video becomes an
+annotated `.mp4`); `--json` prints one JSON object per image on stdout, while the
+progress bar and messages go to stderr so stdout can be piped as JSON lines.
+Exit code: 0 when every image was read, 1 when some could not be, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mhyolo.errors import ConfigError, MhyoloError
+
+if TYPE_CHECKING:  # heavy imports stay out of `mhyolo --help`
+    from mhyolo.infer.sources import Frame
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="detect objects in images, a folder or a video",
+        description="Run a model on an image, a folder of images or a video; write annotated copies "
+                    "and optionally JSON lines (stdout).")
+    parser.add_argument("source", help="image file, folder of images, or video file")
+    parser.add_argument("--weights", required=True,
+                        help="checkpoint: official YOLOv5 .pt or mhyolo .safetensors (bare names are looked up "
+                             "in the weights cache and ../shared/weights)")
+    parser.add_argument("--imgsz", type=int, default=640, help="square network input size (default: 640)")
+    parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default: 0.25)")
+    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
+    parser.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default: 300)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
+    parser.add_argument("--out", default="runs/predict", help="folder for annotated outputs (default: runs/predict)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    parser.set_defaults(func=run)
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _VideoOut:
+    """An `.mp4` writer opened on the first frame, when the frame size is known."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps, self.writer = path, fps, None
+
+    def write(self, image) -> None:
+        import cv2
+
+        if self.writer is None:
+            height, width = image.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            if not self.writer.isOpened():
+                raise MhyoloError(f"{self.path}: cannot open a video writer")
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from mhyolo.infer.draw import draw_predictions
+    from mhyolo.infer.predictor import Predictor
+    from mhyolo.infer.sources import open_source
+    from mhyolo.model.weights import load_model
+
+    if args.max_det < 1:
+        raise ConfigError(f"--max-det must be at least 1, got {args.max_det}")
+    for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{flag} must be between 0 and 1, got {value}")
+    source = open_source(args.source)
+    device = _device(args.device)
+    model = load_model(args.weights)
+    model.to(device).eval()
+    predictor = Predictor(model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
+                          batch_size=args.batch_size)
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video_out = _VideoOut(out_dir / f"{source.path.stem}.mp4", source.fps) if source.is_video else None
+    done = failed = 0
+    bar = tqdm(total=len(source) or None, unit="frame" if source.is_video else "image", file=sys.stderr,
+               disable=not source.is_video and len(source) <= 1, dynamic_ncols=True)
+    try:
+        for batch in _batches(source, args.batch_size):
+            good = [frame for frame in batch if frame.ok]
+            for frame in batch:
+                if not frame.ok:
+                    failed += 1
+                    tqdm.write(f"mhyolo predict: {frame.path}: {frame.error}", file=sys.stderr)
+            predictions = predictor.predict([frame.image for frame in good]) if good else []
+            for frame, prediction in zip(good, predictions):
+                annotated = draw_predictions(frame.image, prediction)
+                if video_out is not None:
+                    video_out.write(annotated)
+                elif not cv2.imwrite(str(out_dir / frame.name), annotated):
+                    failed += 1
+                    tqdm.write(f"mhyolo predict: {out_dir / frame.name}: cannot write the annotated image",
+                               file=sys.stderr)
+                    continue
+                if args.json:
+                    print(json.dumps(prediction.to_json(frame.name)), flush=True)
+                done += 1
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        if video_out is not None:
+            video_out.close()
+    where = video_out.path if video_out is not None else out_dir
+    unit = "frames" if source.is_video else "images"
+    print(f"{done} {unit} predicted, {failed} failed; results in {where}", file=sys.stderr)
+    return 1 if failed else 0

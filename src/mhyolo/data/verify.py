@@ -1,0 +1,180 @@
+"""Checks that a YOLO dataset can be trusted: images decode, labels parse, pairs match, no leaks.
+
+The same checks guard a build (a bad source file is reported and left out) and
+run on their own (`mhyolo data verify DATA.yaml`). Images are decoded fully with
+Pillow because OpenCV decodes a truncated JPEG without complaint; the decode is
+done at a reduced scale (JPEG draft mode), which still reads every byte, and the
+small image it yields is what the near-duplicate hash is computed from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from mhyolo.data.dedup import DEFAULT_METHOD, cross_pairs, image_hash
+from mhyolo.data.labels import read_labels
+from mhyolo.data.spec import IMAGE_SUFFIXES, label_path_for, load_data_spec
+
+# Longest side of the decoded thumbnail; JPEG draft mode picks a scale >= this.
+THUMB_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset, named by file and line (0 = the whole file)."""
+
+    kind: str  # image | label | orphan-label | missing | shared-folder | leak
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
+
+
+def decode_image(path: Path, thumb: int = THUMB_SIZE) -> tuple[Image.Image | None, str | None]:
+    """Decode `path` completely; return a small grayscale copy, or the reason it cannot be used."""
+    try:
+        with Image.open(path) as img:
+            img.verify()  # structure and checksums (PNG CRCs); the handle is unusable afterwards
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("L", (thumb, thumb))
+            img.load()  # raises on truncated data
+            small = img.convert("L")
+    except Exception as exc:  # Pillow raises many types for broken files
+        return None, f"image does not decode: {exc}"
+    small.thumbnail((thumb, thumb))
+    return small, None
+
+
+def orphan_labels(images_dir: Path, images: list[Path]) -> list[Path]:
+    """Label files beside `images_dir` that no image in `images` refers to."""
+    if not images_dir.is_dir():
+        return []
+    probe = images_dir / "probe.jpg"
+    labels_dir = label_path_for(probe).parent
+    if labels_dir == images_dir or not labels_dir.is_dir():
+        known = {p.with_suffix(".txt") for p in images}
+        candidates = sorted(p for p in images_dir.glob("*.txt"))
+    else:
+        known = {label_path_for(p) for p in images}
+        candidates = sorted(labels_dir.glob("*.txt"))
+    return [p for p in candidates if p not in known and p.name != "classes.txt"]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass
+class SplitSummary:
+    """Counts for one split of a verified dataset (bad files are counted, not included)."""
+
+    folder: str
+    images: int = 0  # images that decode and whose labels parse
+    negatives: int = 0  # of those, images with no box
+    boxes: int = 0
+    class_boxes: dict[str, int] = field(default_factory=dict)
+    bad_images: int = 0
+    bad_labels: int = 0  # label files with at least one bad line
+    orphan_labels: int = 0
+
+
+@dataclass
+class VerifyReport:
+    """Result of `verify_dataset`: per-split counts, every problem, and cross-split near-duplicates."""
+
+    data_yaml: str
+    names: list[str]
+    splits: dict[str, SplitSummary]
+    problems: list[Problem]
+    leak_threshold: int | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def count(self, kind: str) -> int:
+        return sum(1 for p in self.problems if p.kind == kind)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data_yaml": self.data_yaml,
+            "names": self.names,
+            "ok": self.ok,
+            "leak_threshold": self.leak_threshold,
+            "splits": {k: asdict(v) for k, v in self.splits.items()},
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_method: str = DEFAULT_METHOD,
+                   progress: bool = True) -> VerifyReport:
+    """Check every split of a dataset; `leak_threshold=None` skips the near-duplicate check across splits."""
+    spec = load_data_spec(data_yaml)
+    problems: list[Problem] = []
+    summaries: dict[str, SplitSummary] = {}
+    hashes: dict[str, list[tuple[str, np.ndarray]]] = {}
+    folders_seen: dict[Path, str] = {}
+    for split, folder in spec.splits.items():
+        summary = summaries[split] = SplitSummary(folder=str(folder))
+        if folder in folders_seen:
+            problems.append(Problem("shared-folder", str(folder), 0,
+                                    f"splits '{folders_seen[folder]}' and '{split}' use the same images folder"))
+            summary.images = summaries[folders_seen[folder]].images
+            continue
+        folders_seen[folder] = split
+        if not folder.is_dir():
+            problems.append(Problem("missing", str(folder), 0, f"'{split}' images folder does not exist"))
+            continue
+        images = list_images(folder)
+        split_hashes = hashes[split] = []
+        for image in tqdm(images, desc=f"verify {split}", unit="img", disable=not progress, leave=False):
+            small, error = decode_image(image)
+            if error:
+                summary.bad_images += 1
+                problems.append(Problem("image", str(image), 0, error))
+                continue
+            boxes, issues = read_labels(label_path_for(image), nc=spec.nc)
+            if issues:
+                summary.bad_labels += 1
+                problems.extend(Problem("label", str(i.path), i.line, i.reason) for i in issues)
+                continue
+            summary.images += 1
+            summary.boxes += len(boxes)
+            summary.negatives += int(len(boxes) == 0)
+            for cls in boxes[:, 0].astype(int):
+                summary.class_boxes[spec.names[cls]] = summary.class_boxes.get(spec.names[cls], 0) + 1
+            if leak_threshold is not None:
+                split_hashes.append((str(image), image_hash(small, hash_method)))
+        for label in orphan_labels(folder, images):
+            summary.orphan_labels += 1
+            problems.append(Problem("orphan-label", str(label), 0, "label file without an image"))
+    if leak_threshold is not None:
+        problems.extend(_leaks(hashes, leak_threshold))
+    return VerifyReport(data_yaml=str(spec.yaml_path), names=spec.names, splits=summaries, problems=problems,
+                        leak_threshold=leak_threshold)
+
+
+def _leaks(hashes: dict[str, list[tuple[str, np.ndarray]]], threshold: int) -> list[Problem]:
+    """Near-duplicate pairs between every two splits, as problems on the later split's file."""
+    found: list[Problem] = []
+    splits = list(hashes)
+    for i, first in enumerate(splits):
+        for second in splits[i + 1:]:
+            a, b = hashes[first], hashes[second]
+            if not a or not b:
+                continue
+            pairs = cross_pairs(np.stack([h for _, h in a]), np.stack([h for _, h in b]), threshold)
+            for ia, ib, dist in pairs:
+                found.append(Problem("leak", b[ib][0], 0,
+                                     f"near-duplicate (distance {dist}) of {first} image {a[ia][0]}"))
+    return found

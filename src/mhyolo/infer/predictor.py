@@ -1,0 +1,164 @@
+"""One predictor over any runtime: letterbox, run the backend, NMS, map boxes back.
+
+The predictor only needs a backend that turns an input tensor into named output
+tensors and knows its class names and strides (`InferenceBackend`). The PyTorch
+model is one such backend; ONNX Runtime, OpenVINO and RKNN runners are others, and
+because they all share this pre- and post-processing their results are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from mhyolo.errors import ConfigError
+from mhyolo.infer.postprocess import Detections, non_max_suppression
+from mhyolo.infer.preprocess import letterbox, scale_boxes_to_original, to_tensor
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """What a runtime must offer to be used by `Predictor`.
+
+    `predict` takes a float RGB tensor (B, 3, H, W) in [0, 1] and returns at least
+    `"detection"`: (B, N, 5 + nc) rows `[cx, cy, w, h, obj, cls...]` in input pixels,
+    probabilities already applied. An optional `"type"` output holds type
+    probabilities, (B, N, n_types) aligned with the detection rows (per-object head)
+    or (B, n_types) for the whole image; a backend with one also sets `type_names`.
+    """
+
+    names: list[str]
+    stride: Any  # tensor or sequence of strides; inputs must be multiples of the largest
+
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class Prediction:
+    """Detections of one image, in the original image's pixels (numpy, runtime-free)."""
+
+    boxes: np.ndarray  # (n, 4) float32 xyxy
+    scores: np.ndarray  # (n,) float32
+    class_ids: np.ndarray  # (n,) int64
+    class_names: list[str]
+    image_shape: tuple[int, int]  # (height, width) of the original image
+    type_ids: np.ndarray | None = None  # (n,) int64, when the backend has a type head
+    type_names: list[str] | None = None
+    type_scores: np.ndarray | None = None  # (n,) float32
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def has_types(self) -> bool:
+        return self.type_ids is not None
+
+    def to_json(self, image_name: str) -> dict[str, Any]:
+        """The `--json` line: plain Python types, boxes to 2 decimals, scores to 4."""
+        detections = []
+        for i in range(len(self)):
+            item: dict[str, Any] = {
+                "box": [round(float(v), 2) for v in self.boxes[i]],
+                "score": round(float(self.scores[i]), 4),
+                "class": int(self.class_ids[i]),
+                "name": self.class_names[i],
+            }
+            if self.has_types:
+                item["type"] = int(self.type_ids[i])
+                item["type_name"] = self.type_names[i]
+                item["type_score"] = round(float(self.type_scores[i]), 4)
+            detections.append(item)
+        return {"image": image_name, "detections": detections}
+
+
+def model_stride(model: InferenceBackend) -> int:
+    """Largest stride of the backend: input sides must be multiples of it."""
+    return int(torch.as_tensor(model.stride).max().item())
+
+
+def _name(names: Sequence[str] | None, index: int) -> str:
+    return str(names[index]) if names is not None and 0 <= index < len(names) else str(index)
+
+
+def _input_placement(model: InferenceBackend) -> tuple[torch.device, torch.dtype]:
+    """Feed a PyTorch model on its own device and float type; other runtimes take CPU float32."""
+    if isinstance(model, torch.nn.Module):
+        param = next(model.parameters(), None)
+        if param is not None and param.is_floating_point():
+            return param.device, param.dtype
+    return torch.device("cpu"), torch.float32
+
+
+class Predictor:
+    """Run a backend on BGR images and return `Prediction`s in original-image pixels."""
+
+    def __init__(self, model: InferenceBackend, imgsz: int = 640, conf: float = 0.25, iou: float = 0.45,
+                 max_det: int = 300, batch_size: int = 1, agnostic: bool = False) -> None:
+        stride = model_stride(model)
+        if imgsz <= 0 or imgsz % stride:
+            raise ConfigError(f"image size {imgsz} must be a positive multiple of the model stride {stride}")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        self.model = model
+        self.imgsz = imgsz
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.batch_size = batch_size
+        self.agnostic = agnostic
+        self.device, self.dtype = _input_placement(model)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """BGR uint8 images (H, W, 3), any sizes -> one `Prediction` per image, same order."""
+        for i, image in enumerate(images):
+            if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+                shape = getattr(image, "shape", type(image).__name__)
+                raise ValueError(f"image {i}: expected a BGR array shaped (H, W, 3), got {shape}")
+        results: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            results.extend(self._predict_batch(images[start:start + self.batch_size]))
+        return results
+
+    def _predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        boxed = [letterbox(image, self.imgsz) for image in images]
+        x = to_tensor([padded for padded, _ in boxed]).to(self.device, self.dtype)
+        with torch.inference_mode():
+            out = self.model.predict(x)
+            detections = non_max_suppression(out["detection"], conf_thres=self.conf, iou_thres=self.iou,
+                                              max_det=self.max_det, agnostic=self.agnostic)
+            type_probs = out.get("type")
+            predictions = []
+            for b, (det, (_, info)) in enumerate(zip(detections, boxed)):
+                det = det.cpu()
+                prediction = Prediction(
+                    boxes=scale_boxes_to_original(det.boxes, info).numpy().astype(np.float32),
+                    scores=det.scores.numpy().astype(np.float32),
+                    class_ids=det.classes.numpy().astype(np.int64),
+                    class_names=[_name(self.model.names, int(c)) for c in det.classes],
+                    image_shape=info.original_shape,
+                )
+                if type_probs is not None:
+                    self._attach_types(prediction, det, torch.as_tensor(type_probs)[b].float().cpu())
+                predictions.append(prediction)
+        return predictions
+
+    def _attach_types(self, prediction: Prediction, det: Detections, probs: torch.Tensor) -> None:
+        """Read the type of each kept box: per-object rows through `indices`, else the image's type."""
+        if probs.dim() == 2:
+            per_box = probs[det.indices]
+        elif probs.dim() == 1:
+            per_box = probs.unsqueeze(0).expand(len(det), -1)
+        else:
+            raise ValueError(f"'type' output must be (B, N, n_types) or (B, n_types), got a {probs.dim() + 1}-d tensor")
+        if len(det):
+            type_scores, type_ids = per_box.max(dim=1)
+        else:
+            type_scores, type_ids = torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+        names = getattr(self.model, "type_names", None)
+        prediction.type_ids = type_ids.numpy().astype(np.int64)
+        prediction.type_scores = type_scores.numpy().astype(np.float32)
+        prediction.type_names = [_name(names, int(t)) for t in type_ids]

@@ -1,0 +1,90 @@
+"""Output heads. Every head has an `output_name` (the key of its output in the model's
+result dict), `forward(features)` returning raw training outputs, and
+`inference(raw)` turning those into what post-processing consumes.
+
+Keeping both as explicit methods (instead of a `training`/`export` flag flipped
+from outside) means the return type of a call never depends on hidden state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def decode_levels(probs: Sequence[torch.Tensor], anchors_px: torch.Tensor, strides: Sequence[float]) -> torch.Tensor:
+    """Turn per-level sigmoid outputs (B, na, H, W, no) into rows (B, N, no) of
+    [cx, cy, w, h] in input pixels followed by the remaining probabilities.
+
+    This is the single box decoder: the PyTorch model and every exported runtime
+    (whose graphs stop at the sigmoid) call it, so all of them score alike.
+    """
+    rows = []
+    for level, p in enumerate(probs):
+        batch, na, height, width, no = p.shape
+        stride = float(strides[level])
+        ys, xs = torch.meshgrid(torch.arange(height, device=p.device, dtype=p.dtype),
+                                torch.arange(width, device=p.device, dtype=p.dtype), indexing="ij")
+        grid = torch.stack((xs, ys), dim=-1).view(1, 1, height, width, 2)
+        anchor = anchors_px[level].to(p.dtype).view(1, na, 1, 1, 2)
+        xy = (p[..., 0:2] * 2.0 - 0.5 + grid) * stride
+        wh = (p[..., 2:4] * 2.0) ** 2 * anchor
+        rows.append(torch.cat((xy, wh, p[..., 4:]), dim=-1).reshape(batch, -1, no))
+    return torch.cat(rows, dim=1)
+
+
+class Detect(nn.Module):
+    """YOLOv5's coupled anchor-based detection head: one 1x1 conv per level predicting,
+    for each of `na` anchors, box offsets, objectness and `nc` class scores."""
+
+    output_name = "detection"
+
+    def __init__(self, nc: int, anchors: Sequence[Sequence[float]], ch: Sequence[int]) -> None:
+        super().__init__()
+        self.nc = nc
+        self.no = nc + 5
+        self.nl = len(anchors)
+        self.na = len(anchors[0]) // 2
+        # Anchors are given in pixels; `set_strides` converts them to grid units, the
+        # unit the official checkpoints store in this buffer.
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(self.nl, self.na, 2))
+        self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
+        self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
+
+    def set_strides(self, strides: torch.Tensor) -> None:
+        """Record the level strides and express the anchors in grid units (done once, at build)."""
+        self.stride.copy_(strides)
+        self.anchors.div_(strides.view(-1, 1, 1))
+
+    @property
+    def anchors_px(self) -> torch.Tensor:
+        return self.anchors * self.stride.view(-1, 1, 1)
+
+    @torch.no_grad()
+    def initialize_biases(self, image_size: int = 640) -> None:
+        """Start objectness near 8 objects per 640 image and classes near uniform,
+        so a freshly initialised output layer does not swamp early training."""
+        for conv, stride in zip(self.m, self.stride):
+            bias = conv.bias.view(self.na, -1)
+            bias[:, 4] += math.log(8 / (image_size / float(stride)) ** 2)
+            bias[:, 5:5 + self.nc] += math.log(0.6 / (self.nc - 0.99)) if self.nc > 1 else 0.0
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Raw logits per level, shaped (B, na, H, W, no): what the loss consumes."""
+        outputs = []
+        for conv, x in zip(self.m, features):
+            y = conv(x)
+            batch, _, height, width = y.shape
+            outputs.append(y.view(batch, self.na, self.no, height, width).permute(0, 1, 3, 4, 2).contiguous())
+        return outputs
+
+    def probabilities(self, raw: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Sigmoid of every raw output: the tensors an exported graph ends with."""
+        return [r.sigmoid() for r in raw]
+
+    def inference(self, raw: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Decoded rows (B, N, 5 + nc): [cx, cy, w, h, objectness, class probabilities...]."""
+        return decode_levels(self.probabilities(raw), self.anchors_px, self.stride.tolist())

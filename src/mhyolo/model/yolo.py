@@ -1,0 +1,186 @@
+"""YOLOv5 built from a YAML description: backbone and head rows, then output heads.
+
+`YoloModel.forward` returns the raw outputs of every head by name (for losses);
+`YoloModel.predict` returns what post-processing consumes. Heads are rows like any
+other, so a model file can declare more of them (a type head reading P3/P4/P5)
+without touching the detector rows, whose indices the official weights depend on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mhyolo.config import read_yaml
+from mhyolo.errors import ConfigError
+from mhyolo.model.heads import Detect
+from mhyolo.model.layers import Conv
+from mhyolo.model.registry import Row, build_layer
+
+STRIDE_PROBE_SIZE = 256
+BUILTIN_CONFIGS = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")
+
+
+def is_head(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "output_name", None), str)
+
+
+def builtin_config_path(name: str) -> Path:
+    """Path of a config shipped in the package (`yolov5n` or `yolov5n.yaml`)."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    return Path(str(resources.files("mhyolo.model") / "cfg" / f"{stem}.yaml"))
+
+
+def load_model_config(cfg: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """A config dict from a dict, a YAML path, or the name of a shipped config."""
+    if isinstance(cfg, dict):
+        return copy.deepcopy(cfg)
+    path = Path(cfg)
+    if not path.is_file():
+        builtin = builtin_config_path(str(cfg))
+        if not builtin.is_file():
+            raise ConfigError(f"model config '{cfg}' is neither a file nor a shipped config ({', '.join(BUILTIN_CONFIGS)})")
+        path = builtin
+    return read_yaml(path)
+
+
+def _substitute(value: Any, symbols: dict[str, Any]) -> Any:
+    """Replace symbolic arguments (`nc`, `anchors`, `None`) by their values; nothing is evaluated."""
+    if isinstance(value, str):
+        if value in symbols:
+            return symbols[value]
+        if value == "None":
+            return None
+    if isinstance(value, list):
+        return [_substitute(v, symbols) for v in value]
+    return value
+
+
+def parse_rows(cfg: dict[str, Any], in_channels: int = 3) -> tuple[nn.Sequential, list[int]]:
+    """Build every row in order; returns the layers and the indices whose outputs are reused."""
+    for key in ("depth_multiple", "width_multiple", "backbone", "head"):
+        if key not in cfg:
+            raise ConfigError(f"model config: missing '{key}'")
+    symbols = {k: v for k, v in cfg.items() if k not in ("backbone", "head", "heads")}
+    rows = list(cfg["backbone"]) + list(cfg["head"]) + list(cfg.get("heads") or [])
+    channels = [in_channels]
+    layers: list[nn.Module] = []
+    reused: set[int] = set()
+    for index, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 4):
+            raise ConfigError(f"model config row {index}: expected [from, repeats, module, args], got {row!r}")
+        source, repeats, name, args = row
+        resolved = Row(index=index, source=source, repeats=int(repeats), name=str(name),
+                       args=_substitute(list(args or []), symbols),
+                       depth_multiple=float(cfg["depth_multiple"]), width_multiple=float(cfg["width_multiple"]))
+        sources = source if isinstance(source, list) else [source]
+        for s in sources:
+            if not isinstance(s, int) or s >= index or (s < -1 and index + s < 0):
+                raise ConfigError(f"model config row {index}: 'from' {source!r} must name earlier layers")
+            if s == -1 and layers and is_head(layers[-1]):
+                raise ConfigError(f"model config row {index}: reads the output of head row {index - 1}; name the feature layers")
+        module, c2 = build_layer(resolved, channels)
+        module.f, module.i, module.type = source, index, name  # plain attributes, not in the state_dict
+        reused.update(s if s >= 0 else index + s for s in sources if s != -1)
+        layers.append(module)
+        channels.append(c2)
+    return nn.Sequential(*layers), sorted(reused)
+
+
+class YoloModel(nn.Module):
+    """A YOLOv5 network plus any extra heads declared in its config."""
+
+    def __init__(self, cfg: str | Path | dict[str, Any], nc: int | None = None, names: Sequence[str] | None = None,
+                 in_channels: int = 3) -> None:
+        super().__init__()
+        self.yaml = load_model_config(cfg)
+        if nc is not None:
+            self.yaml["nc"] = int(nc)
+        self.model, self.save = parse_rows(self.yaml, in_channels)
+        self.names: list[str] = list(names) if names else [str(i) for i in range(int(self.yaml["nc"]))]
+        if len(self.names) != self.detect.nc:
+            raise ConfigError(f"{len(self.names)} class names for a detector with nc={self.detect.nc}")
+        self.type_names: list[str] | None = self.yaml.get("type_names")
+        self._init_strides(in_channels)
+        self.detect.initialize_biases()
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def heads(self) -> dict[str, nn.Module]:
+        return {m.output_name: m for m in self.model if is_head(m)}
+
+    @property
+    def detect(self) -> Detect:
+        head = self.heads.get("detection")
+        if not isinstance(head, Detect):
+            raise ConfigError("model config has no detection head")
+        return head
+
+    @property
+    def stride(self) -> torch.Tensor:
+        return self.detect.stride
+
+    @torch.no_grad()
+    def _init_strides(self, in_channels: int) -> None:
+        was_training = self.training
+        self.eval()
+        probe = torch.zeros(1, in_channels, STRIDE_PROBE_SIZE, STRIDE_PROBE_SIZE)
+        raw = self.forward(probe)["detection"]
+        self.detect.set_strides(torch.tensor([STRIDE_PROBE_SIZE / r.shape[2] for r in raw], dtype=torch.float32))
+        self.train(was_training)
+
+    # ------------------------------------------------------------------- running
+    def _run(self, x: torch.Tensor, capture: Sequence[int] = ()) -> tuple[dict[str, Any], dict[int, torch.Tensor]]:
+        saved: dict[int, torch.Tensor] = {}
+        outputs: dict[str, Any] = {}
+        captured: dict[int, torch.Tensor] = {}
+        keep = set(self.save) | set(capture)
+        for module in self.model:
+            if module.f != -1:
+                x = saved[module.f] if isinstance(module.f, int) else [x if j == -1 else saved[j] for j in module.f]
+            if is_head(module):
+                outputs[module.output_name] = module(x)
+                continue
+            x = module(x)
+            if module.i in keep:
+                saved[module.i] = x
+                if module.i in capture:
+                    captured[module.i] = x
+        return outputs, captured
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        """Raw outputs of every head, keyed by output name (training losses consume these)."""
+        return self._run(x)[0]
+
+    def forward_with_features(self, x: torch.Tensor, layers: Sequence[int]) -> tuple[dict[str, Any], dict[int, torch.Tensor]]:
+        """Raw outputs plus the feature maps of `layers` (e.g. for feature distillation)."""
+        return self._run(x, layers)
+
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference outputs of every head (decoded detections, probabilities)."""
+        raw = self.forward(x)
+        return {name: self.heads[name].inference(value) for name, value in raw.items()}
+
+    @torch.no_grad()
+    def fuse(self) -> YoloModel:
+        """Fold BatchNorm into convolutions for faster inference (eval only)."""
+        for module in self.modules():
+            if isinstance(module, Conv):
+                module.fuse()
+        return self
+
+    def metadata(self) -> dict[str, Any]:
+        """What a checkpoint must carry to rebuild this model."""
+        return {"config": self.yaml, "names": self.names, "type_names": self.type_names,
+                "strides": self.stride.tolist(), "anchors_px": self.detect.anchors_px.tolist()}
+
+
+def build_model(cfg: str | Path | dict[str, Any] = "yolov5n", nc: int | None = None,
+                names: Sequence[str] | None = None) -> YoloModel:
+    return YoloModel(cfg, nc=nc, names=names)
