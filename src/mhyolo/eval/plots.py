@@ -192,7 +192,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, names:
     for i, (box, cls) in enumerate(zip(boxes, classes)):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         c = color if color is not None else PALETTE[int(cls) % len(PALETTE)]
-        cv2.rectangle(out, (x1, y1), (x2, y2), c, thickness, cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), c, thickness)
         text = _label(names, int(cls)) + (f" {float(scores[i]):.2f}" if scores is not None else "")
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, thickness // 2))
         top = y1 - th - base if y1 - th - base >= 0 else y1
