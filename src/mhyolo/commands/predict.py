@@ -101,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be between 0 and 1, got {value}")
     source = open_source(args.source)
     device = _device(args.device)
-    model = load_model(args.weights)
-    model.to(device).eval()
+    model = load_model(args.weights, device=device)
     predictor = Predictor(model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
                           batch_size=args.batch_size)
 
@@ -138,6 +137,6 @@ def run(args: argparse.Namespace) -> int:
         if video_out is not None:
             video_out.close()
     where = video_out.path if video_out is not None else out_dir
-    unit = "frames" if source.is_video else "images"
-    print(f"{done} {unit} predicted, {failed} failed; results in {where}", file=sys.stderr)
+    unit = "frame" if source.is_video else "image"
+    print(f"{done} {unit}{'' if done == 1 else 's'} predicted, {failed} failed; results in {where}", file=sys.stderr)
     return 1 if failed else 0

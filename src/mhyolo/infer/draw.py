@@ -45,8 +45,9 @@ def draw_predictions(image: np.ndarray, prediction: Prediction) -> np.ndarray:
         (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
         box_h = text_h + baseline + 2
         top = y1 - box_h if y1 - box_h >= 0 else y1  # label above the box, inside it at the image top
-        cv2.rectangle(canvas, (x1, top), (x1 + text_w + 2, top + box_h), color, -1, cv2.LINE_AA)
+        left = max(min(x1, width - text_w - 2), 0)  # slide left rather than run off the right edge
+        cv2.rectangle(canvas, (left, top), (left + text_w + 2, top + box_h), color, -1, cv2.LINE_AA)
         text_color = (0, 0, 0) if sum(color) / 3 > 150 else (255, 255, 255)
-        cv2.putText(canvas, text, (x1 + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
+        cv2.putText(canvas, text, (left + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
                     font_thickness, cv2.LINE_AA)
     return canvas

@@ -65,12 +65,14 @@ class Detect(nn.Module):
 
     @torch.no_grad()
     def initialize_biases(self, image_size: int = 640) -> None:
-        """Start objectness near 8 objects per 640 image and classes near uniform,
-        so a freshly initialised output layer does not swamp early training."""
+        """Start objectness near 8 objects per 640 image and class scores near 0.6/nc.
+
+        With nc=1 the class column gets no loss at all, so this start (sigmoid ~0.98)
+        is what it keeps: scores (objectness x class) stay essentially objectness."""
         for conv, stride in zip(self.m, self.stride):
             bias = conv.bias.view(self.na, -1)
             bias[:, 4] += math.log(8 / (image_size / float(stride)) ** 2)
-            bias[:, 5:5 + self.nc] += math.log(0.6 / (self.nc - 0.99)) if self.nc > 1 else 0.0
+            bias[:, 5:5 + self.nc] += math.log(0.6 / (self.nc - 0.99))
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Raw logits per level, shaped (B, na, H, W, no): what the loss consumes."""
