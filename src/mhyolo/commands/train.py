@@ -1,0 +1,53 @@
+"""`mhyolo train`: fine-tune a YOLOv5 detector (default: COCO YOLOv5n to one class, "ball")."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a detector on a dataset (data.yaml)")
+    parser.add_argument("--data", help="dataset data.yaml (from `mhyolo data build`)")
+    parser.add_argument("--weights", help="starting weights: official .pt, our .safetensors, or 'none' (default yolov5n.pt)")
+    parser.add_argument("--model", help="architecture config (default: the one stored with the weights)")
+    parser.add_argument("--hyp", type=Path, help="YAML with training settings (e.g. configs/hyp.yaml); flags override it")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--imgsz", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="cpu, cuda or cuda:N")
+    parser.add_argument("--types-as-classes", action="store_true",
+                        help="detect the label ids as classes (nc = number of names) instead of one class 'ball'")
+    parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default runs/train)")
+    parser.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mhyolo.config import load_config
+    from mhyolo.errors import ConfigError
+    from mhyolo.train.config import TrainConfig
+    from mhyolo.train.report import finish_run
+    from mhyolo.train.trainer import Trainer, resume_config
+
+    if args.resume:
+        config, run_dir = resume_config(args.resume), args.resume
+    else:
+        overrides = {"data": args.data, "model": args.model, "epochs": args.epochs, "imgsz": args.imgsz,
+                     "batch": args.batch, "workers": args.workers, "seed": args.seed, "device": args.device}
+        if args.weights is not None:
+            overrides["weights"] = None if args.weights.lower() == "none" else args.weights
+        if args.types_as_classes:
+            overrides["single_class"] = False
+        config = load_config(TrainConfig, args.hyp, overrides)
+        if not config.data:
+            raise ConfigError("--data is required (a data.yaml from `mhyolo data build`)")
+        run_dir = args.out
+        if (run_dir / "weights" / "last.safetensors").exists():
+            raise ConfigError(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
+    summary = Trainer(config, run_dir, progress=not args.quiet, resume=bool(args.resume)).run()
+    finish_run(summary, config)
+    return 0

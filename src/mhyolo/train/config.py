@@ -1,0 +1,59 @@
+"""Training settings: one dataclass tree, loaded from YAML (`configs/hyp.yaml`) and CLI flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mhyolo.data.augment import AugmentConfig
+from mhyolo.errors import ConfigError
+from mhyolo.train.loss import LossConfig
+
+
+@dataclass
+class OptimConfig:
+    """SGD with YOLOv5's schedule: linear warm-up, then cosine decay from lr0 to lr0*lrf."""
+
+    optimizer: str = "SGD"  # SGD | Adam | AdamW
+    lr0: float = 0.01
+    lrf: float = 0.01
+    momentum: float = 0.937
+    weight_decay: float = 0.0005
+    warmup_epochs: float = 3.0
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+    nominal_batch: int = 64  # gradients are accumulated up to this many images per step
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("SGD", "Adam", "AdamW"):
+            raise ConfigError(f"optim.optimizer: expected SGD, Adam or AdamW, got {self.optimizer!r}")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    weights: str | None = "yolov5n.pt"  # official .pt, our .safetensors, or None for scratch
+    model: str = "yolov5n"  # architecture config (shipped name or YAML path)
+    epochs: int = 100
+    imgsz: int = 640
+    batch: int = 16
+    workers: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    single_class: bool = True  # detector sees one class ("ball"); False: the label ids are detection classes
+    close_mosaic: int = 10  # last epochs trained without mosaic
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0
+    val_every: int = 1
+    val_conf: float = 0.001
+    val_iou: float = 0.6
+    val_max_det: int = 300
+    patience: int = 0  # stop after this many epochs without improvement (0: never)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.imgsz % 32:
+            raise ConfigError(f"imgsz must be a multiple of 32, got {self.imgsz}")
+        if self.epochs < 1 or self.batch < 1:
+            raise ConfigError("epochs and batch must be at least 1")

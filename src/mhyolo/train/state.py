@@ -1,0 +1,89 @@
+"""Building the model to train and saving / restoring the whole training state.
+
+A `last` checkpoint holds the EMA weights as its model (what inference uses),
+plus the raw weights and optimizer state as extra tensors and the epoch, EMA
+updates and best fitness in its metadata, so `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mhyolo.errors import WeightsError
+from mhyolo.model.weights import import_official, load_checkpoint, resolve_weights, save_checkpoint
+from mhyolo.model.yolo import YoloModel, load_model_config
+
+
+def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, list[str]]:
+    """Copy every tensor whose name and shape match; return the count and the names skipped
+    (e.g. the Detect output convolutions when the number of classes changes)."""
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    skipped = sorted(k for k in own if k not in matched)
+    return len(matched), skipped
+
+
+def build_training_model(weights: str | None, architecture: str | None, names: list[str]) -> tuple[YoloModel, str]:
+    """The model to train: architecture from `architecture` if given, else from the weights;
+    `len(names)` detection classes; pretrained tensors transferred where they fit."""
+    state: dict[str, torch.Tensor] = {}
+    config: dict[str, Any] | None = load_model_config(architecture) if architecture else None
+    source = "scratch"
+    if weights:
+        path = resolve_weights(weights)
+        if path.suffix == ".safetensors":
+            checkpoint = load_checkpoint(path)
+            state, weights_config = checkpoint.model.state_dict(), checkpoint.metadata["config"]
+        elif path.suffix in (".pt", ".pth"):
+            imported = import_official(path)
+            state, weights_config = imported.state_dict, imported.config
+        else:
+            raise WeightsError(f"{path}: unknown weights format (expected .pt or .safetensors)")
+        config = config or weights_config
+        source = path.name
+    if config is None:
+        raise WeightsError("no architecture: give a model config or pretrained weights")
+    model = YoloModel(config, nc=len(names), names=names)
+    if state:
+        count, skipped = transfer_weights(model, state)
+        source = f"{source} ({count}/{len(model.state_dict())} tensors; new: {len(skipped)})"
+    return model, source
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state into tensors (for safetensors) and JSON-able metadata."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{index}/{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, extra: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    per_param: dict[int, dict[str, Any]] = {}
+    for key, value in extra.items():
+        if key.startswith("optim/"):
+            _, index, name = key.split("/", 2)
+            per_param.setdefault(int(index), {})[name] = value
+    for index, values in meta.get("scalars", {}).items():
+        per_param.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+
+
+def save_training_state(path: Path, ema_model: YoloModel, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        metadata: dict[str, Any]) -> Path:
+    tensors, optim_meta = optimizer_tensors(optimizer)
+    extra = {f"train/{k}": v for k, v in model.state_dict().items()}
+    extra.update(tensors)
+    return save_checkpoint(path, ema_model, {**metadata, "optimizer": optim_meta}, extra=extra)

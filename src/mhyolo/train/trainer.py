@@ -1,0 +1,230 @@
+"""The training loop: data, loss, backward, step; everything else is a hook.
+
+`Trainer.run()` trains for `config.epochs`, validating the EMA model, appending
+to `results.csv` and writing `weights/last.safetensors` (resumable) and
+`weights/best.safetensors` (EMA weights only) after every epoch. Under `torchrun`
+it trains with DistributedDataParallel (gloo on CPU, NCCL on GPU); only rank 0
+validates and writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from mhyolo.config import from_dict, to_dict
+from mhyolo.data.dataset import YoloDataset, build_dataloader
+from mhyolo.data.spec import load_data_spec
+from mhyolo.errors import ConfigError, WeightsError
+from mhyolo.eval.validate import validate
+from mhyolo.model.weights import load_checkpoint, save_checkpoint
+from mhyolo.train.config import TrainConfig
+from mhyolo.train.ema import ModelEMA
+from mhyolo.train.loss import DetectionLoss
+from mhyolo.train.optim import apply_schedule, build_optimizer
+from mhyolo.train.state import build_training_model, restore_optimizer, save_training_state
+
+RESULT_COLUMNS = ("epoch", "train/box", "train/obj", "train/cls", "metrics/precision", "metrics/recall",
+                  "metrics/mAP50", "metrics/mAP50-95", "lr", "seconds")
+GRAD_CLIP = 10.0
+
+
+def fitness(map50: float, map50_95: float) -> float:
+    """YOLOv5's model-selection score: mostly mAP@0.5:0.95."""
+    return 0.1 * map50 + 0.9 * map50_95
+
+
+class Hook(Protocol):
+    """Called by the trainer; a hook may raise to stop training (the last checkpoint stays valid)."""
+
+    def after_epoch(self, trainer: Trainer, epoch: int, row: dict[str, float]) -> None: ...
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    best: Path
+    last: Path
+    epochs_run: int
+    best_fitness: float
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Distributed:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device: str) -> _Distributed:
+        """torchrun announces the process group through RANK / WORLD_SIZE."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return cls(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, hooks: Sequence[Hook] = (), progress: bool = True,
+                 resume: bool = False) -> None:
+        self.config, self.run_dir, self.hooks, self.progress = config, Path(run_dir), list(hooks), progress
+        self.weights_dir = self.run_dir / "weights"
+        self.last_path, self.best_path = self.weights_dir / "last.safetensors", self.weights_dir / "best.safetensors"
+        self.resume = resume
+        self.dist = _Distributed.from_environment(config.device)
+        self.device = torch.device(config.device)
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        spec = load_data_spec(cfg.data)
+        self.spec = spec
+        self.det_names = ["ball"] if cfg.single_class else list(spec.names)
+        self.train_set = YoloDataset(spec, "train", cfg.imgsz, augment=cfg.augment, seed=cfg.seed)
+        self.val_set = YoloDataset(spec, "val", cfg.imgsz, augment=None, seed=cfg.seed) if self.dist.main else None
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                          shuffle=True, seed=cfg.seed)
+        self.loader = build_dataloader(self.train_set, batch_size=cfg.batch, shuffle=False, workers=cfg.workers,
+                                       seed=cfg.seed, sampler=self.sampler)
+        model, self.weights_source = build_training_model(cfg.weights, cfg.model, self.det_names)
+        self.model = model.to(self.device)
+        self.loss_fn = DetectionLoss(self.model.detect.anchors, self.model.detect.nc, cfg.loss, cfg.imgsz).to(self.device)
+        self.accumulate = max(round(cfg.optim.nominal_batch / (cfg.batch * self.dist.world_size)), 1)
+        self.optimizer = build_optimizer(self.model, cfg.optim, cfg.batch, self.accumulate)
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
+        self.start_epoch, self.best_fitness = 0, -1.0
+        if self.resume:
+            self._restore()
+        self.net = DistributedDataParallel(self.model) if self.dist.world_size > 1 else self.model
+
+    def _restore(self) -> None:
+        if not self.last_path.is_file():
+            raise WeightsError(f"cannot resume: {self.last_path} does not exist")
+        checkpoint = load_checkpoint(self.last_path)
+        meta = checkpoint.metadata
+        raw = {k[len("train/"):]: v for k, v in checkpoint.extra.items() if k.startswith("train/")}
+        self.model.load_state_dict(raw, strict=True)
+        self.ema.module.load_state_dict(checkpoint.model.state_dict(), strict=True)
+        self.ema.updates = int(meta["ema_updates"])
+        restore_optimizer(self.optimizer, checkpoint.extra, meta["optimizer"])
+        self.start_epoch = int(meta["epoch"]) + 1
+        self.best_fitness = float(meta["best_fitness"])
+
+    # ------------------------------------------------------------------- loop
+    def run(self) -> TrainSummary:
+        self._setup()
+        cfg = self.config
+        if self.dist.main:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+        rows: list[dict[str, float]] = []
+        batches = len(self.loader)
+        warmup = max(round(cfg.optim.warmup_epochs * batches), 100) if cfg.optim.warmup_epochs > 0 else 0
+        last_step = self.start_epoch * batches - 1
+        bad_epochs = 0
+        for epoch in range(self.start_epoch, cfg.epochs):
+            started = time.perf_counter()
+            self.train_set.set_mosaic(cfg.epochs - epoch > cfg.close_mosaic)
+            self.train_set.set_epoch(epoch)
+            self.sampler.set_epoch(epoch)
+            self.model.train()
+            sums = torch.zeros(3)
+            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       disable=not (self.progress and self.dist.main), leave=True)
+            for i, batch in enumerate(bar):
+                step = i + batches * epoch
+                apply_schedule(self.optimizer, cfg.optim, epoch, cfg.epochs, step, warmup)
+                images = batch.images.to(self.device).float().div_(255.0)
+                targets = batch.targets.to(self.device)
+                loss, parts = self.loss_fn(self.net(images)["detection"], targets)
+                (loss * self.dist.world_size).backward()
+                if step - last_step >= self.accumulate or i == batches - 1:
+                    self._optimizer_step()
+                    last_step = step
+                sums += torch.stack([parts["box"], parts["obj"], parts["cls"]]).cpu()
+                mean = sums / (i + 1)
+                bar.set_postfix(box=f"{mean[0]:.4f}", obj=f"{mean[1]:.4f}", cls=f"{mean[2]:.4f}")
+            row = {"epoch": epoch + 1, "train/box": float(mean[0]), "train/obj": float(mean[1]),
+                   "train/cls": float(mean[2]), "lr": self.optimizer.param_groups[0]["lr"]}
+            improved = self._end_of_epoch(epoch, row, started)
+            rows.append(row)
+            for hook in self.hooks:
+                hook.after_epoch(self, epoch, row)
+            bad_epochs = 0 if improved else bad_epochs + 1
+            if cfg.patience and bad_epochs >= cfg.patience:
+                break
+        if self.dist.world_size > 1:
+            dist.barrier()
+        return TrainSummary(self.run_dir, self.best_path, self.last_path, len(rows), self.best_fitness, rows)
+
+    def _optimizer_step(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+
+    def _end_of_epoch(self, epoch: int, row: dict[str, float], started: float) -> bool:
+        """Validate, log and checkpoint on rank 0; returns whether fitness improved."""
+        cfg = self.config
+        improved = False
+        if self.dist.main:
+            last_epoch = epoch == cfg.epochs - 1
+            if (epoch + 1) % cfg.val_every == 0 or last_epoch:
+                result = validate(self.ema.module, self.val_set, list(self.spec.names), batch_size=cfg.batch,
+                                  conf=cfg.val_conf, iou=cfg.val_iou, max_det=cfg.val_max_det,
+                                  class_agnostic=cfg.single_class, progress=self.progress)
+                m = result.metrics
+                row.update({"metrics/precision": m.precision, "metrics/recall": m.recall,
+                            "metrics/mAP50": m.map50, "metrics/mAP50-95": m.map50_95})
+                score = fitness(m.map50, m.map50_95)
+                improved = score > self.best_fitness
+                self.best_fitness = max(self.best_fitness, score)
+            row["seconds"] = time.perf_counter() - started
+            self._append_results(row)
+            meta = {"epoch": epoch, "best_fitness": self.best_fitness, "ema_updates": self.ema.updates,
+                    "train_config": to_dict(cfg), "weights_source": self.weights_source, "results": row}
+            save_training_state(self.last_path, self.ema.module, self.model, self.optimizer, meta)
+            if improved:
+                save_checkpoint(self.best_path, self.ema.module, meta)
+        if self.dist.world_size > 1:
+            dist.barrier()
+        return improved
+
+    def _append_results(self, row: dict[str, float]) -> None:
+        path = self.run_dir / "results.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def resume_config(run_dir: Path) -> TrainConfig:
+    """The configuration a run was started with, from its last checkpoint."""
+    path = Path(run_dir) / "weights" / "last.safetensors"
+    if not path.is_file():
+        raise WeightsError(f"cannot resume: {path} does not exist")
+    from mhyolo.model.weights import read_metadata
+
+    meta: dict[str, Any] = read_metadata(path)
+    if "train_config" not in meta:
+        raise ConfigError(f"{path}: not a training checkpoint (no train_config)")
+    return from_dict(TrainConfig, meta["train_config"], str(path))
