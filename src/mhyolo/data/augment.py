@@ -14,6 +14,7 @@ after every spatial step.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -77,6 +78,32 @@ def _bbox_params() -> A.BboxParams:
                         max_accept_ratio=BOX_MAX_ASPECT)
 
 
+class CroppedAffine(A.Affine):
+    """`A.Affine` followed by a centre crop to `size` x `size`, computed as one warp.
+
+    Same geometry as `A.Compose([A.Affine(...), A.CenterCrop(size, size)])`, but only
+    the output window is rendered: on a 2*imgsz mosaic canvas that is a quarter of
+    the pixels (about 20 ms less per 640 sample on a small CPU).
+    """
+
+    def __init__(self, size: int, **affine_args: Any):
+        super().__init__(**affine_args)
+        self.size = int(size)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        out = super().get_params_dependent_on_data(params, data)
+        height, width = params["shape"][:2]
+        if height < self.size or width < self.size:
+            raise ValueError(f"CroppedAffine needs an input of at least {self.size}px, got {height}x{width}")
+        crop = np.array([[1.0, 0.0, -((width - self.size) // 2)],
+                         [0.0, 1.0, -((height - self.size) // 2)],
+                         [0.0, 0.0, 1.0]])
+        out["matrix"] = crop @ out["matrix"]
+        out["bbox_matrix"] = crop @ out["bbox_matrix"]
+        out["output_shape"] = (self.size, self.size)
+        return out
+
+
 class Augmenter:
     """Albumentations pipelines for one output size, driven by explicit per-call seeds.
 
@@ -89,43 +116,43 @@ class Augmenter:
         self.imgsz = imgsz
         shift = int(round(config.translate * imgsz))
         spatial: list[A.BasicTransform] = [
-            A.Affine(scale=(1.0 - config.scale, 1.0 + config.scale), keep_ratio=True,
-                     translate_px={"x": (-shift, shift), "y": (-shift, shift)},
-                     rotate=(-config.degrees, config.degrees), shear=(-config.shear, config.shear),
-                     interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE,
-                     rotate_method="largest_box", p=1.0),
+            CroppedAffine(size=imgsz, scale=(1.0 - config.scale, 1.0 + config.scale), keep_ratio=True,
+                          translate_px={"x": (-shift, shift), "y": (-shift, shift)},
+                          rotate=(-config.degrees, config.degrees), shear=(-config.shear, config.shear),
+                          interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE,
+                          rotate_method="largest_box", p=1.0),
         ]
         if config.perspective > 0:
             spatial.append(A.Perspective(scale=(0.0, config.perspective), keep_size=True,
                                          border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE, p=1.0))
-        spatial.append(A.CenterCrop(imgsz, imgsz, p=1.0))
         self._geometric = A.Compose(spatial, bbox_params=_bbox_params())
 
-        photometric: list[A.BasicTransform] = []
-        if config.hsv_h or config.hsv_s or config.hsv_v:
-            # Brightness scales V exactly as YOLOv5's value gain does; saturation and hue are the
-            # torchvision-style equivalents of its S gain and H shift.
-            photometric.append(A.ColorJitter(brightness=config.hsv_v, contrast=0.0, saturation=config.hsv_s,
-                                             hue=config.hsv_h, p=1.0))
+        # Brightness scales V exactly as YOLOv5's value gain does; saturation and hue are the
+        # torchvision-style equivalents of its S gain and H shift.
+        self._colour = (A.Compose([A.ColorJitter(brightness=config.hsv_v, contrast=0.0, saturation=config.hsv_s,
+                                                 hue=config.hsv_h, p=1.0)])
+                        if config.hsv_h or config.hsv_s or config.hsv_v else None)
+        flips: list[A.BasicTransform] = []
         if config.flipud:
-            photometric.append(A.VerticalFlip(p=config.flipud))
+            flips.append(A.VerticalFlip(p=config.flipud))
         if config.fliplr:
-            photometric.append(A.HorizontalFlip(p=config.fliplr))
-        self._photometric = A.Compose(photometric, bbox_params=_bbox_params()) if photometric else None
+            flips.append(A.HorizontalFlip(p=config.fliplr))
+        self._flips = A.Compose(flips, bbox_params=_bbox_params()) if flips else None
 
     def geometric(self, image: np.ndarray, boxes: np.ndarray, types: np.ndarray,
                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Random affine about the image centre, then a centre crop to imgsz (needs a square >= imgsz)."""
-        if image.shape[0] < self.imgsz or image.shape[1] < self.imgsz:
-            raise ValueError(f"geometric augmentation needs an input of at least {self.imgsz}px, got {image.shape[:2]}")
         return _run(self._geometric, image, boxes, types, seed)
 
     def photometric(self, image: np.ndarray, boxes: np.ndarray, types: np.ndarray,
                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """HSV jitter and flips (expects RGB)."""
-        if self._photometric is None:
-            return image, boxes, types
-        return _run(self._photometric, image, boxes, types, seed)
+        """HSV jitter (expects RGB), then flips."""
+        if self._colour is not None:
+            self._colour.set_random_seed(seed)
+            image = self._colour(image=image)["image"]
+        if self._flips is not None:  # its own stream, so flipping is not tied to the colour draw
+            image, boxes, types = _run(self._flips, image, boxes, types, seed + 1)
+        return image, boxes, types
 
 
 def _run(pipeline: A.Compose, image: np.ndarray, boxes: np.ndarray, types: np.ndarray,

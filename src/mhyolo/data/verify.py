@@ -9,7 +9,7 @@ small image it yields is what the near-duplicate hash is computed from.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ class VerifyReport:
 
 
 def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_method: str = DEFAULT_METHOD,
-                   progress: bool = True) -> VerifyReport:
+                   hash_size: int = 8, progress: bool = True) -> VerifyReport:
     """Check every split of a dataset; `leak_threshold=None` skips the near-duplicate check across splits."""
     spec = load_data_spec(data_yaml)
     problems: list[Problem] = []
@@ -129,7 +129,7 @@ def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_m
         if folder in folders_seen:
             problems.append(Problem("shared-folder", str(folder), 0,
                                     f"splits '{folders_seen[folder]}' and '{split}' use the same images folder"))
-            summary.images = summaries[folders_seen[folder]].images
+            summaries[split] = replace(summaries[folders_seen[folder]])  # same files, same counts
             continue
         folders_seen[folder] = split
         if not folder.is_dir():
@@ -154,7 +154,7 @@ def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_m
             for cls in boxes[:, 0].astype(int):
                 summary.class_boxes[spec.names[cls]] = summary.class_boxes.get(spec.names[cls], 0) + 1
             if leak_threshold is not None:
-                split_hashes.append((str(image), image_hash(small, hash_method)))
+                split_hashes.append((str(image), image_hash(small, hash_method, hash_size)))
         for label in orphan_labels(folder, images):
             summary.orphan_labels += 1
             problems.append(Problem("orphan-label", str(label), 0, "label file without an image"))
@@ -165,7 +165,7 @@ def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_m
 
 
 def _leaks(hashes: dict[str, list[tuple[str, np.ndarray]]], threshold: int) -> list[Problem]:
-    """Near-duplicate pairs between every two splits, as problems on the later split's file."""
+    """One problem per image that has a near-duplicate in an earlier split, naming the closest one."""
     found: list[Problem] = []
     splits = list(hashes)
     for i, first in enumerate(splits):
@@ -173,8 +173,12 @@ def _leaks(hashes: dict[str, list[tuple[str, np.ndarray]]], threshold: int) -> l
             a, b = hashes[first], hashes[second]
             if not a or not b:
                 continue
-            pairs = cross_pairs(np.stack([h for _, h in a]), np.stack([h for _, h in b]), threshold)
-            for ia, ib, dist in pairs:
-                found.append(Problem("leak", b[ib][0], 0,
-                                     f"near-duplicate (distance {dist}) of {first} image {a[ia][0]}"))
+            matches: dict[int, list[tuple[int, int]]] = {}
+            for ia, ib, dist in cross_pairs(np.stack([h for _, h in a]), np.stack([h for _, h in b]), threshold):
+                matches.setdefault(ib, []).append((dist, ia))
+            for ib in sorted(matches):
+                dist, ia = min(matches[ib])
+                more = f" and {len(matches[ib]) - 1} more" if len(matches[ib]) > 1 else ""
+                found.append(Problem("leak", b[ib][0], 0, f"near-duplicate of {first} image {a[ia][0]} "
+                                                          f"(distance {dist}){more}"))
     return found

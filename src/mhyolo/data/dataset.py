@@ -1,0 +1,259 @@
+"""The training / validation dataset over one split of a `data.yaml`, and its DataLoader.
+
+Every label file's class id is the ball *type*; samples carry it unchanged and the
+trainer decides how to use it (the detector sees a single "ball" class).
+
+Randomness is a pure function of (seed, epoch, index): the same sample comes out
+in any worker, in any order, on any run. Epoch and the mosaic switch live in a
+small shared-memory tensor, so `set_epoch` / `set_mosaic` called in the main
+process reach persistent DataLoader workers too (call them before iterating).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from mhyolo.data.augment import AugmentConfig, Augmenter
+from mhyolo.data.labels import read_labels
+from mhyolo.data.mosaic import mixup, mosaic4
+from mhyolo.data.spec import DataSpec, label_path_for
+from mhyolo.errors import DataError
+from mhyolo.infer.preprocess import LetterboxInfo, letterbox
+
+# Show a progress bar when reading at least this many label files.
+_PROGRESS_MIN_FILES = 500
+# At most this many label issues are spelled out in the error message.
+_ISSUES_SHOWN = 10
+# YOLOv5 blends mixup partners with a ratio drawn from Beta(32, 32) (close to 0.5).
+_MIXUP_BETA = 32.0
+
+
+@dataclass
+class Sample:
+    """One network input with its boxes.
+
+    `labels` rows are [type, cx, cy, w, h], normalised to the output image.
+    `info` maps the output back to the original image; set for un-augmented
+    (validation) samples only, as a mosaic has no single original.
+    """
+
+    image: torch.Tensor  # uint8 (3, imgsz, imgsz), RGB
+    labels: torch.Tensor  # float32 (n, 5)
+    path: Path
+    info: LetterboxInfo | None
+
+    @property
+    def original_shape(self) -> tuple[int, int] | None:
+        return self.info.original_shape if self.info is not None else None
+
+
+@dataclass
+class Batch:
+    """Collated samples; `targets` rows are [batch_index, type, cx, cy, w, h] (normalised)."""
+
+    images: torch.Tensor  # uint8 (B, 3, H, W), RGB
+    targets: torch.Tensor  # float32 (N, 6)
+    paths: list[Path]
+    infos: list[LetterboxInfo | None]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True)."""
+        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.paths, self.infos)
+
+
+def collate_fn(batch: list[Sample]) -> Batch:
+    """Stack images and concatenate labels, prefixing each row with its image's batch index."""
+    targets = []
+    for i, sample in enumerate(batch):
+        index = torch.full((sample.labels.shape[0], 1), float(i), dtype=torch.float32)
+        targets.append(torch.cat([index, sample.labels], dim=1))
+    return Batch(images=torch.stack([s.image for s in batch]),
+                 targets=torch.cat(targets) if targets else torch.zeros((0, 6), dtype=torch.float32),
+                 paths=[s.path for s in batch], infos=[s.info for s in batch])
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image as RGB uint8 HWC; a file that does not decode is a DataError naming it."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image: {exc.strerror or exc}") from exc
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: cannot decode image (corrupt or not an image); run `mhyolo data verify`")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_split_labels(files: list[Path], num_types: int) -> list[np.ndarray]:
+    """Read every label file of a split; any bad line is fatal, listed by file:line."""
+    labels, issues = [], []
+    for image_path in tqdm(files, desc="labels", unit="file", disable=len(files) < _PROGRESS_MIN_FILES):
+        array, found = read_labels(label_path_for(image_path), num_types)
+        labels.append(array)
+        issues.extend(found)
+    if issues:
+        shown = "\n".join(f"  {issue}" for issue in issues[:_ISSUES_SHOWN])
+        more = f"\n  ... and {len(issues) - _ISSUES_SHOWN} more" if len(issues) > _ISSUES_SHOWN else ""
+        raise DataError(f"{len(issues)} bad label line(s); training does not skip them. "
+                        f"Fix them or run `mhyolo data verify`:\n{shown}{more}")
+    return labels
+
+
+class YoloDataset(Dataset):
+    """One split of a YOLO dataset as fixed-size square samples.
+
+    With `augment=None` (validation) each image is letterboxed to `imgsz`. With an
+    `AugmentConfig` (training) samples follow YOLOv5: mosaic of four images (or a
+    single letterboxed image once `set_mosaic(False)`), random affine, optional
+    mixup, HSV jitter and flips.
+    """
+
+    def __init__(self, spec: DataSpec, split: str, imgsz: int, augment: AugmentConfig | None = None,
+                 seed: int = 0):
+        self.spec = spec
+        self.split = split
+        self.imgsz = int(imgsz)
+        self.augment = augment
+        self.seed = int(seed)
+        self.files = spec.image_files(split)
+        if not self.files:
+            raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.images_dir(split)}")
+        # Class ids are type ids; a multi-head data.yaml may name the types separately.
+        self.num_types = len(spec.type_names) if spec.type_names else spec.nc
+        self.labels = load_split_labels(self.files, self.num_types)
+        self._augmenter = Augmenter(augment, self.imgsz) if augment is not None else None
+        # [epoch, mosaic on] in shared memory: visible to (persistent) worker processes.
+        self._state = torch.tensor([0, 1], dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._state[0])
+
+    @property
+    def mosaic_enabled(self) -> bool:
+        return bool(self._state[1])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of `epoch`; call before iterating the DataLoader."""
+        self._state[0] = int(epoch)
+
+    def set_mosaic(self, enabled: bool) -> None:
+        """Switch mosaic (and with it mixup) on or off, e.g. off for the last N epochs."""
+        self._state[1] = int(bool(enabled))
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        if self._augmenter is None:
+            image, boxes, types, info = self._letterboxed(index)
+        else:
+            image, boxes, types = self._augmented(index, self._rng(index))
+            info = None
+        return Sample(image=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                      labels=_to_normalised(boxes, types, image.shape[1], image.shape[0]),
+                      path=self.files[index], info=info)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _pixel_boxes(self, index: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of image `index` as pixel xyxy for an image of the given size, plus type ids."""
+        labels = self.labels[index]
+        cx, cy, w, h = labels[:, 1] * width, labels[:, 2] * height, labels[:, 3] * width, labels[:, 4] * height
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+        return boxes.reshape(-1, 4), labels[:, 0].astype(np.int64)
+
+    def _letterboxed(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, LetterboxInfo]:
+        original = read_image(self.files[index])
+        image, info = letterbox(original, self.imgsz)
+        boxes, types = self._pixel_boxes(index, original.shape[1], original.shape[0])
+        boxes = boxes * info.ratio + np.array([*info.pad, *info.pad], np.float32)
+        return image, boxes, types, info
+
+    def _resized(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image with its long side scaled to imgsz (aspect kept), as mosaic tiles are."""
+        image = read_image(self.files[index])
+        h0, w0 = image.shape[:2]
+        ratio = self.imgsz / max(h0, w0)
+        if ratio != 1:
+            size = (max(1, int(round(w0 * ratio))), max(1, int(round(h0 * ratio))))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        boxes, types = self._pixel_boxes(index, image.shape[1], image.shape[0])
+        return image, boxes, types
+
+    def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`index` plus three random images around a random centre on a 2*imgsz canvas."""
+        indices = [index, *rng.integers(0, len(self), size=3).tolist()]
+        rng.shuffle(indices)
+        center = rng.integers(self.imgsz // 2, self.imgsz * 3 // 2, size=2, endpoint=True)
+        return mosaic4([self._resized(i) for i in indices], self.imgsz, (int(center[0]), int(center[1])))
+
+    def _augmented(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self._augmenter is not None and self.augment is not None
+        cfg, aug = self.augment, self._augmenter
+        use_mosaic = self.mosaic_enabled and rng.random() < cfg.mosaic
+        if use_mosaic:
+            sample = aug.geometric(*self._mosaic(index, rng), seed=_draw_seed(rng))
+            if rng.random() < cfg.mixup:
+                partner = int(rng.integers(0, len(self)))
+                other = aug.geometric(*self._mosaic(partner, rng), seed=_draw_seed(rng))
+                sample = mixup(sample, other, float(rng.beta(_MIXUP_BETA, _MIXUP_BETA)))
+        else:
+            image, boxes, types = self._resized(index)
+            padded, info = letterbox(image, self.imgsz)  # long side is imgsz already: pads only
+            boxes = boxes * info.ratio + np.array([*info.pad, *info.pad], np.float32)
+            sample = aug.geometric(padded, boxes, types, seed=_draw_seed(rng))
+        return aug.photometric(*sample, seed=_draw_seed(rng))
+
+
+def _draw_seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**32 - 1))
+
+
+def _to_normalised(boxes: np.ndarray, types: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """Pixel xyxy + types -> (n, 5) float [type, cx, cy, w, h] normalised, clipped to the image."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
+    out = np.empty((boxes.shape[0], 5), np.float32)
+    out[:, 0] = np.asarray(types).reshape(-1)
+    out[:, 1] = (boxes[:, 0] + boxes[:, 2]) / 2 / height
+    out[:, 2] = (boxes[:, 1] + boxes[:, 3]) / 2 / height
+    out[:, 3] = (boxes[:, 2] - boxes[:, 0]) / width
+    out[:, 4] = (boxes[:, 3] - boxes[:, 1]) / height
+    return torch.from_numpy(out)
+
+
+def _worker_init(_: int) -> None:
+    # Each worker is one process; OpenCV's own thread pool would oversubscribe the cores.
+    cv2.setNumThreads(1)
+
+
+def build_dataloader(dataset: YoloDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
+                     sampler: Sampler | None = None, drop_last: bool = False,
+                     pin_memory: bool = False) -> DataLoader:
+    """A DataLoader with a seeded shuffle order; pass a `DistributedSampler` as `sampler` for DDP.
+
+    With a sampler, `shuffle` is the sampler's job (DataLoader refuses both).
+    """
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, collate_fn=collate_fn, generator=generator, drop_last=drop_last,
+                      pin_memory=pin_memory, persistent_workers=workers > 0,
+                      worker_init_fn=_worker_init if workers > 0 else None)

@@ -1,0 +1,210 @@
+"""Choosing images for a build: cross-source dedup, seeded sampling, balancing, and a split by groups.
+
+Order of the steps and why:
+1. near-duplicates are grouped over every candidate of every source;
+2. a group that spans sources keeps the copies of one source only (the first
+   listed in the recipe; a labelled copy beats a negative), so counts below are
+   counts after dedup;
+3. each source gives its per-class `sample` and its `negatives`;
+4. `per_class` brings every target class to the same number of images;
+5. the split is made per (source, class) stratum by whole groups, so no
+   near-duplicate sits on both sides.
+Sampling walks a seeded shuffle that takes one image per group before a second
+one from any group, so a small sample is spread over distinct scenes. Each step
+draws from its own `random.Random` seeded with the recipe seed and the step's
+name, so a change in one source does not reshuffle another.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from mhyolo.data.dedup import group_ids, near_pairs
+from mhyolo.data.recipe import ALL, MIN, Recipe
+from mhyolo.data.sources import Candidate, Drop
+from mhyolo.errors import ConfigError
+
+TRAIN, VAL = "train", "val"
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A copy dropped because another source holds the same image."""
+
+    dropped: str
+    dropped_source: str
+    kept: str
+    kept_source: str
+    distance: int
+
+
+@dataclass
+class GroupStats:
+    """Near-duplicate groups among all candidates (before any sampling)."""
+
+    pairs: int = 0  # near-duplicate pairs
+    groups: int = 0  # groups with two or more images
+    images: int = 0  # images in those groups
+    largest: int = 0
+    cross_source: int = 0  # groups holding images of several sources
+    cross_split: int = 0  # groups spread over several splits of one source (a leak in the source's own split)
+
+
+def _rng(recipe: Recipe, *parts: object) -> random.Random:
+    return random.Random("/".join([str(recipe.seed), *map(str, parts)]))
+
+
+def _stable(items: list[Candidate]) -> list[Candidate]:
+    return sorted(items, key=lambda c: (c.source_index, c.rel))
+
+
+def spread_order(items: list[Candidate], rng: random.Random) -> list[Candidate]:
+    """A seeded shuffle where the k-th image of any group comes after the (k-1)-th of every group."""
+    order = _stable(items)
+    rng.shuffle(order)
+    rank: Counter = Counter()
+    keyed = []
+    for pos, cand in enumerate(order):
+        keyed.append((rank[cand.group], pos, cand))
+        rank[cand.group] += 1
+    return [cand for _, _, cand in sorted(keyed, key=lambda t: (t[0], t[1]))]
+
+
+def group_candidates(cands: list[Candidate], threshold: int) -> tuple[list[tuple[int, int, int]], GroupStats]:
+    """Set `group` on every candidate (index of its group's first member in `cands`); returns the pairs."""
+    pairs = near_pairs(np.stack([c.hash for c in cands]), threshold) if cands else []
+    for cand, gid in zip(cands, group_ids(len(cands), pairs)):
+        cand.group = gid
+    members: dict[int, list[Candidate]] = defaultdict(list)
+    for cand in cands:
+        members[cand.group].append(cand)
+    multi = [m for m in members.values() if len(m) > 1]
+    stats = GroupStats(pairs=len(pairs), groups=len(multi), images=sum(len(m) for m in multi),
+                       largest=max((len(m) for m in multi), default=0),
+                       cross_source=sum(len({c.source for c in m}) > 1 for m in multi),
+                       cross_split=sum(any(len({c.source_split for c in m if c.source == s}) > 1
+                                           for s in {c.source for c in m}) for m in multi))
+    return pairs, stats
+
+
+def drop_cross_source(cands: list[Candidate], pairs: list[tuple[int, int, int]]
+                      ) -> tuple[list[Candidate], list[Drop], list[Duplicate]]:
+    """Keep one source's copies of each group that spans sources; report every copy dropped."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, cand in enumerate(cands):
+        members[cand.group].append(i)
+    distance: dict[tuple[int, int], int] = {}
+    for i, j, d in pairs:
+        distance[(i, j)] = distance[(j, i)] = d
+    drop_idx: dict[int, Duplicate] = {}
+    for idx in members.values():
+        if len({cands[i].source for i in idx}) < 2:
+            continue
+        winner = min((cands[i].target is None, cands[i].source_index) for i in idx)[1]
+        kept = [i for i in idx if cands[i].source_index == winner]
+        for i in idx:
+            if cands[i].source_index == winner:
+                continue
+            # name the kept copy closest to this one (a direct pair if there is one)
+            best = min(kept, key=lambda k: (distance.get((i, k), 10 ** 6), k))
+            dup = cands[i]
+            drop_idx[i] = Duplicate(dropped=str(dup.path), dropped_source=dup.source, kept=str(cands[best].path),
+                                    kept_source=cands[best].source, distance=distance.get((i, best), -1))
+    drops = [Drop(cands[i].source, d.dropped, 0, "duplicate",
+                  f"near-duplicate of {d.kept_source} image {d.kept}"
+                  + (f" (distance {d.distance})" if d.distance >= 0 else " (same group)"))
+             for i, d in sorted(drop_idx.items())]
+    kept_cands = [c for i, c in enumerate(cands) if i not in drop_idx]
+    return kept_cands, drops, [drop_idx[i] for i in sorted(drop_idx)]
+
+
+def _take(pool: list[Candidate], count: int | str, rng: random.Random, where: str, what: str
+          ) -> tuple[list[Candidate], list[Candidate]]:
+    """Split `pool` into (taken, left) by `count` ("all" or a number) in spread order."""
+    if count == ALL:
+        return _stable(pool), []
+    count = int(count)
+    if count > len(pool):
+        raise ConfigError(f"{where}: asks for {count} {what} but only {len(pool)} remain after verification "
+                          "and dedup")
+    order = spread_order(pool, rng)
+    return _stable(order[:count]), order[count:]
+
+
+def sample_sources(cands: list[Candidate], recipe: Recipe) -> tuple[list[Candidate], list[Drop]]:
+    """Each source's per-class sample and its negatives."""
+    chosen: list[Candidate] = []
+    drops: list[Drop] = []
+    for index, src in enumerate(recipe.sources):
+        mine = [c for c in cands if c.source_index == index]
+        for cls, name in enumerate(recipe.classes):
+            pool = [c for c in mine if c.target == cls]
+            count = src.sample.get(name, ALL) if isinstance(src.sample, dict) else src.sample
+            taken, left = _take(pool, count, _rng(recipe, "sample", src.id, name),
+                                f"sources[{index}] ({src.id}).sample.{name}", f"'{name}' images")
+            chosen += taken
+            drops += [Drop(src.id, str(c.path), 0, "sample", f"not sampled: {src.id} '{name}' sample is {count} "
+                           f"of {len(pool)}") for c in _stable(left)]
+        pool = [c for c in mine if c.target is None]
+        taken, left = _take(pool, src.negatives, _rng(recipe, "negatives", src.id),
+                            f"sources[{index}] ({src.id}).negatives", "negative images")
+        chosen += taken
+        for c in _stable(left):
+            why = f"only dropped classes ({', '.join(c.dropped)})" if c.dropped else "no boxes"
+            drops.append(Drop(src.id, str(c.path), 0, "negatives",
+                              f"negative ({why}); negatives is {src.negatives} of {len(pool)}"))
+    return _stable(chosen), drops
+
+
+def balance_classes(chosen: list[Candidate], recipe: Recipe) -> tuple[list[Candidate], list[Drop], int | None]:
+    """Bring every target class to `per_class` images ("min": the smallest class); negatives are not counted."""
+    if recipe.per_class is None:
+        return chosen, [], None
+    counts = {cls: sum(1 for c in chosen if c.target == cls) for cls in range(len(recipe.classes))}
+    if recipe.per_class == MIN:
+        target = min(counts.values())
+        if target == 0:
+            empty = ", ".join(recipe.classes[c] for c, n in counts.items() if n == 0)
+            raise ConfigError(f"per_class: min would build an empty dataset: no images of {empty}")
+    else:
+        target = int(recipe.per_class)
+    kept = [c for c in chosen if c.target is None]
+    drops: list[Drop] = []
+    for cls, name in enumerate(recipe.classes):
+        pool = [c for c in chosen if c.target == cls]
+        taken, left = _take(pool, target, _rng(recipe, "balance", name), f"per_class ({name})", f"'{name}' images")
+        kept += taken
+        drops += [Drop(c.source, str(c.path), 0, "balance", f"per_class keeps {target} of {len(pool)} '{name}' images")
+                  for c in _stable(left)]
+    return _stable(kept), drops, target
+
+
+def split_by_groups(chosen: list[Candidate], recipe: Recipe) -> dict[int, str]:
+    """Split name per candidate (keyed by id()): whole groups go to val until each stratum has its share."""
+    fractions = {src.id: recipe.val_fraction if src.val_fraction is None else src.val_fraction
+                 for src in recipe.sources}
+    groups: dict[int, list[Candidate]] = defaultdict(list)
+    for cand in _stable(chosen):
+        groups[cand.group].append(cand)
+    strata: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for gid, members in groups.items():
+        first = members[0]
+        strata[(first.source, -1 if first.target is None else first.target)].append(gid)
+    assignment: dict[int, str] = {}
+    for (source, cls), gids in sorted(strata.items()):
+        gids.sort()
+        _rng(recipe, "split", source, cls).shuffle(gids)
+        total = sum(len(groups[g]) for g in gids)
+        want = int(total * fractions[source] + 0.5)
+        in_val = 0
+        for gid in gids:
+            size = len(groups[gid])
+            split = VAL if in_val + size <= want else TRAIN
+            in_val += size if split == VAL else 0
+            for cand in groups[gid]:
+                assignment[id(cand)] = split
+    return assignment

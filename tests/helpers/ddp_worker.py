@@ -1,0 +1,38 @@
+"""Run under torchrun by the DDP test: trains one epoch and records this rank's weights digest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from mhyolo.data.augment import AugmentConfig
+from mhyolo.train.config import OptimConfig, TrainConfig
+from mhyolo.train.trainer import Trainer
+
+
+class RecordDigest:
+    def after_epoch(self, trainer: Trainer, epoch: int, row: dict[str, float]) -> None:
+        digest = hashlib.sha256()
+        # parameters, not buffers: each rank's last forward updates its own BatchNorm statistics
+        # (DDP broadcasts rank 0's buffers at the start of every forward)
+        for key, value in sorted(trainer.model.named_parameters()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().to(torch.float64).numpy().round(6).tobytes())
+        out = Path(sys.argv[2]) / f"rank{trainer.dist.rank}.json"
+        out.write_text(json.dumps({"digest": digest.hexdigest(), "batches": len(trainer.loader)}))
+
+
+def main() -> None:
+    data, out = Path(sys.argv[1]), Path(sys.argv[2])
+    torch.set_num_threads(1)
+    config = TrainConfig(data=str(data), weights="yolov5n.pt", epochs=1, imgsz=128, batch=2, workers=0,
+                         close_mosaic=0, optim=OptimConfig(warmup_epochs=0.0), augment=AugmentConfig())
+    Trainer(config, out / "run", hooks=[RecordDigest()], progress=False).run()
+
+
+if __name__ == "__main__":
+    main()
