@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# predict with the COCO weights, build the balanced ball dataset, fine-tune a one-class
+# "ball" detector (short profile), score it, and draw its detections on the validation images.
 demo: $(STAMP)
-	$(BIN)/mhyolo predict $(SHARED)/images --weights yolov5n.pt --out $(DEMO_OUT) --json
+	$(BIN)/mhyolo predict $(SHARED)/images --weights yolov5n.pt --out $(DEMO_OUT)/coco-predictions
+	$(BIN)/mhyolo data build configs/balls.yaml --out $(DEMO_OUT)/data --overwrite
+	rm -rf $(DEMO_OUT)/detector
+	$(BIN)/mhyolo train --data $(DEMO_OUT)/data/data.yaml --hyp configs/demo.yaml --out $(DEMO_OUT)/detector
+	$(BIN)/mhyolo val --data $(DEMO_OUT)/data/data.yaml --weights $(DEMO_OUT)/detector/weights/best.safetensors --imgsz 320
+	$(BIN)/mhyolo predict $(DEMO_OUT)/data/images/val --weights $(DEMO_OUT)/detector/weights/best.safetensors --imgsz 320 --out $(DEMO_OUT)/ball-predictions
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2
