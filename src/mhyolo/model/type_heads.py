@@ -1,0 +1,137 @@
+"""Ball-type heads that read the same neck features (P3, P4, P5) as `Detect`.
+
+Two designs, chosen per model config:
+
+* `ImageTypeHead` gives one type per image (pooled features -> small MLP per level,
+  logits averaged over levels). It assumes one ball type per image.
+* `ObjectTypeHead` gives one type per detection row: a light convolutional branch
+  laid out exactly like `Detect` (level, anchor, row, column), so the type of a kept
+  detection is read from the very cell and anchor that produced it.
+
+Both follow the head contract of `mhyolo.model.heads`: an `output_name`, `forward`
+returning raw logits (what the losses consume) and `inference` returning
+probabilities. Their builders are registered under the class names for model YAMLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mhyolo.errors import ConfigError
+from mhyolo.model.layers import Conv
+from mhyolo.model.registry import Row, input_channels, register_layer
+
+IMAGE_HIDDEN = 128
+IMAGE_DROPOUT = 0.2
+OBJECT_HIDDEN = 64
+
+
+class ImageTypeHead(nn.Module):
+    """Per level: global average pooling -> Linear -> ReLU -> Dropout -> Linear; the
+    levels' logits are averaged so every scale votes with the same weight."""
+
+    output_name = "image_type"
+
+    def __init__(self, ntypes: int, ch: Sequence[int], hidden: int = IMAGE_HIDDEN,
+                 dropout: float = IMAGE_DROPOUT) -> None:
+        super().__init__()
+        self.ntypes = ntypes
+        self.nl = len(ch)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.m = nn.ModuleList(
+            nn.Sequential(nn.Linear(c, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, ntypes))
+            for c in ch)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Type logits (B, ntypes), the mean of the per-level logits."""
+        logits = [mlp(self.pool(x).flatten(1)) for mlp, x in zip(self.m, features)]
+        return torch.stack(logits, 0).mean(0)
+
+    def inference(self, raw: torch.Tensor) -> torch.Tensor:
+        """Type probabilities (B, ntypes)."""
+        return raw.softmax(-1)
+
+
+class ObjectTypeHead(nn.Module):
+    """Per level: a 3x3 `Conv` block then a 1x1 convolution to `na * ntypes` logits,
+    parallel to `Detect` and with its (anchor, row, column) layout."""
+
+    output_name = "type"
+
+    def __init__(self, ntypes: int, na: int, ch: Sequence[int], hidden: int = OBJECT_HIDDEN) -> None:
+        super().__init__()
+        self.ntypes = ntypes
+        self.na = na
+        self.nl = len(ch)
+        self.m = nn.ModuleList(
+            nn.Sequential(Conv(c, min(c, hidden), 3, 1), nn.Conv2d(min(c, hidden), na * ntypes, 1)) for c in ch)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Raw type logits per level, shaped (B, na, H, W, ntypes) like `Detect.forward`."""
+        outputs = []
+        for branch, x in zip(self.m, features):
+            y = branch(x)
+            batch, _, height, width = y.shape
+            outputs.append(y.view(batch, self.na, self.ntypes, height, width).permute(0, 1, 3, 4, 2).contiguous())
+        return outputs
+
+    def probabilities(self, raw: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Softmax per level: the tensors an exported graph ends with."""
+        return [r.softmax(-1) for r in raw]
+
+    def inference(self, raw: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Type probabilities (B, N, ntypes); row n belongs to detection row n of `Detect.inference`."""
+        return flatten_levels(self.probabilities(raw))
+
+
+def flatten_levels(per_level: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(B, na, H, W, k) per level -> (B, N, k), level by level then anchor, row, column:
+    the same order `decode_levels` gives detection rows."""
+    return torch.cat([p.reshape(p.shape[0], -1, p.shape[-1]) for p in per_level], dim=1)
+
+
+def _positive_int(row: Row, value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"row {row.index} ({row.name}): {what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _ntypes(row: Row) -> int:
+    if not row.args:
+        raise ConfigError(f"row {row.index} ({row.name}): args must start with the number of types (ntypes)")
+    ntypes = _positive_int(row, row.args[0], "ntypes")
+    if ntypes < 2:
+        raise ConfigError(f"row {row.index} ({row.name}): ntypes must be at least 2, got {ntypes}")
+    return ntypes
+
+
+@register_layer("ImageTypeHead")
+def _image_type_head(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int]:
+    """args: [ntypes, hidden=128]."""
+    ntypes = _ntypes(row)
+    hidden = _positive_int(row, row.args[1], "hidden width") if len(row.args) > 1 else IMAGE_HIDDEN
+    return ImageTypeHead(ntypes, input_channels(row, channels), hidden), 0
+
+
+@register_layer("ObjectTypeHead")
+def _object_type_head(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int]:
+    """args: [ntypes, anchors, hidden=64]; anchors is the anchor count per level or the
+    detector's anchor list (pixels per level), whose length gives that count."""
+    ntypes = _ntypes(row)
+    if len(row.args) < 2:
+        raise ConfigError(f"row {row.index} ({row.name}): args must be [ntypes, anchors] (anchors: count or list)")
+    anchors = row.args[1]
+    if isinstance(anchors, list):
+        if not anchors or not isinstance(anchors[0], list) or len(anchors[0]) % 2:
+            raise ConfigError(f"row {row.index} ({row.name}): anchors must be a list of [w, h, w, h, ...] per level")
+        na = len(anchors[0]) // 2
+    else:
+        na = _positive_int(row, anchors, "anchor count")
+    hidden = _positive_int(row, row.args[2], "hidden width") if len(row.args) > 2 else OBJECT_HIDDEN
+    ch = input_channels(row, channels)
+    if isinstance(anchors, list) and len(anchors) != len(ch):
+        raise ConfigError(f"row {row.index} ({row.name}): {len(anchors)} anchor levels for {len(ch)} inputs")
+    return ObjectTypeHead(ntypes, na, ch, hidden), 0
