@@ -232,7 +232,7 @@ def _to_normalised(boxes: np.ndarray, types: np.ndarray, width: int, height: int
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
     out = np.empty((boxes.shape[0], 5), np.float32)
     out[:, 0] = np.asarray(types).reshape(-1)
-    out[:, 1] = (boxes[:, 0] + boxes[:, 2]) / 2 / height
+    out[:, 1] = (boxes[:, 0] + boxes[:, 2]) / 2 / width
     out[:, 2] = (boxes[:, 1] + boxes[:, 3]) / 2 / height
     out[:, 3] = (boxes[:, 2] - boxes[:, 0]) / width
     out[:, 4] = (boxes[:, 3] - boxes[:, 1]) / height

@@ -102,7 +102,3 @@ def build_layer(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int]:
         raise ConfigError(f"row {row.index}: unknown module '{row.name}' (known: {', '.join(sorted(LAYER_BUILDERS))})")
     return builder(row, channels)
 
-
-# Extra heads register themselves on import; imported last so that they find
-# `register_layer` and friends already defined (mhyolo.model.type_heads imports this module).
-import mhyolo.model.type_heads  # noqa: E402, F401  (registers the type heads)
