@@ -20,6 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cpu, cuda or cuda:N")
     parser.add_argument("--types-as-classes", action="store_true",
                         help="detect the label ids as classes (nc = number of names) instead of one class 'ball'")
+    heads = parser.add_mutually_exclusive_group()
+    heads.add_argument("--freeze", choices=["detector"],
+                       help="phase 2: train only the type heads; the detector stays bit-identical")
+    heads.add_argument("--joint", action="store_true",
+                       help="train everything with loss = detection + type_weight x type (the default when "
+                            "nothing is frozen; stated explicitly to override a --hyp file that freezes)")
+    parser.add_argument("--type-weight", type=float, help="lambda of the type loss in joint training")
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default runs/train)")
     parser.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in RUN from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -43,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         if args.types_as_classes:
             overrides["single_class"] = False
         config = load_config(TrainConfig, args.hyp, overrides)
+        if args.freeze or args.joint:
+            config.freeze = args.freeze
+        if args.type_weight is not None:
+            config.objective.type_weight = args.type_weight
         if not config.data:
             raise ConfigError("--data is required (a data.yaml from `mhyolo data build`)")
         run_dir = args.out

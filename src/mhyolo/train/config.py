@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.errors import ConfigError
 from mhyolo.train.loss import LossConfig
+from mhyolo.train.objective import ObjectiveConfig
 
 
 @dataclass
@@ -48,12 +49,16 @@ class TrainConfig:
     val_iou: float = 0.6
     val_max_det: int = 300
     patience: int = 0  # stop after this many epochs without improvement (0: never)
+    freeze: str | None = None  # "detector": train only the type heads (phase 2)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def __post_init__(self) -> None:
         if self.imgsz % 32:
             raise ConfigError(f"imgsz must be a multiple of 32, got {self.imgsz}")
+        if self.freeze not in (None, "detector"):
+            raise ConfigError(f"freeze: only 'detector' can be frozen, got {self.freeze!r}")
         if self.epochs < 1 or self.batch < 1:
             raise ConfigError("epochs and batch must be at least 1")

@@ -15,8 +15,11 @@ from torch import nn
 
 
 class ModelEMA:
-    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0,
+                 copy_only: set[str] | None = None) -> None:
+        """`copy_only`: state_dict names copied as they are (frozen weights stay bit-identical)."""
         self.module = copy.deepcopy(model).eval()
+        self.copy_only = copy_only or set()
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay, self.tau, self.updates = decay, tau, updates
@@ -30,7 +33,7 @@ class ModelEMA:
         d = self.current_decay()
         source = model.state_dict()
         for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
+            if value.dtype.is_floating_point and name not in self.copy_only:
                 value.mul_(d).add_(source[name].detach(), alpha=1 - d)
             else:
                 value.copy_(source[name])

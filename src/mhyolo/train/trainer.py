@@ -31,12 +31,13 @@ from mhyolo.eval.validate import validate
 from mhyolo.model.weights import load_checkpoint, save_checkpoint
 from mhyolo.train.config import TrainConfig
 from mhyolo.train.ema import ModelEMA
-from mhyolo.train.loss import DetectionLoss
+from mhyolo.train.objective import TrainingObjective, freeze_detector, hold_frozen_in_eval
 from mhyolo.train.optim import apply_schedule, build_optimizer
 from mhyolo.train.state import build_training_model, restore_optimizer, save_training_state
 
-RESULT_COLUMNS = ("epoch", "train/box", "train/obj", "train/cls", "metrics/precision", "metrics/recall",
-                  "metrics/mAP50", "metrics/mAP50-95", "lr", "seconds")
+RESULT_COLUMNS = ("epoch", "train/box", "train/obj", "train/cls", "train/type", "metrics/precision",
+                  "metrics/recall", "metrics/mAP50", "metrics/mAP50-95", "metrics/cls_accuracy",
+                  "metrics/image_accuracy", "metrics/typed_mAP50", "lr", "seconds")
 GRAD_CLIP = 10.0
 
 
@@ -106,10 +107,17 @@ class Trainer:
                                        seed=cfg.seed, sampler=self.sampler)
         model, self.weights_source = build_training_model(cfg.weights, cfg.model, self.det_names)
         self.model = model.to(self.device)
-        self.loss_fn = DetectionLoss(self.model.detect.anchors, self.model.detect.nc, cfg.loss, cfg.imgsz).to(self.device)
+        self.frozen: set[str] = set()
+        if cfg.freeze == "detector":
+            if not any(name in self.model.heads for name in ("type", "image_type")):
+                raise ConfigError("--freeze detector needs a model with a type head (e.g. --model "
+                                  "configs/models/yolov5n-typehead.yaml): nothing would train")
+            self.frozen = freeze_detector(self.model)
+        self.objective = TrainingObjective(self.model, cfg.loss, cfg.imgsz, cfg.objective,
+                                           detector_frozen=bool(self.frozen)).to(self.device)
         self.accumulate = max(round(cfg.optim.nominal_batch / (cfg.batch * self.dist.world_size)), 1)
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.batch, self.accumulate)
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau, copy_only=self.frozen)
         self.start_epoch, self.best_fitness = 0, -1.0
         if self.resume:
             self._restore()
@@ -145,7 +153,8 @@ class Trainer:
             self.train_set.set_epoch(epoch)
             self.sampler.set_epoch(epoch)
             self.model.train()
-            sums = torch.zeros(3)
+            hold_frozen_in_eval(self.model, self.frozen)
+            sums = torch.zeros(4)
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                        disable=not (self.progress and self.dist.main), leave=True)
             for i, batch in enumerate(bar):
@@ -153,16 +162,17 @@ class Trainer:
                 apply_schedule(self.optimizer, cfg.optim, epoch, cfg.epochs, step, warmup)
                 images = batch.images.to(self.device).float().div_(255.0)
                 targets = batch.targets.to(self.device)
-                loss, parts = self.loss_fn(self.net(images)["detection"], targets)
+                loss, parts = self.objective(self.net(images), targets)
                 (loss * self.dist.world_size).backward()
                 if step - last_step >= self.accumulate or i == batches - 1:
                     self._optimizer_step()
                     last_step = step
-                sums += torch.stack([parts["box"], parts["obj"], parts["cls"]]).cpu()
+                sums += torch.stack([parts[name] for name in self.objective.part_names]).cpu()
                 mean = sums / (i + 1)
-                bar.set_postfix(box=f"{mean[0]:.4f}", obj=f"{mean[1]:.4f}", cls=f"{mean[2]:.4f}")
-            row = {"epoch": epoch + 1, "train/box": float(mean[0]), "train/obj": float(mean[1]),
-                   "train/cls": float(mean[2]), "lr": self.optimizer.param_groups[0]["lr"]}
+                bar.set_postfix({name: f"{value:.4f}" for name, value in zip(self.objective.part_names, mean)})
+            row = {"epoch": epoch + 1, **{f"train/{name}": float(value)
+                                          for name, value in zip(self.objective.part_names, mean)},
+                   "lr": self.optimizer.param_groups[0]["lr"]}
             improved = self._end_of_epoch(epoch, row, started)
             rows.append(row)
             for hook in self.hooks:
