@@ -10,9 +10,11 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("val", help="score weights on a dataset split (COCO mAP)")
     parser.add_argument("--data", required=True, help="dataset data.yaml")
-    parser.add_argument("--weights", required=True, help="official .pt or our .safetensors")
+    parser.add_argument("--weights", required=True,
+                        help="official .pt, our .safetensors, or an exported .onnx / OpenVINO .xml")
     parser.add_argument("--split", default="val", help="split to score (default val)")
-    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="input size (default: 640, or the size an exported model was made for)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--conf", type=float, default=0.001)
     parser.add_argument("--iou", type=float, default=0.6)
@@ -30,28 +32,35 @@ def run(args: argparse.Namespace) -> int:
     from mhyolo.data.spec import load_data_spec
     from mhyolo.errors import ConfigError
     from mhyolo.eval.validate import validate
-    from mhyolo.model.weights import load_model
+    from mhyolo.infer.backends import input_size, load_backend
 
     torch.set_grad_enabled(False)
-    model = load_model(args.weights, device=args.device)
+    model = load_backend(args.weights, device=args.device)
+    imgsz = input_size(model, args.imgsz)
     spec = load_data_spec(args.data)
-    nc = model.detect.nc
+    nc = len(model.names)
     class_agnostic = nc == 1
     if not class_agnostic and nc != spec.nc:
         raise ConfigError(f"the model detects {nc} classes but {spec.yaml_path} names {spec.nc}: "
                           "class ids would not line up (a one-class model is scored class-agnostically)")
-    dataset = YoloDataset(spec, args.split, args.imgsz, augment=None)
+    dataset = YoloDataset(spec, args.split, imgsz, augment=None)
     result = validate(model, dataset, list(spec.names), batch_size=args.batch, conf=args.conf, iou=args.iou,
                       max_det=args.max_det, class_agnostic=class_agnostic, progress=not args.json)
     m = result.metrics
     summary = {"precision": m.precision, "recall": m.recall, "map50": m.map50, "map50_95": m.map50_95,
                "images": m.images, "boxes": m.boxes}
+    if result.types is not None:
+        summary.update(result.types.to_dict())
     if args.plots:
         from mhyolo.train.report import write_validation_plots
 
         write_validation_plots(result, list(spec.names) if not class_agnostic else ["ball"], args.plots)
+        if result.types is not None:
+            result.types.write_plots(args.plots)
     if args.json:
         print(json.dumps(summary))
     else:
         print(m.table())
+        if result.types is not None:
+            print(result.types.table())
     return 0

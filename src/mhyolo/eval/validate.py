@@ -17,9 +17,13 @@ from tqdm import tqdm
 
 from mhyolo.data.dataset import YoloDataset, build_dataloader
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
+from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
 from mhyolo.infer.postprocess import non_max_suppression
 from mhyolo.infer.predictor import InferenceBackend
 from mhyolo.infer.preprocess import scale_boxes_to_original
+
+
+TYPE_CONF = 0.25  # detections counted for type accuracy: what `mhyolo predict` would show
 
 
 @dataclass
@@ -27,6 +31,24 @@ class ValidationResult:
     metrics: DetectionMetrics
     results: list[ImageResult] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    types: TypeMetrics | None = None  # set when the model says what type each ball is
+
+
+def _predicted_types(outputs: dict[str, torch.Tensor], image: int, det, types_are_classes: bool
+                     ) -> tuple[np.ndarray, np.ndarray | None, int | None] | None:
+    """Each kept detection's type and its probability, from whichever head the model has."""
+    if "type" in outputs:
+        probs = outputs["type"][image][det.indices]
+        score, kind = probs.max(dim=1) if len(probs) else (probs.new_zeros(0), probs.new_zeros(0, dtype=torch.long))
+        return kind.numpy(), score.numpy(), None
+    if "image_type" in outputs:
+        probs = outputs["image_type"][image]
+        kind = int(probs.argmax())
+        n = len(det.classes)
+        return np.full(n, kind, np.int64), np.full(n, float(probs[kind]), np.float64), kind
+    if types_are_classes:
+        return det.classes.numpy(), None, None
+    return None
 
 
 def _ground_truth(labels: torch.Tensor, info, imgsz: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,23 +67,33 @@ def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], 
     """Run `backend` over every image of `dataset` (which must not augment) and compute mAP."""
     loader = build_dataloader(dataset, batch_size=batch_size, shuffle=False, workers=workers, seed=0)
     evaluator = DetectionEvaluator(names, class_agnostic=class_agnostic)
+    type_names = list(getattr(backend, "type_names", None) or names)
+    type_evaluator = TypeEvaluator(type_names, conf=TYPE_CONF)
     out = ValidationResult(metrics=None)  # type: ignore[arg-type]
     for batch in tqdm(loader, desc="val", unit="batch", leave=False, disable=not progress):
         images = batch.images.float().div_(255.0)
-        detections = non_max_suppression(backend.predict(images)["detection"], conf, iou, max_det,
-                                         agnostic=class_agnostic)
+        outputs = backend.predict(images)
+        detections = non_max_suppression(outputs["detection"], conf, iou, max_det, agnostic=class_agnostic)
         for i, (det, info, path) in enumerate(zip(detections, batch.infos, batch.paths)):
             labels = batch.targets[batch.targets[:, 0] == i][:, 1:]
             gt_boxes, gt_classes = _ground_truth(labels, info, dataset.imgsz)
             h0, w0 = info.original_shape
-            result = ImageResult(gt_boxes=gt_boxes, gt_classes=gt_classes,
-                                 pred_boxes=scale_boxes_to_original(det.boxes.numpy(), info),
+            boxes = scale_boxes_to_original(det.boxes.numpy(), info)
+            result = ImageResult(gt_boxes=gt_boxes, gt_classes=gt_classes, pred_boxes=boxes,
                                  pred_scores=det.scores.numpy(), pred_classes=det.classes.numpy(),
                                  width=w0, height=h0, name=str(path))
             evaluator.add(result)
             out.results.append(result)
             out.paths.append(Path(path))
+            typed = _predicted_types(outputs, i, det, types_are_classes=not class_agnostic)
+            if typed is not None:
+                kinds, type_scores, image_type = typed
+                type_evaluator.add(TypedImageResult(gt_boxes=gt_boxes, gt_types=gt_classes, pred_boxes=boxes,
+                                                    pred_scores=det.scores.numpy(), pred_types=kinds,
+                                                    width=w0, height=h0, name=str(path),
+                                                    type_scores=type_scores, image_type=image_type))
     out.metrics = evaluator.compute()
+    out.types = type_evaluator.compute() if len(type_evaluator) else None
     return out
 
 

@@ -54,3 +54,6 @@ def finish_run(summary, config: TrainConfig) -> None:
                           iou=config.val_iou, class_agnostic=config.single_class, progress=False)
         write_validation_plots(result, ["ball"] if config.single_class else list(spec.names), run_dir)
         print(f"best: {summary.best}  mAP@0.5 {result.metrics.map50:.3f}  mAP@0.5:0.95 {result.metrics.map50_95:.3f}")
+        if result.types is not None:
+            result.types.write_plots(run_dir)
+            print(result.types.table())

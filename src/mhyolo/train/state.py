@@ -15,17 +15,45 @@ from torch import nn
 
 from mhyolo.errors import WeightsError
 from mhyolo.model.weights import import_official, load_checkpoint, resolve_weights, save_checkpoint
+from mhyolo.model.heads import Detect
 from mhyolo.model.yolo import YoloModel, load_model_config
 
 
 def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, list[str]]:
     """Copy every tensor whose name and shape match; return the count and the names skipped
-    (e.g. the Detect output convolutions when the number of classes changes)."""
+    (e.g. the Detect output convolutions when the number of classes changes).
+
+    A Detect output layer whose class count differs still inherits, per anchor, the
+    rows that do not depend on the classes (4 box offsets and objectness), so a
+    re-shaped detector starts out finding objects where the pretrained one did.
+    """
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)
     skipped = sorted(k for k in own if k not in matched)
+    detect = getattr(model, "detect", None)
+    if isinstance(detect, Detect):
+        _inherit_box_and_objectness(model, detect, state, skipped)
     return len(matched), skipped
+
+
+@torch.no_grad()
+def _inherit_box_and_objectness(model: nn.Module, detect: Detect, state: dict[str, torch.Tensor],
+                                skipped: list[str]) -> None:
+    prefix = next(name for name, module in model.named_modules() if module is detect)
+    for level, conv in enumerate(detect.m):
+        for kind in ("weight", "bias"):
+            key = f"{prefix}.m.{level}.{kind}"
+            if key not in skipped or key not in state:
+                continue
+            source = state[key]
+            if source.shape[0] % detect.na or source.shape[1:] != getattr(conv, kind).shape[1:]:
+                continue
+            source_no = source.shape[0] // detect.na
+            if source_no < 5:
+                continue
+            target = getattr(conv, kind).view(detect.na, detect.no, *source.shape[1:])
+            target[:, :5] = source.view(detect.na, source_no, *source.shape[1:])[:, :5]
 
 
 def build_training_model(weights: str | None, architecture: str | None, names: list[str]) -> tuple[YoloModel, str]:
