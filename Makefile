@@ -16,15 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# predict with the COCO weights, build the balanced ball dataset, fine-tune a one-class
-# "ball" detector (short profile), score it, and draw its detections on the validation images.
+# The whole pipeline on the default data (configs/pipeline/demo.yaml: the balanced ball set,
+# detector -> type head -> joint, report), then the final model's detections on the sample images.
 demo: $(STAMP)
-	$(BIN)/mhyolo predict $(SHARED)/images --weights yolov5n.pt --out $(DEMO_OUT)/coco-predictions
-	$(BIN)/mhyolo data build configs/balls.yaml --out $(DEMO_OUT)/data --overwrite
-	rm -rf $(DEMO_OUT)/detector
-	$(BIN)/mhyolo train --data $(DEMO_OUT)/data/data.yaml --hyp configs/demo.yaml --out $(DEMO_OUT)/detector
-	$(BIN)/mhyolo val --data $(DEMO_OUT)/data/data.yaml --weights $(DEMO_OUT)/detector/weights/best.safetensors --imgsz 320
-	$(BIN)/mhyolo predict $(DEMO_OUT)/data/images/val --weights $(DEMO_OUT)/detector/weights/best.safetensors --imgsz 320 --out $(DEMO_OUT)/ball-predictions
+	$(BIN)/mhyolo pipeline --config configs/pipeline/demo.yaml --out $(DEMO_OUT)
+	$(BIN)/mhyolo predict $(SHARED)/images --weights $(DEMO_OUT)/model.safetensors --imgsz 320 --out $(DEMO_OUT)/predictions
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2

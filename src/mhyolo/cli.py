@@ -22,7 +22,8 @@ COMMAND_MODULES = (
     "data",
     "train",
     "val",
-
+    "pipeline",
+    "export",
 )
 
 

@@ -1,0 +1,1 @@
+"""`mhyolo pipeline`: the stages in a row, each resumable and skipped once done."""

@@ -1,0 +1,80 @@
+"""The pipeline's report: every stage's model scored on the same validation split, the
+latency of the detector alone against the detector with its heads (same process, same
+input), as `report.json` and a Markdown table in `report.md`."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mhyolo.data.dataset import YoloDataset
+from mhyolo.data.spec import load_data_spec
+from mhyolo.eval.validate import validate
+from mhyolo.model.weights import load_model
+
+COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type acc (objects)"),
+           ("image_accuracy", "type acc (images)"), ("typed_map50", "typed mAP50"),
+           ("typed_map50_95", "typed mAP50-95"), ("latency_ms", "ms (PyTorch, 1 img)"))
+
+
+def score(weights: Path, data_yaml: Path, imgsz: int) -> dict[str, Any]:
+    model = load_model(weights)
+    spec = load_data_spec(data_yaml)
+    class_agnostic = model.detect.nc == 1
+    result = validate(model, YoloDataset(spec, "val", imgsz), list(spec.names), class_agnostic=class_agnostic,
+                      progress=False)
+    row: dict[str, Any] = {"weights": str(weights), "map50": result.metrics.map50,
+                           "map50_95": result.metrics.map50_95, "precision": result.metrics.precision,
+                           "recall": result.metrics.recall}
+    if result.types is not None:
+        row.update({k: v for k, v in result.types.to_dict().items()
+                    if k in ("cls_accuracy", "image_accuracy", "typed_map50", "typed_map50_95",
+                             "detection_recall", "per_type", "confusion_matrix")})
+    return row
+
+
+@torch.inference_mode()
+def latencies(weights: dict[str, Path], imgsz: int, runs: int, warmup: int = 3) -> dict[str, float]:
+    """Median ms per image (batch 1, fused FP32), models interleaved run by run so that
+    load on a shared machine hits them alike and their ratio stays meaningful."""
+    models = {name: load_model(path).fuse() for name, path in weights.items()}
+    x = torch.rand(1, 3, imgsz, imgsz)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for i in range(warmup + runs):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.predict(x)
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value <= 1.0 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown(rows: dict[str, dict[str, Any]], title: str) -> str:
+    lines = [f"# {title}", "", "| model | " + " | ".join(label for _, label in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run: Path, rows: dict[str, dict[str, Any]], extra: dict[str, Any]) -> tuple[Path, Path]:
+    json_path, md_path = run / "report.json", run / "report.md"
+    json_path.write_text(json.dumps({"models": rows, **extra}, indent=2))
+    text = markdown(rows, "mhyolo pipeline report")
+    if "head_overhead" in extra:
+        text += f"\nType head latency overhead (same run, interleaved): x{extra['head_overhead']:.3f}\n"
+    md_path.write_text(text)
+    return json_path, md_path

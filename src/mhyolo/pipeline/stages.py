@@ -1,0 +1,89 @@
+"""The pipeline's stages. Each writes into its own folder of the run and leaves a
+`done.json` when finished, so a re-run skips it and an interrupted one resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mhyolo.config import load_config, to_dict
+from mhyolo.pipeline.config import PipelineConfig, StageConfig
+from mhyolo.train.config import TrainConfig
+
+DONE = "done.json"
+
+
+@dataclass
+class StageResult:
+    name: str
+    folder: Path
+    weights: Path | None
+    skipped: bool  # already done before this run
+
+
+def is_done(folder: Path) -> bool:
+    return (folder / DONE).is_file()
+
+
+def mark_done(folder: Path, info: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DONE).write_text(json.dumps(info, indent=2))
+
+
+def build_data(config: PipelineConfig, run: Path, progress: bool) -> StageResult:
+    from mhyolo.data.build import build_dataset
+    from mhyolo.data.recipe import load_recipe
+
+    folder = run / "data"
+    if is_done(folder):
+        return StageResult("data", folder, None, skipped=True)
+    recipe = load_recipe(config.path(config.recipe), seed=config.seed)
+    build_dataset(recipe, folder, overwrite=True, progress=progress)
+    mark_done(folder, {"recipe": str(config.path(config.recipe)), "seed": config.seed})
+    return StageResult("data", folder, None, skipped=False)
+
+
+def _resolve_model(value: str | None, places: list[Path]) -> str | None:
+    """A relative architecture path may be written from the working directory, the
+    pipeline file, the training YAML or the repository root; shipped names stay names."""
+    if not value or Path(value).is_absolute() or Path(value).is_file():
+        return value
+    for place in places:
+        if (place / value).is_file():
+            return str((place / value).resolve())
+    return value
+
+
+def train_config(config: PipelineConfig, stage: StageConfig, data: Path, weights: str | None,
+                 extra: dict[str, Any] | None = None) -> TrainConfig:
+    overrides = {"imgsz": config.imgsz, "seed": config.seed, **stage.overrides, **(extra or {}),
+                 "data": str(data / "data.yaml")}
+    if weights is not None:
+        overrides["weights"] = weights
+    hyp = config.path(stage.hyp) if stage.hyp else None
+    train = load_config(TrainConfig, hyp, overrides)
+    places = [config.base_dir] + ([hyp.parent, hyp.parent.parent] if hyp else [])
+    train.model = _resolve_model(train.model, places)
+    return train
+
+
+def train_stage(name: str, train: TrainConfig, run: Path, progress: bool) -> StageResult:
+    from mhyolo.train.report import finish_run
+    from mhyolo.train.trainer import Trainer
+
+    folder = run / name
+    best = folder / "weights" / "best.safetensors"
+    if is_done(folder):
+        return StageResult(name, folder, best, skipped=True)
+    resume = (folder / "weights" / "last.safetensors").is_file()
+    if not resume and folder.exists():
+        shutil.rmtree(folder)  # a stage that died before its first checkpoint starts over
+    print(f"\n== {name}: {'resuming' if resume else 'training'} ({train.epochs} epochs at {train.imgsz})")
+    summary = Trainer(train, folder, progress=progress, resume=resume).run()
+    finish_run(summary, train)
+    mark_done(folder, {"epochs": summary.epochs_run, "best_fitness": summary.best_fitness,
+                       "config": to_dict(train)})
+    return StageResult(name, folder, summary.best, skipped=False)
