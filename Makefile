@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The whole pipeline on the default data (configs/pipeline/demo.yaml: the balanced ball set,
-# detector -> type head -> joint, report), then the final model's detections on the sample images.
+# detector -> type head -> joint, report), then the final model draws its detections and types on the validation images.
 demo: $(STAMP)
 	$(BIN)/mhyolo pipeline --config configs/pipeline/demo.yaml --out $(DEMO_OUT)
-	$(BIN)/mhyolo predict $(SHARED)/images --weights $(DEMO_OUT)/model.safetensors --imgsz 320 --out $(DEMO_OUT)/predictions
+	$(BIN)/mhyolo predict $(DEMO_OUT)/data/images/val --weights $(DEMO_OUT)/model.safetensors --imgsz 320 --out $(DEMO_OUT)/predictions
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2

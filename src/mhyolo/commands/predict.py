@@ -29,8 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("source", help="image file, folder of images, or video file")
     parser.add_argument("--weights", required=True,
                         help="checkpoint: official YOLOv5 .pt or mhyolo .safetensors (bare names are looked up "
-                             "in the weights cache and ../shared/weights)")
-    parser.add_argument("--imgsz", type=int, default=640, help="square network input size (default: 640)")
+                             "in the weights cache and ../shared/weights), or an exported .onnx (ONNX Runtime) "
+                             "or OpenVINO .xml")
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="square network input size (default: 640, or the size an exported model was made for)")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default: 0.25)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default: 300)")
@@ -89,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
+    from mhyolo.infer.backends import input_size, load_backend
     from mhyolo.infer.draw import draw_predictions
     from mhyolo.infer.predictor import Predictor
     from mhyolo.infer.sources import open_source
-    from mhyolo.model.weights import load_model
 
     if args.max_det < 1:
         raise ConfigError(f"--max-det must be at least 1, got {args.max_det}")
@@ -101,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be between 0 and 1, got {value}")
     source = open_source(args.source)
     device = _device(args.device)
-    model = load_model(args.weights, device=device)
-    predictor = Predictor(model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                          batch_size=args.batch_size)
+    model = load_backend(args.weights, device=device)
+    predictor = Predictor(model, imgsz=input_size(model, args.imgsz), conf=args.conf, iou=args.iou,
+                          max_det=args.max_det, batch_size=args.batch_size)
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
