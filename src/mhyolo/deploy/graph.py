@@ -1,0 +1,139 @@
+"""The module that gets exported: a `YoloModel` whose heads end in the NPU-friendly
+layout of `mhyolo.deploy.layout` (separate box and score tensors, activations inside,
+no decoding).
+
+The detection conv of each level is split into a box conv and a score conv with the
+very same weights, so each output is a plain Conv -> Sigmoid on 4-D tensors: no
+slicing of a mixed tensor, no 5-D reshape for an NPU compiler to trip on.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from mhyolo.deploy.layout import ExportMetadata
+from mhyolo.errors import ConfigError
+from mhyolo.model.heads import Detect
+from mhyolo.model.type_heads import ImageTypeHead, ObjectTypeHead
+from mhyolo.model.yolo import YoloModel, is_head
+
+
+def _conv_rows(conv: nn.Conv2d, rows: list[int]) -> nn.Conv2d:
+    """A 1x1 conv computing only output channels `rows` of `conv`."""
+    out = nn.Conv2d(conv.in_channels, len(rows), conv.kernel_size, conv.stride, conv.padding, bias=True)
+    index = torch.tensor(rows)
+    with torch.no_grad():
+        out.weight.copy_(conv.weight[index])
+        out.bias.copy_(conv.bias[index] if conv.bias is not None else torch.zeros(len(rows)))
+    return out
+
+
+class DetectOutputs(nn.Module):
+    """Per level: boxes (B, na*4, H, W) and scores (B, na*(1+nc), H, W), both sigmoids."""
+
+    def __init__(self, detect: Detect) -> None:
+        super().__init__()
+        na, no = detect.na, detect.no
+        box_rows = [a * no + j for a in range(na) for j in range(4)]
+        score_rows = [a * no + j for a in range(na) for j in range(4, no)]
+        self.box = nn.ModuleList(_conv_rows(conv, box_rows) for conv in detect.m)
+        self.score = nn.ModuleList(_conv_rows(conv, score_rows) for conv in detect.m)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        outputs = []
+        for box, score, x in zip(self.box, self.score, features):
+            outputs += [box(x).sigmoid(), score(x).sigmoid()]
+        return outputs
+
+
+class ObjectTypeOutputs(nn.Module):
+    """Per level: type probabilities (B, na*T, H, W), a softmax over each anchor's T channels."""
+
+    def __init__(self, head: ObjectTypeHead) -> None:
+        super().__init__()
+        self.branches = head.m
+        self.ntypes = head.ntypes
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        outputs = []
+        for branch, x in zip(self.branches, features):
+            chunks = torch.split(branch(x), self.ntypes, dim=1)  # stays 4-D: one chunk per anchor
+            outputs.append(torch.cat([c.softmax(dim=1) for c in chunks], dim=1))
+        return outputs
+
+
+class ImageTypeOutputs(nn.Module):
+    """One (B, T) tensor of image type probabilities."""
+
+    def __init__(self, head: ImageTypeHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.head(features).softmax(dim=-1)]
+
+
+def _head_outputs(head: nn.Module) -> tuple[nn.Module, str | None]:
+    if isinstance(head, Detect):
+        return DetectOutputs(head), None
+    if isinstance(head, ObjectTypeHead):
+        return ObjectTypeOutputs(head), "type"
+    if isinstance(head, ImageTypeHead):
+        return ImageTypeOutputs(head), "image_type"
+    raise ConfigError(f"no export layout for head {type(head).__name__} ('{head.output_name}')")
+
+
+class ExportGraph(nn.Module):
+    """`images` (B, 3, H, W) float RGB in [0, 1] -> the tuple of `metadata.output_names` tensors.
+
+    Holds a copy of the model (fused when asked), so exporting never alters the caller's model.
+    """
+
+    def __init__(self, model: YoloModel, imgsz: int, fuse: bool = True, dynamic_batch: bool = False) -> None:
+        super().__init__()
+        stride = int(model.stride.max())
+        if imgsz <= 0 or imgsz % stride:
+            raise ConfigError(f"export size {imgsz} must be a positive multiple of the model stride {stride}")
+        net = copy.deepcopy(model).cpu().float().eval()
+        if fuse:
+            net.fuse()
+        self.layers = net.model
+        self.save = set(net.save)
+        self.adapters = nn.ModuleDict()
+        type_output = None
+        for module in self.layers:
+            if is_head(module):
+                adapter, kind = _head_outputs(module)
+                self.adapters[str(module.i)] = adapter
+                type_output = kind or type_output
+        self.metadata = ExportMetadata(
+            names=list(model.names), strides=[float(s) for s in model.stride.tolist()],
+            anchors_px=model.detect.anchors_px.tolist(), imgsz=int(imgsz), type_names=model.type_names,
+            type_output=type_output, dynamic_batch=dynamic_batch)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        saved: dict[int, torch.Tensor] = {}
+        detection: list[torch.Tensor] = []
+        types: list[torch.Tensor] = []
+        x = images
+        for module in self.layers:
+            inputs = x
+            if module.f != -1:
+                sources = module.f
+                inputs = saved[sources] if isinstance(sources, int) else [x if j == -1 else saved[j] for j in sources]
+            if is_head(module):
+                outputs = self.adapters[str(module.i)](inputs)
+                (detection if isinstance(module, Detect) else types).extend(outputs)
+                continue
+            x = module(inputs)
+            if module.i in self.save:
+                saved[module.i] = x
+        return tuple(detection + types)
+
+    @torch.no_grad()
+    def named_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The outputs by name, as a runtime returns them (the PyTorch reference)."""
+        return dict(zip(self.metadata.output_names, self.forward(images)))

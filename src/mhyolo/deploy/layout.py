@@ -1,0 +1,151 @@
+"""What an exported graph outputs, the metadata that travels with it, and how its
+outputs are read back into the `InferenceBackend` dict.
+
+Layout (every tensor NCHW, one per level ``pN`` where N = log2(stride)):
+
+* ``boxes_pN``  (B, na*4, H, W): sigmoid of the box logits; channel ``a*4 + j`` is
+  coordinate j (x, y, w, h offsets) of anchor a.
+* ``scores_pN`` (B, na*(1+nc), H, W): sigmoid of objectness and class logits; channel
+  ``a*(1+nc)`` is anchor a's objectness, ``a*(1+nc) + 1 + c`` its class c.
+* ``types_pN``  (B, na*T, H, W): per-object type probabilities (softmax over each
+  anchor's T channels), when the model has an `ObjectTypeHead`.
+* ``image_type`` (B, T): image type probabilities, when it has an `ImageTypeHead`.
+
+Boxes and scores are separate tensors because their ranges differ by orders of
+magnitude, which per-tensor INT8 quantisation cannot represent in one tensor; no box
+decoding happens in the graph, so `reconstruct` calls the same `decode_levels` the
+PyTorch model uses and every runtime is post-processed alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mhyolo import __version__
+from mhyolo.errors import WeightsError
+from mhyolo.model.heads import decode_levels
+from mhyolo.model.type_heads import flatten_levels
+
+METADATA_KEY = "mhyolo"
+LAYOUT_VERSION = 1
+INPUT_NAME = "images"
+LAYOUT_DESCRIPTION = (
+    "boxes_pN (B,na*4,H,W) sigmoid xywh offsets, channel a*4+j; scores_pN (B,na*(1+nc),H,W) sigmoid "
+    "[obj, cls...], channel a*(1+nc)+k; types_pN (B,na*T,H,W) softmax per anchor, channel a*T+t; "
+    "image_type (B,T) softmax; decode with mhyolo.model.heads.decode_levels")
+
+
+def level_name(stride: float) -> str:
+    """`p3` for stride 8, `p4` for 16...: the usual name of a pyramid level."""
+    return f"p{int(round(math.log2(stride)))}"
+
+
+@dataclass
+class ExportMetadata:
+    """Everything needed to turn the graph's outputs into decoded predictions."""
+
+    names: list[str]
+    strides: list[float]
+    anchors_px: list[list[list[float]]]  # (levels, na, 2) in input pixels
+    imgsz: int
+    type_names: list[str] | None = None
+    type_output: str | None = None  # "type" (per object), "image_type" (per image) or None
+    dynamic_batch: bool = False
+    input_name: str = INPUT_NAME
+    input_format: str = "float32 RGB NCHW in [0, 1], letterboxed with grey 114"
+    layout: str = LAYOUT_DESCRIPTION
+    layout_version: int = LAYOUT_VERSION
+    mhyolo_version: str = __version__
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    @property
+    def na(self) -> int:
+        return len(self.anchors_px[0])
+
+    @property
+    def levels(self) -> list[str]:
+        return [level_name(s) for s in self.strides]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Graph outputs in order: boxes/scores per level, then type outputs."""
+        names = [f"{kind}_{level}" for level in self.levels for kind in ("boxes", "scores")]
+        if self.type_output == "type":
+            names += [f"types_{level}" for level in self.levels]
+        elif self.type_output == "image_type":
+            names.append("image_type")
+        return names
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model") -> ExportMetadata:
+        """Parse stored metadata; `source` names the file in the error."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise WeightsError(f"{source}: corrupt '{METADATA_KEY}' metadata: {exc}") from exc
+        if not isinstance(data, dict):
+            raise WeightsError(f"{source}: '{METADATA_KEY}' metadata is not a JSON object")
+        version = data.get("layout_version")
+        if version != LAYOUT_VERSION:
+            raise WeightsError(f"{source}: output layout version {version!r}, this mhyolo reads {LAYOUT_VERSION}")
+        known = set(cls.__dataclass_fields__)
+        missing = [k for k in ("names", "strides", "anchors_px", "imgsz") if k not in data]
+        if missing:
+            raise WeightsError(f"{source}: '{METADATA_KEY}' metadata lacks {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    return torch.from_numpy(np.ascontiguousarray(value)).float()
+
+
+def _per_anchor(value: torch.Tensor, na: int) -> torch.Tensor:
+    """(B, na*k, H, W) -> (B, na, H, W, k): the layout `decode_levels` reads."""
+    batch, channels, height, width = value.shape
+    return value.view(batch, na, channels // na, height, width).permute(0, 1, 3, 4, 2)
+
+
+def reconstruct(outputs: Mapping[str, torch.Tensor | np.ndarray], meta: ExportMetadata) -> dict[str, torch.Tensor]:
+    """Named graph outputs (numpy or torch) -> what `YoloModel.predict` returns:
+    ``"detection"`` (B, N, 5+nc) decoded rows, plus ``"type"`` (B, N, T) or
+    ``"image_type"`` (B, T) probabilities. Shared by every non-PyTorch runtime."""
+    missing = [name for name in meta.output_names if name not in outputs]
+    if missing:
+        raise WeightsError(f"the runtime returned no {', '.join(missing)} (got {', '.join(outputs)})")
+    na = meta.na
+    probs = []
+    for level in meta.levels:
+        boxes = _per_anchor(_tensor(outputs[f"boxes_{level}"]), na)
+        scores = _per_anchor(_tensor(outputs[f"scores_{level}"]), na)
+        probs.append(torch.cat((boxes, scores), dim=-1))
+    anchors = torch.tensor(meta.anchors_px, dtype=torch.float32)
+    result = {"detection": decode_levels(probs, anchors, meta.strides)}
+    if meta.type_output == "type":
+        result["type"] = flatten_levels([_per_anchor(_tensor(outputs[f"types_{level}"]), na) for level in meta.levels])
+    elif meta.type_output == "image_type":
+        result["image_type"] = _tensor(outputs["image_type"])
+    return result
+
+
+def graph_outputs_as_dict(values: Sequence[torch.Tensor | np.ndarray], meta: ExportMetadata) -> dict[str, Any]:
+    """Pair the graph's ordered outputs with their names."""
+    names = meta.output_names
+    if len(values) != len(names):
+        raise WeightsError(f"expected {len(names)} outputs ({', '.join(names)}), got {len(values)}")
+    return dict(zip(names, values))

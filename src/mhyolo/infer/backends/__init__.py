@@ -1,0 +1,51 @@
+"""Runtimes behind the predictor's `InferenceBackend` interface, chosen by file suffix.
+
+`.pt` / `.safetensors` -> the PyTorch `YoloModel`; `.onnx` -> ONNX Runtime (or
+OpenVINO with `runtime="openvino"`); `.xml` -> OpenVINO IR.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mhyolo.errors import ConfigError, WeightsError
+
+RUNTIMES = ("onnxruntime", "openvino")
+DEFAULT_IMGSZ = 640
+
+
+def load_backend(weights: str | Path, device: Any = "cpu", runtime: str | None = None,
+                 precision: str | None = "f32", threads: int | None = None):
+    """Any supported model file as an `InferenceBackend` (PyTorch models in eval mode on `device`)."""
+    path = Path(weights)
+    suffix = path.suffix.lower()
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if suffix in (".onnx", ".xml"):
+        if not path.is_file():
+            raise WeightsError(f"model file not found: {path}")
+        if suffix == ".xml" or runtime == "openvino":
+            from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+
+            return OpenVinoBackend(path, precision=precision, threads=threads)
+        from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, threads=threads)
+    if runtime is not None:
+        raise ConfigError(f"{path}: runtime '{runtime}' needs an exported .onnx or .xml model")
+    from mhyolo.model.weights import load_model
+
+    return load_model(weights, device=device)
+
+
+def input_size(backend: Any, requested: int | None, default: int = DEFAULT_IMGSZ) -> int:
+    """The network input size: what an exported (fixed-shape) model was exported for,
+    else the requested size; asking an exported model for another size is an error."""
+    fixed = getattr(backend, "imgsz", None)
+    if fixed is None:
+        return requested if requested is not None else default
+    if requested is not None and requested != fixed:
+        raise ConfigError(f"{getattr(backend, 'path', 'the model')} was exported for --imgsz {fixed}, "
+                          f"not {requested}: drop --imgsz or export again at {requested}")
+    return int(fixed)

@@ -1,0 +1,39 @@
+"""ONNX Runtime (CPU) as an `InferenceBackend` for `.onnx` files from `mhyolo export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.errors import MhyoloError
+from mhyolo.infer.backends.base import ExportedBackend
+
+
+class OnnxRuntimeBackend(ExportedBackend):
+    """Runs an exported `.onnx` with ONNX Runtime's CPU provider."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MhyoloError("running .onnx files needs 'onnxruntime' (pip install 'mhyolo[deploy]')") from exc
+        path = Path(path)
+        super().__init__(path, read_onnx_metadata(path))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise MhyoloError(f"{path}: ONNX Runtime cannot load it: {exc}") from exc
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        missing = set(self.metadata.output_names) - set(self.output_names)
+        if missing:
+            raise MhyoloError(f"{path}: graph lacks outputs {', '.join(sorted(missing))} named in its metadata")
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, {self.metadata.input_name: batch})
+        return dict(zip(self.output_names, values))

@@ -1,0 +1,62 @@
+"""OpenVINO (CPU) as an `InferenceBackend`, for an exported `.onnx` or an IR `.xml`.
+
+The CPU plugin may run in bf16 where the processor supports it; `precision="f32"`
+pins full precision (what accuracy checks against PyTorch need), `None` keeps the
+plugin's default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mhyolo.deploy.layout import METADATA_KEY, ExportMetadata
+from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.errors import ConfigError, MhyoloError
+from mhyolo.infer.backends.base import ExportedBackend
+
+PRECISIONS = ("f32", "bf16", "f16")
+
+
+def _ir_metadata(model, path: Path) -> ExportMetadata:
+    if not model.has_rt_info([METADATA_KEY]):
+        raise MhyoloError(f"{path}: an OpenVINO IR without '{METADATA_KEY}' metadata: not written by mhyolo export")
+    return ExportMetadata.from_json(model.get_rt_info([METADATA_KEY]).astype(str), str(path))
+
+
+class OpenVinoBackend(ExportedBackend):
+    """Runs an exported model with OpenVINO on the CPU."""
+
+    def __init__(self, path: str | Path, precision: str | None = "f32", threads: int | None = None,
+                 device: str = "CPU") -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise MhyoloError("running OpenVINO models needs 'openvino' (pip install 'mhyolo[deploy]')") from exc
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError(f"OpenVINO precision must be one of {', '.join(PRECISIONS)} or None, got {precision!r}")
+        path = Path(path)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises generic RuntimeErrors
+            raise MhyoloError(f"{path}: OpenVINO cannot read it: {exc}") from exc
+        meta = read_onnx_metadata(path) if path.suffix == ".onnx" else _ir_metadata(model, path)
+        super().__init__(path, meta)
+        config: dict[str, object] = {}
+        if precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.precision = precision
+        self.compiled = core.compile_model(model, device, config)
+        self.request = self.compiled.create_infer_request()
+        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+        missing = set(meta.output_names) - set(self.output_names)
+        if missing:
+            raise MhyoloError(f"{path}: graph lacks outputs {', '.join(sorted(missing))} named in its metadata")
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        result = self.request.infer({self.metadata.input_name: batch})
+        return {name: np.array(result[self.compiled.output(name)]) for name in self.output_names}
