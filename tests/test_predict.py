@@ -320,3 +320,26 @@ def test_draw_keeps_a_label_inside_the_image_at_the_right_edge():
     drawn = draw_predictions(image, prediction)
     label_rows = (drawn[:50] == class_color(0)).all(axis=2)
     assert label_rows[:, :150].any()  # the label slid left of the box instead of being cut off
+
+
+def test_image_head_type_reaches_every_box(tmp_path) -> None:
+    """A model with the seed-design image head: each kept box carries the image's type."""
+    from pathlib import Path as _Path
+
+    import numpy as _np
+    import torch as _torch
+
+    from mhyolo.infer.predictor import Predictor as _Predictor
+    from mhyolo.model.yolo import YoloModel
+
+    config = _Path(__file__).parents[1] / "configs" / "models" / "yolov5n-imagehead.yaml"
+    model = YoloModel(config, names=["ball"]).eval()
+    with _torch.no_grad():  # make every cell confident so boxes survive NMS
+        for conv in model.detect.m:
+            conv.bias.view(model.detect.na, -1)[:, 4] = 10.0
+    image = _np.full((64, 64, 3), 127, _np.uint8)  # square: no letterbox padding, input is uniform
+    prediction = _Predictor(model, imgsz=64, conf=0.25).predict([image])[0]
+    assert len(prediction) > 0 and prediction.has_types
+    expected = model.predict(_torch.zeros(1, 3, 64, 64) + 127 / 255)["image_type"][0].argmax().item()
+    assert set(prediction.type_ids.tolist()) == {expected}
+    assert prediction.type_names[0] == model.type_names[expected]

@@ -130,7 +130,8 @@ class Predictor:
             out = self.model.predict(x)
             detections = non_max_suppression(out["detection"], conf_thres=self.conf, iou_thres=self.iou,
                                               max_det=self.max_det, agnostic=self.agnostic)
-            type_probs = out.get("type")
+            # per-object rows (B, N, T) from the object head, or one row per image (B, T) from the image head
+            type_probs = out.get("type", out.get("image_type"))
             predictions = []
             for b, (det, (_, info)) in enumerate(zip(detections, boxed)):
                 det = det.cpu()

@@ -1,0 +1,67 @@
+"""What the ball-type heads cost at run time: the one-class detector alone against the same
+detector with the image head, with the per-object head, and a YOLOv5n with the types as its
+3 detection classes. PyTorch FP32 (BatchNorm fused), batch 1, median and p90 ms.
+
+    .venv/bin/python benchmarks/heads.py [--imgsz 640] [--runs 30] [--threads N]
+
+The models run interleaved, one call each per round, so machine load hits them alike and
+the ratios to the detector (last column) are meaningful even on a busy machine. Latency
+does not depend on the weights, so freshly built models are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from mhyolo.model.yolo import YoloModel
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "models"
+TYPES = ["basketball", "football", "tennis-ball"]
+
+
+def models() -> dict[str, YoloModel]:
+    return {
+        "detector (nc=1)": YoloModel("yolov5n", nc=1, names=["ball"]),
+        "+ image head": YoloModel(CONFIGS / "yolov5n-imagehead.yaml", names=["ball"]),
+        "+ per-object head": YoloModel(CONFIGS / "yolov5n-typehead.yaml", names=["ball"]),
+        "nc=3 detector": YoloModel("yolov5n", nc=3, names=TYPES),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    built = {name: model.eval().fuse() for name, model in models().items()}
+    x = torch.rand(1, 3, args.imgsz, args.imgsz)
+    times: dict[str, list[float]] = {name: [] for name in built}
+    with torch.inference_mode():
+        for i in range(args.warmup + args.runs):
+            for name, model in built.items():
+                start = time.perf_counter()
+                model.predict(x)
+                if i >= args.warmup:
+                    times[name].append((time.perf_counter() - start) * 1000)
+    base = statistics.median(times["detector (nc=1)"])
+    print(f"imgsz {args.imgsz}, batch 1, {args.threads} threads, {args.runs} interleaved rounds\n")
+    print("| model | parameters | median ms | p90 ms | x detector |")
+    print("|---|---|---|---|---|")
+    for name, values in times.items():
+        values.sort()
+        params = sum(p.numel() for p in built[name].parameters())
+        median = statistics.median(values)
+        print(f"| {name} | {params / 1e6:.3f} M | {median:.1f} | {values[int(0.9 * (len(values) - 1))]:.1f} "
+              f"| {median / base:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
