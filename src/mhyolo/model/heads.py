@@ -36,6 +36,14 @@ def decode_levels(probs: Sequence[torch.Tensor], anchors_px: torch.Tensor, strid
     return torch.cat(rows, dim=1)
 
 
+def per_anchor(y: torch.Tensor, na: int) -> torch.Tensor:
+    """A 1x1-conv output (B, na*k, H, W) as (B, na, H, W, k): one row of k values per anchor and cell.
+
+    Every per-anchor head uses this layout, so its rows line up with the detection rows."""
+    batch, channels, height, width = y.shape
+    return y.view(batch, na, channels // na, height, width).permute(0, 1, 3, 4, 2).contiguous()
+
+
 class Detect(nn.Module):
     """YOLOv5's coupled anchor-based detection head: one 1x1 conv per level predicting,
     for each of `na` anchors, box offsets, objectness and `nc` class scores."""
@@ -76,12 +84,7 @@ class Detect(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Raw logits per level, shaped (B, na, H, W, no): what the loss consumes."""
-        outputs = []
-        for conv, x in zip(self.m, features):
-            y = conv(x)
-            batch, _, height, width = y.shape
-            outputs.append(y.view(batch, self.na, self.no, height, width).permute(0, 1, 3, 4, 2).contiguous())
-        return outputs
+        return [per_anchor(conv(x), self.na) for conv, x in zip(self.m, features)]
 
     def probabilities(self, raw: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Sigmoid of every raw output: the tensors an exported graph ends with."""

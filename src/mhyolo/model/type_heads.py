@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mhyolo.errors import ConfigError
+from mhyolo.model.heads import per_anchor
 from mhyolo.model.layers import Conv
 from mhyolo.model.registry import Row, input_channels, register_layer
 
@@ -71,12 +72,7 @@ class ObjectTypeHead(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Raw type logits per level, shaped (B, na, H, W, ntypes) like `Detect.forward`."""
-        outputs = []
-        for branch, x in zip(self.m, features):
-            y = branch(x)
-            batch, _, height, width = y.shape
-            outputs.append(y.view(batch, self.na, self.ntypes, height, width).permute(0, 1, 3, 4, 2).contiguous())
-        return outputs
+        return [per_anchor(branch(x), self.na) for branch, x in zip(self.m, features)]
 
     def probabilities(self, raw: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Softmax per level: the tensors an exported graph ends with."""
