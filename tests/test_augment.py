@@ -117,7 +117,7 @@ def test_geometric_without_randomness_is_a_centre_crop_with_the_box_rule():
         [0, 0, 20, 20],       # outside the crop: removed
         [40, 100, 60, 120],   # half inside: kept, clipped
         [45, 100, 54, 140],   # 4 of 9 px wide inside -> 44% visible: kept
-        [41, 100, 51, 180],   # 1 px inside: too thin, removed
+        [41, 100, 51.5, 140], # 1.5 px inside (14% visible): too thin, removed
         [10, 60, 54, 80],     # 4 of 44 px inside: under 10% visible, removed
     ], np.float32)
     types = np.arange(len(boxes))

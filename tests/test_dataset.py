@@ -152,6 +152,19 @@ def test_mosaic_samples_keep_boxes_on_their_objects(spec: DataSpec):
     assert checked >= 20  # the check really ran on many boxes
 
 
+def test_mosaic_brings_in_other_images(spec: DataSpec):
+    # "e.png" has no objects: its mosaics can only show boxes borrowed from three other images.
+    dataset = YoloDataset(spec, "train", IMGSZ, augment=AugmentConfig(**{**STILL, "mosaic": 1.0}), seed=0)
+    index = dataset_index(dataset, "e.png")
+    counts = []
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        counts.append(dataset[index].labels.shape[0])
+    assert sum(counts) > 0
+    dataset.set_mosaic(False)
+    assert dataset[index].labels.shape[0] == 0
+
+
 def test_mixup_samples_are_valid(spec: DataSpec):
     dataset = YoloDataset(spec, "train", IMGSZ, augment=AugmentConfig(mixup=1.0), seed=0)
     with_mixup = sum(dataset[i].labels.shape[0] for i in range(len(dataset)))

@@ -5,10 +5,10 @@ type ids, so the ball type of each box survives geometry, cropping and filtering
 
 The geometric step works on either a mosaic canvas (2 * imgsz) or a single
 letterboxed image (imgsz): a random affine about the centre, then a centre crop
-to imgsz. On the canvas that crop is what turns four tiles into one training
-image; on a single image it is a no-op. Boxes are moved by their four corners
-and filtered with YOLOv5's rule (see `BOX_*` below), applied by albumentations
-after every spatial step.
+to imgsz (one warp, see `CroppedAffine`). On the canvas that crop is what turns
+four tiles into one training image; on a single image it is a no-op. Boxes are
+moved by their four corners, clipped, and filtered with YOLOv5's rule (see
+`BOX_*` below) by albumentations' bbox processing.
 """
 
 from __future__ import annotations

@@ -125,6 +125,8 @@ class YoloDataset(Dataset):
         self.imgsz = int(imgsz)
         self.augment = augment
         self.seed = int(seed)
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.files = spec.image_files(split)
         if not self.files:
             raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.images_dir(split)}")
@@ -239,21 +241,17 @@ def _to_normalised(boxes: np.ndarray, types: np.ndarray, width: int, height: int
     return torch.from_numpy(out)
 
 
-def _worker_init(_: int) -> None:
-    # Each worker is one process; OpenCV's own thread pool would oversubscribe the cores.
-    cv2.setNumThreads(1)
-
-
 def build_dataloader(dataset: YoloDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
                      sampler: Sampler | None = None, drop_last: bool = False,
                      pin_memory: bool = False) -> DataLoader:
     """A DataLoader with a seeded shuffle order; pass a `DistributedSampler` as `sampler` for DDP.
 
-    With a sampler, `shuffle` is the sampler's job (DataLoader refuses both).
+    With a sampler, `shuffle` is the sampler's job (DataLoader refuses both). Workers are
+    forked and must not reconfigure OpenCV's thread pool (`cv2.setNumThreads` in a forked
+    child can deadlock), so there is deliberately no worker_init_fn.
     """
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, collate_fn=collate_fn, generator=generator, drop_last=drop_last,
-                      pin_memory=pin_memory, persistent_workers=workers > 0,
-                      worker_init_fn=_worker_init if workers > 0 else None)
+                      pin_memory=pin_memory, persistent_workers=workers > 0)
