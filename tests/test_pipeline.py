@@ -26,6 +26,8 @@ def _tiny_pipeline(shared: Path, folder: Path) -> Path:
                 "detector": {"hyp": str(CONFIGS / "hyp.yaml"), "overrides": fast},
                 "head": {"hyp": str(CONFIGS / "head.yaml"), "overrides": fast},
                 "joint": {"hyp": str(CONFIGS / "joint.yaml"), "overrides": fast},
+                "image_head": {"enabled": True, "hyp": str(CONFIGS / "head.yaml"),
+                               "overrides": {**fast, "model": str(CONFIGS / "models" / "yolov5n-imagehead.yaml")}},
                 "baseline": {"enabled": True, "hyp": str(CONFIGS / "hyp.yaml"), "overrides": fast}}
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
@@ -37,18 +39,20 @@ def test_pipeline_runs_every_stage_then_skips_them(shared: Path, tmp_path: Path,
     config = _tiny_pipeline(shared, tmp_path)
     run = tmp_path / "run"
     assert main(["pipeline", "--config", str(config), "--out", str(run), "--quiet"]) == 0
-    for stage in ("data", "detector", "head", "joint", "baseline"):
+    for stage in ("data", "detector", "image_head", "head", "joint", "baseline"):
         assert (run / stage / "done.json").is_file(), stage
     model = load_checkpoint(run / "model.safetensors")
     assert set(model.model.heads) == {"detection", "type"}
     report = json.loads((run / "report.json").read_text())
     rows = report["models"]
-    assert set(rows) == {"detector", "head", "joint", "baseline"}
-    for name in ("head", "joint", "baseline"):
+    assert set(rows) == {"detector", "image_head", "head", "joint", "baseline"}
+    for name in ("image_head", "head", "joint", "baseline"):
         assert rows[name]["cls_accuracy"] is None or 0 <= rows[name]["cls_accuracy"] <= 1
         assert "typed_map50" in rows[name]
     assert "cls_accuracy" not in rows["detector"]  # a one-class detector says nothing about types
-    assert report["head_overhead"] > 0.5
+    assert report["head_overhead"] > 0.5 and report["image_head_overhead"] > 0.5
+    image_head = load_checkpoint(run / "image_head" / "weights" / "best.safetensors")
+    assert set(image_head.model.heads) == {"detection", "image_type"}
     assert "| head |" in (run / "report.md").read_text()
     stamp = (run / "head" / "weights" / "best.safetensors").stat().st_mtime_ns
     capsys.readouterr()

@@ -27,6 +27,9 @@ class PipelineConfig:
     detector: StageConfig = field(default_factory=lambda: StageConfig(hyp="../hyp.yaml"))
     head: StageConfig = field(default_factory=lambda: StageConfig(hyp="../head.yaml"))
     joint: StageConfig = field(default_factory=lambda: StageConfig(hyp="../joint.yaml"))
+    # the seed's per-image head on the same frozen detector, for comparison with the per-object head
+    image_head: StageConfig = field(default_factory=lambda: StageConfig(
+        enabled=False, hyp="../head.yaml", overrides={"model": "configs/models/yolov5n-imagehead.yaml"}))
     baseline: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="../hyp.yaml"))
     latency_runs: int = 20
     base_dir: Path = Path(".")  # folder of the pipeline file; relative paths start there
@@ -36,7 +39,8 @@ class PipelineConfig:
         return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
 
 
-DEFAULT_STAGE_FILES = {"detector": "hyp.yaml", "head": "head.yaml", "joint": "joint.yaml", "baseline": "hyp.yaml"}
+DEFAULT_STAGE_FILES = {"detector": "hyp.yaml", "head": "head.yaml", "joint": "joint.yaml",
+                       "image_head": "head.yaml", "baseline": "hyp.yaml"}
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:

@@ -19,8 +19,12 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
     if config.detector.enabled:
         stages["detector"] = train_stage("detector", train_config(config, config.detector, data, None), run, progress)
     previous = stages["detector"].weights if "detector" in stages else None
+    detector = str(previous) if previous else None
+    if config.image_head.enabled:
+        image_head = train_config(config, config.image_head, data, detector, {"freeze": "detector"})
+        stages["image_head"] = train_stage("image_head", image_head, run, progress)
     if config.head.enabled:
-        head = train_config(config, config.head, data, str(previous) if previous else None, {"freeze": "detector"})
+        head = train_config(config, config.head, data, detector, {"freeze": "detector"})
         stages["head"] = train_stage("head", head, run, progress)
         previous = stages["head"].weights
     if config.joint.enabled and "head" in stages:
@@ -36,13 +40,15 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
     rows = {name: score(stage.weights, data / "data.yaml", config.imgsz)
             for name, stage in stages.items() if stage.weights is not None and stage.weights.exists()}
     extra: dict[str, Any] = {"imgsz": config.imgsz, "final_model": str(final)}
-    timed = {name: stages[name].weights for name in ("detector", "head", "baseline") if name in stages}
+    timed = {name: stages[name].weights for name in ("detector", "image_head", "head", "baseline") if name in stages}
     if timed:
         ms = latencies(timed, config.imgsz, config.latency_runs)
         for name, value in ms.items():
             rows[name]["latency_ms"] = value
         if "detector" in ms and "head" in ms:
             extra["head_overhead"] = ms["head"] / ms["detector"]
+        if "detector" in ms and "image_head" in ms:
+            extra["image_head_overhead"] = ms["image_head"] / ms["detector"]
     json_path, md_path = write_report(run, rows, extra)
     print(md_path.read_text())
     return {"report": json_path, "markdown": md_path, "model": final, "rows": rows}
