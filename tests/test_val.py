@@ -79,3 +79,11 @@ def test_val_refuses_mismatched_class_count(tmp_path: Path, coco_predictions, ca
     data = _write_dataset(tmp_path, images, {k: [(0, b) for _, b in v] for k, v in boxes.items()}, ["a", "b"])
     assert main(["val", "--data", str(data), "--weights", "yolov5n.pt", "--json"]) == 2
     assert "line up" in capsys.readouterr().err
+
+
+def test_val_leaves_autograd_on_for_the_caller(tmp_path: Path, coco_predictions, capsys) -> None:
+    import torch
+
+    images, boxes, names = coco_predictions
+    _val(_write_dataset(tmp_path, images, boxes, names), capsys)
+    assert torch.is_grad_enabled()

@@ -62,12 +62,17 @@ def _check(model, path: Path, images, fmt: str):
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    with torch.no_grad():  # a context, not a global switch: callers in the same process keep autograd
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+
     from mhyolo.deploy.check import default_images, read_images
     from mhyolo.deploy.onnx_export import export_onnx, export_openvino
     from mhyolo.errors import MhyoloError
     from mhyolo.model.weights import load_model
 
-    torch.set_grad_enabled(False)
     model = load_model(args.weights)
     images = read_images(args.images or default_images())
     onnx_path, xml_path = _targets(args)

@@ -28,24 +28,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mhyolo.data.dataset import YoloDataset
+    with torch.no_grad():  # a context, not a global switch: callers in the same process keep autograd
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+
     from mhyolo.data.spec import load_data_spec
-    from mhyolo.errors import ConfigError
-    from mhyolo.eval.validate import validate
+    from mhyolo.eval.validate import score_split
     from mhyolo.infer.backends import input_size, load_backend
 
-    torch.set_grad_enabled(False)
     model = load_backend(args.weights, device=args.device)
     imgsz = input_size(model, args.imgsz)
     spec = load_data_spec(args.data)
-    nc = len(model.names)
-    class_agnostic = nc == 1
-    if not class_agnostic and nc != spec.nc:
-        raise ConfigError(f"the model detects {nc} classes but {spec.yaml_path} names {spec.nc}: "
-                          "class ids would not line up (a one-class model is scored class-agnostically)")
-    dataset = YoloDataset(spec, args.split, imgsz, augment=None)
-    result = validate(model, dataset, list(spec.names), batch_size=args.batch, conf=args.conf, iou=args.iou,
-                      max_det=args.max_det, class_agnostic=class_agnostic, progress=not args.json)
+    class_agnostic = len(model.names) == 1
+    result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
+                         conf=args.conf, iou=args.iou, max_det=args.max_det)
     m = result.metrics
     summary = {"precision": m.precision, "recall": m.recall, "map50": m.map50, "map50_95": m.map50_95,
                "images": m.images, "boxes": m.boxes}

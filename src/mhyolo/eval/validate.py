@@ -16,6 +16,8 @@ import torch
 from tqdm import tqdm
 
 from mhyolo.data.dataset import YoloDataset, build_dataloader
+from mhyolo.data.spec import DataSpec
+from mhyolo.errors import ConfigError
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
 from mhyolo.infer.postprocess import non_max_suppression
@@ -95,6 +97,20 @@ def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], 
     out.metrics = evaluator.compute()
     out.types = type_evaluator.compute() if len(type_evaluator) else None
     return out
+
+
+def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: str = "val",
+                progress: bool = True, **options) -> ValidationResult:
+    """`validate` on a split of `spec`, judged the way the backend's classes call for: a
+    one-class detector class-agnostically (the label ids are ball types), a multi-class one
+    against the dataset's names, which must then line up with its own."""
+    nc = len(backend.names)
+    class_agnostic = nc == 1
+    if not class_agnostic and nc != spec.nc:
+        raise ConfigError(f"the model detects {nc} classes but {spec.yaml_path} names {spec.nc}: "
+                          "class ids would not line up (a one-class model is scored class-agnostically)")
+    dataset = YoloDataset(spec, split, imgsz, augment=None)
+    return validate(backend, dataset, list(spec.names), class_agnostic=class_agnostic, progress=progress, **options)
 
 
 def read_images(paths: list[Path]) -> list[np.ndarray]:
