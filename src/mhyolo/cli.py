@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "val",
     "pipeline",
     "export",
+    "quantize",
+    "benchmark",
 )
 
 

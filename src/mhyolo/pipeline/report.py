@@ -5,16 +5,12 @@ input), as `report.json` and a Markdown table in `report.md`."""
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from mhyolo.data.dataset import YoloDataset
+from mhyolo.bench.timing import latencies  # noqa: F401 - re-exported for pipeline.run
 from mhyolo.data.spec import load_data_spec
-from mhyolo.eval.validate import validate
+from mhyolo.eval.validate import score_split
 from mhyolo.model.weights import load_model
 
 COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type acc (objects)"),
@@ -23,11 +19,7 @@ COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type 
 
 
 def score(weights: Path, data_yaml: Path, imgsz: int) -> dict[str, Any]:
-    model = load_model(weights)
-    spec = load_data_spec(data_yaml)
-    class_agnostic = model.detect.nc == 1
-    result = validate(model, YoloDataset(spec, "val", imgsz), list(spec.names), class_agnostic=class_agnostic,
-                      progress=False)
+    result = score_split(load_model(weights), load_data_spec(data_yaml), imgsz, progress=False)
     row: dict[str, Any] = {"weights": str(weights), "map50": result.metrics.map50,
                            "map50_95": result.metrics.map50_95, "precision": result.metrics.precision,
                            "recall": result.metrics.recall}
@@ -36,22 +28,6 @@ def score(weights: Path, data_yaml: Path, imgsz: int) -> dict[str, Any]:
                     if k in ("cls_accuracy", "image_accuracy", "typed_map50", "typed_map50_95",
                              "detection_recall", "per_type", "confusion_matrix")})
     return row
-
-
-@torch.inference_mode()
-def latencies(weights: dict[str, Path], imgsz: int, runs: int, warmup: int = 3) -> dict[str, float]:
-    """Median ms per image (batch 1, fused FP32), models interleaved run by run so that
-    load on a shared machine hits them alike and their ratio stays meaningful."""
-    models = {name: load_model(path).fuse() for name, path in weights.items()}
-    x = torch.rand(1, 3, imgsz, imgsz)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(warmup + runs):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model.predict(x)
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _cell(value: Any) -> str:

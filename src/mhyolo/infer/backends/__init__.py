@@ -1,7 +1,8 @@
 """Runtimes behind the predictor's `InferenceBackend` interface, chosen by file suffix.
 
 `.pt` / `.safetensors` -> the PyTorch `YoloModel`; `.onnx` -> ONNX Runtime (or
-OpenVINO with `runtime="openvino"`); `.xml` -> OpenVINO IR.
+OpenVINO with `runtime="openvino"`); `.xml` -> OpenVINO IR; `.rknn` -> the
+rknn-toolkit2 simulator (separate environment, see `mhyolo.deploy.rknn`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def load_backend(weights: str | Path, device: Any = "cpu", runtime: str | None =
         from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, threads=threads)
+    if suffix == ".rknn":
+        from mhyolo.deploy.rknn import RknnSimulatorBackend
+
+        return RknnSimulatorBackend(path)
     if runtime is not None:
         raise ConfigError(f"{path}: runtime '{runtime}' needs an exported .onnx or .xml model")
     from mhyolo.model.weights import load_model

@@ -1,0 +1,234 @@
+"""The formats a model is benchmarked in: how each file is made and how it is run.
+
+Each `Format` pairs a producer (weights -> a file in the output folder) with a
+loader (file -> an `InferenceBackend`). Files are made once and found again by
+name on the next run, and are written under a temporary name first, so an
+interrupted conversion never leaves a half-written file that would be reused.
+Producers of later formats ask `ModelFiles` for the files they start from (the
+FP32 ONNX graph, the FP32 IR), which are then made once for all of them.
+Deploy modules are imported inside the producers: a missing optional package or
+a module not present in this build only skips the formats that need it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mhyolo.errors import ConfigError
+
+OPENVINO_QUANT_MAX_DROP = 0.01  # accuracy-aware INT8: largest (typed) mAP50-95 loss it may accept
+
+
+@dataclass
+class ModelFiles:
+    """One model's converted files in `out`, made on first request and reused by name."""
+
+    weights: Path
+    out: Path
+    imgsz: int
+    data_yaml: Path
+    threads: int | None = None
+    calib_images: int = 50
+    progress: bool = True
+    _model: Any = field(default=None, init=False, repr=False)
+    _calibration: list[np.ndarray] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def stem(self) -> str:
+        return Path(self.weights).stem
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            print(f"    {message}", file=sys.stderr, flush=True)
+
+    def model(self):
+        """The PyTorch model (unfused: the exporter fuses its own copy), loaded once."""
+        if self._model is None:
+            from mhyolo.model.weights import load_model
+
+            self._model = load_model(self.weights)
+        return self._model
+
+    def calibration(self) -> list[np.ndarray]:
+        """Calibration inputs (1, 3, imgsz, imgsz) float32, drawn once for every INT8 format."""
+        if self._calibration is None:
+            from mhyolo.deploy.calibration import calibration_batches
+
+            self.say(f"reading {self.calib_images} calibration images from {self.data_yaml}")
+            self._calibration = calibration_batches(self.data_yaml, self.imgsz, count=self.calib_images, seed=0,
+                                                    progress=self.progress)
+        return self._calibration
+
+    def make(self, relative: str, build: Callable[[Path], Path], what: str) -> Path:
+        """`out/relative`, reused when present, else built by `build(target)` in a temporary
+        folder and moved into place (companions such as an IR's `.bin` first, the file last)."""
+        target = self.out / relative
+        if target.is_file():
+            self.say(f"reusing {target}")
+            return target
+        self.say(f"{what} -> {target}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+            built = Path(build(Path(tmp) / target.name))
+            if not built.is_file():
+                raise FileNotFoundError(f"{what} reported {built} but did not write it")
+            for companion in sorted(Path(tmp).iterdir()):  # e.g. weights .bin, sidecar .json, logs
+                if companion == built:
+                    continue
+                destination = target.parent / companion.name
+                if destination.is_dir():
+                    shutil.rmtree(destination)
+                elif destination.exists():
+                    destination.unlink()
+                shutil.move(str(companion), destination)
+            shutil.move(str(built), target)
+        return target
+
+    # ------------------------------------------------------------- shared bases
+    def onnx(self) -> Path:
+        from mhyolo.deploy.onnx_export import export_onnx
+
+        return self.make(f"{self.stem}.onnx", lambda t: export_onnx(self.model(), t, imgsz=self.imgsz).path,
+                         f"exporting ONNX at {self.imgsz}")
+
+    def openvino(self) -> Path:
+        from mhyolo.deploy.onnx_export import export_openvino
+
+        onnx_path = self.onnx()
+        return self.make(f"{self.stem}_openvino/{self.stem}.xml", lambda t: export_openvino(onnx_path, t),
+                         "converting to OpenVINO IR (FP32)")
+
+
+@dataclass(frozen=True)
+class Format:
+    """One row kind of the benchmark: a producer, a loader and whether latency means anything."""
+
+    key: str
+    title: str
+    produce: Callable[[ModelFiles], Path]
+    load: Callable[[ModelFiles, Path], tuple[Any, str]]  # (backend, note for the table)
+    timed: bool = True
+    untimed_note: str = ""
+
+
+def file_size_mb(path: Path) -> float:
+    """Size on disk in MB (10^6 bytes), an OpenVINO IR's `.bin` weights included."""
+    parts = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
+    return sum(p.stat().st_size for p in parts if p.is_file()) / 1e6
+
+
+def check_input_size(backend: Any, imgsz: int) -> None:
+    """A reused file exported at another size must not be scored at this one."""
+    fixed = getattr(backend, "imgsz", None)
+    if fixed is not None and int(fixed) != imgsz:
+        raise ConfigError(f"{backend.path} was made for --imgsz {fixed}, not {imgsz}: "
+                          "delete it or use another --out folder")
+
+
+# ----------------------------------------------------------------- producers
+def _weights_file(files: ModelFiles) -> Path:
+    from mhyolo.model.weights import resolve_weights
+
+    return resolve_weights(files.weights)
+
+
+def _onnx_int8(files: ModelFiles) -> Path:
+    from mhyolo.deploy.quantize_ort import quantize_onnx_static
+
+    onnx_path = files.onnx()
+    return files.make(f"{files.stem}_int8.onnx",
+                      lambda t: quantize_onnx_static(onnx_path, t, files.calibration(), per_channel=True),
+                      "quantizing with ONNX Runtime (static INT8, per channel)")
+
+
+def _openvino_int8(mode: str) -> Callable[[ModelFiles], Path]:
+    def produce(files: ModelFiles) -> Path:
+        from mhyolo.deploy.onnx_export import read_onnx_metadata
+        from mhyolo.deploy.quantize_openvino import accuracy_target, quantize_openvino
+
+        fp32 = files.openvino()
+        folder = "openvino_int8" if mode == "default" else "openvino_int8_acc"
+        kwargs: dict[str, Any] = {"mode": mode}
+        if mode == "accuracy":  # the drop NNCF bounds is measured with our validation
+            target = accuracy_target(files.data_yaml, read_onnx_metadata(files.onnx()))
+            kwargs.update(validate_fn=target.fn, validation_data=target.items, max_drop=OPENVINO_QUANT_MAX_DROP)
+        return files.make(f"{files.stem}_{folder}/{files.stem}.xml",
+                          lambda t: quantize_openvino(fp32, t, files.calibration(), **kwargs),
+                          f"quantizing with OpenVINO NNCF (INT8, {mode})")
+    return produce
+
+
+def _rknn(files: ModelFiles) -> Path:
+    from mhyolo.deploy.rknn import convert_rknn
+
+    onnx_path = files.onnx()
+    return files.make(f"{files.stem}.rknn",
+                      lambda t: convert_rknn(onnx_path, t, files.data_yaml, calib_images=files.calib_images, seed=0),
+                      "converting to RKNN (INT8)")
+
+
+# ------------------------------------------------------------------- loaders
+def _load_torch(files: ModelFiles, path: Path) -> tuple[Any, str]:
+    from mhyolo.model.weights import load_model
+
+    return load_model(path).fuse(), "BatchNorm fused"
+
+
+def _load_ort(files: ModelFiles, path: Path) -> tuple[Any, str]:
+    from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(path, threads=files.threads), ""
+
+
+def _load_openvino(precision: str) -> Callable[[ModelFiles, Path], tuple[Any, str]]:
+    def load(files: ModelFiles, path: Path) -> tuple[Any, str]:
+        from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+
+        backend = OpenVinoBackend(path, precision=precision, threads=files.threads)
+        return backend, _precision_note(backend, precision)
+    return load
+
+
+def _precision_note(backend: Any, requested: str) -> str:
+    """Says so when the CPU cannot run the requested precision and OpenVINO fell back."""
+    try:
+        hint = backend.compiled.get_property("INFERENCE_PRECISION_HINT")
+        actual = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
+    except Exception:  # noqa: BLE001 - older plugins may not report it; then there is nothing to say
+        return ""
+    if actual == requested:
+        return ""
+    return f"no {requested} on this CPU: ran {actual}"
+
+
+def _load_int8_acc(files: ModelFiles, path: Path) -> tuple[Any, str]:
+    backend, note = _load_openvino("f32")(files, path)
+    tuned = f"float layers chosen on the val split it is scored on (max drop {OPENVINO_QUANT_MAX_DROP})"
+    return backend, "; ".join(n for n in (note, tuned) if n)
+
+
+def _load_rknn(files: ModelFiles, path: Path) -> tuple[Any, str]:
+    from mhyolo.deploy.rknn import RknnSimulatorBackend
+
+    return RknnSimulatorBackend(path), ""
+
+
+FORMATS: dict[str, Format] = {f.key: f for f in (
+    Format("torch", "PyTorch FP32", _weights_file, _load_torch),
+    Format("onnx", "ONNX Runtime FP32", lambda files: files.onnx(), _load_ort),
+    Format("onnx-int8", "ONNX Runtime INT8", _onnx_int8, _load_ort),
+    Format("openvino", "OpenVINO FP32", lambda files: files.openvino(), _load_openvino("f32")),
+    Format("openvino-bf16", "OpenVINO BF16", lambda files: files.openvino(), _load_openvino("bf16")),
+    Format("openvino-int8", "OpenVINO INT8", _openvino_int8("default"), _load_openvino("f32")),
+    Format("openvino-int8-acc", "OpenVINO INT8 acc.-aware", _openvino_int8("accuracy"), _load_int8_acc),
+    Format("rknn-int8", "RKNN INT8", _rknn, _load_rknn, timed=False, untimed_note="n/a (simulator)"),
+)}
+DETECTOR_FORMATS = ("torch", "onnx")  # what --detector adds, for the heads' overhead from one run

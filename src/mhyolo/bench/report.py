@@ -1,0 +1,193 @@
+"""The benchmark table: one `Row` per (model, format), written as Markdown, JSON and a plot.
+
+Accuracy changes are differences to the same model's PyTorch FP32 row in the
+metric's own unit (a fraction: -0.012 is 1.2 points of mAP lost), so a reader
+sees at once what a conversion costs; they are empty when that row is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+ACCURACY_KEYS = ("map50", "map50_95", "cls_accuracy", "typed_map50")
+ACCURACY_LABELS = {"map50": "mAP50", "map50_95": "mAP50-95", "cls_accuracy": "type acc", "typed_map50": "typed mAP50"}
+REFERENCE_FORMAT = "torch"
+BATCH_NATIVE = "batch 8"
+BATCH_LOOPED = "8 × batch 1"
+
+
+@dataclass
+class Row:
+    """One model in one format; `status` is "ok" or "skipped" (then `reason` says why)."""
+
+    id: str
+    model: str  # "model" or "detector"
+    format: str  # key in `formats.FORMATS`
+    title: str
+    status: str = "ok"
+    reason: str | None = None
+    file: str | None = None
+    size_mb: float | None = None
+    latency_median_ms: float | None = None
+    latency_p90_ms: float | None = None
+    images_per_s: float | None = None
+    throughput_mode: str | None = None  # BATCH_NATIVE, or BATCH_LOOPED for a fixed-batch-1 graph
+    latency_note: str | None = None  # why there is no latency (simulator, timing failed)
+    map50: float | None = None
+    map50_95: float | None = None
+    cls_accuracy: float | None = None
+    typed_map50: float | None = None
+    delta: dict[str, float | None] = field(default_factory=dict)  # accuracy key -> change vs PyTorch FP32
+    note: str = ""
+
+    def skip(self, stage: str, error: BaseException | str) -> None:
+        if isinstance(error, BaseException):
+            from mhyolo.errors import MhyoloError
+
+            text = str(error) if isinstance(error, MhyoloError) else f"{type(error).__name__}: {error}"
+        else:
+            text = error
+        self.status = "skipped"
+        self.reason = f"{stage}: {text.splitlines()[0] if text else type(error).__name__}"
+
+    @property
+    def label(self) -> str:
+        return self.title if self.model == "model" else f"{self.model}: {self.title}"
+
+
+def add_deltas(rows: list[Row]) -> None:
+    """Fill each row's `delta` against the PyTorch FP32 row of the same model."""
+    references = {r.model: r for r in rows if r.format == REFERENCE_FORMAT and r.status == "ok"}
+    for row in rows:
+        ref = references.get(row.model)
+        row.delta = {key: _difference(getattr(row, key), getattr(ref, key) if ref else None) for key in ACCURACY_KEYS}
+
+
+def _difference(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None or math.isnan(value) or math.isnan(reference):
+        return None
+    return value - reference
+
+
+def head_overhead(rows: list[Row]) -> dict[str, float]:
+    """Median latency of the model over the detector's, per runtime both were timed in."""
+    timed = {(r.model, r.format): r.latency_median_ms for r in rows if r.latency_median_ms}
+    return {fmt: timed[("model", fmt)] / timed[("detector", fmt)]
+            for (model, fmt) in timed if model == "model" and ("detector", fmt) in timed}
+
+
+# ------------------------------------------------------------------ Markdown
+def _num(value: float | None, digits: int) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
+def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
+    """The table with a header saying how it was measured."""
+    head = ["format", "file", "MB", "median ms", "p90 ms", "img/s @8"]
+    for key in ACCURACY_KEYS:
+        head += [ACCURACY_LABELS[key], "Δ"]
+    head.append("note")
+    lines = ["# mhyolo benchmark", "",
+             f"weights `{settings['weights']}`"
+             + (f", detector `{settings['detector']}`" if settings.get("detector") else "")
+             + f", data `{settings['data']}` (val split), imgsz {settings['imgsz']}.",
+             f"Latency: batch 1, median and p90 of {settings['runs']} calls after {settings['warmup']} warm-up "
+             f"calls, {settings['threads']} thread(s), model call with box decoding (no NMS), "
+             "formats interleaved call by call. img/s @8: one batch of 8 "
+             f"(\"{BATCH_LOOPED}\": a graph exported for batch 1, called 8 times). "
+             "Δ: change against the same model's PyTorch FP32 row.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        if row.status != "ok":
+            cells = [row.label, _file_cell(row, settings.get("out"))] + ["–"] * (len(head) - 3) + [f"skipped: {row.reason}"]
+        else:
+            timed = row.latency_median_ms is not None
+            latency_gap = row.latency_note or "–"
+            cells = [row.label, _file_cell(row, settings.get("out")), _num(row.size_mb, 1),
+                     _num(row.latency_median_ms, 1) if timed else latency_gap,
+                     _num(row.latency_p90_ms, 1),
+                     _num(row.images_per_s, 1) + (f" ({row.throughput_mode})"
+                                                  if timed and row.throughput_mode == BATCH_LOOPED else "")]
+            for key in ACCURACY_KEYS:
+                cells += [_num(getattr(row, key), 3), _signed(row.delta.get(key))]
+            cells.append(row.note)
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    overhead = head_overhead(rows)
+    if overhead:
+        lines += ["", "Type-head overhead (model / detector median latency, same run): "
+                  + ", ".join(f"{_title(rows, fmt)} ×{ratio:.3f}" for fmt, ratio in overhead.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _file_cell(row: Row, out: str | None) -> str:
+    """The file relative to the output folder (IRs of several formats share a name), else its name."""
+    if not row.file:
+        return "–"
+    path = Path(row.file)
+    if out is not None and path.is_relative_to(out):
+        return f"`{path.relative_to(out)}`"
+    return f"`{path.name}`"
+
+
+def _title(rows: list[Row], fmt: str) -> str:
+    return next(r.title for r in rows if r.format == fmt)
+
+
+# ---------------------------------------------------------------- JSON, plot
+def to_json(rows: list[Row], settings: dict[str, Any]) -> dict[str, Any]:
+    return {"settings": settings, "rows": [asdict(r) for r in rows], "head_overhead": head_overhead(rows)}
+
+
+def plot(rows: list[Row], path: Path) -> Path:
+    """Median latency per format (bars, p90 as whisker) beside latency against mAP50-95."""
+    fig = Figure(figsize=(13.0, 5.0), dpi=100)
+    bars, scatter = fig.subplots(1, 2)
+    timed = [r for r in rows if r.status == "ok" and r.latency_median_ms is not None]
+    labels = [r.label for r in timed]
+    medians = [r.latency_median_ms for r in timed]
+    spread = [max(0.0, (r.latency_p90_ms or r.latency_median_ms) - r.latency_median_ms) for r in timed]
+    bars.barh(range(len(timed)), medians, xerr=[[0.0] * len(timed), spread], color="tab:blue", alpha=0.8)
+    bars.set_yticks(range(len(timed)), labels)
+    bars.invert_yaxis()
+    bars.set_xlabel("ms per image, batch 1 (bar: median, whisker: p90)")
+    bars.set_title("Latency")
+    bars.grid(axis="x", alpha=0.3)
+    markers = "osD^vP*Xh<>"
+    for i, r in enumerate(r for r in timed if r.map50_95 is not None):
+        scatter.scatter(r.latency_median_ms, r.map50_95, s=50, marker=markers[i % len(markers)], label=r.label)
+    for r in rows:  # scored but not timed (simulator): accuracy only, as a line
+        if r.status == "ok" and r.latency_median_ms is None and r.map50_95 is not None:
+            scatter.axhline(r.map50_95, linestyle="--", linewidth=1, color="grey",
+                            label=f"{r.label} (accuracy only, not timed)")
+    if scatter.get_legend_handles_labels()[0]:
+        scatter.legend(fontsize=8, loc="best")
+    scatter.set_xlabel("median ms per image, batch 1")
+    scatter.set_ylabel("mAP50-95 (val)")
+    scatter.set_title("Accuracy against latency")
+    scatter.grid(alpha=0.3)
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def write_all(rows: list[Row], settings: dict[str, Any], out: Path) -> dict[str, Path]:
+    """`benchmark.md`, `benchmark.json` and `benchmark.png` in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "benchmark.md", "json": out / "benchmark.json", "plot": out / "benchmark.png"}
+    paths["markdown"].write_text(markdown(rows, settings))
+    paths["json"].write_text(json.dumps(to_json(rows, settings), indent=2))
+    plot(rows, paths["plot"])
+    return paths

@@ -1,0 +1,87 @@
+"""Latency and throughput measured the same way for every runtime.
+
+Calls are interleaved round by round (one call of each candidate per round), so
+load from other processes on a shared machine hits every candidate alike and
+ratios between them stay meaningful even when absolute numbers drift. Warm-up
+rounds are run and thrown away: the first calls pay for lazy allocation and
+kernel selection, which a deployed model pays once.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+DEFAULT_WARMUP = 3
+
+
+@dataclass
+class Timing:
+    """Summary of one candidate's timed calls (milliseconds per call)."""
+
+    median_ms: float
+    p90_ms: float
+    runs: int
+
+    @classmethod
+    def from_times(cls, times_ms: list[float]) -> Timing:
+        ordered = sorted(times_ms)
+        return cls(median_ms=statistics.median(ordered), p90_ms=percentile(ordered, 90), runs=len(ordered))
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The q-th percentile of sorted values, linear between neighbours (numpy's default)."""
+    if not ordered:
+        return math.nan
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def interleaved_times(calls: Mapping[str, Callable[[], object]], runs: int, warmup: int = DEFAULT_WARMUP,
+                      progress: bool = False, keep_going: bool = True
+                      ) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Milliseconds of each timed call of each candidate, rounds interleaved across them.
+
+    A candidate whose call raises is dropped from later rounds and its error returned
+    in the second dict, so one broken runtime does not stop the others being timed
+    (`keep_going=False` re-raises instead).
+    """
+    active = dict(calls)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    errors: dict[str, str] = {}
+    rounds = tqdm(range(warmup + runs), desc="timing", unit="round", leave=False, disable=not progress)
+    with torch.inference_mode():
+        for i in rounds:
+            for name, call in list(active.items()):
+                start = time.perf_counter()
+                try:
+                    call()
+                except Exception as exc:  # noqa: BLE001 - any runtime failure is reported for that row only
+                    if not keep_going:
+                        raise
+                    errors[name] = f"{type(exc).__name__}: {exc}"
+                    del active[name]
+                    continue
+                if i >= warmup:
+                    times[name].append((time.perf_counter() - start) * 1000)
+    return {name: values for name, values in times.items() if name not in errors}, errors
+
+
+def latencies(weights: Mapping[str, Path], imgsz: int, runs: int, warmup: int = DEFAULT_WARMUP) -> dict[str, float]:
+    """Median ms per image of PyTorch models (batch 1, fused FP32), interleaved run by run."""
+    from mhyolo.model.weights import load_model
+
+    models = {name: load_model(path).fuse() for name, path in weights.items()}
+    x = torch.rand(1, 3, imgsz, imgsz)
+    calls = {name: (lambda m=model: m.predict(x)) for name, model in models.items()}
+    times, _ = interleaved_times(calls, runs, warmup, keep_going=False)
+    return {name: statistics.median(values) for name, values in times.items()}

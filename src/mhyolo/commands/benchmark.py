@@ -1,0 +1,49 @@
+"""`mhyolo benchmark`: one model in every deployment format, in one table.
+
+Each format's file is made once into --out (and reused by name on later runs), scored on
+the validation split with the shared post-processing, and timed together with the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from mhyolo.bench.formats import FORMATS
+
+    parser = subparsers.add_parser(
+        "benchmark", help="size, latency, throughput and accuracy of a model in every format",
+        description="Make each format of a model (PyTorch, ONNX Runtime FP32/INT8, OpenVINO FP32/BF16/INT8, "
+                    "RKNN INT8 in the simulator), score it on the validation split and time it; writes "
+                    "benchmark.md, benchmark.json and benchmark.png into --out. A format that cannot be made "
+                    "or run becomes a 'skipped' row with its reason.")
+    parser.add_argument("--weights", required=True, help="official .pt or mhyolo .safetensors")
+    parser.add_argument("--data", required=True, type=Path, help="dataset data.yaml (val split scored, "
+                                                                 "train split used for INT8 calibration)")
+    parser.add_argument("--imgsz", type=int, default=640, help="square input size (default: 640)")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"),
+                        help="folder for the converted files and the report (default: runs/benchmark)")
+    parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS), metavar="FORMAT",
+                        help=f"formats to run, in table order (default: all of {', '.join(FORMATS)})")
+    parser.add_argument("--runs", type=int, default=30, help="timed calls per format and batch size (default: 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
+    parser.add_argument("--threads", type=int, help="CPU threads for every runtime (default: PyTorch's setting)")
+    parser.add_argument("--calib-images", type=int, default=50, help="INT8 calibration images (default: 50)")
+    parser.add_argument("--detector", type=Path,
+                        help="detector-only weights also timed in PyTorch and ONNX Runtime FP32, "
+                             "so the heads' overhead is a ratio from the same run")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mhyolo.bench.run import BenchSettings, run_benchmark
+
+    settings = BenchSettings(weights=Path(args.weights), data=args.data, imgsz=args.imgsz, out=args.out,
+                             formats=args.formats, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                             calib_images=args.calib_images, detector=args.detector, progress=not args.quiet)
+    result = run_benchmark(settings)
+    print(result.paths["markdown"].read_text())
+    return 0

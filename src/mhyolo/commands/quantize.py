@@ -1,0 +1,236 @@
+"""`mhyolo quantize`: INT8 from an exported model, then score it against the FP32 one.
+
+Backends: `ort` (ONNX Runtime static QDQ, writes .onnx), `openvino` (NNCF, default or
+accuracy-aware, writes .xml + .bin), `rknn` (rknn-toolkit2, writes .rknn; needs
+`mhyolo.deploy.rknn`). Calibration images come from the TRAIN split of `--calib`;
+right after quantizing, the FP32 and the INT8 model are scored on its VAL split with
+the same `validate`, the table is printed, and the scores are written beside the
+output as `<out stem>.quant.json` (e.g. `model_int8.onnx` -> `model_int8.quant.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("ort", "openvino", "rknn")
+SUFFIXES = {"ort": ".onnx", "openvino": ".xml", "rknn": ".rknn"}
+REPORT_SUFFIX = ".quant.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "quantize", help="INT8 quantization (ONNX Runtime, OpenVINO/NNCF, RKNN) and its accuracy vs FP32",
+        description="Quantize an exported model to INT8 with calibration images from the train split of "
+                    "--calib, then score FP32 and INT8 on its val split and write <out stem>.quant.json.")
+    parser.add_argument("--weights", required=True, type=Path,
+                        help="exported model: .onnx (any backend) or OpenVINO .xml (openvino only)")
+    parser.add_argument("--backend", required=True, choices=BACKENDS)
+    parser.add_argument("--calib", required=True, type=Path, metavar="DATA.yaml",
+                        help="dataset: calibration images from its train split, scores on --split")
+    parser.add_argument("--out", required=True, type=Path, help="output .onnx / .xml / .rknn")
+    parser.add_argument("--calib-images", type=int, default=50, help="number of calibration images (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration image draw (default 0)")
+    parser.add_argument("--mode", choices=("default", "accuracy"), default="default",
+                        help="openvino: plain NNCF quantization or accuracy-aware (default: default)")
+    parser.add_argument("--max-drop", type=float, default=0.01,
+                        help="accuracy mode: largest absolute drop of mAP@0.5:0.95 (typed for a typed model)")
+    parser.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                        help="ort: calibration method (default minmax)")
+    parser.add_argument("--full-range-weights", action="store_true",
+                        help="ort: 8-bit weights instead of 7-bit (only for CPUs with VNNI; others overflow)")
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="input size; must match the exported model (default: from its metadata)")
+    parser.add_argument("--split", default="val", help="split to score FP32 and INT8 on (default val)")
+    parser.add_argument("--target", default="rk3588", help="rknn: target platform (default rk3588)")
+    parser.set_defaults(func=run)
+
+
+def report_path(out: Path) -> Path:
+    """Where the scores go: `model.onnx` -> `model.quant.json`."""
+    return out.with_suffix(REPORT_SUFFIX)
+
+
+def model_size_mb(path: Path) -> float:
+    """File size, with the `.bin` of an OpenVINO IR counted."""
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return sum(p.stat().st_size for p in files if p.is_file()) / 1e6
+
+
+def score(backend: Any, data_yaml: Path, split: str) -> dict[str, Any]:
+    """map50 / map50_95 (and the type scores when typed) of `backend` on `split`."""
+    from mhyolo.data.dataset import YoloDataset
+    from mhyolo.data.spec import load_data_spec
+    from mhyolo.errors import ConfigError
+    from mhyolo.eval.validate import validate
+
+    spec = load_data_spec(data_yaml)
+    nc = len(backend.names)
+    class_agnostic = nc == 1
+    if not class_agnostic and nc != spec.nc:
+        raise ConfigError(f"the model detects {nc} classes but {spec.yaml_path} names {spec.nc}: "
+                          "class ids would not line up (a one-class model is scored class-agnostically)")
+    dataset = YoloDataset(spec, split, backend.imgsz, augment=None)
+    result = validate(backend, dataset, list(spec.names), class_agnostic=class_agnostic)
+    row: dict[str, Any] = {"map50": result.metrics.map50, "map50_95": result.metrics.map50_95,
+                           "precision": result.metrics.precision, "recall": result.metrics.recall}
+    if result.types is not None:
+        types = result.types.to_dict()
+        row.update({k: types[k] for k in ("cls_accuracy", "typed_map50", "typed_map50_95")})
+    return row
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> str:
+    keys = [k for k in ("map50", "map50_95", "cls_accuracy", "typed_map50", "typed_map50_95")
+            if any(r.get(k) is not None for r in rows)]
+    header = f"{'format':<16} {'size MB':>8} " + " ".join(f"{k:>18}" for k in keys)
+    lines = [header]
+    base = rows[0]
+    for row in rows:
+        cells = []
+        for k in keys:
+            value = row.get(k)
+            text = "-" if value is None else f"{value:.4f}"
+            if row is not base and value is not None and base.get(k) is not None:
+                text += f" ({value - base[k]:+.3f})"
+            cells.append(f"{text:>18}")
+        lines.append(f"{row['format']:<16} {row['size_mb']:>8.2f} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def _metadata(args: argparse.Namespace):
+    from mhyolo.deploy.onnx_export import read_onnx_metadata
+    from mhyolo.errors import ConfigError, WeightsError
+
+    suffix = args.weights.suffix.lower()
+    if not args.weights.is_file():
+        raise WeightsError(f"model file not found: {args.weights}")
+    if suffix == ".xml" and args.backend == "openvino":
+        from mhyolo.deploy.quantize_openvino import read_model_and_metadata
+
+        return read_model_and_metadata(args.weights)[1]
+    if suffix != ".onnx":
+        raise ConfigError(f"{args.weights}: --backend {args.backend} quantizes an exported .onnx "
+                          f"(`mhyolo export --format onnx`)")
+    return read_onnx_metadata(args.weights)
+
+
+def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
+    """Write args.out; returns what the report says about how it was made."""
+    from mhyolo.deploy.calibration import calibration_batches
+    from mhyolo.errors import MhyoloError
+
+    info: dict[str, Any] = {}
+    if args.backend == "rknn":
+        try:
+            rknn = importlib.import_module("mhyolo.deploy.rknn")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("mhyolo"):
+                raise MhyoloError("--backend rknn needs mhyolo.deploy.rknn, which this build does not have") from exc
+            raise
+        rknn.convert_rknn(args.weights, args.out, args.calib, calib_images=args.calib_images, seed=args.seed,
+                          target=args.target)
+        info["target"] = args.target
+        return info
+    calib = calibration_batches(args.calib, meta.imgsz, count=args.calib_images, seed=args.seed)
+    if args.backend == "ort":
+        import onnx
+
+        from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static
+
+        quantize_onnx_static(args.weights, args.out, calib, method=args.method,
+                             reduce_range=not args.full_range_weights)
+        coverage = op_coverage(onnx.load(str(args.out)))
+        print(coverage.summary(), file=sys.stderr)
+        info["op_coverage"] = {"quantize_linear": coverage.quantize_linear,
+                               "dequantize_linear": coverage.dequantize_linear,
+                               "int8_ops": dict(coverage.quantized_ops), "float_ops": dict(coverage.float_ops)}
+        return info
+    from mhyolo.deploy.quantize_openvino import accuracy_target, fake_quantize_count, quantize_openvino
+
+    target = accuracy_target(args.calib, meta, args.split) if args.mode == "accuracy" else None
+    quantize_openvino(args.weights, args.out, calib, mode=args.mode, max_drop=args.max_drop,
+                      validate_fn=target.fn if target else None, validation_data=target.items if target else None)
+    info["fake_quantize_nodes"] = fake_quantize_count(args.out)
+    if target is not None:
+        info["accuracy_metric"] = target.metric
+    return info
+
+
+def _backends(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(FP32 reference, INT8 model) as `InferenceBackend`s, both run in full precision where float."""
+    if args.backend == "openvino":
+        from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(args.weights, precision="f32"), OpenVinoBackend(args.out, precision="f32")
+    from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    if args.backend == "ort":
+        return OnnxRuntimeBackend(args.weights), OnnxRuntimeBackend(args.out)
+    from mhyolo.deploy.rknn import RknnSimulatorBackend
+
+    return OnnxRuntimeBackend(args.weights), RknnSimulatorBackend(args.out)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    with torch.no_grad():  # a context, not a global switch: callers in the same process keep autograd
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mhyolo.errors import ConfigError
+
+    if args.out.suffix.lower() != SUFFIXES[args.backend]:
+        raise ConfigError(f"{args.out}: --backend {args.backend} writes a {SUFFIXES[args.backend]} file")
+    if args.calib_images <= 0:
+        raise ConfigError(f"--calib-images must be positive, got {args.calib_images}")
+    if args.mode == "accuracy" and args.backend != "openvino":
+        raise ConfigError("--mode accuracy is OpenVINO/NNCF's accuracy-aware quantization: use --backend openvino")
+    meta = _metadata(args)
+    if args.imgsz is not None and args.imgsz != meta.imgsz:
+        raise ConfigError(f"{args.weights} was exported for --imgsz {meta.imgsz}, not {args.imgsz}: "
+                          f"drop --imgsz or export again at {args.imgsz}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    info = _quantize(args, meta)
+    seconds = time.perf_counter() - started
+    print(f"wrote {args.out} ({model_size_mb(args.out):.2f} MB) in {seconds:.0f} s; scoring on '{args.split}'",
+          file=sys.stderr)
+    fp32, int8 = _backends(args)
+    try:
+        rows = []
+        fp32_runtime = "openvino" if args.backend == "openvino" else "ort"
+        for label, backend, path in ((f"fp32 {fp32_runtime}", fp32, args.weights),
+                                     (f"int8 {args.backend}", int8, args.out)):
+            row = {"format": label, "path": str(path), "size_mb": round(model_size_mb(path), 3)}
+            row.update({k: _num(v) for k, v in score(backend, args.calib, args.split).items()})
+            rows.append(row)
+    finally:
+        close = getattr(int8, "close", None)
+        if callable(close):
+            close()
+    delta = {k: rows[1][k] - rows[0][k] for k in rows[0]
+             if isinstance(rows[0][k], float) and isinstance(rows[1].get(k), float) and k != "size_mb"}
+    report = {"backend": args.backend, "mode": args.mode if args.backend == "openvino" else None,
+              "weights": str(args.weights), "output": str(args.out), "data": str(args.calib), "split": args.split,
+              "imgsz": meta.imgsz, "calibration": {"split": "train", "images": args.calib_images, "seed": args.seed,
+                                                   "method": args.method if args.backend == "ort" else None},
+              "max_drop": args.max_drop if args.mode == "accuracy" else None, "quantize_seconds": round(seconds, 1),
+              **info, "rows": rows, "delta": delta}
+    path = report_path(args.out)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(_rows_table(rows))
+    print(f"scores written to {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,66 @@
+"""Calibration images for post-training quantization, shared by every INT8 backend.
+
+Quantization ranges are only right when the calibration tensors look exactly like
+what the deployed model will be fed, so the images go through the inference
+pre-processing (`letterbox` to the model's size, RGB, [0, 1], NCHW) and nothing else.
+They are drawn from the TRAIN split with a seeded generator: the validation split is
+kept for scoring the quantized model, and the same seed gives the same images on any
+machine. ONNX Runtime and OpenVINO take the float NCHW batches; RKNN toolkits take
+uint8 pixels (they normalise inside the converted model), so both forms come from
+the one pipeline here; `calibration_files` and `letterboxed_rgb` are the pieces a
+toolkit that wants its own file format builds on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mhyolo.data.dataset import read_image
+from mhyolo.data.spec import load_data_spec
+from mhyolo.errors import DataError
+from mhyolo.infer.preprocess import letterbox
+
+CALIB_SPLIT = "train"
+
+
+def calibration_files(data_yaml: str | Path, count: int = 50, seed: int = 0, split: str = CALIB_SPLIT) -> list[Path]:
+    """`count` image paths drawn without replacement from `split` (all of them when it has fewer)."""
+    if count <= 0:
+        raise DataError(f"{data_yaml}: the number of calibration images must be positive, got {count}")
+    spec = load_data_spec(data_yaml)
+    files = spec.image_files(split)
+    if not files:
+        raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.images_dir(split)} to calibrate on")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(files), size=min(count, len(files)), replace=False)
+    return [files[i] for i in sorted(chosen.tolist())]  # sorted: the order does not depend on the draw
+
+
+def letterboxed_rgb(path: Path, imgsz: int) -> np.ndarray:
+    """One image as the network sees it before scaling: uint8 RGB HWC (imgsz, imgsz, 3)."""
+    image, _ = letterbox(read_image(path), imgsz)
+    return image
+
+
+def calibration_images_uint8(data_yaml: str | Path, imgsz: int, count: int = 50, seed: int = 0,
+                             progress: bool = True) -> list[np.ndarray]:
+    """Calibration images as uint8 RGB NHWC arrays (1, imgsz, imgsz, 3), for toolkits (RKNN)
+    that take raw pixels and apply the [0, 1] scaling inside the converted model."""
+    files = calibration_files(data_yaml, count, seed)
+    return [letterboxed_rgb(p, imgsz)[None] for p in tqdm(files, desc="calibration images", unit="img",
+                                                          leave=False, disable=not progress)]
+
+
+def to_nchw_float(image_nhwc: np.ndarray) -> np.ndarray:
+    """uint8 (1, H, W, 3) RGB -> float32 (1, 3, H, W) in [0, 1]: the exported graph's input."""
+    return np.ascontiguousarray(image_nhwc.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
+def calibration_batches(data_yaml: str | Path, imgsz: int, count: int = 50, seed: int = 0,
+                        progress: bool = True) -> list[np.ndarray]:
+    """Calibration inputs as float32 RGB NCHW arrays (1, 3, imgsz, imgsz) in [0, 1]."""
+    return [to_nchw_float(image) for image in calibration_images_uint8(data_yaml, imgsz, count, seed, progress)]
+

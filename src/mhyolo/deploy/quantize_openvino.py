@@ -1,0 +1,228 @@
+"""INT8 OpenVINO IR with NNCF post-training quantization: default or accuracy-aware.
+
+* **Default** (`nncf.quantize`) inserts FakeQuantize nodes with ranges from the
+  calibration images (plus NNCF's bias correction).
+* **Accuracy-aware** (`nncf.quantize_with_accuracy_control`) starts from the default
+  result, scores it on the validation split with OUR post-processing (`reconstruct`
+  + `validate`: mAP@0.5:0.95, or typed mAP@0.5:0.95 for a model with a type head),
+  and reverts the most harmful quantized layers to float until the drop from FP32
+  is at most `max_drop` (absolute).
+
+Preset MIXED: weights symmetric, activations asymmetric. The activations here are
+mostly non-negative (the [0, 1] input, SiLU outputs bounded below by -0.28), so a
+symmetric grid would waste about half of its 256 levels on values that never occur;
+OpenVINO's CPU kernels handle the zero point at negligible cost.
+
+The IR is saved with FP32 weights where they stay float (`compress_to_fp16=False`)
+and the mhyolo metadata in rt_info, as `export_openvino` does, so `OpenVinoBackend`
+loads the INT8 IR like the FP32 one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from mhyolo.deploy.layout import METADATA_KEY, ExportMetadata
+from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.errors import ConfigError, MhyoloError
+from mhyolo.infer.backends.base import ExportedBackend
+
+MODES = ("default", "accuracy")
+PRESETS = ("mixed", "performance")
+OVERFLOW_FIXES = ("enable", "first_layer", "disable")
+
+
+def _openvino():
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise MhyoloError("OpenVINO quantization needs 'openvino' and 'nncf' (pip install 'mhyolo[deploy]')") from exc
+    return ov, nncf
+
+
+def read_model_and_metadata(model_path: str | Path):
+    """(ov.Model, ExportMetadata) from an exported `.onnx` or an mhyolo IR `.xml`."""
+    ov, _ = _openvino()
+    path = Path(model_path)
+    if path.suffix.lower() not in (".onnx", ".xml"):
+        raise ConfigError(f"{path}: OpenVINO quantization takes an exported .onnx or .xml model")
+    if not path.is_file():
+        raise MhyoloError(f"model file not found: {path}")
+    try:  # convert_model, as `export_openvino` does: it fuses Sigmoid * Mul into Swish, so NNCF
+        # quantizes the IR's graph (fewer FakeQuantize nodes, faster) whichever file it is given
+        model = ov.convert_model(str(path)) if path.suffix.lower() == ".onnx" else ov.Core().read_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises generic RuntimeErrors
+        raise MhyoloError(f"{path}: OpenVINO cannot read it: {exc}") from exc
+    if path.suffix.lower() == ".onnx":
+        return model, read_onnx_metadata(path)
+    if not model.has_rt_info([METADATA_KEY]):
+        raise MhyoloError(f"{path}: an OpenVINO IR without '{METADATA_KEY}' metadata: not written by mhyolo export")
+    return model, ExportMetadata.from_json(model.get_rt_info([METADATA_KEY]).astype(str), str(path))
+
+
+class CompiledModelBackend(ExportedBackend):
+    """An already compiled OpenVINO model as an `InferenceBackend`: what NNCF hands the
+    validation function, scored with the same `reconstruct` as every other runtime."""
+
+    def __init__(self, compiled, metadata: ExportMetadata, path: str | Path = "<compiled model>") -> None:
+        super().__init__(path, metadata)
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.output_names = [o.get_any_name() for o in compiled.outputs]
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        result = self.request.infer({self.metadata.input_name: batch})
+        return {name: np.array(result[self.compiled.output(name)]) for name in self.output_names}
+
+
+class _IndexedSubset(Subset):
+    """A subset of a `YoloDataset` that still says its `imgsz` (what `validate` reads)."""
+
+    def __init__(self, dataset, indices: Sequence[int]) -> None:
+        super().__init__(dataset, list(indices))
+        self.imgsz = dataset.imgsz
+
+
+@dataclass
+class AccuracyTarget:
+    """What the accuracy-aware mode optimises: `items` are validation sample indices
+    (NNCF may pass any subset of them back) and `fn(compiled_model, items)` the metric."""
+
+    items: list[int]
+    fn: Callable[[Any, Iterable[int]], float]
+    metric: str
+
+
+def accuracy_target(data_yaml: str | Path, meta: ExportMetadata, split: str = "val",
+                    progress: bool = False) -> AccuracyTarget:
+    """Our validation metric on `split` for NNCF: mAP@0.5:0.95 of the detector, or the
+    typed mAP@0.5:0.95 when the model has a type head (what quantization must not break)."""
+    from mhyolo.data.dataset import YoloDataset
+    from mhyolo.data.spec import load_data_spec
+    from mhyolo.eval.validate import validate
+
+    spec = load_data_spec(data_yaml)
+    dataset = YoloDataset(spec, split, meta.imgsz, augment=None)
+    class_agnostic = meta.nc == 1
+    if not class_agnostic and meta.nc != spec.nc:
+        raise ConfigError(f"the model detects {meta.nc} classes but {spec.yaml_path} names {spec.nc}")
+    typed = meta.type_output is not None
+
+    def fn(compiled, items: Iterable[int]) -> float:
+        backend = CompiledModelBackend(compiled, meta)
+        subset = _IndexedSubset(dataset, [int(i) for i in items])
+        with torch.inference_mode():
+            result = validate(backend, subset, list(spec.names), class_agnostic=class_agnostic, progress=progress)
+        if typed and result.types is not None:
+            value = result.types.typed_map50_95
+        else:
+            value = result.metrics.map50_95
+        return 0.0 if value is None or np.isnan(value) else float(value)
+
+    return AccuracyTarget(items=list(range(len(dataset))), fn=fn,
+                          metric="typed_map50_95" if typed else "map50_95")
+
+
+def quantize_openvino(model_path: str | Path, out_xml: str | Path, calib: Sequence[np.ndarray],
+                      mode: str = "default", validate_fn: Callable[[Any, Iterable], float] | None = None,
+                      validation_data: Sequence | None = None, max_drop: float = 0.01,
+                      subset_size: int | None = None, preset: str = "mixed",
+                      overflow_fix: str = "first_layer", ranking_subset_size: int | None = None) -> Path:
+    """Quantize an exported `.onnx` / `.xml` with NNCF and save the INT8 IR at `out_xml`.
+
+    `calib` are (1, 3, H, W) float32 arrays from `calibration_batches`. Mode "accuracy"
+    needs `validate_fn(compiled_model, items) -> float` and its `validation_data` items
+    (see `accuracy_target`); NNCF keeps the drop of that metric within `max_drop`.
+    `overflow_fix` "enable" uses 7-bit weights everywhere, which avoids INT8 overflow
+    on x86 CPUs without VNNI (NNCF's default fixes only the first layer).
+    `ranking_subset_size` bounds how many validation items NNCF runs per candidate layer
+    when ranking which ones to revert (its default: up to 300), the slow part of that mode.
+    """
+    ov, nncf = _openvino()
+    from nncf.quantization.advanced_parameters import (
+        AdvancedAccuracyRestorerParameters,
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+
+    if mode not in MODES:
+        raise ConfigError(f"OpenVINO quantization mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if preset not in PRESETS:
+        raise ConfigError(f"NNCF preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if overflow_fix not in OVERFLOW_FIXES:
+        raise ConfigError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}, got {overflow_fix!r}")
+    if not calib:
+        raise ConfigError(f"{model_path}: no calibration images to quantize with")
+    model, meta = read_model_and_metadata(model_path)
+    shape = (1, 3, meta.imgsz, meta.imgsz)
+    bad = [tuple(b.shape) for b in calib if tuple(b.shape) != shape]
+    if bad:
+        raise ConfigError(f"{model_path}: calibration batches must be {shape} (the exported size), got {bad[0]}")
+    calibration = nncf.Dataset(list(calib))
+    common = {"preset": nncf.QuantizationPreset(preset), "subset_size": subset_size or len(calib),
+              "target_device": nncf.TargetDevice.CPU}
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix if overflow_fix != "first_layer"
+                                                                       else "first_layer_only"))
+    info: dict[str, Any] = {"precision": "int8", "tool": "nncf", "mode": mode, "preset": preset,
+                            "overflow_fix": overflow_fix, "calibration_images": len(calib)}
+    try:
+        if mode == "default":
+            quantized = nncf.quantize(model, calibration, advanced_parameters=advanced, **common)
+        else:
+            if validate_fn is None or not validation_data:
+                raise ConfigError("accuracy-aware quantization needs a validation function and validation data "
+                                  "(mhyolo.deploy.quantize_openvino.accuracy_target)")
+            restorer = AdvancedAccuracyRestorerParameters()
+            if ranking_subset_size:
+                restorer.ranking_subset_size = int(ranking_subset_size)
+            quantized = nncf.quantize_with_accuracy_control(
+                model, calibration, nncf.Dataset(list(validation_data)), validate_fn, max_drop=max_drop,
+                drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
+                advanced_accuracy_restorer_parameters=restorer, **common)
+            info.update(max_drop=max_drop, drop_type="absolute", validation_items=len(validation_data))
+    except MhyoloError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - NNCF raises many kinds; name the model
+        raise MhyoloError(f"{model_path}: NNCF quantization ({mode}) failed: {exc}") from exc
+    meta.extra = {**meta.extra, "quantization": info}
+    out_xml = Path(out_xml)
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    quantized.set_rt_info(meta.to_json(), [METADATA_KEY])
+    ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
+    return out_xml
+
+
+def fake_quantize_count(xml_path: str | Path) -> int:
+    """How many FakeQuantize nodes an IR holds (0 means nothing was quantized)."""
+    ov, _ = _openvino()
+    model = ov.Core().read_model(str(xml_path))
+    return sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
+
+
+# Ops that only move INT8 values (NNCF quantizes their inputs, not their outputs).
+_INT8_PASSTHROUGH = {"Concat", "MaxPool", "Interpolate", "Reshape", "Transpose", "Split", "VariadicSplit",
+                     "StridedSlice", "Squeeze", "Unsqueeze"}
+
+
+def _quantized(node) -> bool:
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    inputs = range(node.get_input_size()) if kind == "Concat" else [0]  # others: input 0 is the data
+    return kind in _INT8_PASSTHROUGH and all(_quantized(node.input_value(i).get_node()) for i in inputs)
+
+
+def float_convolutions(xml_path: str | Path) -> list[str]:
+    """Convolutions of an IR whose activation input is not quantized (they run in float)."""
+    ov, _ = _openvino()
+    model = ov.Core().read_model(str(xml_path))
+    return [op.get_friendly_name() for op in model.get_ops()
+            if op.get_type_name() == "Convolution" and not _quantized(op.input_value(0).get_node())]

@@ -1,0 +1,205 @@
+"""`mhyolo benchmark` on a tiny real set: one row per format, the same mAP from PyTorch and
+ONNX Runtime FP32, a failing producer turned into a "skipped" row, the files written and
+the change-vs-FP32 columns checked by hand.
+
+The models are YOLOv5n with the official weights, their detector cut down to the COCO
+"sports ball" class so that they find the seed balls (the type head stays random).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers.tiny_data import tiny_ball_dataset
+
+from mhyolo.bench import formats as bench_formats
+from mhyolo.bench.report import ACCURACY_KEYS, Row, add_deltas, head_overhead
+from mhyolo.bench.timing import Timing, interleaved_times, percentile
+from mhyolo.cli import main
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'mhyolo[deploy]')")
+
+ROOT = Path(__file__).resolve().parents[1]
+TYPEHEAD_CFG = ROOT / "configs" / "models" / "yolov5n-typehead.yaml"
+SPORTS_BALL = 32  # COCO class index in the official yolov5n
+IMGSZ = 160
+FORMATS = ["torch", "onnx", "openvino", "onnx-int8"]
+FAILING = "openvino"  # its producer is made to raise
+MD_HEADER = ("| format | file | MB | median ms | p90 ms | img/s @8 | mAP50 | Δ | mAP50-95 | Δ | type acc | Δ "
+             "| typed mAP50 | Δ | note |")
+
+
+def ball_model(official: Path, config):
+    """A one-class model whose Detect keeps box, objectness and the sports-ball rows."""
+    from mhyolo.model.weights import import_official
+    from mhyolo.model.yolo import YoloModel
+
+    torch.manual_seed(0)
+    model = YoloModel(config, nc=1, names=["ball"]) if isinstance(config, str) else YoloModel(config, names=["ball"])
+    state = model.state_dict()
+    na, no = model.detect.na, 85
+    rows = torch.tensor([a * no + j for a in range(na) for j in (0, 1, 2, 3, 4, 5 + SPORTS_BALL)])
+    for key, value in import_official(official).state_dict.items():
+        if key.startswith("model.24.m.") and value.shape[0] == na * no:
+            value = value[rows]
+        if key in state and state[key].shape == value.shape:
+            state[key] = value
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def bench(shared: Path, official_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One CLI run: the type-head model in FORMATS plus the detector, FAILING's producer raising."""
+    from mhyolo.model.weights import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("bench")
+    data = tiny_ball_dataset(shared, folder / "data", per_type_train=2, per_type_val=2)
+    weights = save_checkpoint(folder / "typehead.safetensors", ball_model(official_weights, TYPEHEAD_CFG))
+    detector = save_checkpoint(folder / "detector.safetensors", ball_model(official_weights, "yolov5n"))
+
+    def broken(files):
+        raise RuntimeError("converter crashed on purpose")
+
+    out = folder / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(bench_formats.FORMATS, FAILING,
+                      dataclasses.replace(bench_formats.FORMATS[FAILING], produce=broken))
+        code = main(["benchmark", "--weights", str(weights), "--data", str(data), "--imgsz", str(IMGSZ),
+                     "--out", str(out), "--formats", *FORMATS, "--runs", "2", "--warmup", "1", "--threads", "1",
+                     "--calib-images", "4", "--detector", str(detector), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    return out, report, {row["id"]: row for row in report["rows"]}
+
+
+def test_one_row_per_format_with_the_documented_columns(bench):
+    out, report, rows = bench
+    assert [r["id"] for r in report["rows"]] == FORMATS + ["detector/torch", "detector/onnx"]
+    columns = {"file", "size_mb", "latency_median_ms", "latency_p90_ms", "images_per_s", "throughput_mode",
+               *ACCURACY_KEYS, "delta", "status", "reason"}
+    for row in report["rows"]:
+        assert columns <= set(row), row["id"]
+    text = (out / "benchmark.md").read_text()
+    assert MD_HEADER in text
+    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| format")]
+    assert len(table) == len(rows)
+    assert report["settings"]["threads"] == 1 and report["settings"]["runs"] == 2
+    ok = [r for r in report["rows"] if r["status"] == "ok"]
+    for row in ok:
+        assert row["size_mb"] > 1.0 and row["latency_p90_ms"] >= row["latency_median_ms"] > 0
+        assert row["images_per_s"] > 0
+    assert rows["torch"]["throughput_mode"] == "batch 8"
+    assert rows["onnx"]["throughput_mode"] == "8 × batch 1"  # exported for batch 1
+    assert "(8 × batch 1)" in text
+    assert rows["torch"]["cls_accuracy"] is not None and rows["torch"]["typed_map50"] is not None
+    assert rows["detector/torch"]["cls_accuracy"] is None  # no type head
+    assert rows["torch"]["map50"] > 0.1, "the sports-ball detector should find some seed balls"
+
+
+def test_pytorch_and_onnxruntime_fp32_score_the_same(bench):
+    _, _, rows = bench
+    for prefix in ("", "detector/"):
+        torch_row, onnx_row = rows[f"{prefix}torch"], rows[f"{prefix}onnx"]
+        for key in ACCURACY_KEYS:
+            if torch_row[key] is None:
+                assert onnx_row[key] is None
+            else:
+                assert onnx_row[key] == pytest.approx(torch_row[key], abs=1e-6), (prefix, key)
+
+
+def test_a_failing_producer_is_a_skipped_row_and_the_others_complete(bench):
+    out, _, rows = bench
+    failed = rows[FAILING]
+    assert failed["status"] == "skipped"
+    assert failed["reason"] == "produce: RuntimeError: converter crashed on purpose"
+    assert failed["map50"] is None and failed["latency_median_ms"] is None
+    assert "skipped: produce: RuntimeError: converter crashed on purpose" in (out / "benchmark.md").read_text()
+    others = [r for key, r in rows.items() if key != FAILING]
+    for row in others:
+        if row["format"] == "onnx-int8" and row["status"] != "ok":
+            pytest.fail(f"ONNX Runtime INT8 did not complete: {row['reason']}")
+        assert row["status"] == "ok", row
+    assert (out / "typehead_int8.onnx").is_file() and (out / "detector" / "detector.onnx").is_file()
+
+
+def test_reports_are_written(bench):
+    out, report, _ = bench
+    png = (out / "benchmark.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert (out / "benchmark.md").read_text().startswith("# mhyolo benchmark")
+    assert set(report) == {"settings", "rows", "head_overhead"}
+
+
+def test_change_against_fp32_by_hand(bench):
+    _, report, rows = bench
+    for row in report["rows"]:
+        if row["status"] != "ok":
+            assert all(value is None for value in row["delta"].values())
+            continue
+        reference = rows["detector/torch" if row["model"] == "detector" else "torch"]
+        for key in ACCURACY_KEYS:
+            if row[key] is None:
+                assert row["delta"][key] is None
+            else:
+                assert row["delta"][key] == pytest.approx(row[key] - reference[key], abs=1e-12)
+    assert rows["torch"]["delta"]["map50"] == 0.0
+    int8 = rows["onnx-int8"]
+    assert int8["delta"]["map50_95"] == pytest.approx(int8["map50_95"] - rows["torch"]["map50_95"])
+    # the heads' overhead from the same run: model over detector, per runtime
+    for fmt in ("torch", "onnx"):
+        assert report["head_overhead"][fmt] == pytest.approx(
+            rows[fmt]["latency_median_ms"] / rows[f"detector/{fmt}"]["latency_median_ms"])
+
+
+def test_deltas_on_hand_made_rows():
+    ref = Row(id="torch", model="model", format="torch", title="PyTorch FP32", map50=0.80, map50_95=0.50,
+              cls_accuracy=0.90, typed_map50=None, latency_median_ms=10.0)
+    q = Row(id="onnx-int8", model="model", format="onnx-int8", title="ONNX Runtime INT8", map50=0.75,
+            map50_95=0.52, cls_accuracy=0.85, typed_map50=0.4)
+    det = Row(id="detector/torch", model="detector", format="torch", title="PyTorch FP32", map50=0.70,
+              map50_95=0.4, latency_median_ms=8.0)
+    add_deltas([ref, q, det])
+    assert q.delta["map50"] == pytest.approx(-0.05) and q.delta["map50_95"] == pytest.approx(0.02)
+    assert q.delta["cls_accuracy"] == pytest.approx(-0.05) and q.delta["typed_map50"] is None
+    assert det.delta["map50"] == 0.0  # compared with its own PyTorch row, not the model's
+    assert head_overhead([ref, q, det]) == {"torch": pytest.approx(1.25)}
+
+
+def test_timing_summary_and_interleaving():
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 90) == pytest.approx(np.percentile([1, 2, 3, 4, 5], 90))
+    t = Timing.from_times([5.0, 1.0, 3.0])
+    assert (t.median_ms, t.runs) == (3.0, 3)
+    order: list[str] = []
+
+    def boom():
+        order.append("c")
+        raise ValueError("no")
+
+    times, errors = interleaved_times({"a": lambda: order.append("a"), "b": lambda: order.append("b"), "c": boom},
+                                      runs=2, warmup=1)
+    assert order == ["a", "b", "c", "a", "b", "a", "b"]  # round by round; a failed candidate is dropped
+    assert set(times) == {"a", "b"} and all(len(v) == 2 for v in times.values())
+    assert errors == {"c": "ValueError: no"}
+
+
+def test_existing_files_are_reused(bench, tmp_path):
+    out, report, rows = bench
+    onnx_file = tmp_path / "typehead.onnx"
+    shutil.copyfile(out / "typehead.onnx", onnx_file)
+    stamp = onnx_file.stat().st_mtime_ns
+    code = main(["benchmark", "--weights", report["settings"]["weights"], "--data", report["settings"]["data"],
+                 "--imgsz", str(IMGSZ), "--out", str(tmp_path), "--formats", "onnx", "--runs", "1", "--warmup", "0",
+                 "--threads", "1", "--quiet"])
+    assert code == 0
+    second = json.loads((tmp_path / "benchmark.json").read_text())
+    assert [r["id"] for r in second["rows"]] == ["onnx"] and second["rows"][0]["status"] == "ok"
+    assert onnx_file.stat().st_mtime_ns == stamp  # not exported again
+    assert second["rows"][0]["map50"] == rows["onnx"]["map50"]
+    assert second["rows"][0]["delta"]["map50"] is None  # no PyTorch FP32 row to compare with

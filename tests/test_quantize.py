@@ -1,0 +1,326 @@
+"""INT8 quantization: calibration images, ONNX Runtime static QDQ, OpenVINO/NNCF (default
+and accuracy-aware) and `mhyolo quantize`, on real images and the official weights.
+
+Tolerance for INT8 vs FP32 detections on the sample images at 320: every detection
+scoring at least CONF + MARGIN on one side is found on the other with IoU > 0.8 and a
+score within 0.1. Activations are rounded to 256 levels of their calibrated range
+(about 1/255 of it), which moves box offsets by a fraction of a pixel per layer and
+sigmoid scores by a few percent; a box shifted by a few pixels on a 100-pixel person
+still has IoU > 0.9, so 0.8 and 0.1 leave room for that but not for a wrong or lost box.
+Calibration uses 8 seed_balls images (what a ball model would be calibrated on), not
+the test images themselves.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers.tiny_data import tiny_ball_dataset
+from test_export import IMAGES, TYPEHEAD_CFG, WEIGHTS, typehead_person_model
+from torchvision.ops import box_iou
+
+from mhyolo.cli import main
+from mhyolo.data.dataset import read_image
+from mhyolo.data.spec import load_data_spec
+from mhyolo.errors import DataError
+from mhyolo.infer.postprocess import non_max_suppression
+from mhyolo.infer.preprocess import letterbox, to_tensor
+from mhyolo.paths import shared_dir
+
+onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'mhyolo[deploy]')")
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'mhyolo[deploy]')")
+
+from mhyolo.deploy.calibration import calibration_batches, calibration_files, calibration_images_uint8  # noqa: E402
+from mhyolo.deploy.check import read_images  # noqa: E402
+from mhyolo.deploy.onnx_export import export_onnx, read_onnx_metadata  # noqa: E402
+from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static  # noqa: E402
+from mhyolo.infer.backends import load_backend  # noqa: E402
+from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+
+try:
+    import nncf  # noqa: F401
+    import openvino  # noqa: F401
+
+    OPENVINO_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    OPENVINO_ERROR = str(exc)
+needs_openvino = pytest.mark.skipif(OPENVINO_ERROR is not None, reason=f"openvino/nncf missing: {OPENVINO_ERROR}")
+
+SEED_BALLS = shared_dir() / "data" / "seed_balls" / "data.yaml"
+needs_shared = pytest.mark.skipif(not WEIGHTS.is_file() or not SEED_BALLS.is_file() or
+                                  not all(p.is_file() for p in IMAGES),
+                                  reason=f"shared folder absent: needs {WEIGHTS}, {SEED_BALLS} and sample images")
+IMGSZ = 320
+SMALL = 160  # the accuracy-aware and CLI tests: scores on a few images, speed matters more than resolution
+CALIB_IMAGES = 8
+CONF, MARGIN = 0.25, 0.1
+MIN_IOU, SCORE_TOL = 0.8, 0.1
+SPORTS_BALL = 32  # COCO class id in the official weights
+
+
+def ball_model(typed: bool = False):
+    """Official YOLOv5n cut down to one class, COCO's "sports ball": a real ball detector
+    whose mAP on seed_balls is far from 0, so a quantization that breaks it shows.
+    `typed` adds the per-object type head (seeded random weights: its scores exist, they
+    are not meant to be good)."""
+    from mhyolo.model.weights import import_official
+    from mhyolo.model.yolo import YoloModel, build_model
+
+    torch.manual_seed(0)
+    model = YoloModel(TYPEHEAD_CFG, names=["ball"]) if typed else build_model("yolov5n", nc=1, names=["ball"])
+    official = import_official(WEIGHTS).state_dict
+    state = model.state_dict()
+    na = model.detect.na
+    rows = torch.tensor([a * 85 + j for a in range(na) for j in (0, 1, 2, 3, 4, 5 + SPORTS_BALL)])
+    for key, value in official.items():
+        if key.startswith("model.24.m.") and value.shape[0] == na * 85:
+            value = value[rows]
+        if key in state and state[key].shape == value.shape:
+            state[key] = value
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def calib():
+    if not SEED_BALLS.is_file():
+        pytest.skip(f"shared data absent: {SEED_BALLS}")
+    return calibration_batches(SEED_BALLS, IMGSZ, count=CALIB_IMAGES, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def person(tmp_path_factory):
+    """The type-head person model exported at 320 (FP32 .onnx)."""
+    if not WEIGHTS.is_file():
+        pytest.skip(f"official weights absent: {WEIGHTS}")
+    folder = tmp_path_factory.mktemp("quant")
+    return export_onnx(typehead_person_model(), folder / "person.onnx", imgsz=IMGSZ).path
+
+
+@pytest.fixture(scope="module")
+def person_int8(person, calib):
+    return quantize_onnx_static(person, person.with_name("person_int8.onnx"), calib, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    if not SEED_BALLS.is_file():
+        pytest.skip(f"shared data absent: {SEED_BALLS}")
+    return tiny_ball_dataset(shared_dir(), tmp_path_factory.mktemp("tiny"), per_type_train=3, per_type_val=1)
+
+
+@pytest.fixture(scope="module")
+def ball_onnx(tmp_path_factory):
+    if not WEIGHTS.is_file():
+        pytest.skip(f"official weights absent: {WEIGHTS}")
+    return export_onnx(ball_model(), tmp_path_factory.mktemp("ball") / "ball.onnx", imgsz=SMALL).path
+
+
+def _detections(backend, images):
+    x = to_tensor([letterbox(image, IMGSZ)[0] for image in images])
+    return non_max_suppression(backend.predict(x)["detection"], CONF, 0.45)
+
+
+def _assert_close(reference, candidate):
+    """Each confident box on either side has a partner of the same class (IoU, score)."""
+    total = 0
+    for ref, cand in zip(reference, candidate):
+        for a, b, side in ((ref, cand, "FP32"), (cand, ref, "INT8")):
+            iou = box_iou(a.boxes, b.boxes) if len(a) and len(b) else torch.zeros(len(a), len(b))
+            for i in range(len(a)):
+                if float(a.scores[i]) < CONF + MARGIN:
+                    continue
+                total += 1
+                same = b.classes == a.classes[i]
+                scores = torch.where(same, iou[i], torch.zeros_like(iou[i])) if len(b) else iou[i]
+                assert len(b) and float(scores.max()) > MIN_IOU, f"{side} box {a.boxes[i].tolist()} has no partner"
+                j = int(scores.argmax())
+                assert abs(float(a.scores[i]) - float(b.scores[j])) < SCORE_TOL, (
+                    f"{side} score {float(a.scores[i]):.3f} vs {float(b.scores[j]):.3f}")
+    assert total >= 4  # the sample images hold several confident persons: the test compared something
+
+
+@needs_shared
+def test_calibration_images_are_seeded_letterboxed_train_images(tmp_path):
+    files = calibration_files(SEED_BALLS, 5, seed=3)
+    assert files == calibration_files(SEED_BALLS, 5, seed=3) and files != calibration_files(SEED_BALLS, 5, seed=4)
+    train = set(load_data_spec(SEED_BALLS).image_files("train"))
+    assert len(set(files)) == 5 and set(files) <= train
+    raw = calibration_images_uint8(SEED_BALLS, 96, count=5, seed=3, progress=False)
+    batches = calibration_batches(SEED_BALLS, 96, count=5, seed=3, progress=False)
+    expected, _ = letterbox(read_image(files[0]), 96)  # RGB, as the inference pre-processing gives
+    assert raw[0].shape == (1, 96, 96, 3) and raw[0].dtype == np.uint8
+    np.testing.assert_array_equal(raw[0][0], expected)
+    assert batches[0].shape == (1, 3, 96, 96) and batches[0].dtype == np.float32
+    np.testing.assert_allclose(batches[0][0], expected.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    bgr = letterbox(read_images([files[0]])[0], 96)[0]
+    np.testing.assert_allclose(batches[0], to_tensor([bgr]).numpy(), atol=1e-6)  # same as prediction's input
+    # a split with fewer images than asked gives all of them; nothing to draw is an error
+    data = tiny_ball_dataset(shared_dir(), tmp_path / "tiny", per_type_train=1, per_type_val=1)
+    assert len(calibration_files(data, 50)) == 3
+    with pytest.raises(DataError, match="must be positive"):
+        calibration_files(data, 0)
+
+
+@needs_shared
+def test_ort_int8_quantizes_every_op_and_keeps_outputs_float(person, person_int8):
+    coverage = op_coverage(onnx.load(str(person_int8)))
+    # the whole backbone and neck run in INT8, not only the convs ...
+    for op in ("Conv", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize"):
+        assert coverage.quantized_ops[op] > 0, coverage.summary()
+    assert coverage.quantize_linear > 150
+    # ... and only the final activations (and the per-anchor Concat after the type Softmax) stay float
+    assert dict(coverage.float_ops) == {"Sigmoid": 6, "Softmax": 9, "Concat": 3}, coverage.summary()
+    fp32_ops = {node.op_type for node in onnx.load(str(person)).graph.node}
+    assert set(coverage.quantized_ops) | set(coverage.float_ops) <= fp32_ops
+    assert set(coverage.output_types.values()) == {"FLOAT"}
+    backend = load_backend(person_int8)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    assert all(o.type == "tensor(float)" for o in backend.session.get_outputs())
+    outputs = backend.run(np.zeros((1, 3, IMGSZ, IMGSZ), np.float32))
+    assert all(v.dtype == np.float32 for v in outputs.values())
+    # metadata survive: the INT8 file reads back like the FP32 one, plus how it was made
+    fp32_meta, int8_meta = read_onnx_metadata(person), read_onnx_metadata(person_int8)
+    assert int8_meta.output_names == fp32_meta.output_names and int8_meta.type_names == fp32_meta.type_names
+    assert int8_meta.anchors_px == fp32_meta.anchors_px and int8_meta.imgsz == IMGSZ
+    quant = int8_meta.extra["quantization"]
+    assert quant["tool"] == "onnxruntime" and quant["calibration_images"] == CALIB_IMAGES
+    assert quant["pre_processed"] is True
+    assert person_int8.stat().st_size < person.stat().st_size / 2.5  # INT8 weights
+
+
+@needs_shared
+def test_ort_int8_detections_match_fp32(person, person_int8):
+    images = read_images(IMAGES)
+    _assert_close(_detections(OnnxRuntimeBackend(person), images), _detections(OnnxRuntimeBackend(person_int8), images))
+
+
+@needs_shared
+def test_ort_quantize_rejects_wrong_calibration(person, tmp_path):
+    from mhyolo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\(1, 3, 320, 320\)"):
+        quantize_onnx_static(person, tmp_path / "x.onnx", [np.zeros((1, 3, 64, 64), np.float32)])
+    with pytest.raises(ConfigError, match="calibration method"):
+        quantize_onnx_static(person, tmp_path / "x.onnx", [np.zeros((1, 3, 320, 320), np.float32)], method="mse")
+
+
+@needs_shared
+def test_ort_percentile_calibration_without_pre_processing(ball_onnx, tiny_data, tmp_path):
+    calib = calibration_batches(tiny_data, SMALL, count=4, progress=False)
+    out = quantize_onnx_static(ball_onnx, tmp_path / "p.onnx", calib, method="percentile", preprocess=False,
+                               progress=False)
+    quant = read_onnx_metadata(out).extra["quantization"]
+    assert quant["method"] == "percentile" and quant["pre_processed"] is False
+    coverage = op_coverage(onnx.load(str(out)))
+    assert dict(coverage.float_ops) == {"Sigmoid": 6} and coverage.quantized_ops["Mul"] > 0
+    fp32, int8 = OnnxRuntimeBackend(ball_onnx).run(calib[0]), OnnxRuntimeBackend(out).run(calib[0])
+    for name, value in fp32.items():  # probabilities: INT8 stays near FP32 on a calibration image
+        assert int8[name].dtype == np.float32 and np.abs(int8[name] - value).mean() < 0.02, name
+
+
+@needs_shared
+@needs_openvino
+def test_openvino_int8_default(person, calib, tmp_path):
+    from mhyolo.deploy.quantize_openvino import fake_quantize_count, float_convolutions, quantize_openvino
+    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+
+    xml = quantize_openvino(person, tmp_path / "int8" / "person.xml", calib)
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert fake_quantize_count(xml) > 60 and float_convolutions(xml) == []  # every conv takes INT8 input
+    int8 = OpenVinoBackend(xml, precision="f32")  # loads like the FP32 IR: metadata in rt_info
+    meta = int8.metadata
+    assert meta.output_names == read_onnx_metadata(person).output_names and meta.type_names
+    assert meta.extra["quantization"]["tool"] == "nncf" and meta.extra["quantization"]["preset"] == "mixed"
+    assert all(v.dtype == np.float32 for v in int8.run(calib[0]).values())
+    images = read_images(IMAGES)
+    _assert_close(_detections(OpenVinoBackend(person, precision="f32"), images), _detections(int8, images))
+
+
+@needs_shared
+@needs_openvino
+@pytest.mark.slow
+def test_openvino_accuracy_aware_keeps_our_metric_within_max_drop(ball_onnx, tiny_data, tmp_path):
+    import openvino as ov
+
+    from mhyolo.deploy.quantize_openvino import accuracy_target, quantize_openvino
+
+    meta = read_onnx_metadata(ball_onnx)
+    target = accuracy_target(tiny_data, meta)
+    assert target.metric == "map50_95" and len(target.items) == 3
+    core = ov.Core()
+    fp32_score = target.fn(core.compile_model(str(ball_onnx), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}),
+                           target.items)
+    assert fp32_score > 0.1  # the sports-ball detector finds these balls: the metric can drop
+    calib = calibration_batches(tiny_data, SMALL, count=CALIB_IMAGES, progress=False)
+    max_drop = 0.01
+    calls = []
+
+    def validate_fn(compiled, items):  # NNCF must score with our metric, on our validation items
+        items = list(items)
+        calls.append(items)
+        return target.fn(compiled, items)
+
+    xml = quantize_openvino(ball_onnx, tmp_path / "acc.xml", calib, mode="accuracy", validate_fn=validate_fn,
+                            validation_data=target.items, max_drop=max_drop, ranking_subset_size=2)
+    assert len(calls) >= 2 and all(set(c) <= set(target.items) for c in calls)  # FP32 and INT8 at least
+    compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert target.fn(compiled, target.items) >= fp32_score - max_drop - 1e-9
+    quant = load_backend(xml).metadata.extra["quantization"]
+    assert quant["mode"] == "accuracy" and quant["max_drop"] == max_drop
+
+
+@needs_shared
+def test_cli_quantize_ort_writes_model_and_scores(ball_onnx, tiny_data, tmp_path, capsys):
+    out = tmp_path / "q" / "ball_int8.onnx"
+    code = main(["quantize", "--weights", str(ball_onnx), "--backend", "ort", "--calib", str(tiny_data),
+                 "--out", str(out), "--calib-images", "6"])
+    assert code == 0
+    assert out.is_file() and read_onnx_metadata(out).extra["quantization"]["calibration_images"] == 6
+    report = json.loads((tmp_path / "q" / "ball_int8.quant.json").read_text())
+    fp32, int8 = report["rows"]
+    assert fp32["format"] == "fp32 ort" and int8["format"] == "int8 ort"
+    assert fp32["map50_95"] > 0.1 and int8["map50_95"] is not None and int8["map50"] > 0
+    assert report["delta"]["map50_95"] == pytest.approx(int8["map50_95"] - fp32["map50_95"])
+    assert int8["size_mb"] < fp32["size_mb"] and report["op_coverage"]["quantize_linear"] > 150
+    assert report["calibration"] == {"split": "train", "images": 6, "seed": 0, "method": "minmax"}
+    # scores equal what `mhyolo val` computes for each file
+    for row in (fp32, int8):
+        assert main(["val", "--data", str(tiny_data), "--weights", row["path"], "--json"]) == 0
+        val = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert val["map50_95"] == pytest.approx(row["map50_95"]) and val["map50"] == pytest.approx(row["map50"])
+
+
+@needs_shared
+@needs_openvino
+def test_cli_quantize_openvino_reports_type_scores(tiny_data, tmp_path, capsys):
+    weights = export_onnx(ball_model(typed=True), tmp_path / "typed.onnx", imgsz=SMALL).path
+    out = tmp_path / "typed_int8.xml"
+    assert main(["quantize", "--weights", str(weights), "--backend", "openvino", "--calib", str(tiny_data),
+                 "--out", str(out), "--calib-images", "4"]) == 0
+    report = json.loads(out.with_suffix(".quant.json").read_text())
+    assert report["mode"] == "default" and report["fake_quantize_nodes"] > 60
+    fp32, int8 = report["rows"]
+    assert (fp32["format"], int8["format"]) == ("fp32 openvino", "int8 openvino")
+    for key in ("map50", "map50_95", "cls_accuracy", "typed_map50", "typed_map50_95"):
+        assert isinstance(fp32[key], float) and isinstance(int8[key], float), key
+        assert report["delta"][key] == pytest.approx(int8[key] - fp32[key])
+    assert fp32["map50"] > 0.3  # the detector finds the balls, so the type scores are over real matches
+    assert int8["size_mb"] < fp32["size_mb"] / 2.5
+    table = capsys.readouterr().out
+    assert "cls_accuracy" in table and "typed_map50" in table and "int8 openvino" in table
+
+
+@needs_shared
+def test_cli_quantize_refuses_bad_arguments(ball_onnx, tiny_data, tmp_path, capsys):
+    base = ["quantize", "--weights", str(ball_onnx), "--calib", str(tiny_data)]
+    assert main(base + ["--backend", "ort", "--out", str(tmp_path / "m.xml")]) == 2
+    assert "writes a .onnx file" in capsys.readouterr().err
+    assert main(base + ["--backend", "ort", "--out", str(tmp_path / "m.onnx"), "--mode", "accuracy"]) == 2
+    assert "use --backend openvino" in capsys.readouterr().err
+    assert main(base + ["--backend", "ort", "--out", str(tmp_path / "m.onnx"), "--imgsz", "640"]) == 2
+    assert f"exported for --imgsz {SMALL}, not 640" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
