@@ -28,7 +28,8 @@ def _tiny_pipeline(shared: Path, folder: Path) -> Path:
                 "joint": {"hyp": str(CONFIGS / "joint.yaml"), "overrides": fast},
                 "image_head": {"enabled": True, "hyp": str(CONFIGS / "head.yaml"),
                                "overrides": {**fast, "model": str(CONFIGS / "models" / "yolov5n-imagehead.yaml")}},
-                "baseline": {"enabled": True, "hyp": str(CONFIGS / "hyp.yaml"), "overrides": fast}}
+                "baseline": {"enabled": True, "hyp": str(CONFIGS / "hyp.yaml"), "overrides": fast},
+                "benchmark": {"formats": ["torch", "onnx", "onnx-int8"], "runs": 2, "calib_images": 4}}
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     return path
@@ -53,7 +54,9 @@ def test_pipeline_runs_every_stage_then_skips_them(shared: Path, tmp_path: Path,
     assert report["head_overhead"] > 0.5 and report["image_head_overhead"] > 0.5
     image_head = load_checkpoint(run / "image_head" / "weights" / "best.safetensors")
     assert set(image_head.model.heads) == {"detection", "image_type"}
-    assert "| head |" in (run / "report.md").read_text()
+    text = (run / "report.md").read_text()
+    assert "| head |" in text and "Every format" in text and "ONNX Runtime INT8" in text
+    assert (run / "benchmark" / "done.json").is_file() and (run / "benchmark" / "model.onnx").is_file()
     stamp = (run / "head" / "weights" / "best.safetensors").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["pipeline", "--config", str(config), "--out", str(run), "--quiet"]) == 0

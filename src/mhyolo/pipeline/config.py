@@ -20,6 +20,16 @@ class StageConfig:
 
 
 @dataclass
+class BenchmarkStage:
+    """Export, quantize and benchmark the final model (every format in one table)."""
+
+    enabled: bool = True
+    formats: list[str] | None = None  # None: every format mhyolo knows (see `mhyolo benchmark --help`)
+    runs: int = 20
+    calib_images: int = 50
+
+
+@dataclass
 class PipelineConfig:
     recipe: str = ""
     imgsz: int = 640
@@ -31,6 +41,7 @@ class PipelineConfig:
     image_head: StageConfig = field(default_factory=lambda: StageConfig(
         enabled=False, hyp="../head.yaml", overrides={"model": "configs/models/yolov5n-imagehead.yaml"}))
     baseline: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="../hyp.yaml"))
+    benchmark: BenchmarkStage = field(default_factory=lambda: BenchmarkStage())
     latency_runs: int = 20
     base_dir: Path = Path(".")  # folder of the pipeline file; relative paths start there
 

@@ -52,5 +52,8 @@ def write_report(run: Path, rows: dict[str, dict[str, Any]], extra: dict[str, An
     text = markdown(rows, "mhyolo pipeline report")
     if "head_overhead" in extra:
         text += f"\nType head latency overhead (same run, interleaved): x{extra['head_overhead']:.3f}\n"
+    table = Path(extra.get("benchmark", {}).get("markdown", ""))
+    if table.is_file():
+        text += "\n## Every format (mhyolo benchmark)\n\n" + table.read_text()
     md_path.write_text(text)
     return json_path, md_path

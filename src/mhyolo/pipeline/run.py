@@ -8,7 +8,7 @@ from typing import Any
 
 from mhyolo.pipeline.config import PipelineConfig
 from mhyolo.pipeline.report import latencies, score, write_report
-from mhyolo.pipeline.stages import StageResult, build_data, train_config, train_stage
+from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_config, train_stage
 
 
 def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> dict[str, Any]:
@@ -49,6 +49,9 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
             extra["head_overhead"] = ms["head"] / ms["detector"]
         if "detector" in ms and "image_head" in ms:
             extra["image_head_overhead"] = ms["image_head"] / ms["detector"]
+    if config.benchmark.enabled and previous is not None:
+        extra["benchmark"] = benchmark_stage(config, run, final, data,
+                                             stages["detector"].weights if "detector" in stages else None, progress)
     json_path, md_path = write_report(run, rows, extra)
     print(md_path.read_text())
     return {"report": json_path, "markdown": md_path, "model": final, "rows": rows}
