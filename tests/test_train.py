@@ -107,3 +107,19 @@ def test_two_process_ddp_runs_one_epoch_and_ranks_agree(data: Path, tmp_path: Pa
     assert digests[0]["digest"] == digests[1]["digest"]  # gradients were averaged: identical weights
     assert (tmp_path / "run" / "weights" / "last.safetensors").exists()
     assert not (tmp_path / "run" / "rank1-wrote-files").exists()
+
+
+def test_results_csv_from_an_older_run_is_rewritten_with_current_columns(tmp_path: Path) -> None:
+    from mhyolo.train.trainer import RESULT_COLUMNS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.csv").write_text("epoch,train/box,metrics/mAP50\n1,0.5,0.25\n")
+    trainer = Trainer(TrainConfig(data="unused.yaml"), run, progress=False)
+    trainer._append_results({"epoch": 2, "train/box": 0.4, "train/type": 0.9, "metrics/mAP50": 0.5})
+    lines = (run / "results.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(RESULT_COLUMNS)
+    rows = [dict(zip(RESULT_COLUMNS, line.split(","))) for line in lines[1:]]
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert rows[0]["metrics/mAP50"] == "0.25" and rows[1]["train/type"] == "0.9"
+    assert all(len(line.split(",")) == len(RESULT_COLUMNS) for line in lines)

@@ -223,12 +223,22 @@ class Trainer:
         return improved
 
     def _append_results(self, row: dict[str, float]) -> None:
+        """One row per epoch; a file written with other columns (an older run) is rewritten
+        with the current ones first, so every row lines up with the header."""
         path = self.run_dir / "results.csv"
-        new = not path.exists()
+        rows: list[dict[str, str]] = []
+        if path.exists():
+            with path.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                if tuple(reader.fieldnames or ()) != RESULT_COLUMNS:
+                    rows = list(reader)
+        if rows or not path.exists():
+            with path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
         with path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
