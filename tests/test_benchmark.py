@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers.models import sports_ball_model
 from helpers.tiny_data import tiny_ball_dataset
 
 from mhyolo.bench import formats as bench_formats
@@ -27,31 +27,11 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPEHEAD_CFG = ROOT / "configs" / "models" / "yolov5n-typehead.yaml"
-SPORTS_BALL = 32  # COCO class index in the official yolov5n
 IMGSZ = 160
 FORMATS = ["torch", "onnx", "openvino", "onnx-int8"]
 FAILING = "openvino"  # its producer is made to raise
 MD_HEADER = ("| format | file | MB | median ms | p90 ms | img/s @8 | mAP50 | Δ | mAP50-95 | Δ | type acc | Δ "
              "| typed mAP50 | Δ | note |")
-
-
-def ball_model(official: Path, config):
-    """A one-class model whose Detect keeps box, objectness and the sports-ball rows."""
-    from mhyolo.model.weights import import_official
-    from mhyolo.model.yolo import YoloModel
-
-    torch.manual_seed(0)
-    model = YoloModel(config, nc=1, names=["ball"]) if isinstance(config, str) else YoloModel(config, names=["ball"])
-    state = model.state_dict()
-    na, no = model.detect.na, 85
-    rows = torch.tensor([a * no + j for a in range(na) for j in (0, 1, 2, 3, 4, 5 + SPORTS_BALL)])
-    for key, value in import_official(official).state_dict.items():
-        if key.startswith("model.24.m.") and value.shape[0] == na * no:
-            value = value[rows]
-        if key in state and state[key].shape == value.shape:
-            state[key] = value
-    model.load_state_dict(state)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +41,8 @@ def bench(shared: Path, official_weights: Path, tmp_path_factory: pytest.TempPat
 
     folder = tmp_path_factory.mktemp("bench")
     data = tiny_ball_dataset(shared, folder / "data", per_type_train=2, per_type_val=2)
-    weights = save_checkpoint(folder / "typehead.safetensors", ball_model(official_weights, TYPEHEAD_CFG))
-    detector = save_checkpoint(folder / "detector.safetensors", ball_model(official_weights, "yolov5n"))
+    weights = save_checkpoint(folder / "typehead.safetensors", sports_ball_model(official_weights, TYPEHEAD_CFG))
+    detector = save_checkpoint(folder / "detector.safetensors", sports_ball_model(official_weights))
 
     def broken(files):
         raise RuntimeError("converter crashed on purpose")

@@ -18,6 +18,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.models import sports_ball_model
 from helpers.tiny_data import tiny_ball_dataset
 from test_export import IMAGES, TYPEHEAD_CFG, WEIGHTS, typehead_person_model
 from torchvision.ops import box_iou
@@ -58,30 +59,13 @@ SMALL = 160  # the accuracy-aware and CLI tests: scores on a few images, speed m
 CALIB_IMAGES = 8
 CONF, MARGIN = 0.25, 0.1
 MIN_IOU, SCORE_TOL = 0.8, 0.1
-SPORTS_BALL = 32  # COCO class id in the official weights
 
 
 def ball_model(typed: bool = False):
-    """Official YOLOv5n cut down to one class, COCO's "sports ball": a real ball detector
-    whose mAP on seed_balls is far from 0, so a quantization that breaks it shows.
-    `typed` adds the per-object type head (seeded random weights: its scores exist, they
-    are not meant to be good)."""
-    from mhyolo.model.weights import import_official
-    from mhyolo.model.yolo import YoloModel, build_model
-
-    torch.manual_seed(0)
-    model = YoloModel(TYPEHEAD_CFG, names=["ball"]) if typed else build_model("yolov5n", nc=1, names=["ball"])
-    official = import_official(WEIGHTS).state_dict
-    state = model.state_dict()
-    na = model.detect.na
-    rows = torch.tensor([a * 85 + j for a in range(na) for j in (0, 1, 2, 3, 4, 5 + SPORTS_BALL)])
-    for key, value in official.items():
-        if key.startswith("model.24.m.") and value.shape[0] == na * 85:
-            value = value[rows]
-        if key in state and state[key].shape == value.shape:
-            state[key] = value
-    model.load_state_dict(state)
-    return model.eval()
+    """Official YOLOv5n cut down to COCO's "sports ball": a real ball detector whose mAP on
+    seed_balls is far from 0, so a quantization that breaks it shows. `typed` adds the
+    per-object type head (seeded random weights: its scores exist, they are not meant to be good)."""
+    return sports_ball_model(WEIGHTS, TYPEHEAD_CFG if typed else "yolov5n")
 
 
 @pytest.fixture(scope="module")
