@@ -39,7 +39,7 @@ class PipelineConfig:
     joint: StageConfig = field(default_factory=lambda: StageConfig(hyp="../joint.yaml"))
     # the seed's per-image head on the same frozen detector, for comparison with the per-object head
     image_head: StageConfig = field(default_factory=lambda: StageConfig(
-        enabled=False, hyp="../head.yaml", overrides={"model": "configs/models/yolov5n-imagehead.yaml"}))
+        enabled=False, hyp="../head.yaml", overrides={"model": "configs/models/yolov5n-imagehead.yaml", "augment": {"mosaic": 0.0}}))
     baseline: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="../hyp.yaml"))
     benchmark: BenchmarkStage = field(default_factory=lambda: BenchmarkStage())
     latency_runs: int = 20
