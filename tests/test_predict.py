@@ -293,7 +293,7 @@ def test_console_script_predicts_one_image(tmp_path):
     assert script.is_file(), f"console script missing at {script}: is the package installed in this venv?"
     result = subprocess.run([str(script), "predict", str(IMAGES / "zidane.jpg"), "--weights", "yolov5n.pt",
                              "--out", str(tmp_path / "out"), "--json"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()
     record = json.loads(line)

@@ -102,7 +102,8 @@ def test_two_process_ddp_runs_one_epoch_and_ranks_agree(data: Path, tmp_path: Pa
                str(worker), str(data), str(tmp_path)]
     # its own session: torchrun's agent signals its process group on shutdown, which must not
     # reach the test process (under pytest-xdist that killed the worker)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
+                          start_new_session=True, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-3000:]
     digests = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert digests[0]["batches"] == digests[1]["batches"] > 0

@@ -136,7 +136,8 @@ def test_type_head_rows_reject_bad_args() -> None:
 def test_heads_are_registered_whatever_is_imported_first(module: str) -> None:
     code = (f"import {module}\nfrom mhyolo.model.registry import LAYER_BUILDERS\n"
             "assert {'ImageTypeHead', 'ObjectTypeHead'} <= set(LAYER_BUILDERS), sorted(LAYER_BUILDERS)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)  # pytest-xdist talks to its workers over stdin
     assert result.returncode == 0, result.stderr
 
 
