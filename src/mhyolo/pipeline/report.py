@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mhyolo.bench.timing import latencies  # noqa: F401 - re-exported for pipeline.run
 from mhyolo.data.spec import load_data_spec
 from mhyolo.eval.validate import score_split
 from mhyolo.model.weights import load_model

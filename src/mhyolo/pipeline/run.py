@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.pipeline.config import PipelineConfig
-from mhyolo.pipeline.report import latencies, score, write_report
+from mhyolo.bench.timing import latencies
+from mhyolo.pipeline.report import score, write_report
 from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_config, train_stage
 
 
