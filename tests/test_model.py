@@ -69,3 +69,23 @@ def test_unknown_module_and_bad_rows_are_config_errors() -> None:
         build_model(cfg)
     with pytest.raises(ConfigError, match="neither a file nor a shipped config"):
         load_model_config("yolov9000")
+
+
+def test_detector_part_drops_the_type_head_and_keeps_detections() -> None:
+    from pathlib import Path
+
+    from mhyolo.model.yolo import YoloModel, detector_part
+
+    config = Path(__file__).parents[1] / "configs" / "models" / "yolov5n-typehead.yaml"
+    torch.manual_seed(0)
+    model = YoloModel(config, names=["ball"]).eval()
+    with torch.no_grad():  # give the detector non-default values, so a fresh copy could not pass
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    detector = detector_part(model)
+    assert set(detector.heads) == {"detection"}
+    assert set(detector.state_dict()) < set(model.state_dict())
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(detector.predict(x)["detection"], model.predict(x)["detection"])
+    assert detector.names == ["ball"] and torch.equal(detector.stride, model.stride)

@@ -26,6 +26,7 @@ def _tiny_pipeline(shared: Path, folder: Path) -> Path:
                 "detector": {"hyp": str(CONFIGS / "hyp.yaml"), "overrides": fast},
                 "head": {"hyp": str(CONFIGS / "head.yaml"), "overrides": fast},
                 "joint": {"hyp": str(CONFIGS / "joint.yaml"), "overrides": fast},
+                "multihead": {"enabled": True, "hyp": str(CONFIGS / "multihead.yaml"), "overrides": fast},
                 "image_head": {"enabled": True, "hyp": str(CONFIGS / "head.yaml"),
                                "overrides": {**fast, "model": str(CONFIGS / "models" / "yolov5n-imagehead.yaml")}},
                 "baseline": {"enabled": True, "hyp": str(CONFIGS / "hyp.yaml"), "overrides": fast},
@@ -40,14 +41,18 @@ def test_pipeline_runs_every_stage_then_skips_them(shared: Path, tmp_path: Path,
     config = _tiny_pipeline(shared, tmp_path)
     run = tmp_path / "run"
     assert main(["pipeline", "--config", str(config), "--out", str(run), "--quiet"]) == 0
-    for stage in ("data", "detector", "image_head", "head", "joint", "baseline"):
+    for stage in ("data", "detector", "image_head", "head", "joint", "multihead", "baseline"):
         assert (run / stage / "done.json").is_file(), stage
     model = load_checkpoint(run / "model.safetensors")
     assert set(model.model.heads) == {"detection", "type"}
+    # the last enabled of detector -> head -> joint -> multihead is the final model
+    multihead = (run / "multihead" / "weights" / "best.safetensors").read_bytes()
+    assert (run / "model.safetensors").read_bytes() == multihead
     report = json.loads((run / "report.json").read_text())
+    assert report["final_stage"] == "multihead"
     rows = report["models"]
-    assert set(rows) == {"detector", "image_head", "head", "joint", "baseline"}
-    for name in ("image_head", "head", "joint", "baseline"):
+    assert set(rows) == {"detector", "image_head", "head", "joint", "multihead", "baseline"}
+    for name in ("image_head", "head", "joint", "multihead", "baseline"):
         assert rows[name]["cls_accuracy"] is None or 0 <= rows[name]["cls_accuracy"] <= 1
         assert "typed_map50" in rows[name]
     assert "cls_accuracy" not in rows["detector"]  # a one-class detector says nothing about types
@@ -57,8 +62,46 @@ def test_pipeline_runs_every_stage_then_skips_them(shared: Path, tmp_path: Path,
     text = (run / "report.md").read_text()
     assert "| head |" in text and "Every format" in text and "ONNX Runtime INT8" in text
     assert (run / "benchmark" / "done.json").is_file() and (run / "benchmark" / "model.onnx").is_file()
+    # the benchmark times the final model beside its own detector part (type head dropped)
+    bench = json.loads((run / "benchmark" / "benchmark.json").read_text())
+    assert {"detector/torch", "detector/onnx"} <= {row["id"] for row in bench["rows"]}
+    by_id = {row["id"]: row for row in bench["rows"]}
+    assert by_id["detector/torch"]["map50"] == pytest.approx(by_id["torch"]["map50"], abs=1e-9)
     stamp = (run / "head" / "weights" / "best.safetensors").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["pipeline", "--config", str(config), "--out", str(run), "--quiet"]) == 0
     assert (run / "head" / "weights" / "best.safetensors").stat().st_mtime_ns == stamp  # not redone
     assert "== head" not in capsys.readouterr().out
+
+
+def _write(folder: Path, config: dict) -> Path:
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"recipe": "recipe.yaml", **config}))
+    return path
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"detector": {"enabled": False}}, "train on the detector stage's model"),
+    ({"final": "baseline"}, "not a stage that makes the final model"),
+    ({"final": "multihead"}, "does not run"),
+    ({"final": "joint", "head": {"enabled": False}}, "does not run"),
+])
+def test_pipeline_config_refuses_stages_that_cannot_run(tmp_path: Path, config: dict, message: str) -> None:
+    from mhyolo.errors import ConfigError
+    from mhyolo.pipeline.config import load_pipeline_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline_config(_write(tmp_path, config))
+
+
+def test_final_stage_is_the_last_enabled_one(tmp_path: Path) -> None:
+    from mhyolo.pipeline.config import final_stage, load_pipeline_config
+
+    assert final_stage(load_pipeline_config(_write(tmp_path, {}))) == "joint"
+    assert final_stage(load_pipeline_config(_write(tmp_path, {"multihead": {"enabled": True}}))) == "multihead"
+    only = {"detector": {"enabled": False}, "head": {"enabled": False}, "joint": {"enabled": False},
+            "multihead": {"enabled": True}}
+    assert final_stage(load_pipeline_config(_write(tmp_path, only))) == "multihead"
+    staged = {"multihead": {"enabled": True}, "final": "joint"}
+    assert final_stage(load_pipeline_config(_write(tmp_path, staged))) == "joint"
+    assert final_stage(load_pipeline_config(CONFIGS / "pipeline" / "demo.yaml")) == "multihead"

@@ -39,7 +39,8 @@ class BenchSettings:
     warmup: int = DEFAULT_WARMUP
     threads: int | None = None  # None: PyTorch's current setting, applied to every runtime
     calib_images: int = 50
-    detector: Path | None = None
+    detector: Path | None = None  # detector-only weights; None: the model's own detector part
+    own_detector: bool = True  # with no `detector`, time the model without its type heads beside it
     progress: bool = True
 
     def check(self) -> None:
@@ -64,14 +65,29 @@ def _say(settings: BenchSettings, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _jobs(settings: BenchSettings, threads: int) -> list[tuple[Row, ModelFiles]]:
+def own_detector(weights: Path, out: Path) -> Path | None:
+    """The model's detector part (type heads dropped, same detector tensors) as a checkpoint
+    in `out`, or None when the model has no type heads: the reference that makes the
+    heads' overhead a ratio against exactly the detector they sit on."""
+    from mhyolo.model.weights import load_model, save_checkpoint
+    from mhyolo.model.yolo import detector_part
+
+    model = load_model(weights)
+    if set(model.heads) == {"detection"}:
+        return None
+    target = Path(out) / f"{Path(weights).stem}-detector.safetensors"
+    save_checkpoint(target, detector_part(model), {"derived_from": str(weights)})
+    return target
+
+
+def _jobs(settings: BenchSettings, threads: int, detector: Path | None) -> list[tuple[Row, ModelFiles]]:
     """(empty row, files) per model and format, in table order (no duplicates)."""
     spec_kwargs = dict(imgsz=settings.imgsz, data_yaml=Path(settings.data), threads=threads,
                        calib_images=settings.calib_images, progress=settings.progress)
     out = Path(settings.out)
     models = [("model", ModelFiles(Path(settings.weights), out, **spec_kwargs), list(dict.fromkeys(settings.formats)))]
-    if settings.detector is not None:
-        models.append(("detector", ModelFiles(Path(settings.detector), out / "detector", **spec_kwargs),
+    if detector is not None:
+        models.append(("detector", ModelFiles(Path(detector), out / "detector", **spec_kwargs),
                        list(DETECTOR_FORMATS)))
     return [(Row(id=key if name == "model" else f"{name}/{key}", model=name, format=key, title=FORMATS[key].title),
              files) for name, files, keys in models for key in keys]
@@ -136,13 +152,16 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     """Make, score and time every requested format; write benchmark.md/.json/.png into `out`."""
     settings.check()
     spec = load_data_spec(settings.data)
+    detector = settings.detector
+    if detector is None and settings.own_detector and Path(settings.weights).suffix in (".safetensors", ".pt"):
+        detector = own_detector(Path(settings.weights), Path(settings.out) / "detector")
     previous_threads = torch.get_num_threads()
     threads = settings.threads or previous_threads
     torch.set_num_threads(threads)
     grad = torch.is_grad_enabled()
     torch.set_grad_enabled(False)
     try:
-        jobs = _jobs(settings, threads)
+        jobs = _jobs(settings, threads, detector)
         timed: dict[str, tuple[Row, Any]] = {}
         for i, (row, files) in enumerate(jobs, 1):
             _say(settings, f"[{i}/{len(jobs)}] {row.label}")
@@ -158,7 +177,7 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
         torch.set_grad_enabled(grad)
     rows = [row for row, _ in jobs]
     add_deltas(rows)
-    described = {"weights": str(settings.weights), "detector": str(settings.detector) if settings.detector else None,
+    described = {"weights": str(settings.weights), "detector": str(detector) if detector else None,
                  "data": str(settings.data), "out": str(settings.out), "imgsz": settings.imgsz, "runs": settings.runs,
                  "warmup": settings.warmup, "threads": threads, "calib_images": settings.calib_images,
                  "throughput_batch": THROUGHPUT_BATCH, "formats": list(dict.fromkeys(settings.formats))}

@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib-images", type=int, default=50, help="INT8 calibration images (default: 50)")
     parser.add_argument("--detector", type=Path,
                         help="detector-only weights also timed in PyTorch and ONNX Runtime FP32, "
-                             "so the heads' overhead is a ratio from the same run")
+                             "so the heads' overhead is a ratio from the same run (default: the model "
+                             "itself without its type heads)")
+    parser.add_argument("--no-detector", action="store_true", help="no detector-only rows")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = BenchSettings(weights=Path(args.weights), data=args.data, imgsz=args.imgsz, out=args.out,
                              formats=args.formats, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                             calib_images=args.calib_images, detector=args.detector, progress=not args.quiet)
+                             calib_images=args.calib_images, detector=args.detector,
+                             own_detector=not args.no_detector, progress=not args.quiet)
     result = run_benchmark(settings)
     print(result.paths["markdown"].read_text())
     return 0

@@ -181,6 +181,20 @@ class YoloModel(nn.Module):
                 "strides": self.stride.tolist(), "anchors_px": self.detect.anchors_px.tolist()}
 
 
+def detector_part(model: YoloModel) -> YoloModel:
+    """The same network without its extra heads: the detector a multi-head model carries.
+
+    Head rows come after the detector rows, so every detector tensor keeps its name and
+    is copied as is; detections are identical to the full model's. Used to measure what
+    the heads cost against exactly the detector they sit on.
+    """
+    cfg = {key: value for key, value in copy.deepcopy(model.yaml).items() if key not in ("heads", "type_names", "ntypes")}
+    detector = YoloModel(cfg, names=model.names)
+    own = detector.state_dict()
+    detector.load_state_dict({name: value for name, value in model.state_dict().items() if name in own}, strict=True)
+    return detector.train(model.training)
+
+
 def build_model(cfg: str | Path | dict[str, Any] = "yolov5n", nc: int | None = None,
                 names: Sequence[str] | None = None) -> YoloModel:
     return YoloModel(cfg, nc=nc, names=names)

@@ -37,12 +37,18 @@ class PipelineConfig:
     detector: StageConfig = field(default_factory=lambda: StageConfig(hyp="../hyp.yaml"))
     head: StageConfig = field(default_factory=lambda: StageConfig(hyp="../head.yaml"))
     joint: StageConfig = field(default_factory=lambda: StageConfig(hyp="../joint.yaml"))
+    # the per-object head trained with the detector from the COCO weights, in one run
+    multihead: StageConfig = field(default_factory=lambda: StageConfig(
+        enabled=False, hyp="../multihead.yaml"))
     # the seed's per-image head on the same frozen detector, for comparison with the per-object head
     image_head: StageConfig = field(default_factory=lambda: StageConfig(
         enabled=False, hyp="../head.yaml", overrides={"model": "configs/models/yolov5n-imagehead.yaml", "augment": {"mosaic": 0.0}}))
     baseline: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="../hyp.yaml"))
     benchmark: BenchmarkStage = field(default_factory=lambda: BenchmarkStage())
     latency_runs: int = 20
+    # the stage whose best weights become RUN/model.safetensors (exported, benchmarked);
+    # None: the last enabled of detector -> head -> joint -> multihead
+    final: str | None = None
     base_dir: Path = Path(".")  # folder of the pipeline file; relative paths start there
 
     def path(self, value: str) -> Path:
@@ -51,7 +57,8 @@ class PipelineConfig:
 
 
 DEFAULT_STAGE_FILES = {"detector": "hyp.yaml", "head": "head.yaml", "joint": "joint.yaml",
-                       "image_head": "head.yaml", "baseline": "hyp.yaml"}
+                       "multihead": "multihead.yaml", "image_head": "head.yaml", "baseline": "hyp.yaml"}
+FINAL_CANDIDATES = ("detector", "head", "joint", "multihead")  # in training order; the others are comparisons
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
@@ -67,4 +74,25 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     config = from_dict(PipelineConfig, {**data, "base_dir": path.parent}, str(path))
     if not config.recipe:
         raise ConfigError(f"{path}: 'recipe' (the data recipe to build) is required")
+    frozen = [name for name in ("head", "image_head") if getattr(config, name).enabled]
+    if frozen and not config.detector.enabled:
+        raise ConfigError(f"{path}: the {' and '.join(frozen)} stage(s) train on the detector stage's model, "
+                          f"which is disabled (enable 'detector' or disable them)")
+    if config.final is not None:
+        if config.final not in FINAL_CANDIDATES:
+            raise ConfigError(f"{path}: final: '{config.final}' is not a stage that makes the final model "
+                              f"(choose from {', '.join(FINAL_CANDIDATES)})")
+        if not getattr(config, config.final).enabled or (config.final == "joint" and not config.head.enabled):
+            raise ConfigError(f"{path}: final: '{config.final}' names a stage that does not run "
+                              f"(joint fine-tuning also needs the head stage)")
     return config
+
+
+def final_stage(config: PipelineConfig) -> str | None:
+    """Which stage's model becomes RUN/model.safetensors."""
+    if config.final is not None:
+        return config.final
+    enabled = [name for name in FINAL_CANDIDATES if getattr(config, name).enabled]
+    if "joint" in enabled and not config.head.enabled:
+        enabled.remove("joint")  # joint fine-tuning starts from the head stage
+    return enabled[-1] if enabled else None

@@ -1,4 +1,5 @@
-"""Run the whole pipeline: data -> detector -> type head (frozen) -> joint -> report."""
+"""Run the whole pipeline: data -> detector -> type head (frozen) -> joint, and/or the
+multi-head model trained in one run from the COCO weights -> report and benchmark."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mhyolo.pipeline.config import PipelineConfig
+from mhyolo.pipeline.config import PipelineConfig, final_stage
 from mhyolo.bench.timing import latencies
 from mhyolo.pipeline.report import score, write_report
 from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_config, train_stage
@@ -31,17 +32,22 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
     if config.joint.enabled and "head" in stages:
         joint = train_config(config, config.joint, data, str(previous), {"freeze": None})
         stages["joint"] = train_stage("joint", joint, run, progress)
-        previous = stages["joint"].weights
+    if config.multihead.enabled:  # detector and type head together from the COCO weights
+        multihead = train_config(config, config.multihead, data, None, {"freeze": None})
+        stages["multihead"] = train_stage("multihead", multihead, run, progress)
     if config.baseline.enabled:  # the obvious alternative: the types as detection classes
         baseline = train_config(config, config.baseline, data, None, {"single_class": False})
         stages["baseline"] = train_stage("baseline", baseline, run, progress)
     final = run / "model.safetensors"
-    if previous is not None:
-        shutil.copyfile(previous, final)
+    chosen = final_stage(config)
+    final_weights = stages[chosen].weights if chosen in stages else None
+    if final_weights is not None:
+        shutil.copyfile(final_weights, final)
     rows = {name: score(stage.weights, data / "data.yaml", config.imgsz)
             for name, stage in stages.items() if stage.weights is not None and stage.weights.exists()}
-    extra: dict[str, Any] = {"imgsz": config.imgsz, "final_model": str(final)}
-    timed = {name: stages[name].weights for name in ("detector", "image_head", "head", "baseline") if name in stages}
+    extra: dict[str, Any] = {"imgsz": config.imgsz, "final_model": str(final), "final_stage": chosen}
+    timed = {name: stages[name].weights for name in ("detector", "image_head", "head", "multihead", "baseline")
+             if name in stages}
     if timed:
         ms = latencies(timed, config.imgsz, config.latency_runs)
         for name, value in ms.items():
@@ -50,9 +56,8 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
             extra["head_overhead"] = ms["head"] / ms["detector"]
         if "detector" in ms and "image_head" in ms:
             extra["image_head_overhead"] = ms["image_head"] / ms["detector"]
-    if config.benchmark.enabled and previous is not None:
-        extra["benchmark"] = benchmark_stage(config, run, final, data,
-                                             stages["detector"].weights if "detector" in stages else None, progress)
+    if config.benchmark.enabled and final_weights is not None:
+        extra["benchmark"] = benchmark_stage(config, run, final, data, progress)
     json_path, md_path = write_report(run, rows, extra)
     print(md_path.read_text())
     return {"report": json_path, "markdown": md_path, "model": final, "rows": rows}

@@ -89,10 +89,9 @@ def train_stage(name: str, train: TrainConfig, run: Path, progress: bool) -> Sta
     return StageResult(name, folder, summary.best, skipped=False)
 
 
-def benchmark_stage(config: PipelineConfig, run: Path, model: Path, data: Path, detector: Path | None,
-                    progress: bool) -> dict[str, Any]:
-    """Export and quantize the final model into every format and score/time them together;
-    skipped when done (the table is kept in `benchmark/`)."""
+def benchmark_stage(config: PipelineConfig, run: Path, model: Path, data: Path, progress: bool) -> dict[str, Any]:
+    """Export and quantize the final model into every format and score/time them together,
+    beside its own detector part (the heads' overhead); skipped when done (kept in `benchmark/`)."""
     from mhyolo.bench.formats import FORMATS
     from mhyolo.bench.run import BenchSettings, run_benchmark
 
@@ -103,7 +102,7 @@ def benchmark_stage(config: PipelineConfig, run: Path, model: Path, data: Path, 
     print(f"\n== benchmark: {', '.join(stage.formats or FORMATS)} at {config.imgsz}")
     result = run_benchmark(BenchSettings(weights=model, data=data / "data.yaml", imgsz=config.imgsz, out=folder,
                                          formats=tuple(stage.formats or FORMATS), runs=stage.runs,
-                                         calib_images=stage.calib_images, detector=detector, progress=progress))
+                                         calib_images=stage.calib_images, progress=progress))
     info = {name: str(path) for name, path in result.paths.items()}
     mark_done(folder, info)
     return info
