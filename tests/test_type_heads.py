@@ -19,7 +19,7 @@ from mhyolo.paths import repo_root
 from mhyolo.train.state import transfer_weights
 
 CHANNELS = (64, 128, 256)  # yolov5n's P3, P4, P5 widths
-CONFIGS = {"yolov5n-imagehead": "image_type", "yolov5n-typehead": "type"}
+CONFIGS = {"yolov5n-imagehead": "image_type", "yolov5n-typehead": "type", "yolov5n-typehead-lite": "type"}
 HEAD_ROW = 25
 
 
@@ -54,17 +54,18 @@ def test_image_head_size_matches_the_reference_design() -> None:
 
 
 # -------------------------------------------------------------------- object head
-def test_object_head_has_detect_layout() -> None:
+@pytest.mark.parametrize("hidden", [64, 0])
+def test_object_head_has_detect_layout(hidden: int) -> None:
     torch.manual_seed(0)
-    head = ObjectTypeHead(3, 3, CHANNELS).eval()
+    head = ObjectTypeHead(3, 3, CHANNELS, hidden=hidden).eval()
     raw = head(features(sizes=(8, 4, 2)))
     assert [tuple(r.shape) for r in raw] == [(2, 3, 8, 8, 3), (2, 3, 4, 4, 3), (2, 3, 2, 2, 3)]
-    # Output channel a * ntypes + t of the 1x1 conv must land at anchor a, type t.
+    # Output channel a * ntypes + t of the final 1x1 conv must land at anchor a, type t.
     with torch.no_grad():
         for branch in head.m:
-            branch[1].weight.zero_()
-            branch[1].bias.zero_()
-            branch[1].bias[1 * 3 + 2] = 5.0
+            branch[-1].weight.zero_()
+            branch[-1].bias.zero_()
+            branch[-1].bias[1 * 3 + 2] = 5.0
     raw = head(features())
     for r in raw:
         assert torch.all(r[:, 1, :, :, 2] == 5.0)
@@ -97,6 +98,8 @@ def test_object_head_is_lighter_than_the_detector() -> None:
     head = ObjectTypeHead(3, 3, CHANNELS)
     per_level = [9 * c * 64 + 2 * 64 + 64 * 9 + 9 for c in CHANNELS]  # 3x3 conv + BN, then 1x1 to na*ntypes
     assert sum(p.numel() for p in head.parameters()) == sum(per_level) == 260_187
+    lite = ObjectTypeHead(3, 3, CHANNELS, hidden=0)  # one 1x1 conv per level, like Detect's outputs
+    assert sum(p.numel() for p in lite.parameters()) == sum(c * 9 + 9 for c in CHANNELS) == 4_059
 
 
 # ------------------------------------------------------------------------- YAML
@@ -130,6 +133,10 @@ def test_type_head_rows_reject_bad_args() -> None:
     config["heads"] = [[[17, 20, 23], 1, "ObjectTypeHead", ["ntypes", [[10, 13], [30, 61]]]]]
     with pytest.raises(ConfigError, match="2 anchor levels for 3 inputs"):
         YoloModel(config)
+    for hidden in (-1, True, 1.5):
+        config["heads"] = [[[17, 20, 23], 1, "ObjectTypeHead", ["ntypes", 3, hidden]]]
+        with pytest.raises(ConfigError, match="hidden width"):
+            YoloModel(config)
 
 
 @pytest.mark.parametrize("module", ["mhyolo.model.yolo", "mhyolo.model.type_heads", "mhyolo.model.registry"])
