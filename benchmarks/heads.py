@@ -28,8 +28,8 @@ def models() -> dict[str, YoloModel]:
     return {
         "detector (nc=1)": YoloModel("yolov5n", nc=1, names=["ball"]),
         "+ image head": YoloModel(CONFIGS / "yolov5n-imagehead.yaml", names=["ball"]),
-        "+ per-object head (3x3, frozen-detector use)": YoloModel(CONFIGS / "yolov5n-typehead.yaml", names=["ball"]),
-        "+ per-object head (1x1, multi-head model)": YoloModel(CONFIGS / "yolov5n-typehead-lite.yaml", names=["ball"]),
+        "+ per-object head (3x3, default)": YoloModel(CONFIGS / "yolov5n-typehead.yaml", names=["ball"]),
+        "+ per-object head (lite, 1x1)": YoloModel(CONFIGS / "yolov5n-typehead-lite.yaml", names=["ball"]),
         "nc=3 detector": YoloModel("yolov5n", nc=3, names=TYPES),
     }
 
