@@ -94,10 +94,11 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def load_split_labels(files: list[Path], num_types: int) -> list[np.ndarray]:
+def load_split_labels(files: list[Path], num_types: int, progress: bool = True) -> list[np.ndarray]:
     """Read every label file of a split; any bad line is fatal, listed by file:line."""
     labels, issues = [], []
-    for image_path in tqdm(files, desc="labels", unit="file", disable=len(files) < _PROGRESS_MIN_FILES):
+    quiet = not progress or len(files) < _PROGRESS_MIN_FILES
+    for image_path in tqdm(files, desc="labels", unit="file", disable=quiet):
         array, found = read_labels(label_path_for(image_path), num_types)
         labels.append(array)
         issues.extend(found)
@@ -119,7 +120,7 @@ class YoloDataset(Dataset):
     """
 
     def __init__(self, spec: DataSpec, split: str, imgsz: int, augment: AugmentConfig | None = None,
-                 seed: int = 0):
+                 seed: int = 0, progress: bool = True):
         self.spec = spec
         self.split = split
         self.imgsz = int(imgsz)
@@ -132,7 +133,7 @@ class YoloDataset(Dataset):
             raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.images_dir(split)}")
         # Class ids are type ids; a multi-head data.yaml may name the types separately.
         self.num_types = len(spec.type_names) if spec.type_names else spec.nc
-        self.labels = load_split_labels(self.files, self.num_types)
+        self.labels = load_split_labels(self.files, self.num_types, progress)
         self._augmenter = Augmenter(augment, self.imgsz) if augment is not None else None
         # [epoch, mosaic on] in shared memory: visible to (persistent) worker processes.
         self._state = torch.tensor([0, 1], dtype=torch.int64).share_memory_()

@@ -99,8 +99,10 @@ class Trainer:
         spec = load_data_spec(cfg.data)
         self.spec = spec
         self.det_names = ["ball"] if cfg.single_class else list(spec.names)
-        self.train_set = YoloDataset(spec, "train", cfg.imgsz, augment=cfg.augment, seed=cfg.seed)
-        self.val_set = YoloDataset(spec, "val", cfg.imgsz, augment=None, seed=cfg.seed) if self.dist.main else None
+        self.train_set = YoloDataset(spec, "train", cfg.imgsz, augment=cfg.augment, seed=cfg.seed,
+                                     progress=self.progress)
+        self.val_set = (YoloDataset(spec, "val", cfg.imgsz, augment=None, seed=cfg.seed, progress=self.progress)
+                        if self.dist.main else None)
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                           shuffle=True, seed=cfg.seed)
         self.loader = build_dataloader(self.train_set, batch_size=cfg.batch, shuffle=False, workers=cfg.workers,
