@@ -126,3 +126,16 @@ def test_results_csv_from_an_older_run_is_rewritten_with_current_columns(tmp_pat
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[0]["metrics/mAP50"] == "0.25" and rows[1]["train/type"] == "0.9"
     assert all(len(line.split(",")) == len(RESULT_COLUMNS) for line in lines)
+
+
+def test_results_csv_with_only_an_old_header_gets_the_current_one(tmp_path: Path) -> None:
+    from mhyolo.train.trainer import RESULT_COLUMNS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.csv").write_text("epoch,train/box,metrics/mAP50\n")  # interrupted before its first row
+    trainer = Trainer(TrainConfig(data="unused.yaml"), run, progress=False)
+    trainer._append_results({"epoch": 1, "train/box": 0.4, "metrics/mAP50": 0.5})
+    lines = (run / "results.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(RESULT_COLUMNS) and len(lines) == 2
+    assert dict(zip(RESULT_COLUMNS, lines[1].split(",")))["metrics/mAP50"] == "0.5"

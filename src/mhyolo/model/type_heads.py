@@ -135,10 +135,9 @@ def _object_type_head(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int
         na = len(anchors[0]) // 2
     else:
         na = _positive_int(row, anchors, "anchor count")
-    hidden = OBJECT_HIDDEN
-    if len(row.args) > 2:
-        hidden = 0 if row.args[2] == 0 and not isinstance(row.args[2], bool) else \
-            _positive_int(row, row.args[2], "hidden width (0 for none)")
+    hidden = row.args[2] if len(row.args) > 2 else OBJECT_HIDDEN
+    if hidden != 0 or isinstance(hidden, bool):  # 0 (not False): no hidden block
+        hidden = _positive_int(row, hidden, "hidden width (0 for none)")
     ch = input_channels(row, channels)
     if isinstance(anchors, list) and len(anchors) != len(ch):
         raise ConfigError(f"row {row.index} ({row.name}): {len(anchors)} anchor levels for {len(ch)} inputs")

@@ -82,17 +82,20 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         if config.final not in FINAL_CANDIDATES:
             raise ConfigError(f"{path}: final: '{config.final}' is not a stage that makes the final model "
                               f"(choose from {', '.join(FINAL_CANDIDATES)})")
-        if not getattr(config, config.final).enabled or (config.final == "joint" and not config.head.enabled):
+        if not stage_runs(config, config.final):
             raise ConfigError(f"{path}: final: '{config.final}' names a stage that does not run "
                               f"(joint fine-tuning also needs the head stage)")
     return config
+
+
+def stage_runs(config: PipelineConfig, name: str) -> bool:
+    """Enabled, and (for joint fine-tuning, which starts from the head stage's model) runnable."""
+    return getattr(config, name).enabled and (name != "joint" or config.head.enabled)
 
 
 def final_stage(config: PipelineConfig) -> str | None:
     """Which stage's model becomes RUN/model.safetensors."""
     if config.final is not None:
         return config.final
-    enabled = [name for name in FINAL_CANDIDATES if getattr(config, name).enabled]
-    if "joint" in enabled and not config.head.enabled:
-        enabled.remove("joint")  # joint fine-tuning starts from the head stage
-    return enabled[-1] if enabled else None
+    running = [name for name in FINAL_CANDIDATES if stage_runs(config, name)]
+    return running[-1] if running else None

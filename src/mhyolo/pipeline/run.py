@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mhyolo.pipeline.config import PipelineConfig, final_stage
 from mhyolo.bench.timing import latencies
+from mhyolo.pipeline.config import PipelineConfig, final_stage, stage_runs
 from mhyolo.pipeline.report import score, write_report
 from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_config, train_stage
 
@@ -20,17 +20,15 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
     stages: dict[str, StageResult] = {}
     if config.detector.enabled:
         stages["detector"] = train_stage("detector", train_config(config, config.detector, data, None), run, progress)
-    previous = stages["detector"].weights if "detector" in stages else None
-    detector = str(previous) if previous else None
+    detector = str(stages["detector"].weights) if "detector" in stages else None
     if config.image_head.enabled:
         image_head = train_config(config, config.image_head, data, detector, {"freeze": "detector"})
         stages["image_head"] = train_stage("image_head", image_head, run, progress)
     if config.head.enabled:
         head = train_config(config, config.head, data, detector, {"freeze": "detector"})
         stages["head"] = train_stage("head", head, run, progress)
-        previous = stages["head"].weights
-    if config.joint.enabled and "head" in stages:
-        joint = train_config(config, config.joint, data, str(previous), {"freeze": None})
+    if stage_runs(config, "joint"):  # starts from the head stage's model
+        joint = train_config(config, config.joint, data, str(stages["head"].weights), {"freeze": None})
         stages["joint"] = train_stage("joint", joint, run, progress)
     if config.multihead.enabled:  # detector and type head together from the COCO weights
         multihead = train_config(config, config.multihead, data, None, {"freeze": None})

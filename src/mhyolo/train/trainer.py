@@ -229,12 +229,14 @@ class Trainer:
         with the current ones first, so every row lines up with the header."""
         path = self.run_dir / "results.csv"
         rows: list[dict[str, str]] = []
-        if path.exists():
+        stale = not path.exists()
+        if not stale:
             with path.open(newline="") as handle:
                 reader = csv.DictReader(handle)
-                if tuple(reader.fieldnames or ()) != RESULT_COLUMNS:
+                stale = tuple(reader.fieldnames or ()) != RESULT_COLUMNS
+                if stale:
                     rows = list(reader)
-        if rows or not path.exists():
+        if stale:
             with path.open("w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
                 writer.writeheader()
