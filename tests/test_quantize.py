@@ -86,7 +86,8 @@ def person(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def person_int8(person, calib):
-    return quantize_onnx_static(person, person.with_name("person_int8.onnx"), calib, progress=False)
+    """Every block INT8 (no SQNR fallback), so which ops stay float is known exactly."""
+    return quantize_onnx_static(person, person.with_name("person_int8.onnx"), calib, progress=False, min_sqnr_db=None)
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +157,15 @@ def test_ort_int8_quantizes_every_op_and_keeps_outputs_float(person, person_int8
     for op in ("Conv", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize"):
         assert coverage.quantized_ops[op] > 0, coverage.summary()
     assert coverage.quantize_linear > 150
-    # ... and only the final activations (and the per-anchor Concat after the type Softmax) stay float
-    assert dict(coverage.float_ops) == {"Sigmoid": 6, "Softmax": 9, "Concat": 3}, coverage.summary()
+    # ... and only the final activations (and the per-anchor Concat after the type Softmax) stay float,
+    # with the three 1x1 convs that write the box logits
+    assert dict(coverage.float_ops) == {"Sigmoid": 6, "Softmax": 9, "Concat": 3, "Conv": 3}, coverage.summary()
+    int8_graph = onnx.load(str(person_int8)).graph
+    producer = {out: node for node in int8_graph.node for out in node.output}
+    float_weights = {i.name for i in int8_graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    for output in (o.name for o in int8_graph.output if o.name.startswith("boxes_")):
+        conv = producer[producer[output].input[0]]  # boxes_pN <- Sigmoid <- Conv
+        assert conv.op_type == "Conv" and conv.input[1] in float_weights, output
     fp32_ops = {node.op_type for node in onnx.load(str(person)).graph.node}
     assert set(coverage.quantized_ops) | set(coverage.float_ops) <= fp32_ops
     assert set(coverage.output_types.values()) == {"FLOAT"}
@@ -174,6 +182,29 @@ def test_ort_int8_quantizes_every_op_and_keeps_outputs_float(person, person_int8
     assert quant["tool"] == "onnxruntime" and quant["calibration_images"] == CALIB_IMAGES
     assert quant["pre_processed"] is True
     assert person_int8.stat().st_size < person.stat().st_size / 2.5  # INT8 weights
+
+
+@needs_shared
+def test_ort_int8_keeps_noisy_blocks_float(person, calib, tmp_path):
+    from mhyolo.deploy.sensitivity import nodes_in_blocks
+
+    threshold = 33.0  # above what the first few YOLOv5n blocks reach on 8 ball images: some are kept float
+    out = quantize_onnx_static(person, tmp_path / "sqnr.onnx", calib, progress=False, min_sqnr_db=threshold)
+    quant = read_onnx_metadata(out).extra["quantization"]
+    blocks = quant["float_blocks"]
+    assert quant["min_sqnr_db"] == threshold and len(blocks) >= 2
+    assert all(b["sqnr_db"] < threshold for b in blocks), [b for b in blocks if not b["sqnr_db"] < threshold]
+    assert [b["sqnr_db"] for b in blocks] == sorted(b["sqnr_db"] for b in blocks)  # worst first
+    float_graph = onnx.load(str(person))
+    kept = nodes_in_blocks(float_graph, [b["block"] for b in blocks])
+    kept_convs = sum(node.op_type == "Conv" for node in float_graph.graph.node if node.name in kept)
+    assert kept_convs >= 2
+    coverage = op_coverage(onnx.load(str(out)))
+    assert coverage.float_ops["Conv"] == 3 + kept_convs, coverage.summary()  # box convs + the kept blocks
+    # a threshold below every block's SQNR keeps none, and the file says so
+    none = quantize_onnx_static(person, tmp_path / "none.onnx", calib, progress=False, min_sqnr_db=1.0)
+    assert read_onnx_metadata(none).extra["quantization"]["float_blocks"] == []
+    assert op_coverage(onnx.load(str(none))).float_ops["Conv"] == 3
 
 
 @needs_shared
@@ -196,11 +227,11 @@ def test_ort_quantize_rejects_wrong_calibration(person, tmp_path):
 def test_ort_percentile_calibration_without_pre_processing(ball_onnx, tiny_data, tmp_path):
     calib = calibration_batches(tiny_data, SMALL, count=4, progress=False)
     out = quantize_onnx_static(ball_onnx, tmp_path / "p.onnx", calib, method="percentile", preprocess=False,
-                               progress=False)
+                               progress=False, min_sqnr_db=None)
     quant = read_onnx_metadata(out).extra["quantization"]
     assert quant["method"] == "percentile" and quant["pre_processed"] is False
     coverage = op_coverage(onnx.load(str(out)))
-    assert dict(coverage.float_ops) == {"Sigmoid": 6} and coverage.quantized_ops["Mul"] > 0
+    assert dict(coverage.float_ops) == {"Sigmoid": 6, "Conv": 3} and coverage.quantized_ops["Mul"] > 0
     fp32, int8 = OnnxRuntimeBackend(ball_onnx).run(calib[0]), OnnxRuntimeBackend(out).run(calib[0])
     for name, value in fp32.items():  # probabilities: INT8 stays near FP32 on a calibration image
         assert int8[name].dtype == np.float32 and np.abs(int8[name] - value).mean() < 0.02, name

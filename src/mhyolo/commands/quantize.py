@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mhyolo.deploy.sensitivity import DEFAULT_MIN_SQNR_DB
+
 BACKENDS = ("ort", "openvino", "rknn")
 SUFFIXES = {"ort": ".onnx", "openvino": ".xml", "rknn": ".rknn"}
 REPORT_SUFFIX = ".quant.json"
@@ -45,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ort: calibration method (default minmax)")
     parser.add_argument("--full-range-weights", action="store_true",
                         help="ort: 8-bit weights instead of 7-bit (only for CPUs with VNNI; others overflow)")
+    parser.add_argument("--min-sqnr", type=float, default=DEFAULT_MIN_SQNR_DB, metavar="DB",
+                        help="ort: keep in float the blocks whose activation SQNR on calibration images is below "
+                             f"DB (default {DEFAULT_MIN_SQNR_DB:g}; 0 quantizes every block)")
     parser.add_argument("--imgsz", type=int, default=None,
                         help="input size; must match the exported model (default: from its metadata)")
     parser.add_argument("--split", default="val", help="split to score FP32 and INT8 on (default val)")
@@ -149,7 +154,8 @@ def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
         from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static
 
         quantize_onnx_static(args.weights, args.out, calib, method=args.method,
-                             reduce_range=not args.full_range_weights)
+                             reduce_range=not args.full_range_weights,
+                             min_sqnr_db=args.min_sqnr if args.min_sqnr > 0 else None)
         coverage = op_coverage(onnx.load(str(args.out)))
         print(coverage.summary(), file=sys.stderr)
         info["op_coverage"] = {"quantize_linear": coverage.quantize_linear,
