@@ -16,7 +16,7 @@ import torch
 
 from mhyolo.deploy.check import OUTPUT_ATOL, check_backend, read_images, validate_export
 from mhyolo.deploy.graph import ExportGraph
-from mhyolo.deploy.layout import METADATA_KEY, ExportMetadata, reconstruct
+from mhyolo.deploy.layout import LAYOUT_VERSION, METADATA_KEY, ExportMetadata, reconstruct
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.paths import shared_dir
 
@@ -99,10 +99,13 @@ def test_graph_outputs_read_back_to_exactly_what_the_model_predicts(cfg):
     na, nc = model.detect.na, model.detect.nc
     assert outputs["boxes_p3"].shape == (2, na * 4, 20, 20)
     assert outputs["scores_p5"].shape == (2, na * (1 + nc), 5, 5)
-    assert all(0 <= float(v.min()) and float(v.max()) <= 1 for v in outputs.values())
-    if "types_p4" in outputs:
-        sums = outputs["types_p4"].view(2, na, -1, 10, 10).sum(2)
+    probabilities = {k: v for k, v in outputs.items() if not k.startswith("types_")}
+    assert all(0 <= float(v.min()) and float(v.max()) <= 1 for v in probabilities.values())
+    if "types_p4" in outputs:  # logits; the softmax per anchor happens in reconstruct
+        logits = outputs["types_p4"].view(2, na, -1, 10, 10)
+        sums = logits.softmax(2).sum(2)
         torch.testing.assert_close(sums, torch.ones_like(sums))
+        assert float(logits.min()) < 0 or float(logits.max()) > 1  # not probabilities
 
 
 def test_export_size_must_be_a_multiple_of_the_stride():
@@ -119,7 +122,8 @@ def test_metadata_round_trip_and_refuses_other_layouts():
     assert meta.output_names == ["boxes_p3", "scores_p3", "boxes_p4", "scores_p4", "boxes_p5", "scores_p5",
                                  "types_p3", "types_p4", "types_p5"]
     with pytest.raises(MhyoloError, match="x.onnx: output layout version 99"):
-        ExportMetadata.from_json(meta.to_json().replace('"layout_version": 1', '"layout_version": 99'), "x.onnx")
+        ExportMetadata.from_json(meta.to_json().replace(f'"layout_version": {LAYOUT_VERSION}', '"layout_version": 99'),
+                                 "x.onnx")
 
 
 # --------------------------------------------------------------------- ONNX Runtime
@@ -137,7 +141,9 @@ def test_export_is_one_file_with_documented_outputs_and_metadata(typehead):
     assert meta.strides == [8.0, 16.0, 32.0] and meta.imgsz == IMGSZ and meta.type_output == "type"
     torch.testing.assert_close(torch.tensor(meta.anchors_px), model.detect.anchors_px)
     ops = {node.op_type for node in proto.graph.node}
-    assert "Sigmoid" in ops and "Softmax" in ops
+    assert "Sigmoid" in ops and "Softmax" not in ops  # type logits leave the graph from their conv
+    producer = {out: node.op_type for node in proto.graph.node for out in node.output}
+    assert all(producer[f"types_{level}"] == "Conv" for level in ("p3", "p4", "p5"))
 
 
 @needs_shared

@@ -7,8 +7,9 @@ Layout (every tensor NCHW, one per level ``pN`` where N = log2(stride)):
   coordinate j (x, y, w, h offsets) of anchor a.
 * ``scores_pN`` (B, na*(1+nc), H, W): sigmoid of objectness and class logits; channel
   ``a*(1+nc)`` is anchor a's objectness, ``a*(1+nc) + 1 + c`` its class c.
-* ``types_pN``  (B, na*T, H, W): per-object type probabilities (softmax over each
-  anchor's T channels), when the model has an `ObjectTypeHead`.
+* ``types_pN``  (B, na*T, H, W): per-object type logits, channel ``a*T + t``, when
+  the model has an `ObjectTypeHead`; `reconstruct` takes the softmax over each
+  anchor's T channels (in the graph that softmax cost more than the head's convs).
 * ``image_type`` (B, T): image type probabilities, when it has an `ImageTypeHead`.
 
 Boxes and scores are separate tensors because their ranges differ by orders of
@@ -34,11 +35,11 @@ from mhyolo.model.heads import decode_levels
 from mhyolo.model.type_heads import flatten_levels
 
 METADATA_KEY = "mhyolo"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: types_pN are logits (1: per-anchor softmax in the graph)
 INPUT_NAME = "images"
 LAYOUT_DESCRIPTION = (
     "boxes_pN (B,na*4,H,W) sigmoid xywh offsets, channel a*4+j; scores_pN (B,na*(1+nc),H,W) sigmoid "
-    "[obj, cls...], channel a*(1+nc)+k; types_pN (B,na*T,H,W) softmax per anchor, channel a*T+t; "
+    "[obj, cls...], channel a*(1+nc)+k; types_pN (B,na*T,H,W) logits, softmax per anchor, channel a*T+t; "
     "image_type (B,T) softmax; decode with mhyolo.model.heads.decode_levels")
 
 
@@ -101,7 +102,8 @@ class ExportMetadata:
             raise WeightsError(f"{source}: '{METADATA_KEY}' metadata is not a JSON object")
         version = data.get("layout_version")
         if version != LAYOUT_VERSION:
-            raise WeightsError(f"{source}: output layout version {version!r}, this mhyolo reads {LAYOUT_VERSION}")
+            raise WeightsError(f"{source}: output layout version {version!r}, this mhyolo reads {LAYOUT_VERSION}: "
+                               "export it again with `mhyolo export`")
         known = set(cls.__dataclass_fields__)
         missing = [k for k in ("names", "strides", "anchors_px", "imgsz") if k not in data]
         if missing:
@@ -137,7 +139,8 @@ def reconstruct(outputs: Mapping[str, torch.Tensor | np.ndarray], meta: ExportMe
     anchors = torch.tensor(meta.anchors_px, dtype=torch.float32)
     result = {"detection": decode_levels(probs, anchors, meta.strides)}
     if meta.type_output == "type":
-        result["type"] = flatten_levels([_per_anchor(_tensor(outputs[f"types_{level}"]), na) for level in meta.levels])
+        logits = flatten_levels([_per_anchor(_tensor(outputs[f"types_{level}"]), na) for level in meta.levels])
+        result["type"] = logits.softmax(-1)
     elif meta.type_output == "image_type":
         result["image_type"] = _tensor(outputs["image_type"])
     return result
