@@ -132,6 +132,7 @@ def test_change_against_fp32_by_hand(bench):
     assert rows["torch"]["delta"]["map50"] == 0.0
     int8 = rows["onnx-int8"]
     assert int8["delta"]["map50_95"] == pytest.approx(int8["map50_95"] - rows["torch"]["map50_95"])
+    assert int8["note"].startswith("box convs float")  # the table says what stayed float
     # the heads' overhead from the same run: model over detector, per runtime
     for fmt in ("torch", "onnx"):
         assert report["head_overhead"][fmt] == pytest.approx(

@@ -188,6 +188,16 @@ def _load_ort(files: ModelFiles, path: Path) -> tuple[Any, str]:
     return OnnxRuntimeBackend(path, threads=files.threads), ""
 
 
+def _load_ort_int8(files: ModelFiles, path: Path) -> tuple[Any, str]:
+    backend, _ = _load_ort(files, path)
+    quant = backend.metadata.extra.get("quantization", {})
+    blocks = [b["block"] for b in quant.get("float_blocks", [])]
+    note = "box convs float"
+    if blocks:
+        note += f"; float blocks (SQNR < {quant['min_sqnr_db']:g} dB): {', '.join(blocks)}"
+    return backend, note
+
+
 def _load_openvino(precision: str) -> Callable[[ModelFiles, Path], tuple[Any, str]]:
     def load(files: ModelFiles, path: Path) -> tuple[Any, str]:
         from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
@@ -224,7 +234,7 @@ def _load_rknn(files: ModelFiles, path: Path) -> tuple[Any, str]:
 FORMATS: dict[str, Format] = {f.key: f for f in (
     Format("torch", "PyTorch FP32", _weights_file, _load_torch),
     Format("onnx", "ONNX Runtime FP32", lambda files: files.onnx(), _load_ort),
-    Format("onnx-int8", "ONNX Runtime INT8", _onnx_int8, _load_ort),
+    Format("onnx-int8", "ONNX Runtime INT8", _onnx_int8, _load_ort_int8),
     Format("openvino", "OpenVINO FP32", lambda files: files.openvino(), _load_openvino("f32")),
     Format("openvino-bf16", "OpenVINO BF16", lambda files: files.openvino(), _load_openvino("bf16")),
     Format("openvino-int8", "OpenVINO INT8", _openvino_int8("default"), _load_openvino("f32")),
