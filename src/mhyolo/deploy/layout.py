@@ -37,6 +37,7 @@ from mhyolo.model.type_heads import flatten_levels
 METADATA_KEY = "mhyolo"
 LAYOUT_VERSION = 2  # 2: types_pN are logits (1: per-anchor softmax in the graph)
 INPUT_NAME = "images"
+BOX_OUTPUT_PREFIX = "boxes_"  # boxes_p3, boxes_p4...: the outputs whose logits need resolution
 LAYOUT_DESCRIPTION = (
     "boxes_pN (B,na*4,H,W) sigmoid xywh offsets, channel a*4+j; scores_pN (B,na*(1+nc),H,W) sigmoid "
     "[obj, cls...], channel a*(1+nc)+k; types_pN (B,na*T,H,W) logits, softmax per anchor, channel a*T+t; "

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mhyolo.deploy.layout import METADATA_KEY
+from mhyolo.deploy.layout import BOX_OUTPUT_PREFIX, METADATA_KEY
 from mhyolo.deploy.onnx_export import read_onnx_metadata, write_onnx
 from mhyolo.deploy.sensitivity import DEFAULT_MIN_SQNR_DB, block_noise, noisy_blocks, nodes_in_blocks
 from mhyolo.errors import ConfigError, MhyoloError
@@ -60,7 +60,6 @@ SENSITIVITY_IMAGES = 8  # calibration images the per-block SQNR is measured on
 _LAYOUT_OPS = {"Concat", "Reshape", "Transpose", "Split", "Slice", "Identity", "Flatten", "Squeeze", "Unsqueeze"}
 _FINAL_ACTIVATIONS = {"Sigmoid", "Softmax"}
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-BOX_OUTPUT_PREFIX = "boxes_"  # see mhyolo.deploy.layout
 
 
 @dataclass
