@@ -295,7 +295,7 @@ def test_openvino_accuracy_aware_keeps_our_metric_within_max_drop(ball_onnx, tin
 def test_cli_quantize_ort_writes_model_and_scores(ball_onnx, tiny_data, tmp_path, capsys):
     out = tmp_path / "q" / "ball_int8.onnx"
     code = main(["quantize", "--weights", str(ball_onnx), "--backend", "ort", "--calib", str(tiny_data),
-                 "--out", str(out), "--calib-images", "6"])
+                 "--out", str(out), "--calib-images", "6", "--min-sqnr", "0"])
     assert code == 0
     assert out.is_file() and read_onnx_metadata(out).extra["quantization"]["calibration_images"] == 6
     report = json.loads((tmp_path / "q" / "ball_int8.quant.json").read_text())
@@ -305,11 +305,20 @@ def test_cli_quantize_ort_writes_model_and_scores(ball_onnx, tiny_data, tmp_path
     assert report["delta"]["map50_95"] == pytest.approx(int8["map50_95"] - fp32["map50_95"])
     assert int8["size_mb"] < fp32["size_mb"] and report["op_coverage"]["quantize_linear"] > 150
     assert report["calibration"] == {"split": "train", "images": 6, "seed": 0, "method": "minmax"}
+    assert report["float_blocks"] == [] and report["op_coverage"]["float_ops"] == {"Sigmoid": 6, "Conv": 3}
     # scores equal what `mhyolo val` computes for each file
     for row in (fp32, int8):
         assert main(["val", "--data", str(tiny_data), "--weights", row["path"], "--json"]) == 0
         val = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert val["map50_95"] == pytest.approx(row["map50_95"]) and val["map50"] == pytest.approx(row["map50"])
+    # a --min-sqnr above some blocks' SQNR keeps those float, and the report names them
+    noisy = tmp_path / "q" / "ball_sqnr.onnx"
+    assert main(["quantize", "--weights", str(ball_onnx), "--backend", "ort", "--calib", str(tiny_data),
+                 "--out", str(noisy), "--calib-images", "6", "--min-sqnr", "36"]) == 0
+    kept = json.loads(noisy.with_suffix(".quant.json").read_text())
+    assert kept["float_blocks"] and all(b["sqnr_db"] < 36 for b in kept["float_blocks"])
+    assert kept["op_coverage"]["float_ops"]["Conv"] > 3  # the box convs and the kept blocks' convs
+    assert kept["op_coverage"]["quantize_linear"] < report["op_coverage"]["quantize_linear"]
 
 
 @needs_shared

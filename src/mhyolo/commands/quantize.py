@@ -151,6 +151,7 @@ def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
     if args.backend == "ort":
         import onnx
 
+        from mhyolo.deploy.onnx_export import read_onnx_metadata
         from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static
 
         quantize_onnx_static(args.weights, args.out, calib, method=args.method,
@@ -158,6 +159,8 @@ def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
                              min_sqnr_db=args.min_sqnr if args.min_sqnr > 0 else None)
         coverage = op_coverage(onnx.load(str(args.out)))
         print(coverage.summary(), file=sys.stderr)
+        quant = read_onnx_metadata(args.out).extra["quantization"]
+        info["float_blocks"] = quant["float_blocks"]  # kept float for their activation SQNR
         info["op_coverage"] = {"quantize_linear": coverage.quantize_linear,
                                "dequantize_linear": coverage.dequantize_linear,
                                "int8_ops": dict(coverage.quantized_ops), "float_ops": dict(coverage.float_ops)}
