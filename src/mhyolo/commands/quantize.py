@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mhyolo.deploy.sensitivity import DEFAULT_MIN_SQNR_DB
+from mhyolo.deploy.sensitivity import SUGGESTED_MIN_SQNR_DB
 
 BACKENDS = ("ort", "openvino", "rknn")
 SUFFIXES = {"ort": ".onnx", "openvino": ".xml", "rknn": ".rknn"}
@@ -47,9 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ort: calibration method (default minmax)")
     parser.add_argument("--full-range-weights", action="store_true",
                         help="ort: 8-bit weights instead of 7-bit (only for CPUs with VNNI; others overflow)")
-    parser.add_argument("--min-sqnr", type=float, default=DEFAULT_MIN_SQNR_DB, metavar="DB",
+    parser.add_argument("--min-sqnr", type=float, default=0.0, metavar="DB",
                         help="ort: keep in float the blocks whose activation SQNR on calibration images is below "
-                             f"DB (default {DEFAULT_MIN_SQNR_DB:g}; 0 quantizes every block)")
+                             f"DB (e.g. {SUGGESTED_MIN_SQNR_DB:g}; default 0: every block INT8)")
     parser.add_argument("--imgsz", type=int, default=None,
                         help="input size; must match the exported model (default: from its metadata)")
     parser.add_argument("--split", default="val", help="split to score FP32 and INT8 on (default val)")
