@@ -208,6 +208,22 @@ def test_ort_int8_keeps_noisy_blocks_float(person, calib, tmp_path):
 
 
 @needs_shared
+def test_ort_int8_keeps_named_blocks_float(person, calib, tmp_path):
+    from mhyolo.errors import ConfigError
+
+    out = quantize_onnx_static(person, tmp_path / "named.onnx", calib, progress=False,
+                               float_blocks=["/layers.1/", "/layers.2/cv1/"])
+    coverage = op_coverage(onnx.load(str(out)))
+    assert coverage.float_ops["Conv"] == 3 + 2, coverage.summary()  # box convs + one conv per block
+    assert coverage.float_ops["Mul"] == 2 and coverage.float_ops["Sigmoid"] == 6 + 2  # their SiLUs
+    quant = read_onnx_metadata(out).extra["quantization"]
+    assert quant["requested_float_blocks"] == ["/layers.1/", "/layers.2/cv1/"]
+    assert "/layers.1/conv/Conv" in quant["float_nodes"]
+    with pytest.raises(ConfigError, match="no block named /layers.99/"):
+        quantize_onnx_static(person, tmp_path / "x.onnx", calib, progress=False, float_blocks=["/layers.99/"])
+
+
+@needs_shared
 def test_ort_int8_detections_match_fp32(person, person_int8):
     images = read_images(IMAGES)
     _assert_close(_detections(OnnxRuntimeBackend(person), images), _detections(OnnxRuntimeBackend(person_int8), images))

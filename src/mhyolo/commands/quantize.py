@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-sqnr", type=float, default=0.0, metavar="DB",
                         help="ort: keep in float the blocks whose activation SQNR on calibration images is below "
                              f"DB (e.g. {SUGGESTED_MIN_SQNR_DB:g}; default 0: every block INT8)")
+    parser.add_argument("--float-blocks", nargs="+", default=[], metavar="BLOCK",
+                        help="ort: blocks to keep in float, by module name (e.g. /layers.1/; "
+                             "benchmarks/int8_blocks.py measures what each one costs)")
     parser.add_argument("--imgsz", type=int, default=None,
                         help="input size; must match the exported model (default: from its metadata)")
     parser.add_argument("--split", default="val", help="split to score FP32 and INT8 on (default val)")
@@ -156,7 +159,8 @@ def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
 
         quantize_onnx_static(args.weights, args.out, calib, method=args.method,
                              reduce_range=not args.full_range_weights,
-                             min_sqnr_db=args.min_sqnr if args.min_sqnr > 0 else None)
+                             min_sqnr_db=args.min_sqnr if args.min_sqnr > 0 else None,
+                             float_blocks=args.float_blocks)
         coverage = op_coverage(onnx.load(str(args.out)))
         print(coverage.summary(), file=sys.stderr)
         quant = read_onnx_metadata(args.out).extra["quantization"]

@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from mhyolo.deploy.layout import BOX_OUTPUT_PREFIX, METADATA_KEY
 from mhyolo.deploy.onnx_export import read_onnx_metadata, write_onnx
-from mhyolo.deploy.sensitivity import block_noise, noisy_blocks, nodes_in_blocks
+from mhyolo.deploy.sensitivity import block_noise, block_of, noisy_blocks, nodes_in_blocks
 from mhyolo.errors import ConfigError, MhyoloError
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -187,10 +187,11 @@ def _preprocess(src: Path, dst: Path) -> str | None:
 def quantize_onnx_static(onnx_path: str | Path, out_path: str | Path, calib: Sequence[np.ndarray],
                          per_channel: bool = True, method: str = "minmax", reduce_range: bool = True,
                          preprocess: bool = True, progress: bool = True,
-                         min_sqnr_db: float | None = None) -> Path:
+                         min_sqnr_db: float | None = None, float_blocks: Sequence[str] = ()) -> Path:
     """Write an INT8 (QDQ) copy of the exported `onnx_path` to `out_path`, calibrated on `calib`
     ((1, 3, H, W) float32 arrays from `calibration_batches`). Graph outputs stay float32; blocks
-    whose activation SQNR is below `min_sqnr_db` stay float (None: every block INT8)."""
+    whose activation SQNR is below `min_sqnr_db` stay float (None: every block INT8), and so do
+    the blocks named in `float_blocks` (e.g. "/layers.1/", see `sensitivity.block_of`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -217,6 +218,12 @@ def quantize_onnx_static(onnx_path: str | Path, out_path: str | Path, calib: Seq
         proto = onnx.load(str(source))
         _name_nodes(proto)
         excluded = final_activation_nodes(proto)
+        chosen = nodes_in_blocks(proto, float_blocks)
+        unknown = sorted(set(float_blocks) - {block_of(name) for name in chosen})
+        if unknown:
+            raise ConfigError(f"{onnx_path}: no block named {', '.join(unknown)} "
+                              "(block names look like /layers.1/ or /layers.2/cv1/)")
+        excluded += chosen
         named = tmp / "named.onnx"
         onnx.save_model(proto, str(named))
         raw = tmp / "int8.onnx"
@@ -234,16 +241,16 @@ def quantize_onnx_static(onnx_path: str | Path, out_path: str | Path, calib: Seq
                 raise MhyoloError(f"{onnx_path}: ONNX Runtime static quantization failed: {exc}") from exc
 
         run(excluded)
-        float_blocks = []
+        noisy = []
         if min_sqnr_db is not None:
             noise = block_noise(named, raw, meta.input_name, calib[:SENSITIVITY_IMAGES])
-            float_blocks = noisy_blocks(noise, min_sqnr_db)
-            if float_blocks:
+            noisy = [b for b in noisy_blocks(noise, min_sqnr_db) if b.block not in set(float_blocks)]
+            if noisy:
                 if progress:
                     print("kept in float (activation SQNR below "
-                          f"{min_sqnr_db:g} dB): " + ", ".join(f"{b.block} {b.sqnr_db:.1f} dB" for b in float_blocks),
+                          f"{min_sqnr_db:g} dB): " + ", ".join(f"{b.block} {b.sqnr_db:.1f} dB" for b in noisy),
                           file=sys.stderr)
-                run(excluded + nodes_in_blocks(proto, [b.block for b in float_blocks]))
+                run(excluded + nodes_in_blocks(proto, [b.block for b in noisy]))
         quantized = onnx.load(str(raw))
     coverage = op_coverage(quantized)
     not_float = {k: v for k, v in coverage.output_types.items() if v != "FLOAT"}
@@ -253,8 +260,8 @@ def quantize_onnx_static(onnx_path: str | Path, out_path: str | Path, calib: Seq
         "precision": "int8", "tool": "onnxruntime", "format": "QDQ", "weights": "QInt8",
         "per_channel": per_channel, "activations": "QUInt8", "reduce_range": reduce_range, "method": method,
         "calibration_images": len(calib), "pre_processed": failure is None, "float_nodes": excluded,
-        "min_sqnr_db": min_sqnr_db,
-        "float_blocks": [{"block": b.block, "sqnr_db": b.sqnr_db} for b in float_blocks]}}
+        "min_sqnr_db": min_sqnr_db, "requested_float_blocks": list(float_blocks),
+        "float_blocks": [{"block": b.block, "sqnr_db": b.sqnr_db} for b in noisy]}}
     source_props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
     for key, value in source_props.items():  # any other metadata are carried over as they were
         if key != METADATA_KEY and key not in {p.key for p in quantized.metadata_props}:
