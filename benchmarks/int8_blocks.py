@@ -24,7 +24,7 @@ from mhyolo.commands.quantize import score
 from mhyolo.deploy.calibration import calibration_batches
 from mhyolo.deploy.onnx_export import read_onnx_metadata
 from mhyolo.deploy.quantize_ort import quantize_onnx_static
-from mhyolo.deploy.sensitivity import block_noise
+from mhyolo.deploy.sensitivity import SENSITIVITY_IMAGES, block_noise
 from mhyolo.infer.backends import load_backend
 
 KEYS = ("map50", "map50_95", "typed_map50")
@@ -51,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = quietly(quantize_onnx_static, args.onnx, tmp / "all.onnx", calib, progress=False)
-        noise = {b.block: b.sqnr_db for b in block_noise(args.onnx, base, meta.input_name, calib[:8])}
+        noise = {b.block: b.sqnr_db for b in block_noise(args.onnx, base, meta.input_name, calib[:SENSITIVITY_IMAGES])}
         blocks = args.blocks or sorted(noise, key=noise.get)[:args.top]
         fp32 = quietly(score, load_backend(args.onnx), args.data, args.split)
         all_int8 = quietly(score, load_backend(base), args.data, args.split)

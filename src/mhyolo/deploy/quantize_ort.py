@@ -52,11 +52,10 @@ from tqdm import tqdm
 
 from mhyolo.deploy.layout import BOX_OUTPUT_PREFIX, METADATA_KEY
 from mhyolo.deploy.onnx_export import read_onnx_metadata, write_onnx
-from mhyolo.deploy.sensitivity import block_noise, block_of, noisy_blocks, nodes_in_blocks
+from mhyolo.deploy.sensitivity import SENSITIVITY_IMAGES, block_noise, block_of, noisy_blocks, nodes_in_blocks
 from mhyolo.errors import ConfigError, MhyoloError
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-SENSITIVITY_IMAGES = 8  # calibration images the per-block SQNR is measured on
 # Ops that only move or regroup probabilities after the final Softmax: kept in float with it.
 _LAYOUT_OPS = {"Concat", "Reshape", "Transpose", "Split", "Slice", "Identity", "Flatten", "Squeeze", "Unsqueeze"}
 _FINAL_ACTIVATIONS = {"Sigmoid", "Softmax"}
@@ -118,16 +117,12 @@ def final_activation_nodes(proto) -> list[str]:
         node = producer.get(name)
         if node is None or node.name in seen:
             continue
-        if node.op_type == "Conv":
-            if box:  # the box logits themselves
-                seen.add(node.name)
-                excluded.append(node.name)
-            continue
-        if node.op_type not in _FINAL_ACTIVATIONS and node.op_type not in _LAYOUT_OPS:
+        activation, layout = node.op_type in _FINAL_ACTIVATIONS, node.op_type in _LAYOUT_OPS
+        if not (activation or layout or (box and node.op_type == "Conv")):  # a box Conv: the logits
             continue
         seen.add(node.name)
         excluded.append(node.name)
-        if node.op_type not in _FINAL_ACTIVATIONS or box:  # past a box Sigmoid to its Conv
+        if layout or (box and activation):  # past a box Sigmoid, on to its Conv
             stack.extend((i, box) for i in node.input)
     return excluded
 
@@ -244,13 +239,15 @@ def quantize_onnx_static(onnx_path: str | Path, out_path: str | Path, calib: Seq
         noisy = []
         if min_sqnr_db is not None:
             noise = block_noise(named, raw, meta.input_name, calib[:SENSITIVITY_IMAGES])
-            noisy = [b for b in noisy_blocks(noise, min_sqnr_db) if b.block not in set(float_blocks)]
+            requested = set(float_blocks)  # already float (their outputs may still be quantized)
+            noisy = [b for b in noisy_blocks(noise, min_sqnr_db) if b.block not in requested]
             if noisy:
                 if progress:
                     print("kept in float (activation SQNR below "
                           f"{min_sqnr_db:g} dB): " + ", ".join(f"{b.block} {b.sqnr_db:.1f} dB" for b in noisy),
                           file=sys.stderr)
-                run(excluded + nodes_in_blocks(proto, [b.block for b in noisy]))
+                excluded += nodes_in_blocks(proto, [b.block for b in noisy])
+                run(excluded)
         quantized = onnx.load(str(raw))
     coverage = op_coverage(quantized)
     not_float = {k: v for k, v in coverage.output_types.items() if v != "FLOAT"}

@@ -31,6 +31,7 @@ import numpy as np
 # drop on the 150 val images (0.019 -> 0.009) but changed nothing on the 594 train images
 # (-0.001 either way) nor at 640, and it costs 5-7 % of the INT8 latency.
 SUGGESTED_MIN_SQNR_DB = 28.0
+SENSITIVITY_IMAGES = 8  # calibration images the per-block SQNR is measured on
 
 
 def block_of(node_name: str) -> str:
