@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "train",
     "val",
     "pipeline",
+    "crossval",
     "export",
     "quantize",
     "benchmark",

@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
                          conf=args.conf, iou=args.iou, max_det=args.max_det)
     m = result.metrics
     summary = {"precision": m.precision, "recall": m.recall, "map50": m.map50, "map50_95": m.map50_95,
-               "images": m.images, "boxes": m.boxes}
+               "images": m.images, "boxes": m.boxes, **result.negatives.to_dict()}
     if result.types is not None:
         summary.update(result.types.to_dict())
     if args.plots:
@@ -59,6 +59,11 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(m.table())
+        negatives = result.negatives
+        if negatives.images:
+            print(f"negative images: {negatives.images}, detections at conf >= {negatives.conf}: "
+                  f"{negatives.false_positives} ({negatives.per_image:.3f} per image, "
+                  f"{negatives.images_with_false_positives} images with any)")
         if result.types is not None:
             print(result.types.table())
     return 0

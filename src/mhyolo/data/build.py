@@ -30,7 +30,6 @@ from mhyolo.errors import DataError
 SPLITS = (TRAIN, VAL)
 # Everything a build writes; --overwrite removes exactly these and nothing else.
 BUILD_FILES = ("data.yaml", REPORT_JSON, REPORT_MD, BOX_PLOT)
-BUILD_DIRS = tuple(f"{kind}/{split}" for kind in ("images", "labels") for split in SPLITS)
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -41,18 +40,22 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise DataError(f"{out}: folder is not empty; pass --overwrite to replace a previous build")
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
+def split_dirs(splits: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{kind}/{split}" for kind in ("images", "labels") for split in splits)
+
+
+def prepare_output(out: Path, overwrite: bool, splits: tuple[str, ...] = SPLITS) -> None:
     """Clear only what a build writes (other files stay) and create the split folders."""
     check_output(out, overwrite)
     if out.is_dir():
         for name in BUILD_FILES:
             (out / name).unlink(missing_ok=True)
-        for name in BUILD_DIRS:
+        for name in split_dirs(splits):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in ("images", "labels"):
             if (out / name).is_dir() and not any((out / name).iterdir()):
                 (out / name).rmdir()
-    for name in BUILD_DIRS:
+    for name in split_dirs(splits):
         (out / name).mkdir(parents=True, exist_ok=True)
 
 
@@ -83,12 +86,14 @@ def name_outputs(chosen: list[Candidate], splits: dict[int, str], classes: list[
     return sorted(outputs, key=lambda o: o.file)
 
 
-def write_outputs(out: Path, outputs: list[OutputImage], classes: list[str], link: bool, progress: bool) -> None:
+def write_outputs(out: Path, outputs: list[OutputImage], classes: list[str], link: bool, progress: bool,
+                  splits: tuple[str, ...] = SPLITS) -> None:
     for img in tqdm(outputs, desc="write", unit="img", disable=not progress, leave=False):
         dst = out / img.file
         _place(Path(img.origin), dst, link)
         write_labels(out / "labels" / img.split / Path(img.file).with_suffix(".txt").name, img.boxes)
-    spec = {"path": ".", "train": "images/train", "val": "images/val", "nc": len(classes), "names": list(classes)}
+    spec = {"path": ".", **{split: f"images/{split}" for split in splits}, "nc": len(classes),
+            "names": list(classes)}
     (out / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
 
 

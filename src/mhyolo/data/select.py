@@ -135,8 +135,9 @@ def _take(pool: list[Candidate], count: int | str, rng: random.Random, where: st
     return _stable(order[:count]), order[count:]
 
 
-def sample_sources(cands: list[Candidate], recipe: Recipe) -> tuple[list[Candidate], list[Drop]]:
-    """Each source's per-class sample and its negatives."""
+def sample_sources(cands: list[Candidate], recipe: Recipe, cap: bool = False) -> tuple[list[Candidate], list[Drop]]:
+    """Each source's per-class sample and its negatives; `cap` takes what is left when a count asks
+    for more (a cross-validation fold has removed the held-out source's copies) instead of refusing."""
     chosen: list[Candidate] = []
     drops: list[Drop] = []
     for index, src in enumerate(recipe.sources):
@@ -144,13 +145,16 @@ def sample_sources(cands: list[Candidate], recipe: Recipe) -> tuple[list[Candida
         for cls, name in enumerate(recipe.classes):
             pool = [c for c in mine if c.target == cls]
             count = src.sample.get(name, ALL) if isinstance(src.sample, dict) else src.sample
+            if cap and count != ALL:
+                count = min(int(count), len(pool))
             taken, left = _take(pool, count, _rng(recipe, "sample", src.id, name),
                                 f"sources[{index}] ({src.id}).sample.{name}", f"'{name}' images")
             chosen += taken
             drops += [Drop(src.id, str(c.path), 0, "sample", f"not sampled: {src.id} '{name}' sample is {count} "
                            f"of {len(pool)}") for c in _stable(left)]
         pool = [c for c in mine if c.target is None]
-        taken, left = _take(pool, src.negatives, _rng(recipe, "negatives", src.id),
+        negatives = min(int(src.negatives), len(pool)) if cap and src.negatives != ALL else src.negatives
+        taken, left = _take(pool, negatives, _rng(recipe, "negatives", src.id),
                             f"sources[{index}] ({src.id}).negatives", "negative images")
         chosen += taken
         for c in _stable(left):
@@ -160,11 +164,19 @@ def sample_sources(cands: list[Candidate], recipe: Recipe) -> tuple[list[Candida
     return _stable(chosen), drops
 
 
-def balance_classes(chosen: list[Candidate], recipe: Recipe) -> tuple[list[Candidate], list[Drop], int | None]:
-    """Bring every target class to `per_class` images ("min": the smallest class); negatives are not counted."""
+def balance_classes(chosen: list[Candidate], recipe: Recipe, skip_empty: bool = False
+                    ) -> tuple[list[Candidate], list[Drop], int | None]:
+    """Bring every target class to `per_class` images ("min": the smallest class); negatives are not counted.
+
+    `skip_empty` leaves classes with no image out of "min" and caps a fixed count at what a
+    class has (a cross-validation fold may lack images that only its held-out source had)
+    instead of refusing to build.
+    """
     if recipe.per_class is None:
         return chosen, [], None
     counts = {cls: sum(1 for c in chosen if c.target == cls) for cls in range(len(recipe.classes))}
+    if skip_empty:
+        counts = {cls: n for cls, n in counts.items() if n} or counts
     if recipe.per_class == MIN:
         target = min(counts.values())
         if target == 0:
@@ -176,7 +188,9 @@ def balance_classes(chosen: list[Candidate], recipe: Recipe) -> tuple[list[Candi
     drops: list[Drop] = []
     for cls, name in enumerate(recipe.classes):
         pool = [c for c in chosen if c.target == cls]
-        taken, left = _take(pool, target, _rng(recipe, "balance", name), f"per_class ({name})", f"'{name}' images")
+        if skip_empty and not pool:
+            continue
+        taken, left = _take(pool, min(target, len(pool)) if skip_empty else target, _rng(recipe, "balance", name), f"per_class ({name})", f"'{name}' images")
         kept += taken
         drops += [Drop(c.source, str(c.path), 0, "balance", f"per_class keeps {target} of {len(pool)} '{name}' images")
                   for c in _stable(left)]

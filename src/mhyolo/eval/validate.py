@@ -19,6 +19,7 @@ from mhyolo.data.dataset import YoloDataset, build_dataloader
 from mhyolo.data.spec import DataSpec
 from mhyolo.errors import ConfigError
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
+from mhyolo.eval.negatives import NegativeStats, negative_stats
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
 from mhyolo.infer.postprocess import non_max_suppression
 from mhyolo.infer.predictor import InferenceBackend
@@ -34,6 +35,11 @@ class ValidationResult:
     results: list[ImageResult] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     types: TypeMetrics | None = None  # set when the model says what type each ball is
+
+    @property
+    def negatives(self) -> NegativeStats:
+        """False alarms on the images without a ground-truth box."""
+        return negative_stats(self.results)
 
 
 def _predicted_types(outputs: dict[str, torch.Tensor], image: int, det, types_are_classes: bool

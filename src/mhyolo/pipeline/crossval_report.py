@@ -1,0 +1,105 @@
+"""The cross-validation report: one row per held-out source and their mean, as
+`crossval.json`, a Markdown table (`crossval.md`) and a bar chart (`crossval.png`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"), ("recall", "R"),
+           ("false_positives_per_negative_image", "FP / negative image"), ("cls_accuracy", "type acc"),
+           ("typed_map50", "typed mAP50"))
+MEAN = "mean"
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not math.isnan(value) else None
+
+
+def mean_row(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Plain mean of each column over the folds that have it (every source weighs the same)."""
+    out: dict[str, float | None] = {}
+    for key, _ in COLUMNS:
+        values = [v for v in (_number(r.get(key)) for r in rows) if v is not None]
+        out[key] = sum(values) / len(values) if values else None
+    return out
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    folds = summary["folds"]
+    sizes = sorted({int(s) for fold in folds.values() for s in fold["scores"]}, key=lambda s: (s != summary["imgsz"], s))
+    train = summary.get("train", {})
+    lines = [f"# Leave-one-source-out cross-validation", "",
+             f"Recipe `{summary['recipe']}`, seed {summary['seed']}, trained at {summary['imgsz']} px for "
+             f"{train.get('epochs', '?')} epochs (model `{train.get('model', '?')}`). Each row: trained on the other "
+             "sources (near-duplicates of the held-out images removed), scored on every image of the held-out "
+             "source; \"ball\" mAP is class-agnostic; type columns count only types seen in training.", ""]
+    for size in sizes:
+        lines += [f"## Scored at {size} px", "",
+                  "| held-out source | train / val imgs | test imgs (negatives) | "
+                  + " | ".join(label for _, label in COLUMNS) + " |",
+                  "|---|---|---|" + "---|" * len(COLUMNS)]
+        rows = []
+        for name, fold in folds.items():
+            row = fold["scores"].get(str(size))
+            if row is None:
+                continue
+            rows.append(row)
+            counts = fold["counts"]
+            lines.append(f"| {name} | {counts['train']['images']} / {counts['val']['images']} | "
+                         f"{counts['test']['images']} ({counts['test']['negatives']}) | "
+                         + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
+        mean = mean_row(rows)
+        lines.append(f"| **{MEAN}** | | | " + " | ".join(f"**{_cell(mean[key])}**" for key, _ in COLUMNS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    folds = summary["folds"]
+    sizes = sorted({int(s) for fold in folds.values() for s in fold["scores"]})
+    names = list(folds) + [MEAN]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    width = 0.8 / max(len(sizes), 1)
+    x = np.arange(len(names))
+    for ax, (key, label) in zip(axes, COLUMNS[:2]):
+        for k, size in enumerate(sizes):
+            rows = [folds[n]["scores"].get(str(size), {}) for n in folds]
+            values = [_number(r.get(key)) or 0.0 for r in rows]
+            values.append(mean_row(rows)[key] or 0.0)
+            bars = ax.bar(x + (k - (len(sizes) - 1) / 2) * width, values, width, label=f"scored at {size}")
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_xticks(x, names)
+        ax.set_title(f"held-out source: {label}")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("score on the source never seen in training")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"leave-one-source-out, trained at {summary['imgsz']} px")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_crossval_report(out: Path, summary: dict[str, Any]) -> dict[str, Path]:
+    folds = summary["folds"]
+    size = str(summary["imgsz"])
+    summary = {**summary, "mean": mean_row([f["scores"][size] for f in folds.values() if size in f["scores"]])}
+    paths = {"json": out / "crossval.json", "markdown": out / "crossval.md", "plot": out / "crossval.png"}
+    paths["json"].write_text(json.dumps(summary, indent=2))
+    paths["markdown"].write_text(markdown(summary))
+    plot(summary, paths["plot"])
+    return paths
