@@ -87,13 +87,26 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `overrides`, section by section: `{augment: {scale: 0.9}}` changes one
+    augmentation setting and keeps the file's others (a plain update would reset them)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Defaults of `cls`, updated by the YAML file at `path`, then by `overrides` (e.g. CLI flags)."""
+    """Defaults of `cls`, updated by the YAML file at `path`, then by `overrides` (e.g. CLI flags;
+    nested sections are merged key by key)."""
     data: dict[str, Any] = {}
     if path is not None:
         data.update(read_yaml(path))
     if overrides:
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        data = merge(data, {k: v for k, v in overrides.items() if v is not None})
     return from_dict(cls, data, str(path) if path is not None else cls.__name__)
 
 

@@ -19,13 +19,21 @@ from mhyolo.model.heads import Detect
 from mhyolo.model.yolo import YoloModel, load_model_config
 
 
-def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, list[str]]:
+def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor],
+                     seed_class: int | None = None) -> tuple[int, list[str]]:
     """Copy every tensor whose name and shape match; return the count and the names skipped
     (e.g. the Detect output convolutions when the number of classes changes).
 
     A Detect output layer whose class count differs still inherits, per anchor, the
     rows that do not depend on the classes (4 box offsets and objectness), so a
     re-shaped detector starts out finding objects where the pretrained one did.
+
+    `seed_class` (a class of the pretrained detector, e.g. COCO's 32 "sports ball") passes
+    what it knew about that class on: with one class, whose class column gets no loss, its
+    logit is added to the objectness logit (score obj x cls becomes one logit: for small
+    probabilities sigmoid(a + b) ~ sigmoid(a) sigmoid(b)), so the new detector starts out
+    as that class's detector rather than a detector of any COCO object; with several
+    classes, every new class row starts as that class's row.
     """
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -34,6 +42,8 @@ def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
     detect = getattr(model, "detect", None)
     if isinstance(detect, Detect):
         _inherit_box_and_objectness(model, detect, state, skipped)
+        if seed_class is not None:
+            _seed_from_class(model, detect, state, seed_class)
     return len(matched), skipped
 
 
@@ -56,9 +66,32 @@ def _inherit_box_and_objectness(model: nn.Module, detect: Detect, state: dict[st
             target[:, :5] = source.view(detect.na, source_no, *source.shape[1:])[:, :5]
 
 
-def build_training_model(weights: str | None, architecture: str | None, names: list[str]) -> tuple[YoloModel, str]:
+@torch.no_grad()
+def _seed_from_class(model: nn.Module, detect: Detect, state: dict[str, torch.Tensor], source_class: int) -> None:
+    prefix = next(name for name, module in model.named_modules() if module is detect)
+    for level, conv in enumerate(detect.m):
+        for kind in ("weight", "bias"):
+            key = f"{prefix}.m.{level}.{kind}"
+            if key not in state:
+                raise WeightsError(f"class_init: the pretrained weights have no detection layer {key}")
+            source = state[key]
+            source_no = source.shape[0] // detect.na
+            if not 0 <= source_class < source_no - 5:
+                raise WeightsError(f"class_init: {source_class} is not a class of the pretrained detector "
+                                   f"(it has {source_no - 5})")
+            rows = source.view(detect.na, source_no, *source.shape[1:])
+            target = getattr(conv, kind).view(detect.na, detect.no, *source.shape[1:])
+            if detect.nc == 1:
+                target[:, 4] = rows[:, 4] + rows[:, 5 + source_class]
+            else:
+                target[:, 5:] = rows[:, 5 + source_class].unsqueeze(1)
+
+
+def build_training_model(weights: str | None, architecture: str | None, names: list[str],
+                         seed_class: int | None = None) -> tuple[YoloModel, str]:
     """The model to train: architecture from `architecture` if given, else from the weights;
-    `len(names)` detection classes; pretrained tensors transferred where they fit."""
+    `len(names)` detection classes; pretrained tensors transferred where they fit (and the
+    pretrained class `seed_class` passed on to the new classes, see `transfer_weights`)."""
     state: dict[str, torch.Tensor] = {}
     config: dict[str, Any] | None = load_model_config(architecture) if architecture else None
     source = "scratch"
@@ -77,8 +110,10 @@ def build_training_model(weights: str | None, architecture: str | None, names: l
     if config is None:
         raise WeightsError("no architecture: give a model config or pretrained weights")
     model = YoloModel(config, nc=len(names), names=names)
+    if seed_class is not None and not state:
+        raise WeightsError("class_init needs pretrained weights whose class it starts from")
     if state:
-        count, skipped = transfer_weights(model, state)
+        count, skipped = transfer_weights(model, state, seed_class)
         source = f"{source} ({count}/{len(model.state_dict())} tensors; new: {len(skipped)})"
     return model, source
 

@@ -31,6 +31,7 @@ from mhyolo.eval.validate import validate
 from mhyolo.model.weights import load_checkpoint, save_checkpoint
 from mhyolo.train.config import TrainConfig
 from mhyolo.train.ema import ModelEMA
+from mhyolo.train.multiscale import MultiScale
 from mhyolo.train.objective import TrainingObjective, freeze_detector, hold_frozen_in_eval
 from mhyolo.train.optim import apply_schedule, build_optimizer
 from mhyolo.train.state import build_training_model, restore_optimizer, save_training_state
@@ -107,7 +108,7 @@ class Trainer:
                                           shuffle=True, seed=cfg.seed)
         self.loader = build_dataloader(self.train_set, batch_size=cfg.batch, shuffle=False, workers=cfg.workers,
                                        seed=cfg.seed, sampler=self.sampler)
-        model, self.weights_source = build_training_model(cfg.weights, cfg.model, self.det_names)
+        model, self.weights_source = build_training_model(cfg.weights, cfg.model, self.det_names, cfg.class_init)
         self.model = model.to(self.device)
         self.frozen: set[str] = set()
         if cfg.freeze == "detector":
@@ -120,6 +121,8 @@ class Trainer:
         self.accumulate = max(round(cfg.optim.nominal_batch / (cfg.batch * self.dist.world_size)), 1)
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.batch, self.accumulate)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau, copy_only=self.frozen)
+        self.multi_scale = (MultiScale(cfg.imgsz, int(self.model.stride.max()), *cfg.multi_scale, seed=cfg.seed)
+                            if cfg.multi_scale else None)
         self.start_epoch, self.best_fitness = 0, -1.0
         if self.resume:
             self._restore()
@@ -163,6 +166,8 @@ class Trainer:
                 step = i + batches * epoch
                 apply_schedule(self.optimizer, cfg.optim, epoch, cfg.epochs, step, warmup)
                 images = batch.images.to(self.device).float().div_(255.0)
+                if self.multi_scale is not None:
+                    images = self.multi_scale(images, epoch, i)
                 targets = batch.targets.to(self.device)
                 loss, parts = self.objective(self.net(images), targets)
                 (loss * self.dist.world_size).backward()
