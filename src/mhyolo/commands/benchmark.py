@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", required=True, help="official .pt or mhyolo .safetensors")
     parser.add_argument("--data", required=True, type=Path, help="dataset data.yaml (val split scored, "
                                                                  "train split used for INT8 calibration)")
-    parser.add_argument("--imgsz", type=int, default=640, help="square input size (default: 640)")
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="square input size (default: the size the model was trained at, else 640)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"),
                         help="folder for the converted files and the report (default: runs/benchmark)")
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS), metavar="FORMAT",
@@ -42,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mhyolo.bench.run import BenchSettings, run_benchmark
+    from mhyolo.model.weights import trained_imgsz
 
-    settings = BenchSettings(weights=Path(args.weights), data=args.data, imgsz=args.imgsz, out=args.out,
+    imgsz = args.imgsz or trained_imgsz(args.weights) or 640
+    settings = BenchSettings(weights=Path(args.weights), data=args.data, imgsz=imgsz, out=args.out,
                              formats=args.formats, runs=args.runs, warmup=args.warmup, threads=args.threads,
                              calib_images=args.calib_images, detector=args.detector,
                              own_detector=not args.no_detector, progress=not args.quiet)

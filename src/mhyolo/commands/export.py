@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path,
                         help="output .onnx file, or for openvino a .xml file or a folder for model.xml "
                              "(default: runs/export/<weights name>.onnx or runs/export/<name>_openvino/)")
-    parser.add_argument("--imgsz", type=int, default=640, help="square input size baked into the graph (default: 640)")
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="square input size baked into the graph (default: the size the model was trained "
+                             "at, else 640)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     parser.add_argument("--dynamic-batch", action="store_true", help="allow any batch size (default: batch 1)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
@@ -73,7 +75,10 @@ def _run(args: argparse.Namespace) -> int:
     from mhyolo.errors import MhyoloError
     from mhyolo.model.weights import load_model
 
+    from mhyolo.infer.backends import input_size
+
     model = load_model(args.weights)
+    args.imgsz = input_size(model, args.imgsz)
     images = read_images(args.images or default_images())
     onnx_path, xml_path = _targets(args)
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,10 +37,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default: 300)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
+    add_slice_arguments(parser)
+    parser.add_argument("--square", action="store_true",
+                        help="square inputs (imgsz x imgsz) instead of rectangular ones (long side imgsz, the "
+                             "short side padded only to the stride); exported graphs always take their square")
     parser.add_argument("--out", default="runs/predict", help="folder for annotated outputs (default: runs/predict)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     parser.set_defaults(func=run)
+
+
+def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--slice", type=int, metavar="SIZE",
+                        help="also run the model on overlapping SIZE x SIZE tiles of each image (original pixels) "
+                             "and merge them with the whole-image detections: finds small objects")
+    parser.add_argument("--slice-overlap", type=float, default=0.2, metavar="F",
+                        help="share of a tile overlapping its neighbour, in [0, 0.9) (default: 0.2)")
+
+
+def slice_settings(args: argparse.Namespace):
+    """`--slice` / `--slice-overlap` as SliceSettings (None without --slice)."""
+    from mhyolo.infer.slicing import MAX_OVERLAP, SliceSettings
+
+    if args.slice is None:
+        if args.slice_overlap != 0.2:
+            raise ConfigError("--slice-overlap needs --slice SIZE")
+        return None
+    if not 0.0 <= args.slice_overlap < MAX_OVERLAP:
+        raise ConfigError(f"--slice-overlap {args.slice_overlap}: must be in [0, {MAX_OVERLAP})")
+    return SliceSettings(size=args.slice, overlap=args.slice_overlap)
 
 
 def _device(name: str):
@@ -87,6 +112,21 @@ class _VideoOut:
             self.writer.release()
 
 
+def _predict(predictor, frames: list[Frame]) -> list:
+    """Predictions for the readable frames; an image a tile does not fit is reported, not fatal."""
+    if not frames:
+        return []
+    if not hasattr(predictor, "tiles"):
+        return predictor.predict([frame.image for frame in frames])
+    out = []
+    for frame in frames:
+        try:
+            out.extend(predictor.predict([frame.image]))
+        except ConfigError as exc:
+            raise ConfigError(f"{frame.path}: {exc}") from exc
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
@@ -101,11 +141,20 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{flag} must be between 0 and 1, got {value}")
+    slicing = slice_settings(args)
     source = open_source(args.source)
     device = _device(args.device)
     model = load_backend(args.weights, device=device)
-    predictor = Predictor(model, imgsz=input_size(model, args.imgsz), conf=args.conf, iou=args.iou,
-                          max_det=args.max_det, batch_size=args.batch_size)
+    imgsz = input_size(model, args.imgsz)
+    predictor = Predictor(model, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
+                          batch_size=args.batch_size, rect=not args.square)
+    if predictor.square_fallback:
+        print(f"mhyolo predict: {args.weights} has a fixed {imgsz}x{imgsz} input: square inputs, "
+              "not rectangular ones", file=sys.stderr)
+    if slicing is not None:
+        from mhyolo.infer.slicing import SlicedPredictor
+
+        predictor = SlicedPredictor(predictor, slicing)
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 if not frame.ok:
                     failed += 1
                     tqdm.write(f"mhyolo predict: {frame.path}: {frame.error}", file=sys.stderr)
-            predictions = predictor.predict([frame.image for frame in good]) if good else []
+            predictions = _predict(predictor, good)
             for frame, prediction in zip(good, predictions):
                 annotated = draw_predictions(frame.image, prediction)
                 if video_out is not None:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mhyolo.commands.predict import add_slice_arguments, slice_settings
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("val", help="score weights on a dataset split (COCO mAP)")
@@ -20,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iou", type=float, default=0.6)
     parser.add_argument("--max-det", type=int, default=300)
     parser.add_argument("--device", default="cpu")
+    add_slice_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="also write PR curve and prediction grid here")
     parser.set_defaults(func=run)
@@ -38,12 +41,13 @@ def _run(args: argparse.Namespace) -> int:
     from mhyolo.eval.validate import score_split
     from mhyolo.infer.backends import input_size, load_backend
 
+    slicing = slice_settings(args)
     model = load_backend(args.weights, device=args.device)
     imgsz = input_size(model, args.imgsz)
     spec = load_data_spec(args.data)
     class_agnostic = len(model.names) == 1
     result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
-                         conf=args.conf, iou=args.iou, max_det=args.max_det)
+                         conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing)
     m = result.metrics
     summary = {"precision": m.precision, "recall": m.recall, "map50": m.map50, "map50_95": m.map50_95,
                "images": m.images, "boxes": m.boxes, **result.negatives.to_dict()}

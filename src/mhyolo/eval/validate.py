@@ -22,7 +22,8 @@ from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResul
 from mhyolo.eval.negatives import NegativeStats, negative_stats
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
 from mhyolo.infer.postprocess import non_max_suppression
-from mhyolo.infer.predictor import InferenceBackend
+from mhyolo.infer.predictor import InferenceBackend, Predictor
+from mhyolo.infer.slicing import SliceSettings, SlicedPredictor
 from mhyolo.infer.preprocess import scale_boxes_to_original
 
 
@@ -105,8 +106,45 @@ def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], 
     return out
 
 
+@torch.inference_mode()
+def validate_sliced(backend: InferenceBackend, dataset: YoloDataset, names: list[str], slicing: SliceSettings,
+                    conf: float = 0.001, iou: float = 0.6, max_det: int = 300, class_agnostic: bool = True,
+                    progress: bool = True, batch_size: int = 8) -> ValidationResult:
+    """`validate` with sliced inference: each original image is cut into tiles (plus the whole
+    image), every tile letterboxed to `dataset.imgsz`, and the merged boxes scored."""
+    predictor = Predictor(backend, imgsz=dataset.imgsz, conf=conf, iou=iou, max_det=max_det,
+                          batch_size=batch_size, agnostic=class_agnostic)
+    sliced = SlicedPredictor(predictor, slicing)
+    evaluator = DetectionEvaluator(names, class_agnostic=class_agnostic)
+    type_evaluator = TypeEvaluator(list(getattr(backend, "type_names", None) or names), conf=TYPE_CONF)
+    out = ValidationResult(metrics=None)  # type: ignore[arg-type]
+    for path, labels in tqdm(list(zip(dataset.files, dataset.labels)), desc="val (sliced)", unit="img",
+                             leave=False, disable=not progress):
+        image = cv2.imread(str(path))
+        prediction = sliced.predict([image])[0]
+        h0, w0 = image.shape[:2]
+        cxcywh = labels[:, 1:5] * np.array([w0, h0, w0, h0], np.float32)
+        gt_boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
+        gt_classes = labels[:, 0].astype(np.int64)
+        result = ImageResult(gt_boxes=gt_boxes.reshape(-1, 4), gt_classes=gt_classes, pred_boxes=prediction.boxes,
+                             pred_scores=prediction.scores, pred_classes=prediction.class_ids,
+                             width=w0, height=h0, name=str(path))
+        evaluator.add(result)
+        out.results.append(result)
+        out.paths.append(Path(path))
+        kinds = prediction.type_ids if prediction.has_types else (None if class_agnostic else prediction.class_ids)
+        if kinds is not None:
+            type_evaluator.add(TypedImageResult(gt_boxes=result.gt_boxes, gt_types=gt_classes,
+                                                pred_boxes=prediction.boxes, pred_scores=prediction.scores,
+                                                pred_types=kinds, width=w0, height=h0, name=str(path),
+                                                type_scores=prediction.type_scores, image_type=None))
+    out.metrics = evaluator.compute()
+    out.types = type_evaluator.compute() if len(type_evaluator) else None
+    return out
+
+
 def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: str = "val",
-                progress: bool = True, **options) -> ValidationResult:
+                progress: bool = True, slicing: SliceSettings | None = None, **options) -> ValidationResult:
     """`validate` on a split of `spec`, judged the way the backend's classes call for: a
     one-class detector class-agnostically (the label ids are ball types), a multi-class one
     against the dataset's names, which must then line up with its own."""
@@ -116,6 +154,9 @@ def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: st
         raise ConfigError(f"the model detects {nc} classes but {spec.yaml_path} names {spec.nc}: "
                           "class ids would not line up (a one-class model is scored class-agnostically)")
     dataset = YoloDataset(spec, split, imgsz, augment=None)
+    if slicing is not None:
+        return validate_sliced(backend, dataset, list(spec.names), slicing, class_agnostic=class_agnostic,
+                               progress=progress, **options)
     return validate(backend, dataset, list(spec.names), class_agnostic=class_agnostic, progress=progress, **options)
 
 

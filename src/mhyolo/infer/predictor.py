@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 import torch
 
 from mhyolo.errors import ConfigError
 from mhyolo.infer.postprocess import Detections, non_max_suppression
-from mhyolo.infer.preprocess import letterbox, scale_boxes_to_original, to_tensor
+from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, scale_boxes_to_original, to_tensor
 
 
 @runtime_checkable
@@ -80,6 +81,12 @@ def model_stride(model: InferenceBackend) -> int:
     return int(torch.as_tensor(model.stride).max().item())
 
 
+def accepts_any_shape(model: InferenceBackend) -> bool:
+    """Exported graphs carry the one input size they were made for (`imgsz`); a PyTorch model
+    takes any multiple of its stride."""
+    return getattr(model, "imgsz", None) is None
+
+
 def _name(names: Sequence[str] | None, index: int) -> str:
     return str(names[index]) if names is not None and 0 <= index < len(names) else str(index)
 
@@ -97,7 +104,7 @@ class Predictor:
     """Run a backend on BGR images and return `Prediction`s in original-image pixels."""
 
     def __init__(self, model: InferenceBackend, imgsz: int = 640, conf: float = 0.25, iou: float = 0.45,
-                 max_det: int = 300, batch_size: int = 1, agnostic: bool = False) -> None:
+                 max_det: int = 300, batch_size: int = 1, agnostic: bool = False, rect: bool = False) -> None:
         stride = model_stride(model)
         if imgsz <= 0 or imgsz % stride:
             raise ConfigError(f"image size {imgsz} must be a positive multiple of the model stride {stride}")
@@ -110,6 +117,11 @@ class Predictor:
         self.max_det = max_det
         self.batch_size = batch_size
         self.agnostic = agnostic
+        self.stride = stride
+        # rectangular inputs (long side imgsz, the short side padded only to the stride) need a
+        # runtime that takes any shape; an exported graph with a fixed input gets the square
+        self.rect = rect and accepts_any_shape(model)
+        self.square_fallback = rect and not self.rect
         self.device, self.dtype = _input_placement(model)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
@@ -123,8 +135,18 @@ class Predictor:
             results.extend(self._predict_batch(images[start:start + self.batch_size]))
         return results
 
+    def _letterbox(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, LetterboxInfo]]:
+        if not self.rect:
+            return [letterbox(image, self.imgsz) for image in images]
+        boxed = [letterbox(image, self.imgsz, stride=self.stride) for image in images]
+        height = max(padded.shape[0] for padded, _ in boxed)
+        width = max(padded.shape[1] for padded, _ in boxed)
+        # one tensor per batch: pad smaller inputs on the bottom/right (their mapping back is unchanged)
+        return [(cv2.copyMakeBorder(padded, 0, height - padded.shape[0], 0, width - padded.shape[1],
+                                    cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3), info) for padded, info in boxed]
+
     def _predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        boxed = [letterbox(image, self.imgsz) for image in images]
+        boxed = self._letterbox(images)
         x = to_tensor([padded for padded, _ in boxed]).to(self.device, self.dtype)
         with torch.inference_mode():
             out = self.model.predict(x)

@@ -191,7 +191,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise WeightsError(f"{path}: cannot read tensors (truncated or corrupt?): {exc}") from exc
     extra = {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
     state = {k: v for k, v in tensors.items() if not k.startswith("extra/")}
-    model = YoloModel(metadata["config"], names=metadata.get("names"))
+    trained = metadata.get("train_config", {}).get("imgsz")
+    model = YoloModel(metadata["config"], names=metadata.get("names"),
+                      trained_imgsz=int(trained) if isinstance(trained, int) else None)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -200,6 +202,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 # ------------------------------------------------------------------ facade
+def trained_imgsz(weights: str | Path) -> int | None:
+    """The input size a `.safetensors` model was trained at (from its metadata); None otherwise."""
+    path = resolve_weights(weights)
+    if path.suffix != ".safetensors":
+        return None
+    size = read_metadata(path).get("train_config", {}).get("imgsz")
+    return int(size) if isinstance(size, int) else None
+
+
 def load_model(weights: str | Path, device: str | torch.device = "cpu") -> YoloModel:
     """Any supported weights (official `.pt` or our `.safetensors`, path or bare name) as a model in eval mode."""
     path = resolve_weights(weights)

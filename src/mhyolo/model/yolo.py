@@ -97,8 +97,10 @@ class YoloModel(nn.Module):
     """A YOLOv5 network plus any extra heads declared in its config."""
 
     def __init__(self, cfg: str | Path | dict[str, Any], nc: int | None = None, names: Sequence[str] | None = None,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, trained_imgsz: int | None = None) -> None:
         super().__init__()
+        # the input size the model was trained at: what val/predict/benchmark use unless told otherwise
+        self.trained_imgsz = trained_imgsz
         self.yaml = load_model_config(cfg)
         if nc is not None:
             self.yaml["nc"] = int(nc)

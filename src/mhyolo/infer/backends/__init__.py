@@ -45,11 +45,15 @@ def load_backend(weights: str | Path, device: Any = "cpu", runtime: str | None =
 
 
 def input_size(backend: Any, requested: int | None, default: int = DEFAULT_IMGSZ) -> int:
-    """The network input size: what an exported (fixed-shape) model was exported for,
-    else the requested size; asking an exported model for another size is an error."""
+    """The network input size: what an exported (fixed-shape) model was exported for, else the
+    requested size, else the size the model was trained at (a model knows only the object sizes
+    it saw), else `default`; asking an exported model for another size is an error."""
     fixed = getattr(backend, "imgsz", None)
     if fixed is None:
-        return requested if requested is not None else default
+        if requested is not None:
+            return requested
+        trained = getattr(backend, "trained_imgsz", None)
+        return int(trained) if trained else default
     if requested is not None and requested != fixed:
         raise ConfigError(f"{getattr(backend, 'path', 'the model')} was exported for --imgsz {fixed}, "
                           f"not {requested}: drop --imgsz or export again at {requested}")

@@ -1,0 +1,159 @@
+"""Sliced inference for small objects: overlapping tiles of a large image plus the whole image.
+
+A 10-pixel tennis ball in a 1280x720 broadcast frame is 2-3 pixels once the frame is
+letterboxed to 320: nothing is left to find. Cutting the frame into tiles of `size`
+pixels (each letterboxed to the model's input on its own) shows the ball at its native
+size or larger; the whole image is run too, so balls larger than a tile are still found.
+Tile boxes are shifted back into the image and merged per class. The default merge is
+greedy: the best-scoring box absorbs every box of its class that lies mostly inside it or
+around it (intersection over the smaller box >= `match`), growing to their union, so a
+ball cut by a tile edge and seen whole elsewhere comes back once, whole (the "greedy
+NMM" of SAHI). `merge="nms"` uses plain NMS (torchvision's) at the IoU threshold instead.
+
+The tiling is ours rather than SAHI's: SAHI needs the `opencv-python` GUI build (which
+clashes with the headless OpenCV installed here) plus shapely, and its merge works on its
+own prediction objects; our Predictor already returns boxes with their types, so the step
+that remains is this grid and one NMS. It works with any backend the Predictor takes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torchvision
+
+from mhyolo.errors import ConfigError
+from mhyolo.infer.predictor import Prediction, Predictor, model_stride
+
+MAX_OVERLAP = 0.9
+MERGES = ("nmm", "nms")
+
+
+@dataclass(frozen=True)
+class SliceSettings:
+    size: int  # tile side in original-image pixels
+    overlap: float = 0.2  # share of a tile shared with its neighbour, in [0, 0.9)
+    whole_image: bool = True  # also run the whole image (large objects)
+    merge: str = "nmm"  # "nmm": greedy merge by intersection over the smaller box; "nms": plain NMS
+    match: float = 0.5  # intersection over the smaller box at which two boxes are one object (nmm)
+
+    def check(self, stride: int) -> None:
+        if self.size < stride:
+            raise ConfigError(f"--slice {self.size}: a tile must be at least the model stride ({stride} px)")
+        if not 0.0 <= self.overlap < MAX_OVERLAP:
+            raise ConfigError(f"--slice-overlap {self.overlap}: must be in [0, {MAX_OVERLAP})")
+        if self.merge not in MERGES:
+            raise ConfigError(f"slice merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
+
+
+def tile_windows(height: int, width: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) windows of `size` covering the image, neighbours sharing `overlap` of a
+    tile; the last window of a row or column is moved back to end at the image edge."""
+    step = max(1, int(round(size * (1.0 - overlap))))
+
+    def starts(extent: int) -> list[int]:
+        if extent <= size:
+            return [0]
+        count = math.ceil((extent - size) / step) + 1
+        return sorted({min(i * step, extent - size) for i in range(count)})
+
+    return [(x, y, min(x + size, width), min(y + size, height)) for y in starts(height) for x in starts(width)]
+
+
+def _shift(prediction: Prediction, dx: int, dy: int, shape: tuple[int, int]) -> Prediction:
+    boxes = prediction.boxes + np.array([dx, dy, dx, dy], np.float32)
+    return replace(prediction, boxes=boxes, image_shape=shape)
+
+
+def greedy_merge(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, match: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the boxes kept (best first) and their boxes grown to the union of every box of
+    the same group each absorbed (intersection over the smaller box >= `match`)."""
+    order = np.argsort(-scores, kind="stable")
+    alive = np.ones(len(boxes), bool)
+    kept, merged = [], []
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    for i in order:
+        if not alive[i]:
+            continue
+        alive[i] = False
+        rest = np.nonzero(alive & (groups == groups[i]))[0]
+        box = boxes[i].copy()
+        if len(rest):
+            ix = np.clip(np.minimum(box[2], boxes[rest, 2]) - np.maximum(box[0], boxes[rest, 0]), 0, None)
+            iy = np.clip(np.minimum(box[3], boxes[rest, 3]) - np.maximum(box[1], boxes[rest, 1]), 0, None)
+            smaller = np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
+            absorbed = rest[ix * iy / smaller >= match]
+            if len(absorbed):
+                alive[absorbed] = False
+                box[:2] = np.minimum(box[:2], boxes[absorbed, :2].min(axis=0))
+                box[2:] = np.maximum(box[2:], boxes[absorbed, 2:].max(axis=0))
+        kept.append(i)
+        merged.append(box)
+    return np.asarray(kept, np.int64), np.asarray(merged, np.float32).reshape(-1, 4)
+
+
+def merge_predictions(parts: Sequence[Prediction], shape: tuple[int, int], iou: float, max_det: int,
+                      agnostic: bool = False, merge: str = "nmm", match: float = 0.5) -> Prediction:
+    """Concatenate predictions of one image (already in its pixels) and keep one box per object."""
+    first = parts[0]
+    boxes = np.concatenate([p.boxes for p in parts]).reshape(-1, 4).astype(np.float32)
+    scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
+    classes = np.concatenate([p.class_ids for p in parts]).astype(np.int64)
+    names = [n for p in parts for n in p.class_names]
+    groups = np.zeros(len(classes), np.int64) if agnostic else classes
+    if not len(boxes):
+        keep, kept_boxes = np.zeros(0, np.int64), boxes
+    elif merge == "nmm":
+        keep, kept_boxes = greedy_merge(boxes, scores, groups, match)
+        keep, kept_boxes = keep[:max_det], kept_boxes[:max_det]
+    else:
+        keep = torchvision.ops.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
+                                           torch.from_numpy(groups), iou)[:max_det].numpy()
+        kept_boxes = boxes[keep]
+    merged = Prediction(boxes=kept_boxes, scores=scores[keep], class_ids=classes[keep],
+                        class_names=[names[i] for i in keep], image_shape=shape)
+    if first.has_types:
+        type_ids = np.concatenate([p.type_ids for p in parts]).astype(np.int64)
+        type_scores = np.concatenate([p.type_scores for p in parts]).astype(np.float32)
+        type_names = [n for p in parts for n in p.type_names]
+        merged.type_ids, merged.type_scores = type_ids[keep], type_scores[keep]
+        merged.type_names = [type_names[i] for i in keep]
+    return merged
+
+
+class SlicedPredictor:
+    """A `Predictor` run on tiles (and the whole image), merged into one `Prediction` per image."""
+
+    def __init__(self, predictor: Predictor, settings: SliceSettings) -> None:
+        settings.check(model_stride(predictor.model))
+        self.predictor = predictor
+        self.settings = settings
+
+    def tiles(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        height, width = image.shape[:2]
+        if self.settings.size > max(height, width):
+            raise ConfigError(f"--slice {self.settings.size}: larger than the image ({width}x{height}); "
+                              "use a smaller tile or no --slice")
+        return tile_windows(height, width, self.settings.size, self.settings.overlap)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        results = []
+        for image in images:
+            shape = image.shape[:2]
+            windows = self.tiles(image)
+            crops = [np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in windows]
+            parts = [_shift(p, x0, y0, shape) for p, (x0, y0, _, _) in zip(self.predictor.predict(crops), windows)]
+            if self.settings.whole_image:
+                parts += self.predictor.predict([image])
+            results.append(merge_predictions(parts, shape, self.predictor.iou, self.predictor.max_det,
+                                             self.predictor.agnostic, self.settings.merge, self.settings.match))
+        return results
+
+    def calls_per_image(self, image: np.ndarray) -> int:
+        """Model calls one image costs (tiles + the whole image): the latency factor of slicing."""
+        return len(self.tiles(image)) + int(self.settings.whole_image)
