@@ -114,9 +114,14 @@ def test_cli_predict_with_onnx_matches_the_official_pt(tmp_path, capsys):
     capsys.readouterr()
     bus = str(IMAGES[0])
     results = {}
-    for key, extra in (("pt", ["--weights", str(WEIGHTS), "--imgsz", "320"]), ("onnx", ["--weights", str(onnx_path)])):
+    # the same square input in both (PyTorch would letterbox rectangularly by default)
+    errors = {}
+    for key, extra in (("pt", ["--weights", str(WEIGHTS), "--imgsz", "320", "--square"]),
+                       ("onnx", ["--weights", str(onnx_path)])):
         assert main(["predict", bus, *extra, "--out", str(tmp_path / key), "--json"]) == 0
-        results[key] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["detections"]
+        captured = capsys.readouterr()
+        results[key], errors[key] = json.loads(captured.out.strip().splitlines()[-1])["detections"], captured.err
+    assert "fixed 320x320 input: square inputs" in errors["onnx"]  # rectangular was asked for, and is not possible
     assert len(results["onnx"]) == len(results["pt"]) >= 3
     for pt, ox in zip(results["pt"], results["onnx"]):
         assert ox["class"] == pt["class"] and ox["name"] == pt["name"]
