@@ -194,3 +194,22 @@ def test_same_seed_same_result():
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.array_equal(first[0], other[0])
+
+
+def test_blur_and_jpeg_soften_the_image_and_keep_the_boxes() -> None:
+
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((96, 96, 3)) * 255).astype(np.uint8)
+    boxes, types = np.array([[10, 10, 40, 40]], np.float32), np.array([2])
+    still = dict(hsv_h=0, hsv_s=0, hsv_v=0, fliplr=0)
+    plain = Augmenter(AugmentConfig(**still), 96).photometric(image, boxes, types, seed=5)
+    assert np.array_equal(plain[0], image)  # nothing asked: the pixels are untouched
+    sharpness = lambda img: float(np.var(cv2.Laplacian(img, cv2.CV_32F)))  # noqa: E731
+    blurred = Augmenter(AugmentConfig(**still, blur=1.0), 96).photometric(image, boxes, types, seed=5)
+    assert sharpness(blurred[0]) < 0.5 * sharpness(image)
+    compressed = Augmenter(AugmentConfig(**still, jpeg=1.0), 96).photometric(image, boxes, types, seed=5)
+    assert not np.array_equal(compressed[0], image) and compressed[0].shape == image.shape
+    for _, out_boxes, out_types in (blurred, compressed):
+        np.testing.assert_array_equal(out_boxes, boxes)
+        np.testing.assert_array_equal(out_types, types)

@@ -30,7 +30,7 @@ BOX_MIN_VISIBILITY = 0.1
 # ... and is not thinner than 1:BOX_MAX_ASPECT (a sliver left at an image edge).
 BOX_MAX_ASPECT = 100.0
 
-_PROBABILITIES = ("flipud", "fliplr", "mosaic", "mixup")
+_PROBABILITIES = ("flipud", "fliplr", "mosaic", "mixup", "blur", "jpeg")
 
 
 @dataclass
@@ -57,6 +57,10 @@ class AugmentConfig:
     fliplr: float = 0.5
     mosaic: float = 1.0
     mixup: float = 0.0
+    # camera look of other sources: probability of a blur (box or motion, 3-7 px kernel) and of a
+    # JPEG re-compression at quality 30-90; both off by default
+    blur: float = 0.0
+    jpeg: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -132,6 +136,12 @@ class Augmenter:
         self._colour = (A.Compose([A.ColorJitter(brightness=config.hsv_v, contrast=0.0, saturation=config.hsv_s,
                                                  hue=config.hsv_h, p=1.0)])
                         if config.hsv_h or config.hsv_s or config.hsv_v else None)
+        camera: list[A.BasicTransform] = []
+        if config.blur:
+            camera.append(A.OneOf([A.Blur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7))], p=config.blur))
+        if config.jpeg:
+            camera.append(A.ImageCompression(quality_range=(30, 90), p=config.jpeg))
+        self._camera = A.Compose(camera) if camera else None
         flips: list[A.BasicTransform] = []
         if config.flipud:
             flips.append(A.VerticalFlip(p=config.flipud))
@@ -146,10 +156,13 @@ class Augmenter:
 
     def photometric(self, image: np.ndarray, boxes: np.ndarray, types: np.ndarray,
                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """HSV jitter (expects RGB), then flips."""
+        """HSV jitter (expects RGB), blur and JPEG artefacts, then flips."""
         if self._colour is not None:
             self._colour.set_random_seed(seed)
             image = self._colour(image=image)["image"]
+        if self._camera is not None:  # its own stream: switching it on does not change the other draws
+            self._camera.set_random_seed(seed + 2)
+            image = self._camera(image=image)["image"]
         if self._flips is not None:  # its own stream, so flipping is not tied to the colour draw
             image, boxes, types = _run(self._flips, image, boxes, types, seed + 1)
         return image, boxes, types
