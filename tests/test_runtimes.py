@@ -4,6 +4,7 @@ PyTorch, ONNX Runtime and OpenVINO through the one shared pre- and post-processi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +176,37 @@ def test_cli_val_scores_an_onnx_model_like_its_pytorch_checkpoint(exported, tmp_
     for name, value in scores["pt"].items():
         if isinstance(value, float):
             assert scores["onnx"][name] == pytest.approx(value, abs=1e-3), name
+
+
+@needs_shared
+def test_cli_sliced_predict_on_images_and_video_alike_in_pytorch_and_onnx(tmp_path, capsys):
+    import cv2
+
+    from mhyolo.cli import main
+
+    onnx_path = tmp_path / "yolov5n.onnx"
+    assert main(["export", "--weights", str(WEIGHTS), "--out", str(onnx_path), "--imgsz", "320"]) == 0
+    bus = cv2.imread(str(IMAGES[0]))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (bus.shape[1], bus.shape[0]))
+    for _ in range(2):
+        writer.write(bus)
+    writer.release()
+    capsys.readouterr()
+    results = {}
+    for key, weights in (("pt", ["--weights", str(WEIGHTS), "--imgsz", "320", "--square"]),
+                         ("onnx", ["--weights", str(onnx_path)])):
+        for source in (str(IMAGES[0]), str(video)):
+            code = main(["predict", source, *weights, "--slice", "480", "--out", str(tmp_path / key), "--json"])
+            captured = capsys.readouterr()
+            assert code == 0, captured.err
+            results[key, Path(source).suffix] = [json.loads(line)["detections"] for line in captured.out.splitlines()
+                                                 if line.startswith("{")]
+    image_pt, image_onnx = results["pt", ".jpg"][0], results["onnx", ".jpg"][0]
+    assert len(image_pt) >= 4 and len(image_pt) == len(image_onnx)
+    for pt, ox in zip(image_pt, image_onnx):
+        assert ox["class"] == pt["class"] and abs(ox["score"] - pt["score"]) <= 0.01
+        assert np.allclose(ox["box"], pt["box"], atol=BOX_TOL * 2)
+    assert len(results["pt", ".mp4"]) == 2 and len(results["pt", ".mp4"][0]) >= 4  # every frame sliced too
+    code = main(["predict", str(IMAGES[0]), "--weights", str(onnx_path), "--slice", "4000", "--out", str(tmp_path / "x")])
+    assert code == 2 and "larger than the image" in capsys.readouterr().err
