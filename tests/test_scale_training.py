@@ -103,3 +103,23 @@ def test_class_init_outside_the_pretrained_classes_is_refused(official_weights: 
         build_training_model(str(official_weights), None, ["ball"], seed_class=80)
     with pytest.raises(WeightsError, match="pretrained weights"):
         build_training_model(None, "yolov5n", ["ball"], seed_class=SPORTS_BALL)
+
+
+def test_freeze_layers_keeps_the_early_rows_bit_identical(shared: Path, tmp_path: Path,
+                                                          official_weights: Path) -> None:
+    from mhyolo.model.weights import load_checkpoint
+
+    data = tiny_ball_dataset(shared, tmp_path / "data")
+    start, _ = build_training_model(str(official_weights), None, ["ball"])
+    config = TrainConfig(data=str(data), weights=str(official_weights), epochs=1, imgsz=64, batch=4, workers=0,
+                         close_mosaic=0, freeze_layers=3, optim=OptimConfig(warmup_epochs=0.0, nominal_batch=4),
+                         augment=AugmentConfig(mosaic=0.0))
+    summary = Trainer(config, tmp_path / "run", progress=False).run()
+    trained = load_checkpoint(summary.last)
+    raw = {k[len("train/"):]: v for k, v in trained.extra.items() if k.startswith("train/")}
+    before = start.state_dict()
+    for state in (raw, trained.model.state_dict()):  # the trained weights and their EMA
+        early = [k for k in before if k.split(".")[1] in ("0", "1", "2")]
+        assert early and all(torch.equal(state[k], before[k]) for k in early)
+        assert any(not torch.equal(state[k], before[k]) for k in before
+                   if k.split(".")[1] == "3" and state[k].is_floating_point())

@@ -50,6 +50,7 @@ class TrainConfig:
     val_max_det: int = 300
     patience: int = 0  # stop after this many epochs without improvement (0: never)
     freeze: str | None = None  # "detector": train only the type heads (phase 2)
+    freeze_layers: int = 0  # the first N rows keep their pretrained weights (YOLOv5n's backbone is rows 0-9)
     # a class of the pretrained detector the new classes start from (COCO 32: "sports ball"); null: none
     class_init: int | None = None
     # each batch resized to a random multiple of the stride in [low, high] x imgsz; null: off
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ConfigError(f"imgsz must be a multiple of 32, got {self.imgsz}")
         if self.freeze not in (None, "detector"):
             raise ConfigError(f"freeze: only 'detector' can be frozen, got {self.freeze!r}")
+        if self.freeze_layers < 0:
+            raise ConfigError(f"freeze_layers must be >= 0, got {self.freeze_layers}")
         if self.multi_scale is not None and len(self.multi_scale) != 2:
             raise ConfigError(f"multi_scale: expected [low, high] (e.g. [0.5, 1.5]), got {self.multi_scale!r}")
         if self.epochs < 1 or self.batch < 1:

@@ -47,6 +47,17 @@ def freeze_detector(model: YoloModel) -> set[str]:
     return frozen
 
 
+def freeze_rows(model: YoloModel, count: int) -> set[str]:
+    """Stop gradients into the first `count` rows (YOLOv5's `--freeze N`: the early backbone keeps
+    the COCO features); returns the state_dict names that must not change."""
+    frozen: set[str] = set()
+    for index, module in enumerate(model.model[:count]):
+        for param in module.parameters():
+            param.requires_grad_(False)
+        frozen.update(f"model.{index}.{name}" for name in module.state_dict())
+    return frozen
+
+
 def hold_frozen_in_eval(model: YoloModel, frozen: set[str]) -> None:
     """After `model.train()`: frozen rows keep eval mode so BatchNorm statistics do not move."""
     if not frozen:

@@ -32,7 +32,7 @@ from mhyolo.model.weights import load_checkpoint, save_checkpoint
 from mhyolo.train.config import TrainConfig
 from mhyolo.train.ema import ModelEMA
 from mhyolo.train.multiscale import MultiScale
-from mhyolo.train.objective import TrainingObjective, freeze_detector, hold_frozen_in_eval
+from mhyolo.train.objective import TrainingObjective, freeze_detector, freeze_rows, hold_frozen_in_eval
 from mhyolo.train.optim import apply_schedule, build_optimizer
 from mhyolo.train.state import build_training_model, restore_optimizer, save_training_state
 
@@ -116,8 +116,10 @@ class Trainer:
                 raise ConfigError("--freeze detector needs a model with a type head (e.g. --model "
                                   "configs/models/yolov5n-typehead.yaml): nothing would train")
             self.frozen = freeze_detector(self.model)
+        if cfg.freeze_layers:
+            self.frozen |= freeze_rows(self.model, cfg.freeze_layers)
         self.objective = TrainingObjective(self.model, cfg.loss, cfg.imgsz, cfg.objective,
-                                           detector_frozen=bool(self.frozen)).to(self.device)
+                                           detector_frozen=cfg.freeze == "detector").to(self.device)
         self.accumulate = max(round(cfg.optim.nominal_batch / (cfg.batch * self.dist.world_size)), 1)
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.batch, self.accumulate)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau, copy_only=self.frozen)
