@@ -70,10 +70,28 @@ def test_a_box_across_a_tile_border_comes_back_once_in_place() -> None:
     (prediction,) = sliced.predict([image])
     assert len(prediction) == 1
     np.testing.assert_allclose(prediction.boxes[0], square, atol=1.5)
-    # plain NMS leaves the cut-off copy beside the whole one: the greedy merge is what fixes it
-    nms = SlicedPredictor(Predictor(BlobBackend(), imgsz=320, conf=0.25),
-                          SliceSettings(size=320, overlap=0.25, merge="nms"))
-    assert len(nms.predict([image])[0]) == 2
+    # SAHI's greedy merge gets there too, by growing the cut copy's box to the whole one
+    nmm = SlicedPredictor(Predictor(BlobBackend(), imgsz=320, conf=0.25),
+                          SliceSettings(size=320, overlap=0.25, merge="nmm"))
+    (merged,) = nmm.predict([image])
+    assert len(merged) == 1
+    np.testing.assert_allclose(merged.boxes[0], square, atol=1.5)
+
+
+def test_boxes_cut_by_an_inner_tile_edge_are_dropped_and_the_rest_shifted() -> None:
+    from mhyolo.infer.predictor import Prediction
+    from mhyolo.infer.slicing import place_tile
+
+    boxes = np.array([[0, 10, 20, 30],      # touches the tile's left edge: inner (x0 > 0), cut
+                      [50, 50, 70, 70],     # inside
+                      [300, 10, 320, 30],   # touches the right edge, which is the image's: kept
+                      [40, 300, 60, 320]],  # touches the bottom edge, an inner one: cut
+                     np.float32)
+    tile = Prediction(boxes=boxes, scores=np.full(4, 0.9, np.float32), class_ids=np.zeros(4, np.int64),
+                      class_names=["ball"] * 4, image_shape=(320, 320))
+    placed = place_tile(tile, (640, 0, 960, 320), (720, 960))
+    np.testing.assert_allclose(placed.boxes, [[690, 50, 710, 70], [940, 10, 960, 30]])
+    assert placed.image_shape == (720, 960) and placed.class_names == ["ball", "ball"]
 
 
 def test_a_small_object_invisible_to_the_whole_image_is_found_with_slicing() -> None:

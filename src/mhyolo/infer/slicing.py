@@ -4,11 +4,14 @@ A 10-pixel tennis ball in a 1280x720 broadcast frame is 2-3 pixels once the fram
 letterboxed to 320: nothing is left to find. Cutting the frame into tiles of `size`
 pixels (each letterboxed to the model's input on its own) shows the ball at its native
 size or larger; the whole image is run too, so balls larger than a tile are still found.
-Tile boxes are shifted back into the image and merged per class. The default merge is
-greedy: the best-scoring box absorbs every box of its class that lies mostly inside it or
-around it (intersection over the smaller box >= `match`), growing to their union, so a
-ball cut by a tile edge and seen whole elsewhere comes back once, whole (the "greedy
-NMM" of SAHI). `merge="nms"` uses plain NMS (torchvision's) at the IoU threshold instead.
+A box that touches an inner edge of its tile (an edge that is not the image's) is a ball
+cut by the tile: it is dropped, since the overlap shows that ball whole in the neighbouring
+tile (or the whole-image pass does, for balls larger than the overlap). The rest are
+shifted back into the image and merged per class by NMS (torchvision's) at the predictor's
+IoU threshold. `merge="nmm"` is SAHI's greedy merge instead: the best box absorbs every box
+of its class that lies mostly inside or around it (intersection over the smaller box >=
+`match`) and grows to their union; it suits a high score threshold only, since at a
+validation threshold (0.001) large low-score boxes swallow the small balls.
 
 The tiling is ours rather than SAHI's: SAHI needs the `opencv-python` GUI build (which
 clashes with the headless OpenCV installed here) plus shapely, and its merge works on its
@@ -30,7 +33,8 @@ from mhyolo.errors import ConfigError
 from mhyolo.infer.predictor import Prediction, Predictor, model_stride
 
 MAX_OVERLAP = 0.9
-MERGES = ("nmm", "nms")
+MERGES = ("nms", "nmm")
+EDGE_MARGIN = 2.0  # pixels: a box this close to an inner tile edge is cut by the tile
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class SliceSettings:
     size: int  # tile side in original-image pixels
     overlap: float = 0.2  # share of a tile shared with its neighbour, in [0, 0.9)
     whole_image: bool = True  # also run the whole image (large objects)
-    merge: str = "nmm"  # "nmm": greedy merge by intersection over the smaller box; "nms": plain NMS
+    merge: str = "nms"  # "nms": NMS at the IoU threshold; "nmm": greedy merge by intersection over the smaller box
     match: float = 0.5  # intersection over the smaller box at which two boxes are one object (nmm)
 
     def check(self, stride: int) -> None:
@@ -64,9 +68,32 @@ def tile_windows(height: int, width: int, size: int, overlap: float) -> list[tup
     return [(x, y, min(x + size, width), min(y + size, height)) for y in starts(height) for x in starts(width)]
 
 
-def _shift(prediction: Prediction, dx: int, dy: int, shape: tuple[int, int]) -> Prediction:
-    boxes = prediction.boxes + np.array([dx, dy, dx, dy], np.float32)
-    return replace(prediction, boxes=boxes, image_shape=shape)
+def _select(prediction: Prediction, keep: np.ndarray) -> Prediction:
+    out = replace(prediction, boxes=prediction.boxes[keep], scores=prediction.scores[keep],
+                  class_ids=prediction.class_ids[keep],
+                  class_names=[n for n, k in zip(prediction.class_names, keep) if k])
+    if prediction.has_types:
+        out.type_ids, out.type_scores = prediction.type_ids[keep], prediction.type_scores[keep]
+        out.type_names = [n for n, k in zip(prediction.type_names, keep) if k]
+    return out
+
+
+def place_tile(prediction: Prediction, window: tuple[int, int, int, int], shape: tuple[int, int]) -> Prediction:
+    """A tile's boxes in image pixels, without those cut by an inner edge of the tile."""
+    x0, y0, x1, y1 = window
+    height, width = shape
+    boxes = prediction.boxes
+    cut = np.zeros(len(boxes), bool)
+    if x0 > 0:
+        cut |= boxes[:, 0] <= EDGE_MARGIN
+    if y0 > 0:
+        cut |= boxes[:, 1] <= EDGE_MARGIN
+    if x1 < width:
+        cut |= boxes[:, 2] >= (x1 - x0) - EDGE_MARGIN
+    if y1 < height:
+        cut |= boxes[:, 3] >= (y1 - y0) - EDGE_MARGIN
+    kept = _select(prediction, ~cut)
+    return replace(kept, boxes=kept.boxes + np.array([x0, y0, x0, y0], np.float32), image_shape=shape)
 
 
 def greedy_merge(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, match: float
@@ -77,18 +104,19 @@ def greedy_merge(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, matc
     alive = np.ones(len(boxes), bool)
     kept, merged = [], []
     areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    ix = np.clip(np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0]),
+                 0, None)
+    iy = np.clip(np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1]),
+                 0, None)
+    matches = (ix * iy / np.maximum(np.minimum(areas[:, None], areas[None, :]), 1e-9) >= match)
+    matches &= groups[:, None] == groups[None, :]
     for i in order:
         if not alive[i]:
             continue
         alive[i] = False
-        rest = np.nonzero(alive & (groups == groups[i]))[0]
         box = boxes[i].copy()
-        if len(rest):
-            ix = np.clip(np.minimum(box[2], boxes[rest, 2]) - np.maximum(box[0], boxes[rest, 0]), 0, None)
-            iy = np.clip(np.minimum(box[3], boxes[rest, 3]) - np.maximum(box[1], boxes[rest, 1]), 0, None)
-            smaller = np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
-            absorbed = rest[ix * iy / smaller >= match]
-            if len(absorbed):
+        absorbed = np.nonzero(alive & matches[i])[0]
+        if len(absorbed):
                 alive[absorbed] = False
                 box[:2] = np.minimum(box[:2], boxes[absorbed, :2].min(axis=0))
                 box[2:] = np.maximum(box[2:], boxes[absorbed, 2:].max(axis=0))
@@ -147,7 +175,7 @@ class SlicedPredictor:
             shape = image.shape[:2]
             windows = self.tiles(image)
             crops = [np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in windows]
-            parts = [_shift(p, x0, y0, shape) for p, (x0, y0, _, _) in zip(self.predictor.predict(crops), windows)]
+            parts = [place_tile(p, window, shape) for p, window in zip(self.predictor.predict(crops), windows)]
             if self.settings.whole_image:
                 parts += self.predictor.predict([image])
             results.append(merge_predictions(parts, shape, self.predictor.iou, self.predictor.max_det,
