@@ -123,3 +123,19 @@ def test_freeze_layers_keeps_the_early_rows_bit_identical(shared: Path, tmp_path
         assert early and all(torch.equal(state[k], before[k]) for k in early)
         assert any(not torch.equal(state[k], before[k]) for k in before
                    if k.split(".")[1] == "3" and state[k].is_floating_point())
+
+
+def test_a_trained_model_is_run_at_its_training_size_unless_told(shared: Path, tmp_path: Path,
+                                                                official_weights: Path) -> None:
+    from mhyolo.infer.backends import input_size
+    from mhyolo.model.weights import load_model, trained_imgsz
+
+    data = tiny_ball_dataset(shared, tmp_path / "data", per_type_train=1, per_type_val=1)
+    config = TrainConfig(data=str(data), weights=str(official_weights), epochs=1, imgsz=96, batch=3, workers=0,
+                         close_mosaic=0, optim=OptimConfig(warmup_epochs=0.0), augment=AugmentConfig(mosaic=0.0))
+    summary = Trainer(config, tmp_path / "run", progress=False).run()
+    model = load_model(summary.best)
+    assert model.trained_imgsz == 96 and trained_imgsz(summary.best) == 96
+    assert input_size(model, None) == 96 and input_size(model, 320) == 320
+    official = load_model(official_weights)
+    assert official.trained_imgsz is None and input_size(official, None) == 640
