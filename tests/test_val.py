@@ -87,3 +87,25 @@ def test_val_leaves_autograd_on_for_the_caller(tmp_path: Path, coco_predictions,
     images, boxes, names = coco_predictions
     _val(_write_dataset(tmp_path, images, boxes, names), capsys)
     assert torch.is_grad_enabled()
+
+
+def test_false_alarms_are_counted_on_ball_free_images_only() -> None:
+    import numpy as np
+
+    from mhyolo.eval.metrics import ImageResult
+    from mhyolo.eval.negatives import negative_stats
+
+    def image(gt: int, scores: list[float]) -> ImageResult:
+        return ImageResult(gt_boxes=np.tile([[0, 0, 10, 10]], (gt, 1)).astype(np.float32),
+                           gt_classes=np.zeros(gt, np.int64),
+                           pred_boxes=np.tile([[0, 0, 10, 10]], (len(scores), 1)).astype(np.float32),
+                           pred_scores=np.array(scores, np.float32), pred_classes=np.zeros(len(scores), np.int64),
+                           width=100, height=100)
+
+    stats = negative_stats([image(1, [0.9, 0.8]),          # has a ball: its extra box is not counted here
+                            image(0, [0.9, 0.3, 0.1]),     # two detections a user would see
+                            image(0, [0.2]),               # below 0.25: not shown
+                            image(0, [])])
+    assert (stats.images, stats.false_positives, stats.images_with_false_positives) == (3, 2, 1)
+    assert stats.per_image == 2 / 3 and stats.to_dict()["negative_images"] == 3
+    assert negative_stats([image(1, [0.9])]).per_image is None
