@@ -1,0 +1,36 @@
+"""Several `mhyolo crossval` runs side by side: held-out mAP per source and the mean, one row per run.
+
+    .venv/bin/python benchmarks/crossval_table.py runs/cv/demo-s0 runs/cv/demo-s1 runs/cv/scale-s0 [--imgsz 320]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="crossval output folders (holding crossval.json)")
+    parser.add_argument("--imgsz", type=int, help="score size to show (default: each run's training size)")
+    args = parser.parse_args()
+    summaries = {run: json.loads((run / "crossval.json").read_text()) for run in args.runs}
+    sources = list(next(iter(summaries.values()))["folds"])
+    print("| run | " + " | ".join(f"{s} mAP50" for s in sources) + " | mean mAP50 | mean mAP50-95 | mean type acc |")
+    print("|---|" + "---|" * (len(sources) + 3))
+    for run, summary in summaries.items():
+        size = str(args.imgsz or summary["imgsz"])
+        rows = [summary["folds"][s]["scores"].get(size, {}) for s in sources]
+
+        def mean(key: str) -> str:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            return f"{sum(values) / len(values):.3f}" if values else "–"
+
+        cells = [f"{r['map50']:.3f}" if "map50" in r else "–" for r in rows]
+        print(f"| {run.name} | " + " | ".join(cells) + f" | {mean('map50')} | {mean('map50_95')} | "
+              f"{mean('cls_accuracy')} |")
+
+
+if __name__ == "__main__":
+    main()
