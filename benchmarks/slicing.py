@@ -46,16 +46,20 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.2)
     parser.add_argument("--runs", type=int, default=5, help="timed rounds over the timing images")
     parser.add_argument("--timing-images", type=int, default=10)
+    parser.add_argument("--no-score", action="store_true", help="time only (no mAP columns)")
     args = parser.parse_args()
 
     backend = load_backend(args.weights)
     imgsz = input_size(backend, args.imgsz)
     spec = load_data_spec(args.data)
-    rows = {"whole image": (score_split(backend, spec, imgsz, args.split, progress=True), None)}
+    def scored(settings: SliceSettings | None):
+        return None if args.no_score else score_split(backend, spec, imgsz, args.split, progress=True,
+                                                      slicing=settings)
+
+    rows = {"whole image": (scored(None), None)}
     for size in args.slice:
         settings = SliceSettings(size=size, overlap=args.overlap)
-        rows[f"sliced {size} px, overlap {args.overlap}"] = (
-            score_split(backend, spec, imgsz, args.split, progress=True, slicing=settings), settings)
+        rows[f"sliced {size} px, overlap {args.overlap}"] = (scored(settings), settings)
 
     images = [cv2.imread(str(p)) for p in spec.image_files(args.split)[:args.timing_images]]
     predictor = Predictor(backend, imgsz=imgsz, conf=0.25)
@@ -68,16 +72,18 @@ def main() -> None:
             tiles[name] = statistics.mean(sliced.calls_per_image(image) for image in images)
     times, _ = interleaved_times(calls, args.runs, warmup=1, keep_going=False)
     base = statistics.median(times["whole image"]) / len(images)
-    print(f"\n{args.weights} on {args.data} ({args.split}, {len(rows['whole image'][0].results)} images), "
+    scored_images = "not scored" if args.no_score else f"{len(rows['whole image'][0].results)} images"
+    print(f"\n{args.weights} on {args.data} ({args.split}, {scored_images}), "
           f"input {imgsz}; {cpu_name()}, {torch.get_num_threads()} threads; latency over {len(images)} images, "
           f"{args.runs} interleaved rounds\n")
     print("| inference | mAP50 | mAP50-95 | P | R | model calls / image | ms / image | x whole image |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (result, _) in rows.items():
-        m = result.metrics
         ms = statistics.median(times[name]) / len(images)
-        print(f"| {name} | {m.map50:.3f} | {m.map50_95:.3f} | {m.precision:.3f} | {m.recall:.3f} | "
-              f"{tiles[name]:.1f} | {ms:.1f} | x{ms / base:.2f} |")
+        scores = ("– | – | – | –" if result is None else
+                  " | ".join(f"{v:.3f}" for v in (result.metrics.map50, result.metrics.map50_95,
+                                                   result.metrics.precision, result.metrics.recall)))
+        print(f"| {name} | {scores} | {tiles[name]:.1f} | {ms:.1f} | x{ms / base:.2f} |")
 
 
 if __name__ == "__main__":
