@@ -52,6 +52,7 @@ def main() -> None:
     backend = load_backend(args.weights)
     imgsz = input_size(backend, args.imgsz)
     spec = load_data_spec(args.data)
+
     def scored(settings: SliceSettings | None):
         return None if args.no_score else score_split(backend, spec, imgsz, args.split, progress=True,
                                                       slicing=settings)
