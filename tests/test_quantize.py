@@ -14,6 +14,7 @@ the test images themselves.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -367,3 +368,19 @@ def test_cli_quantize_refuses_bad_arguments(ball_onnx, tiny_data, tmp_path, caps
     assert main(base + ["--backend", "ort", "--out", str(tmp_path / "m.onnx"), "--imgsz", "640"]) == 2
     assert f"exported for --imgsz {SMALL}, not 640" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@needs_shared
+@needs_openvino
+def test_accuracy_aware_items_leave_out_ball_free_images(ball_onnx, tiny_data, tmp_path):
+    import shutil
+
+    from mhyolo.deploy.quantize_openvino import accuracy_target
+
+    data = tmp_path / "with-negative"
+    shutil.copytree(Path(tiny_data).parent, data)
+    first = sorted((data / "images" / "val").iterdir())[0]
+    shutil.copy(first, data / "images" / "val" / "negative_0001.jpg")
+    (data / "labels" / "val" / "negative_0001.txt").write_text("")
+    target = accuracy_target(data / "data.yaml", read_onnx_metadata(ball_onnx))
+    assert len(target.items) == 3  # 4 val images, one without a ball: NNCF may score items one by one
