@@ -73,9 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     from mhyolo.deploy.check import default_images, read_images
     from mhyolo.deploy.onnx_export import export_onnx, export_openvino
     from mhyolo.errors import MhyoloError
-    from mhyolo.model.weights import load_model
-
     from mhyolo.infer.backends import input_size
+    from mhyolo.model.weights import load_model
 
     model = load_model(args.weights)
     args.imgsz = input_size(model, args.imgsz)

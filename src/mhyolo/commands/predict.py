@@ -51,21 +51,19 @@ def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slice", type=int, metavar="SIZE",
                         help="also run the model on overlapping SIZE x SIZE tiles of each image (original pixels) "
                              "and merge them with the whole-image detections: finds small objects")
-    parser.add_argument("--slice-overlap", type=float, default=0.2, metavar="F",
+    parser.add_argument("--slice-overlap", type=float, default=None, metavar="F",
                         help="share of a tile overlapping its neighbour, in [0, 0.9) (default: 0.2)")
 
 
 def slice_settings(args: argparse.Namespace):
-    """`--slice` / `--slice-overlap` as SliceSettings (None without --slice)."""
-    from mhyolo.infer.slicing import MAX_OVERLAP, SliceSettings
+    """`--slice` / `--slice-overlap` as SliceSettings (None without --slice); checked before any model loads."""
+    from mhyolo.infer.slicing import DEFAULT_OVERLAP, SliceSettings
 
     if args.slice is None:
-        if args.slice_overlap != 0.2:
+        if args.slice_overlap is not None:
             raise ConfigError("--slice-overlap needs --slice SIZE")
         return None
-    if not 0.0 <= args.slice_overlap < MAX_OVERLAP:
-        raise ConfigError(f"--slice-overlap {args.slice_overlap}: must be in [0, {MAX_OVERLAP})")
-    return SliceSettings(size=args.slice, overlap=args.slice_overlap)
+    return SliceSettings(size=args.slice, overlap=DEFAULT_OVERLAP if args.slice_overlap is None else args.slice_overlap)
 
 
 def _device(name: str):
@@ -112,12 +110,11 @@ class _VideoOut:
             self.writer.release()
 
 
-def _predict(predictor, frames: list[Frame]) -> list:
-    """Predictions for the readable frames; an image a tile does not fit is reported, not fatal."""
-    if not frames:
-        return []
-    if not hasattr(predictor, "tiles"):
-        return predictor.predict([frame.image for frame in frames])
+def _predict(predictor, frames: list[Frame], sliced: bool) -> list:
+    """Predictions for the readable frames. Sliced, one frame at a time (tiles are per image), so
+    an image the tile does not fit is named in the error."""
+    if not sliced:
+        return predictor.predict([frame.image for frame in frames]) if frames else []
     out = []
     for frame in frames:
         try:
@@ -169,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 if not frame.ok:
                     failed += 1
                     tqdm.write(f"mhyolo predict: {frame.path}: {frame.error}", file=sys.stderr)
-            predictions = _predict(predictor, good)
+            predictions = _predict(predictor, good, sliced=slicing is not None)
             for frame, prediction in zip(good, predictions):
                 annotated = draw_predictions(frame.image, prediction)
                 if video_out is not None:

@@ -190,7 +190,8 @@ def balance_classes(chosen: list[Candidate], recipe: Recipe, skip_empty: bool = 
         pool = [c for c in chosen if c.target == cls]
         if skip_empty and not pool:
             continue
-        taken, left = _take(pool, min(target, len(pool)) if skip_empty else target, _rng(recipe, "balance", name), f"per_class ({name})", f"'{name}' images")
+        count = min(target, len(pool)) if skip_empty else target
+        taken, left = _take(pool, count, _rng(recipe, "balance", name), f"per_class ({name})", f"'{name}' images")
         kept += taken
         drops += [Drop(c.source, str(c.path), 0, "balance", f"per_class keeps {target} of {len(pool)} '{name}' images")
                   for c in _stable(left)]

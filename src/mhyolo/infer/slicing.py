@@ -33,6 +33,7 @@ from mhyolo.errors import ConfigError
 from mhyolo.infer.predictor import Prediction, Predictor, model_stride
 
 MAX_OVERLAP = 0.9
+DEFAULT_OVERLAP = 0.2
 MERGES = ("nms", "nmm")
 EDGE_MARGIN = 2.0  # pixels: a box this close to an inner tile edge is cut by the tile
 
@@ -40,18 +41,21 @@ EDGE_MARGIN = 2.0  # pixels: a box this close to an inner tile edge is cut by th
 @dataclass(frozen=True)
 class SliceSettings:
     size: int  # tile side in original-image pixels
-    overlap: float = 0.2  # share of a tile shared with its neighbour, in [0, 0.9)
+    overlap: float = DEFAULT_OVERLAP  # share of a tile shared with its neighbour, in [0, 0.9)
     whole_image: bool = True  # also run the whole image (large objects)
     merge: str = "nms"  # "nms": NMS at the IoU threshold; "nmm": greedy merge by intersection over the smaller box
     match: float = 0.5  # intersection over the smaller box at which two boxes are one object (nmm)
 
-    def check(self, stride: int) -> None:
-        if self.size < stride:
-            raise ConfigError(f"--slice {self.size}: a tile must be at least the model stride ({stride} px)")
+    def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < MAX_OVERLAP:
             raise ConfigError(f"--slice-overlap {self.overlap}: must be in [0, {MAX_OVERLAP})")
         if self.merge not in MERGES:
             raise ConfigError(f"slice merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
+
+    def check(self, stride: int) -> None:
+        """What needs the model: a tile at least one stride wide."""
+        if self.size < stride:
+            raise ConfigError(f"--slice {self.size}: a tile must be at least the model stride ({stride} px)")
 
 
 def tile_windows(height: int, width: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:

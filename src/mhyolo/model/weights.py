@@ -191,9 +191,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise WeightsError(f"{path}: cannot read tensors (truncated or corrupt?): {exc}") from exc
     extra = {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
     state = {k: v for k, v in tensors.items() if not k.startswith("extra/")}
-    trained = metadata.get("train_config", {}).get("imgsz")
-    model = YoloModel(metadata["config"], names=metadata.get("names"),
-                      trained_imgsz=int(trained) if isinstance(trained, int) else None)
+    model = YoloModel(metadata["config"], names=metadata.get("names"), trained_imgsz=_trained_size(metadata))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -201,14 +199,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(model=model, metadata=metadata, extra=extra)
 
 
+def _trained_size(metadata: dict[str, Any]) -> int | None:
+    size = metadata.get("train_config", {}).get("imgsz")
+    return int(size) if isinstance(size, int) else None
+
+
 # ------------------------------------------------------------------ facade
 def trained_imgsz(weights: str | Path) -> int | None:
-    """The input size a `.safetensors` model was trained at (from its metadata); None otherwise."""
+    """The input size a `.safetensors` model was trained at (from its metadata only); None otherwise."""
     path = resolve_weights(weights)
-    if path.suffix != ".safetensors":
-        return None
-    size = read_metadata(path).get("train_config", {}).get("imgsz")
-    return int(size) if isinstance(size, int) else None
+    return _trained_size(read_metadata(path)) if path.suffix == ".safetensors" else None
 
 
 def load_model(weights: str | Path, device: str | torch.device = "cpu") -> YoloModel:

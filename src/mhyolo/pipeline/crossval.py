@@ -18,7 +18,7 @@ from typing import Any
 
 from mhyolo.data.recipe import Recipe, load_recipe
 from mhyolo.errors import ConfigError
-from mhyolo.pipeline.config import PipelineConfig, final_stage, load_pipeline_config
+from mhyolo.pipeline.config import PipelineConfig, StageConfig, final_stage, load_pipeline_config
 from mhyolo.pipeline.stages import is_done, mark_done, train_config, train_stage
 from mhyolo.train.config import TrainConfig
 
@@ -46,13 +46,13 @@ class Fold:
     train: TrainConfig
 
 
-def _stage(config: PipelineConfig) -> tuple[str, Any]:
+def _stage(config: PipelineConfig) -> StageConfig:
     """The stage whose model the pipeline ships: that is the recipe cross-validated. A bare data
     recipe gets the multi-head model trained from the COCO weights."""
     name = final_stage(config)
     if name in (None, "head", "joint"):
         name = "multihead"  # the frozen-head paths need a detector run first: cross-validate the one-run model
-    return name, getattr(config, name)
+    return getattr(config, name)
 
 
 def plan(settings: CrossvalSettings) -> tuple[PipelineConfig, Recipe, list[Fold]]:
@@ -69,7 +69,7 @@ def plan(settings: CrossvalSettings) -> tuple[PipelineConfig, Recipe, list[Fold]
         raise ConfigError(f"--sources: {', '.join(unknown)} not in the recipe (sources: {', '.join(ids)})")
     if len(ids) < 2:
         raise ConfigError(f"{config.path(config.recipe)}: leave-one-source-out needs at least two sources")
-    name, stage = _stage(config)
+    stage = _stage(config)
     extra: dict[str, Any] = {"freeze": None}
     if settings.epochs is not None:
         extra["epochs"] = settings.epochs
