@@ -85,7 +85,7 @@ def test_crossval_command_one_row_per_source_and_resumes(shared: Path, tmp_path:
     fast = {"epochs": 1, "batch": 8, "workers": 0, "close_mosaic": 0}
     pipeline = {"recipe": "recipe.yaml", "imgsz": 64, "detector": {"enabled": False},
                 "head": {"enabled": False}, "joint": {"enabled": False},
-                "multihead": {"enabled": True, "hyp": str(CONFIGS / "multihead.yaml"), "overrides": fast}}
+                "multihead": {"enabled": True, "hyp": "multihead", "overrides": fast}}
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(pipeline))
     out = tmp_path / "cv"

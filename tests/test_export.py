@@ -26,9 +26,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 from mhyolo.deploy.onnx_export import export_onnx, read_onnx_metadata  # noqa: E402
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-TYPEHEAD_CFG = ROOT / "configs" / "models" / "yolov5n-typehead.yaml"
-IMAGEHEAD_CFG = ROOT / "configs" / "models" / "yolov5n-imagehead.yaml"
+TYPEHEAD_CFG = "yolov5n-typehead"
+IMAGEHEAD_CFG = "yolov5n-imagehead"
 WEIGHTS = shared_dir() / "weights" / "yolov5n.pt"
 IMAGES = [shared_dir() / "images" / "bus.jpg", shared_dir() / "images" / "zidane.jpg"]
 IMGSZ = 320

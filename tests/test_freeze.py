@@ -14,7 +14,7 @@ from mhyolo.train.config import OptimConfig, TrainConfig
 from mhyolo.train.state import build_training_model
 from mhyolo.train.trainer import Trainer
 
-TYPEHEAD = str(Path(__file__).parents[1] / "configs" / "models" / "yolov5n-typehead.yaml")
+TYPEHEAD = "yolov5n-typehead"
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,13 @@ def _tiny_pipeline(shared: Path, folder: Path) -> Path:
     (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     fast = {"epochs": 1, "batch": 4, "workers": 0, "close_mosaic": 0}
     pipeline = {"recipe": "recipe.yaml", "imgsz": 128, "latency_runs": 2,
-                "detector": {"hyp": str(CONFIGS / "hyp.yaml"), "overrides": fast},
-                "head": {"hyp": str(CONFIGS / "head.yaml"), "overrides": fast},
-                "joint": {"hyp": str(CONFIGS / "joint.yaml"), "overrides": fast},
-                "multihead": {"enabled": True, "hyp": str(CONFIGS / "multihead.yaml"), "overrides": fast},
-                "image_head": {"enabled": True, "hyp": str(CONFIGS / "head.yaml"),
-                               "overrides": {**fast, "model": str(CONFIGS / "models" / "yolov5n-imagehead.yaml")}},
-                "baseline": {"enabled": True, "hyp": str(CONFIGS / "hyp.yaml"), "overrides": fast},
+                "detector": {"hyp": "hyp", "overrides": fast},
+                "head": {"hyp": "head", "overrides": fast},
+                "joint": {"hyp": "joint", "overrides": fast},
+                "multihead": {"enabled": True, "hyp": "multihead", "overrides": fast},
+                "image_head": {"enabled": True, "hyp": "head",
+                               "overrides": {**fast, "model": "yolov5n-imagehead"}},
+                "baseline": {"enabled": True, "hyp": "hyp", "overrides": fast},
                 "benchmark": {"formats": ["torch", "onnx", "onnx-int8"], "runs": 2, "calib_images": 4}}
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from mhyolo.errors import ConfigError
 from mhyolo.model.type_heads import ImageTypeHead, ObjectTypeHead
 from mhyolo.model.weights import import_official
-from mhyolo.model.yolo import YoloModel, load_model_config
-from mhyolo.paths import repo_root
+from mhyolo.model.yolo import YoloModel, builtin_config_path, load_model_config
 from mhyolo.train.state import transfer_weights
 
 CHANNELS = (64, 128, 256)  # yolov5n's P3, P4, P5 widths
@@ -24,7 +23,7 @@ HEAD_ROW = 25
 
 
 def config_path(name: str) -> Path:
-    return repo_root() / "configs" / "models" / f"{name}.yaml"
+    return builtin_config_path(name)
 
 
 def features(batch: int = 2, sizes: tuple[int, ...] = (8, 4, 2)) -> list[torch.Tensor]:

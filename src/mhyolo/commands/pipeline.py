@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mhyolo.pipeline.config import PipelineConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a pipeline file (configs/pipeline/*.yaml) or a data recipe (default stages)")
     parser.add_argument("--out", type=Path, default=Path("runs/pipeline"), help="run folder (default runs/pipeline)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--plan", action="store_true",
+                        help="print every training stage's resolved settings (YAML) and stop: nothing is built or trained")
     parser.set_defaults(func=run)
 
 
@@ -20,6 +26,30 @@ def run(args: argparse.Namespace) -> int:
     from mhyolo.pipeline.config import load_pipeline_config
     from mhyolo.pipeline.run import run_pipeline
 
-    result = run_pipeline(load_pipeline_config(args.config), args.out, progress=not args.quiet)
+    config = load_pipeline_config(args.config)
+    if args.plan:
+        print_plan(config, args.out)
+        return 0
+    result = run_pipeline(config, args.out, progress=not args.quiet)
     print(f"model: {result['model']}\nreport: {result['report']} and {result['markdown']}")
     return 0
+
+
+def print_plan(config: PipelineConfig, run: Path) -> None:
+    """The stages as `run_pipeline` would train them, so a recipe can be checked before hours of training."""
+    import yaml
+
+    from mhyolo.config import to_dict
+    from mhyolo.data.recipe import load_recipe
+    from mhyolo.model.yolo import load_model_config
+    from mhyolo.pipeline.config import final_stage
+    from mhyolo.pipeline.stages import training_plan
+
+    load_recipe(config.path(config.recipe), seed=config.seed)  # a broken recipe or stage fails here, not hours in
+    plan = training_plan(config, run)
+    for train in plan.values():
+        if train.model:
+            load_model_config(train.model)
+    plan = {name: to_dict(train) for name, train in plan.items()}
+    print(f"# recipe: {config.path(config.recipe)}\n# run folder: {run}\n# final model: {final_stage(config)}")
+    print(yaml.safe_dump(plan, sort_keys=False), end="")

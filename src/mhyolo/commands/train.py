@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", help="dataset data.yaml (from `mhyolo data build`)")
     parser.add_argument("--weights", help="starting weights: official .pt, our .safetensors, or 'none' (default yolov5n.pt)")
     parser.add_argument("--model", help="architecture config (default: the one stored with the weights)")
-    parser.add_argument("--hyp", type=Path, help="YAML with training settings (e.g. configs/hyp.yaml); flags override it")
+    parser.add_argument("--hyp", help="training settings: a YAML file, or a shipped name (hyp, head, joint, multihead); "
+                                      "flags override it")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--imgsz", type=int)
     parser.add_argument("--batch", type=int)
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mhyolo.config import load_config
+    from mhyolo.defaults import training_file
     from mhyolo.errors import ConfigError
     from mhyolo.train.config import TrainConfig
     from mhyolo.train.report import finish_run
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             overrides["weights"] = None if args.weights.lower() == "none" else args.weights
         if args.types_as_classes:
             overrides["single_class"] = False
-        config = load_config(TrainConfig, args.hyp, overrides)
+        config = load_config(TrainConfig, training_file(args.hyp) if args.hyp else None, overrides)
         if args.freeze or args.joint:
             config.freeze = args.freeze
         if args.type_weight is not None:

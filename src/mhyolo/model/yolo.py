@@ -24,11 +24,15 @@ from mhyolo.model.layers import Conv
 from mhyolo.model.registry import Row, build_layer
 
 STRIDE_PROBE_SIZE = 256
-BUILTIN_CONFIGS = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")
 
 
 def is_head(module: nn.Module) -> bool:
     return isinstance(getattr(module, "output_name", None), str)
+
+
+def builtin_configs() -> list[str]:
+    """Names of the architectures shipped in the package (`yolov5n`, `yolov5n-typehead`, ...)."""
+    return sorted(path.stem for path in Path(str(resources.files("mhyolo.model") / "cfg")).glob("*.yaml"))
 
 
 def builtin_config_path(name: str) -> Path:
@@ -45,7 +49,7 @@ def load_model_config(cfg: str | Path | dict[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         builtin = builtin_config_path(str(cfg))
         if not builtin.is_file():
-            raise ConfigError(f"model config '{cfg}' is neither a file nor a shipped config ({', '.join(BUILTIN_CONFIGS)})")
+            raise ConfigError(f"model config '{cfg}' is neither a file nor a shipped config ({', '.join(builtin_configs())})")
         path = builtin
     return read_yaml(path)
 

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.config import from_dict, read_yaml
+from mhyolo.defaults import training_file
 from mhyolo.errors import ConfigError
 
 
 @dataclass
 class StageConfig:
-    """One training stage: a training YAML (`hyp`, relative to the pipeline file) plus overrides."""
+    """One training stage: training settings (`hyp`: a YAML path, relative to the pipeline file, or the
+    name of a shipped one: hyp, head, joint, multihead) plus overrides."""
 
     enabled: bool = True
     hyp: str | None = None
@@ -34,16 +36,15 @@ class PipelineConfig:
     recipe: str = ""
     imgsz: int = 640
     seed: int = 0
-    detector: StageConfig = field(default_factory=lambda: StageConfig(hyp="../hyp.yaml"))
-    head: StageConfig = field(default_factory=lambda: StageConfig(hyp="../head.yaml"))
-    joint: StageConfig = field(default_factory=lambda: StageConfig(hyp="../joint.yaml"))
+    detector: StageConfig = field(default_factory=lambda: StageConfig(hyp="hyp"))
+    head: StageConfig = field(default_factory=lambda: StageConfig(hyp="head"))
+    joint: StageConfig = field(default_factory=lambda: StageConfig(hyp="joint"))
     # the per-object head trained with the detector from the COCO weights, in one run
-    multihead: StageConfig = field(default_factory=lambda: StageConfig(
-        enabled=False, hyp="../multihead.yaml"))
+    multihead: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="multihead"))
     # the seed's per-image head on the same frozen detector, for comparison with the per-object head
     image_head: StageConfig = field(default_factory=lambda: StageConfig(
-        enabled=False, hyp="../head.yaml", overrides={"model": "configs/models/yolov5n-imagehead.yaml", "augment": {"mosaic": 0.0}}))
-    baseline: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="../hyp.yaml"))
+        enabled=False, hyp="head", overrides={"model": "yolov5n-imagehead", "augment": {"mosaic": 0.0}}))
+    baseline: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="hyp"))
     benchmark: BenchmarkStage = field(default_factory=lambda: BenchmarkStage())
     latency_runs: int = 20
     # the stage whose best weights become RUN/model.safetensors (exported, benchmarked);
@@ -55,9 +56,11 @@ class PipelineConfig:
         candidate = Path(value)
         return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
 
+    def training_file(self, value: str) -> Path:
+        """A stage's settings: a YAML beside the pipeline file (or an absolute path), else a shipped name."""
+        return training_file(value, (self.base_dir,))
 
-DEFAULT_STAGE_FILES = {"detector": "hyp.yaml", "head": "head.yaml", "joint": "joint.yaml",
-                       "multihead": "multihead.yaml", "image_head": "head.yaml", "baseline": "hyp.yaml"}
+
 FINAL_CANDIDATES = ("detector", "head", "joint", "multihead")  # in training order; the others are comparisons
 
 
@@ -65,12 +68,8 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     """A pipeline file, or a data recipe (a file with `sources:`), which runs with default stages."""
     path = Path(path).resolve()
     data = read_yaml(path)
-    configs_dir = Path(__file__).resolve().parents[3] / "configs"
-    if "sources" in data:  # a bare recipe: default stages from the shipped configs
-        config = PipelineConfig(recipe=str(path), base_dir=path.parent)
-        for name, file in DEFAULT_STAGE_FILES.items():
-            getattr(config, name).hyp = str(configs_dir / file)
-        return config
+    if "sources" in data:  # a bare recipe: every stage keeps its shipped settings
+        return PipelineConfig(recipe=str(path), base_dir=path.parent)
     config = from_dict(PipelineConfig, {**data, "base_dir": path.parent}, str(path))
     if not config.recipe:
         raise ConfigError(f"{path}: 'recipe' (the data recipe to build) is required")

@@ -8,34 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.bench.timing import latencies
-from mhyolo.pipeline.config import PipelineConfig, final_stage, stage_runs
+from mhyolo.pipeline.config import PipelineConfig, final_stage
 from mhyolo.pipeline.report import score, write_report
-from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_config, train_stage
+from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_stage, training_plan
 
 
 def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> dict[str, Any]:
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     data = build_data(config, run, progress).folder
-    stages: dict[str, StageResult] = {}
-    if config.detector.enabled:
-        stages["detector"] = train_stage("detector", train_config(config, config.detector, data, None), run, progress)
-    detector = str(stages["detector"].weights) if "detector" in stages else None
-    if config.image_head.enabled:
-        image_head = train_config(config, config.image_head, data, detector, {"freeze": "detector"})
-        stages["image_head"] = train_stage("image_head", image_head, run, progress)
-    if config.head.enabled:
-        head = train_config(config, config.head, data, detector, {"freeze": "detector"})
-        stages["head"] = train_stage("head", head, run, progress)
-    if stage_runs(config, "joint"):  # starts from the head stage's model
-        joint = train_config(config, config.joint, data, str(stages["head"].weights), {"freeze": None})
-        stages["joint"] = train_stage("joint", joint, run, progress)
-    if config.multihead.enabled:  # detector and type head together from the COCO weights
-        multihead = train_config(config, config.multihead, data, None, {"freeze": None})
-        stages["multihead"] = train_stage("multihead", multihead, run, progress)
-    if config.baseline.enabled:  # the obvious alternative: the types as detection classes
-        baseline = train_config(config, config.baseline, data, None, {"single_class": False})
-        stages["baseline"] = train_stage("baseline", baseline, run, progress)
+    stages: dict[str, StageResult] = {name: train_stage(name, train, run, progress)
+                                      for name, train in training_plan(config, run).items()}
     final = run / "model.safetensors"
     chosen = final_stage(config)
     final_weights = stages[chosen].weights if chosen in stages else None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.config import load_config, to_dict
-from mhyolo.pipeline.config import PipelineConfig, StageConfig
+from mhyolo.pipeline.config import PipelineConfig, StageConfig, stage_runs
 from mhyolo.train.config import TrainConfig
 
 DONE = "done.json"
@@ -63,11 +63,38 @@ def train_config(config: PipelineConfig, stage: StageConfig, data: Path, weights
                  "data": str(data / "data.yaml")}
     if weights is not None:
         overrides["weights"] = weights
-    hyp = config.path(stage.hyp) if stage.hyp else None
+    hyp = config.training_file(stage.hyp) if stage.hyp else None
     train = load_config(TrainConfig, hyp, overrides)
     places = [config.base_dir] + ([hyp.parent, hyp.parent.parent] if hyp else [])
     train.model = _resolve_model(train.model, places)
     return train
+
+
+def stage_weights(run: Path, name: str) -> Path:
+    """Where a training stage leaves its best weights (known before it runs, so later stages can be planned)."""
+    return run / name / "weights" / "best.safetensors"
+
+
+def training_plan(config: PipelineConfig, run: Path) -> dict[str, TrainConfig]:
+    """Every training stage that runs, in order, with its settings resolved: what `--plan` prints and
+    what `run_pipeline` trains. The frozen head starts from the detector's weights, joint fine-tuning
+    from the head's; the multi-head model and the nc=3 baseline start from the COCO weights."""
+    data = run / "data"
+    detector = str(stage_weights(run, "detector")) if config.detector.enabled else None
+    plan: dict[str, TrainConfig] = {}
+    if config.detector.enabled:
+        plan["detector"] = train_config(config, config.detector, data, None)
+    if config.image_head.enabled:
+        plan["image_head"] = train_config(config, config.image_head, data, detector, {"freeze": "detector"})
+    if config.head.enabled:
+        plan["head"] = train_config(config, config.head, data, detector, {"freeze": "detector"})
+    if stage_runs(config, "joint"):
+        plan["joint"] = train_config(config, config.joint, data, str(stage_weights(run, "head")), {"freeze": None})
+    if config.multihead.enabled:
+        plan["multihead"] = train_config(config, config.multihead, data, None, {"freeze": None})
+    if config.baseline.enabled:  # the obvious alternative: the types as detection classes
+        plan["baseline"] = train_config(config, config.baseline, data, None, {"single_class": False})
+    return plan
 
 
 def train_stage(name: str, train: TrainConfig, run: Path, progress: bool) -> StageResult:
@@ -75,7 +102,7 @@ def train_stage(name: str, train: TrainConfig, run: Path, progress: bool) -> Sta
     from mhyolo.train.trainer import Trainer
 
     folder = run / name
-    best = folder / "weights" / "best.safetensors"
+    best = stage_weights(run, name)
     if is_done(folder):
         return StageResult(name, folder, best, skipped=True)
     resume = (folder / "weights" / "last.safetensors").is_file()
