@@ -14,22 +14,21 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from mhyolo.machine import cpu_info
 from mhyolo.model.yolo import YoloModel
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "models"
 TYPES = ["basketball", "football", "tennis-ball"]
 
 
 def models() -> dict[str, YoloModel]:
     return {
         "detector (nc=1)": YoloModel("yolov5n", nc=1, names=["ball"]),
-        "+ image head": YoloModel(CONFIGS / "yolov5n-imagehead.yaml", names=["ball"]),
-        "+ per-object head (3x3, default)": YoloModel(CONFIGS / "yolov5n-typehead.yaml", names=["ball"]),
-        "+ per-object head (lite, 1x1)": YoloModel(CONFIGS / "yolov5n-typehead-lite.yaml", names=["ball"]),
+        "+ image head": YoloModel("yolov5n-imagehead", names=["ball"]),
+        "+ per-object head (3x3, default)": YoloModel("yolov5n-typehead", names=["ball"]),
+        "+ per-object head (lite, 1x1)": YoloModel("yolov5n-typehead-lite", names=["ball"]),
         "nc=3 detector": YoloModel("yolov5n", nc=3, names=TYPES),
     }
 
@@ -53,7 +52,7 @@ def main() -> None:
                 if i >= args.warmup:
                     times[name].append((time.perf_counter() - start) * 1000)
     base = statistics.median(times["detector (nc=1)"])
-    print(f"imgsz {args.imgsz}, batch 1, {args.threads} threads, {args.runs} interleaved rounds\n")
+    print(f"imgsz {args.imgsz}, batch 1, {args.runs} interleaved rounds; {cpu_info(args.threads).describe()}\n")
     print("| model | parameters | median ms | p90 ms | x detector |")
     print("|---|---|---|---|---|")
     for name, values in times.items():

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from mhyolo.machine import cpu_info
 from mhyolo.model.weights import load_model
 
 
@@ -39,7 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = {"fp32": load_model(args.weights), "fp32 fused": load_model(args.weights).fuse()}
-    print(f"weights {args.weights}, batch 1, {args.threads} threads, {args.runs} runs after {args.warmup} warm-up\n")
+    print(f"weights {args.weights}, batch 1, {args.runs} runs after {args.warmup} warm-up; "
+          f"{cpu_info(args.threads).describe()}\n")
     print("| model | imgsz | median ms | p90 ms | images/s |")
     print("|---|---|---|---|---|")
     for name, model in variants.items():

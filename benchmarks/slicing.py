@@ -11,7 +11,6 @@ Any weights `mhyolo val` takes (an exported .onnx or .xml too). The CPU is named
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 from pathlib import Path
 
@@ -24,16 +23,7 @@ from mhyolo.eval.validate import score_split
 from mhyolo.infer.backends import input_size, load_backend
 from mhyolo.infer.predictor import Predictor
 from mhyolo.infer.slicing import SlicedPredictor, SliceSettings
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from mhyolo.machine import cpu_info
 
 
 def main() -> None:
@@ -75,7 +65,7 @@ def main() -> None:
     base = statistics.median(times["whole image"]) / len(images)
     scored_images = "not scored" if args.no_score else f"{len(rows['whole image'][0].results)} images"
     print(f"\n{args.weights} on {args.data} ({args.split}, {scored_images}), "
-          f"input {imgsz}; {cpu_name()}, {torch.get_num_threads()} threads; latency over {len(images)} images, "
+          f"input {imgsz}; {cpu_info(torch.get_num_threads()).describe()}; latency over {len(images)} images, "
           f"{args.runs} interleaved rounds\n")
     print("| inference | mAP50 | mAP50-95 | P | R | model calls / image | ms / image | x whole image |")
     print("|---|---|---|---|---|---|---|---|")

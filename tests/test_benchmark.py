@@ -25,8 +25,7 @@ from mhyolo.cli import main
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'mhyolo[deploy]')")
 
-ROOT = Path(__file__).resolve().parents[1]
-TYPEHEAD_CFG = ROOT / "configs" / "models" / "yolov5n-typehead.yaml"
+TYPEHEAD_CFG = "yolov5n-typehead"
 IMGSZ = 160
 FORMATS = ["torch", "onnx", "openvino", "onnx-int8"]
 FAILING = "openvino"  # its producer is made to raise
@@ -185,3 +184,60 @@ def test_existing_files_are_reused(bench, tmp_path):
     assert onnx_file.stat().st_mtime_ns == stamp  # not exported again
     assert second["rows"][0]["map50"] == rows["onnx"]["map50"]
     assert second["rows"][0]["delta"]["map50"] is None  # no PyTorch FP32 row to compare with
+
+
+def test_a_model_whose_classes_do_not_line_up_is_timed_not_scored(shared: Path, official_weights: Path,
+                                                                   tmp_path: Path) -> None:
+    """The COCO model (80 classes) against the 3-class ball set: every format timed, accuracy empty with
+    the reason in the header, INT8 still calibrated on the dataset's train split."""
+    data = tiny_ball_dataset(shared, tmp_path / "data", per_type_train=2, per_type_val=1)
+    out = tmp_path / "out"
+    code = main(["benchmark", "--weights", str(official_weights), "--data", str(data), "--imgsz", str(IMGSZ),
+                 "--out", str(out), "--formats", "torch", "onnx", "onnx-int8", "--runs", "2", "--warmup", "1",
+                 "--threads", "1", "--calib-images", "2", "--quiet"])
+    assert code == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    assert [r["id"] for r in report["rows"]] == ["torch", "onnx", "onnx-int8"]  # no type heads: no detector rows
+    for row in report["rows"]:
+        assert row["status"] == "ok" and row["latency_median_ms"] > 0, row
+        assert all(row[key] is None for key in ACCURACY_KEYS), row
+    assert "class ids would not line up" in report["settings"]["unscored"]
+    assert "80 classes" in report["settings"]["unscored"]
+    text = (out / "benchmark.md").read_text()
+    assert "Accuracy not scored: the model detects 80 classes" in text
+    assert report["settings"]["calibration"] == str(data)
+
+
+def test_no_accuracy_times_without_a_dataset_and_names_the_cpu(official_weights: Path, tmp_path: Path) -> None:
+    from mhyolo.machine import cpu_info
+
+    out = tmp_path / "out"
+    code = main(["benchmark", "--weights", str(official_weights), "--no-accuracy", "--imgsz", str(IMGSZ),
+                 "--out", str(out), "--formats", "onnx", "onnx-int8", "openvino-int8-acc", "--runs", "2",
+                 "--warmup", "1", "--threads", "1", "--calib-images", "3", "--quiet"])
+    assert code == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    rows = {row["id"]: row for row in report["rows"]}
+    assert rows["onnx-int8"]["status"] == "ok" and rows["onnx-int8"]["latency_median_ms"] > 0
+    assert len(list((out / "calibration" / "random_images").glob("*.png"))) == 3  # generated stand-ins
+    assert rows["openvino-int8-acc"]["status"] == "skipped"  # its accuracy bound needs a scored dataset
+    assert "needs a dataset the model can be scored on" in rows["openvino-int8-acc"]["reason"]
+    machine = report["settings"]["machine"]
+    here = cpu_info()
+    assert machine["name"] == here.name and machine["threads_used"] == 1 and machine["isa"] == here.isa
+    text = (out / "benchmark.md").read_text()
+    assert f"Machine: {here.name}, {here.logical_cores} logical cores, 1 thread(s) used" in text
+    assert "Accuracy not scored: not asked (--no-accuracy)" in text and "stand-in images: timing only" in text
+
+
+def test_cpu_flags_are_read_from_cpuinfo() -> None:
+    from mhyolo.machine import cpu_info
+
+    xeon = cpu_info(4, cpuinfo="processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+                              "flags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni amx_tile amx_int8 amx_bf16\n")
+    assert xeon.name == "Intel(R) Xeon(R) Platinum 8480+"
+    assert xeon.isa == ["AVX2", "AVX-512", "AVX-512 VNNI", "AMX", "AMX-INT8", "AMX-BF16"]
+    assert xeon.has("avx512_vnni") and not xeon.has("avx_vnni")
+    assert "4 thread(s) used; AVX2, AVX-512" in xeon.describe()
+    epyc = cpu_info(cpuinfo="model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
+    assert epyc.isa == ["AVX2"] and not epyc.has("avx512_vnni")

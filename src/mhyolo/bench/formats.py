@@ -38,6 +38,7 @@ class ModelFiles:
     threads: int | None = None
     calib_images: int = 50
     progress: bool = True
+    unscored: str | None = None  # why accuracy is not measured (no dataset, classes that do not line up)
     _model: Any = field(default=None, init=False, repr=False)
     _calibration: list[np.ndarray] | None = field(default=None, init=False, repr=False)
 
@@ -154,6 +155,8 @@ def _openvino_int8(mode: str) -> Callable[[ModelFiles], Path]:
         from mhyolo.deploy.onnx_export import read_onnx_metadata
         from mhyolo.deploy.quantize_openvino import accuracy_target, quantize_openvino
 
+        if mode == "accuracy" and files.unscored:
+            raise ConfigError(f"accuracy-aware INT8 needs a dataset the model can be scored on ({files.unscored})")
         fp32 = files.openvino()
         folder = "openvino_int8" if mode == "default" else "openvino_int8_acc"
         kwargs: dict[str, Any] = {"mode": mode}

@@ -98,10 +98,16 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
     for key in ACCURACY_KEYS:
         head += [ACCURACY_LABELS[key], "Δ"]
     head.append("note")
+    data = f"data `{settings['data']}` (val split)" if settings.get("data") else "no dataset"
     lines = ["# mhyolo benchmark", "",
+             f"Machine: {_machine(settings)}.", "",
              f"weights `{settings['weights']}`"
              + (f", detector `{settings['detector']}`" if settings.get("detector") else "")
-             + f", data `{settings['data']}` (val split), imgsz {settings['imgsz']}.",
+             + f", {data}, imgsz {settings['imgsz']}.",
+             *([f"Accuracy not scored: {settings['unscored']}. INT8 formats calibrated on "
+                f"`{settings.get('calibration')}`" + ("" if settings.get("data") else
+                                                     " (stand-in images: timing only)") + "."]
+               if settings.get("unscored") else []),
              f"Latency: batch 1, median and p90 of {settings['runs']} calls after {settings['warmup']} warm-up "
              f"calls, {settings['threads']} thread(s), model call with box decoding (no NMS), "
              "formats interleaved call by call. img/s @8: one batch of 8 "
@@ -128,6 +134,17 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
         lines += ["", "Type-head overhead (model / detector median latency, same run): "
                   + ", ".join(f"{_title(rows, fmt)} ×{ratio:.3f}" for fmt, ratio in overhead.items())]
     return "\n".join(lines) + "\n"
+
+
+def _machine(settings: dict[str, Any]) -> str:
+    """The CPU line of the header: figures from two machines are only comparable as ratios."""
+    machine = settings.get("machine")
+    if not machine:
+        return "not recorded"
+    flags = ", ".join(machine.get("isa") or []) or "no AVX2"
+    kernels = f"; PyTorch kernels {machine['torch_kernels']}" if machine.get("torch_kernels") else ""
+    return (f"{machine['name']}, {machine['logical_cores']} logical cores, {machine.get('threads_used')} thread(s) "
+            f"used; {flags}{kernels}")
 
 
 def _file_cell(row: Row, out: str | None) -> str:

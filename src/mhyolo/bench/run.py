@@ -21,9 +21,11 @@ from mhyolo.bench.accuracy import score_backend
 from mhyolo.bench.formats import DETECTOR_FORMATS, FORMATS, ModelFiles, check_input_size, file_size_mb
 from mhyolo.bench.report import ACCURACY_KEYS, BATCH_LOOPED, BATCH_NATIVE, Row, add_deltas, write_all
 from mhyolo.bench.timing import DEFAULT_WARMUP, Timing, interleaved_times
-from mhyolo.data.spec import load_data_spec
+from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.errors import ConfigError
+from mhyolo.eval.validate import class_mismatch
 from mhyolo.infer.backends.base import ExportedBackend
+from mhyolo.machine import cpu_info
 
 THROUGHPUT_BATCH = 8
 
@@ -31,7 +33,7 @@ THROUGHPUT_BATCH = 8
 @dataclass
 class BenchSettings:
     weights: Path
-    data: Path
+    data: Path | None = None  # None: time only (INT8 calibrated on `calib_dir` or generated images)
     imgsz: int = 640
     out: Path = Path("runs/benchmark")
     formats: Sequence[str] = tuple(FORMATS)
@@ -42,6 +44,8 @@ class BenchSettings:
     detector: Path | None = None  # detector-only weights; None: the model's own detector part
     own_detector: bool = True  # with no `detector`, time the model without its type heads beside it
     progress: bool = True
+    accuracy: bool = True  # False: time only, even with a dataset (which still calibrates INT8)
+    calib_dir: Path | None = None  # with no dataset: the photos INT8 formats are calibrated on
 
     def check(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -80,10 +84,32 @@ def own_detector(weights: Path, out: Path) -> Path | None:
     return target
 
 
-def _jobs(settings: BenchSettings, threads: int, detector: Path | None) -> list[tuple[Row, ModelFiles]]:
+def unscored_reason(settings: BenchSettings, spec: DataSpec | None, weights: Path) -> str | None:
+    """Why the accuracy columns stay empty, or None when every format is scored."""
+    if not settings.accuracy:
+        return "not asked (--no-accuracy)"
+    if spec is None:
+        return "no dataset given (--data)"
+    from mhyolo.model.weights import load_model
+
+    return class_mismatch(len(load_model(weights).names), spec)
+
+
+def _calibration_yaml(settings: BenchSettings) -> Path:
+    """The dataset INT8 formats calibrate on: `--data`'s train split, else a stand-in set."""
+    if settings.data is not None:
+        return Path(settings.data)
+    from mhyolo.deploy.calibration import stand_in_calibration_set
+
+    return stand_in_calibration_set(Path(settings.out) / "calibration", settings.calib_dir,
+                                    count=settings.calib_images)
+
+
+def _jobs(settings: BenchSettings, threads: int, detector: Path | None, calibration: Path,
+          unscored: str | None) -> list[tuple[Row, ModelFiles]]:
     """(empty row, files) per model and format, in table order (no duplicates)."""
-    spec_kwargs = dict(imgsz=settings.imgsz, data_yaml=Path(settings.data), threads=threads,
-                       calib_images=settings.calib_images, progress=settings.progress)
+    spec_kwargs = dict(imgsz=settings.imgsz, data_yaml=calibration, threads=threads,
+                       calib_images=settings.calib_images, progress=settings.progress, unscored=unscored)
     out = Path(settings.out)
     models = [("model", ModelFiles(Path(settings.weights), out, **spec_kwargs), list(dict.fromkeys(settings.formats)))]
     if detector is not None:
@@ -93,8 +119,8 @@ def _jobs(settings: BenchSettings, threads: int, detector: Path | None) -> list[
              files) for name, files, keys in models for key in keys]
 
 
-def _prepare(row: Row, files: ModelFiles, spec, settings: BenchSettings) -> Any | None:
-    """Make, load and score one format; the backend when it should be timed."""
+def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: BenchSettings) -> Any | None:
+    """Make, load and (where it can be) score one format; the backend when it should be timed."""
     fmt = FORMATS[row.format]
     try:
         path = fmt.produce(files)
@@ -108,14 +134,15 @@ def _prepare(row: Row, files: ModelFiles, spec, settings: BenchSettings) -> Any 
     except Exception as exc:  # noqa: BLE001
         row.skip("load", exc)
         return None
-    files.say("scoring on the validation split")
-    try:
-        scores = score_backend(backend, spec, settings.imgsz, progress=settings.progress)
-    except Exception as exc:  # noqa: BLE001
-        row.skip("validate", exc)
-        return None
-    for key in ACCURACY_KEYS:
-        setattr(row, key, scores[key])
+    if files.unscored is None and spec is not None:
+        files.say("scoring on the validation split")
+        try:
+            scores = score_backend(backend, spec, settings.imgsz, progress=settings.progress)
+        except Exception as exc:  # noqa: BLE001
+            row.skip("validate", exc)
+            return None
+        for key in ACCURACY_KEYS:
+            setattr(row, key, scores[key])
     if not fmt.timed:
         row.latency_note = fmt.untimed_note
         close = getattr(backend, "close", None)
@@ -151,7 +178,11 @@ def _time(timed: dict[str, tuple[Row, Any]], settings: BenchSettings) -> None:
 def run_benchmark(settings: BenchSettings) -> BenchResult:
     """Make, score and time every requested format; write benchmark.md/.json/.png into `out`."""
     settings.check()
-    spec = load_data_spec(settings.data)
+    spec = load_data_spec(settings.data) if settings.data is not None else None
+    unscored = unscored_reason(settings, spec, Path(settings.weights))
+    if unscored:
+        _say(settings, f"accuracy not scored: {unscored}; timing every format")
+    calibration = _calibration_yaml(settings)
     detector = settings.detector
     if detector is None and settings.own_detector and Path(settings.weights).suffix in (".safetensors", ".pt"):
         detector = own_detector(Path(settings.weights), Path(settings.out) / "detector")
@@ -161,7 +192,7 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     grad = torch.is_grad_enabled()
     torch.set_grad_enabled(False)
     try:
-        jobs = _jobs(settings, threads, detector)
+        jobs = _jobs(settings, threads, detector, calibration, unscored)
         timed: dict[str, tuple[Row, Any]] = {}
         for i, (row, files) in enumerate(jobs, 1):
             _say(settings, f"[{i}/{len(jobs)}] {row.label}")
@@ -178,9 +209,11 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     rows = [row for row, _ in jobs]
     add_deltas(rows)
     described = {"weights": str(settings.weights), "detector": str(detector) if detector else None,
-                 "data": str(settings.data), "out": str(settings.out), "imgsz": settings.imgsz, "runs": settings.runs,
-                 "warmup": settings.warmup, "threads": threads, "calib_images": settings.calib_images,
-                 "throughput_batch": THROUGHPUT_BATCH, "formats": list(dict.fromkeys(settings.formats))}
+                 "data": str(settings.data) if settings.data is not None else None, "out": str(settings.out),
+                 "imgsz": settings.imgsz, "runs": settings.runs, "warmup": settings.warmup, "threads": threads,
+                 "calib_images": settings.calib_images, "calibration": str(calibration), "unscored": unscored,
+                 "throughput_batch": THROUGHPUT_BATCH, "formats": list(dict.fromkeys(settings.formats)),
+                 "machine": cpu_info(threads).to_dict()}
     result = BenchResult(rows=rows, settings=described)
     result.paths = write_all(rows, described, Path(settings.out))
     return result

@@ -14,14 +14,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from mhyolo.bench.formats import FORMATS
 
     parser = subparsers.add_parser(
-        "benchmark", help="size, latency, throughput and accuracy of a model in every format",
+        "benchmark", help="size, latency, throughput and accuracy of any model in every format",
         description="Make each format of a model (PyTorch, ONNX Runtime FP32/INT8, OpenVINO FP32/BF16/INT8, "
                     "RKNN INT8 in the simulator), score it on the validation split and time it; writes "
                     "benchmark.md, benchmark.json and benchmark.png into --out. A format that cannot be made "
-                    "or run becomes a 'skipped' row with its reason.")
+                    "or run becomes a 'skipped' row with its reason. Where the model's classes do not line up with the "
+                    "dataset's (or there is none), every format is still timed and the header says why accuracy "
+                    "is empty. The header names the CPU and its INT8-relevant instruction sets.")
     parser.add_argument("--weights", required=True, help="official .pt or mhyolo .safetensors")
-    parser.add_argument("--data", required=True, type=Path, help="dataset data.yaml (val split scored, "
-                                                                 "train split used for INT8 calibration)")
+    parser.add_argument("--data", type=Path, help="dataset data.yaml (val split scored, train split used for INT8 "
+                                                  "calibration); without it every format is timed, not scored")
+    parser.add_argument("--no-accuracy", action="store_true",
+                        help="time only: no scoring (--data, if given, still calibrates the INT8 formats)")
+    parser.add_argument("--calib-dir", type=Path, metavar="FOLDER",
+                        help="with no --data: photos to calibrate INT8 formats on (default: generated images, "
+                             "which time correctly but say nothing of INT8 accuracy)")
     parser.add_argument("--imgsz", type=int, default=None,
                         help="square input size (default: the size the model was trained at, else 640)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"),
@@ -49,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(weights=Path(args.weights), data=args.data, imgsz=imgsz, out=args.out,
                              formats=args.formats, runs=args.runs, warmup=args.warmup, threads=args.threads,
                              calib_images=args.calib_images, detector=args.detector,
-                             own_detector=not args.no_detector, progress=not args.quiet)
+                             own_detector=not args.no_detector, progress=not args.quiet,
+                             accuracy=not args.no_accuracy, calib_dir=args.calib_dir)
     result = run_benchmark(settings)
     print(result.paths["markdown"].read_text())
     return 0

@@ -76,14 +76,13 @@ def score(backend: Any, data_yaml: Path, split: str) -> dict[str, Any]:
     from mhyolo.data.dataset import YoloDataset
     from mhyolo.data.spec import load_data_spec
     from mhyolo.errors import ConfigError
-    from mhyolo.eval.validate import validate
+    from mhyolo.eval.validate import class_mismatch, validate
 
     spec = load_data_spec(data_yaml)
-    nc = len(backend.names)
-    class_agnostic = nc == 1
-    if not class_agnostic and nc != spec.nc:
-        raise ConfigError(f"the model detects {nc} classes but {spec.yaml_path} names {spec.nc}: "
-                          "class ids would not line up (a one-class model is scored class-agnostically)")
+    mismatch = class_mismatch(len(backend.names), spec)
+    if mismatch:
+        raise ConfigError(mismatch)
+    class_agnostic = len(backend.names) == 1
     dataset = YoloDataset(spec, split, backend.imgsz, augment=None)
     result = validate(backend, dataset, list(spec.names), class_agnostic=class_agnostic)
     row: dict[str, Any] = {"map50": result.metrics.map50, "map50_95": result.metrics.map50_95,

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mhyolo.data.dataset import read_image
-from mhyolo.data.spec import load_data_spec
+from mhyolo.data.spec import IMAGE_SUFFIXES, load_data_spec
 from mhyolo.errors import DataError
 from mhyolo.infer.preprocess import letterbox
 
@@ -64,3 +64,32 @@ def calibration_batches(data_yaml: str | Path, imgsz: int, count: int = 50, seed
     """Calibration inputs as float32 RGB NCHW arrays (1, 3, imgsz, imgsz) in [0, 1]."""
     return [to_nchw_float(image) for image in calibration_images_uint8(data_yaml, imgsz, count, seed, progress)]
 
+
+
+def stand_in_calibration_set(folder: Path, images: Path | None = None, count: int = 50, seed: int = 0) -> Path:
+    """A `data.yaml` whose train split is `images` (a folder of the user's photos) or, with none,
+    `count` generated images of smooth random colour: INT8 formats can then be made and timed
+    without a dataset. Ranges calibrated on random images are meaningless for accuracy; they only
+    give the quantized graph the right shape and kernels, which is all timing needs."""
+    import cv2
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if images is not None:
+        images = Path(images).resolve()
+        if not images.is_dir() or not any(p.suffix.lower() in IMAGE_SUFFIXES for p in images.iterdir()):
+            raise DataError(f"{images}: no images to calibrate on (a folder of {', '.join(IMAGE_SUFFIXES)} files)")
+        train = images
+    else:
+        train = folder / "random_images"
+        train.mkdir(exist_ok=True)
+        rng = np.random.default_rng(seed)
+        for i in range(count):
+            target = train / f"random_{i:04d}.png"
+            if not target.is_file():  # smooth blobs, not per-pixel noise: activations closer to a photo's
+                small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+                cv2.imwrite(str(target), cv2.resize(small, (640, 480), interpolation=cv2.INTER_CUBIC))
+    data_yaml = folder / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump({"train": str(train), "names": ["object"]}, sort_keys=False))
+    return data_yaml

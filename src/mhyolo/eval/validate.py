@@ -143,16 +143,25 @@ def validate_sliced(backend: InferenceBackend, dataset: YoloDataset, names: list
     return out
 
 
+def class_mismatch(nc: int, spec: DataSpec) -> str | None:
+    """Why a model with `nc` classes cannot be scored on `spec`, or None when it can: a one-class
+    detector is scored class-agnostically (the labels' ids are its objects' types), any other
+    must name as many classes as the dataset."""
+    if nc == 1 or nc == spec.nc:
+        return None
+    return (f"the model detects {nc} classes but {spec.yaml_path} names {spec.nc}: class ids would not line up "
+            "(a one-class model is scored class-agnostically)")
+
+
 def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: str = "val",
                 progress: bool = True, slicing: SliceSettings | None = None, **options) -> ValidationResult:
     """`validate` on a split of `spec`, judged the way the backend's classes call for: a
     one-class detector class-agnostically (the label ids are ball types), a multi-class one
     against the dataset's names, which must then line up with its own."""
-    nc = len(backend.names)
-    class_agnostic = nc == 1
-    if not class_agnostic and nc != spec.nc:
-        raise ConfigError(f"the model detects {nc} classes but {spec.yaml_path} names {spec.nc}: "
-                          "class ids would not line up (a one-class model is scored class-agnostically)")
+    mismatch = class_mismatch(len(backend.names), spec)
+    if mismatch:
+        raise ConfigError(mismatch)
+    class_agnostic = len(backend.names) == 1
     dataset = YoloDataset(spec, split, imgsz, augment=None)
     if slicing is not None:
         return validate_sliced(backend, dataset, list(spec.names), slicing, class_agnostic=class_agnostic,
