@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-FORMATS = ("onnx", "openvino")
+from mhyolo.deploy.export import EXPORT_FORMATS as FORMATS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,30 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _targets(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    """(onnx path, xml path or None)."""
-    stem = Path(str(args.weights)).stem
-    if args.format == "onnx":
-        return (args.out or Path("runs/export") / f"{stem}.onnx"), None
-    out = args.out or Path("runs/export") / f"{stem}_openvino"
-    xml = out if out.suffix == ".xml" else out / "model.xml"
-    return xml.with_suffix(".onnx"), xml
-
-
-def _check(model, path: Path, images, fmt: str):
-    from mhyolo.deploy.check import check_backend
-
-    if fmt == "onnx":
-        from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        backend = OnnxRuntimeBackend(path)
-    else:
-        from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-
-        backend = OpenVinoBackend(path, precision="f32")
-    return backend, check_backend(model, backend, images)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -69,36 +44,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-
     from mhyolo.deploy.check import default_images, read_images
-    from mhyolo.deploy.onnx_export import export_onnx, export_openvino
-    from mhyolo.errors import MhyoloError
+    from mhyolo.deploy.export import default_target, export_checked
     from mhyolo.infer.backends import input_size
     from mhyolo.model.weights import load_model
 
     model = load_model(args.weights)
-    args.imgsz = input_size(model, args.imgsz)
+    imgsz = input_size(model, args.imgsz)
     images = read_images(args.images or default_images())
-    onnx_path, xml_path = _targets(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        if xml_path is not None:
-            onnx_path = Path(tmp) / "model.onnx"  # intermediate only
-        result = export_onnx(model, onnx_path, imgsz=args.imgsz, opset=args.opset,
-                             dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify)
-        final = onnx_path if xml_path is None else export_openvino(onnx_path, xml_path)
-        backend, check = _check(model, final, images, args.format)
-        if not check.ok and result.simplified:
-            print("the simplified graph failed the check; exporting without onnxslim", file=sys.stderr)
-            result = export_onnx(model, onnx_path, imgsz=args.imgsz, opset=args.opset,
-                                 dynamic_batch=args.dynamic_batch, simplify=False)
-            final = onnx_path if xml_path is None else export_openvino(onnx_path, xml_path)
-            backend, check = _check(model, final, images, args.format)
-    runtime = type(backend).__name__
-    print(f"{runtime} vs PyTorch on {len(images)} image(s) at {args.imgsz}:")
-    print(check.table())
-    if not check.ok:
-        raise MhyoloError(f"{final}: {runtime} disagrees with PyTorch: {'; '.join(check.problems[:5])}")
-    size_mb = sum(p.stat().st_size for p in (final, final.with_suffix(".bin")) if p.is_file()) / 1e6
-    slim = "simplified with onnxslim" if result.simplified else "not simplified"
-    print(f"exported {final} ({size_mb:.1f} MB, {slim}); outputs match PyTorch", file=sys.stderr)
+    target = default_target(Path(str(args.weights)).stem, args.format, args.out)
+    done = export_checked(model, target, args.format, imgsz, images, opset=args.opset,
+                          dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify)
+    print(f"{done.runtime} vs PyTorch on {len(images)} image(s) at {imgsz}:")
+    print(done.check.table())
+    slim = "simplified with onnxslim" if done.simplified else "not simplified"
+    print(f"exported {done.path} ({done.size_mb:.1f} MB, {slim}); outputs match PyTorch", file=sys.stderr)
     return 0
