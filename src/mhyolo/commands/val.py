@@ -49,10 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
                          conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing)
     m = result.metrics
-    summary = {"precision": m.precision, "recall": m.recall, "map50": m.map50, "map50_95": m.map50_95,
-               "images": m.images, "boxes": m.boxes, **result.negatives.to_dict()}
-    if result.types is not None:
-        summary.update(result.types.to_dict())
+    summary = result.summary()
     if args.plots:
         from mhyolo.train.report import write_validation_plots
 

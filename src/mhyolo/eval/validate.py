@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,6 +42,16 @@ class ValidationResult:
     def negatives(self) -> NegativeStats:
         """False alarms on the images without a ground-truth box."""
         return negative_stats(self.results)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures as plain data (what `mhyolo val --json` prints and `Model.val` returns)."""
+        m = self.metrics
+        out: dict[str, Any] = {"precision": m.precision, "recall": m.recall, "map50": m.map50,
+                               "map50_95": m.map50_95, "images": m.images, "boxes": m.boxes,
+                               **self.negatives.to_dict()}
+        if self.types is not None:
+            out.update(self.types.to_dict())
+        return out
 
 
 def _predicted_types(outputs: dict[str, torch.Tensor], image: int, det, types_are_classes: bool

@@ -1,0 +1,230 @@
+"""The Python face of mhyolo: `mhyolo.load(path)` -> `Model` -> `predict` / `val` / `export`.
+
+Everything the command line does goes through the same pieces (`load_backend`, `Predictor`,
+`score_split`, `export_checked`); this module only gives them one documented, typed entry
+point, so a script never needs to know which runtime a file needs or how images are
+letterboxed. Arrays are BGR, as OpenCV reads them (`cv2.imread`); files and folders are read
+here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from mhyolo.errors import ConfigError, DataError
+from mhyolo.infer.predictor import Prediction
+
+ImageLike = Union[str, Path, np.ndarray]
+Source = Union[ImageLike, Sequence[ImageLike]]
+
+
+@dataclass
+class Result:
+    """The detections of one image (or video frame), in the original image's pixels."""
+
+    prediction: Prediction
+    image: np.ndarray  # the original, BGR
+    name: str  # file name, "<video>:<frame>", or "image<i>" for an array
+    path: Path | None = None  # the file it came from, None for an array
+
+    def __len__(self) -> int:
+        return len(self.prediction)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(n, 4) float32 x1, y1, x2, y2."""
+        return self.prediction.boxes
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.prediction.scores
+
+    @property
+    def names(self) -> list[str]:
+        """The detector's class name of each box ("ball" for the multi-head model)."""
+        return self.prediction.class_names
+
+    @property
+    def types(self) -> list[str] | None:
+        """Each box's type name (e.g. "tennis-ball"), None when the model has no type head."""
+        return self.prediction.type_names
+
+    @property
+    def type_scores(self) -> np.ndarray | None:
+        return self.prediction.type_scores
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data: `{"image": name, "detections": [{"box", "score", "class", "name", "type", ...}]}`."""
+        return self.prediction.to_json(self.name)
+
+    def plot(self, path: str | Path | None = None) -> np.ndarray:
+        """The image with every box and its type (or class) drawn; also written to `path` when given."""
+        import cv2
+
+        from mhyolo.infer.draw import draw_predictions
+
+        canvas = draw_predictions(self.image, self.prediction)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), canvas):
+                raise DataError(f"{path}: cannot write the annotated image")
+        return canvas
+
+    def __repr__(self) -> str:
+        kinds = self.types if self.types is not None else self.names
+        return f"Result({self.name!r}: {len(self)} detection(s){': ' + ', '.join(kinds) if kinds else ''})"
+
+
+def _frames(source: Source) -> Iterator[tuple[np.ndarray, str, Path | None]]:
+    """(BGR image, name, path) for an array, an image file, a folder, a video, or a list of them."""
+    from mhyolo.infer.sources import open_source
+
+    items: Iterable[ImageLike] = source if isinstance(source, (list, tuple)) else [source]  # type: ignore[assignment]
+    for i, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+                raise DataError(f"array {i}: expected a BGR uint8 image shaped (H, W, 3), got "
+                                f"{item.dtype} {item.shape}")
+            yield item, f"image{i}", None
+            continue
+        for frame in open_source(item):
+            if not frame.ok:
+                raise DataError(f"{frame.path}: {frame.error}")
+            yield frame.image, frame.name, frame.path
+
+
+class Model:
+    """A trained model in any format mhyolo reads: `.safetensors`, a YOLOv5 `.pt`, `.onnx`,
+    OpenVINO `.xml` or `.rknn` (simulator). Load it with `mhyolo.load`."""
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        from mhyolo.infer.backends import load_backend
+
+        self.path = Path(path)
+        self.device = device
+        self.backend = load_backend(self.path, device=device)
+
+    @property
+    def names(self) -> list[str]:
+        """Detector class names."""
+        return list(self.backend.names)
+
+    @property
+    def type_names(self) -> list[str] | None:
+        """Type names of the type head, None for a detector without one."""
+        names = getattr(self.backend, "type_names", None)
+        return list(names) if names else None
+
+    @property
+    def imgsz(self) -> int:
+        """The input size used when none is asked for: an export's fixed size, else the training size."""
+        from mhyolo.infer.backends import input_size
+
+        return input_size(self.backend, None)
+
+    def predict(self, source: Source, conf: float = 0.25, iou: float = 0.45, imgsz: int | None = None,
+                max_det: int = 300, batch_size: int = 1, slice_size: int | None = None,
+                slice_overlap: float | None = None, stream: bool = False) -> list[Result] | Iterator[Result]:
+        """Detections for an image file, a folder, a video, a BGR array, or a list of them.
+
+        `slice_size` also runs overlapping tiles of that many pixels (small, distant objects);
+        `stream=True` returns an iterator, for videos and folders too large to hold in memory."""
+        from mhyolo.infer.backends import input_size
+        from mhyolo.infer.predictor import Predictor
+
+        for name, value in (("conf", conf), ("iou", iou)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+        predictor: Any = Predictor(self.backend, imgsz=input_size(self.backend, imgsz), conf=conf, iou=iou,
+                                   max_det=max_det, batch_size=batch_size, rect=True)
+        if slice_size is not None:
+            from mhyolo.infer.slicing import DEFAULT_OVERLAP, SlicedPredictor, SliceSettings
+
+            overlap = DEFAULT_OVERLAP if slice_overlap is None else slice_overlap
+            predictor = SlicedPredictor(predictor, SliceSettings(size=slice_size, overlap=overlap))
+            batch_size = 1  # tiles are per image
+        elif slice_overlap is not None:
+            raise ConfigError("slice_overlap needs slice_size")
+        results = self._stream(predictor, _frames(source), batch_size)
+        return results if stream else list(results)
+
+    __call__ = predict
+
+    @staticmethod
+    def _stream(predictor: Any, frames: Iterator[tuple[np.ndarray, str, Path | None]],
+                batch_size: int) -> Iterator[Result]:
+        import torch
+
+        batch: list[tuple[np.ndarray, str, Path | None]] = []
+
+        def flush() -> Iterator[Result]:
+            with torch.inference_mode():
+                predictions = predictor.predict([image for image, _, _ in batch])
+            for (image, name, path), prediction in zip(batch, predictions):
+                yield Result(prediction=prediction, image=image, name=name, path=path)
+            batch.clear()
+
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == batch_size:
+                yield from flush()
+        if batch:
+            yield from flush()
+
+    def val(self, data: str | Path, split: str = "val", imgsz: int | None = None, conf: float = 0.001,
+            iou: float = 0.6, batch_size: int = 8, slice_size: int | None = None,
+            progress: bool = False) -> dict[str, Any]:
+        """Precision, recall, mAP50, mAP50-95 (and type accuracy, typed mAP for a type head) on a
+        split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints."""
+        import torch
+
+        from mhyolo.data.spec import load_data_spec
+        from mhyolo.eval.validate import score_split
+        from mhyolo.infer.backends import input_size
+
+        slicing = None
+        if slice_size is not None:
+            from mhyolo.infer.slicing import SliceSettings
+
+            slicing = SliceSettings(size=slice_size)
+        with torch.no_grad():
+            result = score_split(self.backend, load_data_spec(data), input_size(self.backend, imgsz), split,
+                                 progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing)
+        return result.summary()
+
+    def export(self, format: str = "onnx", out: str | Path | None = None, imgsz: int | None = None,
+               images: Sequence[str | Path] | None = None, dynamic_batch: bool = False) -> Path:
+        """Write the model as `format` ("onnx" or "openvino"), checked against PyTorch on `images`
+        (default: the sample photos of the shared folder); returns the file. Only a PyTorch model
+        (.safetensors or .pt) can be exported."""
+        import torch
+
+        from mhyolo.deploy.check import default_images, read_images
+        from mhyolo.deploy.export import default_target, export_checked
+        from mhyolo.infer.backends import input_size
+
+        if not isinstance(self.backend, torch.nn.Module):
+            raise ConfigError(f"{self.path}: only a PyTorch model (.safetensors or .pt) can be exported; "
+                              f"this one already is a {self.path.suffix} file")
+        target = default_target(self.path.stem, format, Path(out) if out is not None else None)
+        done = export_checked(self.backend, target, format, input_size(self.backend, imgsz),
+                              read_images(images or default_images()), dynamic_batch=dynamic_batch)
+        return done.path
+
+    def __repr__(self) -> str:
+        def listed(names: list[str]) -> str:
+            return str(names) if len(names) <= 8 else f"{len(names)} ({', '.join(names[:3])}, ...)"
+
+        types = f", types {listed(self.type_names)}" if self.type_names else ""
+        return f"Model({str(self.path)!r}: classes {listed(self.names)}{types}, imgsz {self.imgsz})"
+
+
+def load(path: str | Path, device: str = "cpu") -> Model:
+    """Open a model file: mhyolo `.safetensors`, a YOLOv5 `.pt` (read without running its pickle),
+    an exported `.onnx` or OpenVINO `.xml`, or an `.rknn` (run in the RKNN simulator)."""
+    return Model(path, device=device)
