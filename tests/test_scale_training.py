@@ -57,9 +57,9 @@ def test_training_with_multi_scale_sees_several_sizes(shared: Path, tmp_path: Pa
 
     original = objective.TrainingObjective.forward
 
-    def spy(self, outputs, targets):
+    def spy(self, outputs, targets, *features_and_images):
         seen.append(int(outputs["detection"][0].shape[2] * 8))  # P3 grid cells x stride 8
-        return original(self, outputs, targets)
+        return original(self, outputs, targets, *features_and_images)
 
     monkeypatch.setattr(objective.TrainingObjective, "forward", spy)
     config = TrainConfig(data=str(data), weights=str(official_weights), epochs=2, imgsz=128, batch=2, workers=0,

@@ -1,100 +1,67 @@
-"""What the trainer minimises: the detection loss plus the type heads' losses.
+"""What the trainer minimises: the sum of the loss terms (`mhyolo.train.terms`).
 
-Phase 2 (`freeze="detector"`) trains only the type heads: the detector's weights
-get no gradient, its BatchNorm layers stay in eval mode and the EMA copies them
-unchanged, so the detector is bit-identical afterwards. Joint training adds
-`type_weight` x type loss to the detection loss.
+The detection and type terms are always there; `objective.terms` in the training YAML switches
+on any other registered term. The trainer only sees named values: the total to backpropagate
+and one logged value per column, so a new term needs no change to the loop, the progress bar
+or `results.csv`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from mhyolo.model.yolo import YoloModel, is_head
-from mhyolo.train.loss import DetectionLoss, LossConfig
-from mhyolo.train.type_loss import ImageTypeLoss, ObjectTypeLoss
-
-TYPE_OUTPUTS = ("type", "image_type")
+from mhyolo.errors import ConfigError
+from mhyolo.model.yolo import YoloModel
+from mhyolo.train.loss import LossConfig
+from mhyolo.train.terms import BuildContext, LossTerm, Step, build_extra_terms, standard_terms
 
 
 @dataclass
 class ObjectiveConfig:
     type_weight: float = 1.0  # lambda in loss = detection + lambda * type (joint training)
     type_label_smoothing: float = 0.0
-
-
-def detector_modules(model: YoloModel) -> Iterator[nn.Module]:
-    """Every row that is not a type head: backbone, neck and Detect."""
-    for module in model.model:
-        if not (is_head(module) and module.output_name in TYPE_OUTPUTS):
-            yield module
-
-
-def freeze_detector(model: YoloModel) -> set[str]:
-    """Stop gradients into the detector; returns the state_dict names that must not change."""
-    frozen: set[str] = set()
-    detector = set(map(id, detector_modules(model)))
-    for index, module in enumerate(model.model):
-        if id(module) not in detector:
-            continue
-        for name, param in module.named_parameters():
-            param.requires_grad_(False)
-        frozen.update(f"model.{index}.{name}" for name in module.state_dict())
-    return frozen
-
-
-def freeze_rows(model: YoloModel, count: int) -> set[str]:
-    """Stop gradients into the first `count` rows (YOLOv5's `--freeze N`: the early backbone keeps
-    the COCO features); returns the state_dict names that must not change."""
-    frozen: set[str] = set()
-    for index, module in enumerate(model.model[:count]):
-        for param in module.parameters():
-            param.requires_grad_(False)
-        frozen.update(f"model.{index}.{name}" for name in module.state_dict())
-    return frozen
-
-
-def hold_frozen_in_eval(model: YoloModel, frozen: set[str]) -> None:
-    """After `model.train()`: frozen rows keep eval mode so BatchNorm statistics do not move."""
-    if not frozen:
-        return
-    for index, module in enumerate(model.model):
-        if any(name.startswith(f"model.{index}.") for name in frozen):
-            module.eval()
+    terms: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra registered terms and their settings
 
 
 class TrainingObjective(nn.Module):
     def __init__(self, model: YoloModel, loss: LossConfig, imgsz: int, config: ObjectiveConfig | None = None,
-                 detector_frozen: bool = False) -> None:
+                 detector_trains: bool = True) -> None:
         super().__init__()
         self.config = config or ObjectiveConfig()
-        self.detector_frozen = detector_frozen
-        self.detection = DetectionLoss(model.detect.anchors, model.detect.nc, loss, imgsz)
-        heads = model.heads
-        self.object_type = ObjectTypeLoss(self.config.type_label_smoothing) if "type" in heads else None
-        self.image_type = ImageTypeLoss(self.config.type_label_smoothing) if "image_type" in heads else None
+        context = BuildContext(model=model, loss=loss, imgsz=imgsz, detector_trains=detector_trains,
+                               type_weight=self.config.type_weight,
+                               type_label_smoothing=self.config.type_label_smoothing)
+        terms: dict[str, LossTerm] = standard_terms(context)
+        terms.update(build_extra_terms(context, self.config.terms))
+        # a list, not a ModuleDict: term names such as "type" would clash with nn.Module attributes
+        self.term_names: tuple[str, ...] = tuple(terms)
+        self.terms = nn.ModuleList(terms.values())
+        columns = [column for term in self.terms for column in term.columns]
+        if len(set(columns)) != len(columns):
+            raise ConfigError(f"loss terms report clashing columns: {columns}")
+        self.part_names: tuple[str, ...] = tuple(columns)
 
     @property
-    def part_names(self) -> tuple[str, ...]:
-        return ("box", "obj", "cls", "type")
+    def feature_rows(self) -> tuple[int, ...]:
+        """Rows whose feature maps some term reads: the training module captures them in its forward."""
+        return tuple(sorted({row for term in self.terms for row in term.feature_rows}))
 
-    def forward(self, raw: dict, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch = targets.new_tensor(raw["detection"][0].shape[0])
-        assigned = self.detection.assign(raw["detection"], targets)
-        type_loss = torch.zeros((), device=targets.device)
-        if self.object_type is not None:
-            type_loss = type_loss + self.object_type(raw["type"], assigned)
-        if self.image_type is not None:
-            type_loss = type_loss + self.image_type(raw["image_type"], targets)
-        if self.detector_frozen:
-            zero = torch.zeros((), device=targets.device)
-            parts = {"box": zero, "obj": zero, "cls": zero}
-            total = type_loss * batch
-        else:
-            total, parts = self.detection(raw["detection"], targets, assigned)
-            total = total + self.config.type_weight * type_loss * batch
-        return total, {**parts, "type": type_loss.detach()}
+    def term(self, name: str) -> LossTerm:
+        return self.terms[self.term_names.index(name)]
+
+    def forward(self, raw: dict[str, Any], targets: torch.Tensor, features: dict[int, torch.Tensor] | None = None,
+                images: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        step = Step(outputs=raw, targets=targets, features=features or {}, images=images,
+                    assigner=self.term("detection").loss.assign)
+        total: torch.Tensor | None = None
+        parts: dict[str, torch.Tensor] = {}
+        for term in self.terms:
+            result = term(step)
+            total = result.loss if total is None else total + result.loss
+            parts.update(result.logged)
+        assert total is not None  # the detection term is always there
+        return total, parts

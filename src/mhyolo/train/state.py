@@ -145,8 +145,11 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, extra: dict[str, torch.T
 
 
 def save_training_state(path: Path, ema_model: YoloModel, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        metadata: dict[str, Any]) -> Path:
+                        metadata: dict[str, Any], terms: dict[str, torch.Tensor] | None = None) -> Path:
+    """`last`: the EMA model as the checkpoint's model (what `load_model` reads), plus the raw student
+    (`train/`), the loss terms' own tensors (`terms/`, e.g. adapters) and the optimizer state."""
     tensors, optim_meta = optimizer_tensors(optimizer)
     extra = {f"train/{k}": v for k, v in model.state_dict().items()}
+    extra.update({f"terms/{k}": v for k, v in (terms or {}).items()})
     extra.update(tensors)
     return save_checkpoint(path, ema_model, {**metadata, "optimizer": optim_meta}, extra=extra)

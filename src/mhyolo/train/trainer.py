@@ -32,13 +32,22 @@ from mhyolo.model.weights import load_checkpoint, save_checkpoint
 from mhyolo.train.config import TrainConfig
 from mhyolo.train.ema import ModelEMA
 from mhyolo.train.multiscale import MultiScale
-from mhyolo.train.objective import TrainingObjective, freeze_detector, freeze_rows, hold_frozen_in_eval
+from mhyolo.model.freezing import FreezeSpec
+from mhyolo.train.module import TrainingModule
+from mhyolo.train.objective import TrainingObjective
 from mhyolo.train.optim import apply_schedule, build_optimizer
 from mhyolo.train.state import build_training_model, restore_optimizer, save_training_state
 
-RESULT_COLUMNS = ("epoch", "train/box", "train/obj", "train/cls", "train/type", "metrics/precision",
-                  "metrics/recall", "metrics/mAP50", "metrics/mAP50-95", "metrics/cls_accuracy",
+METRIC_COLUMNS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95", "metrics/cls_accuracy",
                   "metrics/image_accuracy", "metrics/typed_mAP50", "lr", "seconds")
+
+
+def result_columns(part_names: Sequence[str]) -> tuple[str, ...]:
+    """`results.csv`'s header: one `train/<column>` per value the loss terms report, then the metrics."""
+    return ("epoch", *(f"train/{name}" for name in part_names), *METRIC_COLUMNS)
+
+
+RESULT_COLUMNS = result_columns(("box", "obj", "cls", "type"))  # the detection and type terms
 GRAD_CLIP = 10.0
 
 
@@ -92,6 +101,7 @@ class Trainer:
         self.resume = resume
         self.dist = _Distributed.from_environment(config.device)
         self.device = torch.device(config.device)
+        self.result_columns = RESULT_COLUMNS  # replaced by the objective's own columns at setup
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -109,26 +119,26 @@ class Trainer:
         self.loader = build_dataloader(self.train_set, batch_size=cfg.batch, shuffle=False, workers=cfg.workers,
                                        seed=cfg.seed, sampler=self.sampler)
         model, self.weights_source = build_training_model(cfg.weights, cfg.model, self.det_names, cfg.class_init)
-        self.model = model.to(self.device)
-        self.frozen: set[str] = set()
-        if cfg.freeze == "detector":
-            if not any(name in self.model.heads for name in ("type", "image_type")):
-                raise ConfigError("--freeze detector needs a model with a type head (e.g. --model "
-                                  "configs/models/yolov5n-typehead.yaml): nothing would train")
-            self.frozen = freeze_detector(self.model)
-        if cfg.freeze_layers:
-            self.frozen |= freeze_rows(self.model, cfg.freeze_layers)
+        self.model = model.to(self.device)  # the student: what the EMA averages and `best` holds
+        if cfg.freeze == "detector" and not any(name in self.model.heads for name in ("type", "image_type")):
+            raise ConfigError("--freeze detector needs a model with a type head (e.g. --model "
+                              "yolov5n-typehead): nothing would train")
+        freeze = FreezeSpec(detector=cfg.freeze == "detector", rows=cfg.freeze_layers)
+        self.frozen = freeze.apply(self.model)
         self.objective = TrainingObjective(self.model, cfg.loss, cfg.imgsz, cfg.objective,
-                                           detector_frozen=cfg.freeze == "detector").to(self.device)
+                                           detector_trains=freeze.detector_trains)
+        # what trains: the student plus the terms' own layers (optimizer, DDP, clipping, `last`)
+        self.module = TrainingModule(self.model, self.objective, freeze).to(self.device)
+        self.result_columns = result_columns(self.objective.part_names)
         self.accumulate = max(round(cfg.optim.nominal_batch / (cfg.batch * self.dist.world_size)), 1)
-        self.optimizer = build_optimizer(self.model, cfg.optim, cfg.batch, self.accumulate)
+        self.optimizer = build_optimizer(self.module, cfg.optim, cfg.batch, self.accumulate)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau, copy_only=self.frozen)
         self.multi_scale = (MultiScale(cfg.imgsz, int(self.model.stride.max()), *cfg.multi_scale, seed=cfg.seed)
                             if cfg.multi_scale else None)
         self.start_epoch, self.best_fitness = 0, -1.0
         if self.resume:
             self._restore()
-        self.net = DistributedDataParallel(self.model) if self.dist.world_size > 1 else self.model
+        self.net = DistributedDataParallel(self.module) if self.dist.world_size > 1 else self.module
 
     def _restore(self) -> None:
         if not self.last_path.is_file():
@@ -137,6 +147,9 @@ class Trainer:
         meta = checkpoint.metadata
         raw = {k[len("train/"):]: v for k, v in checkpoint.extra.items() if k.startswith("train/")}
         self.model.load_state_dict(raw, strict=True)
+        terms = {k[len("terms/"):]: v for k, v in checkpoint.extra.items() if k.startswith("terms/")}
+        if terms:  # the loss terms' own layers (adapters); checkpoints without any have none to restore
+            self.objective.load_state_dict(terms, strict=True)
         self.ema.module.load_state_dict(checkpoint.model.state_dict(), strict=True)
         self.ema.updates = int(meta["ema_updates"])
         restore_optimizer(self.optimizer, checkpoint.extra, meta["optimizer"])
@@ -159,9 +172,8 @@ class Trainer:
             self.train_set.set_mosaic(cfg.epochs - epoch > cfg.close_mosaic)
             self.train_set.set_epoch(epoch)
             self.sampler.set_epoch(epoch)
-            self.model.train()
-            hold_frozen_in_eval(self.model, self.frozen)
-            sums = torch.zeros(4)
+            self.module.train()  # frozen rows stay in eval mode (FreezeSpec.hold)
+            sums = torch.zeros(len(self.objective.part_names))
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                        disable=not (self.progress and self.dist.main), leave=True)
             for i, batch in enumerate(bar):
@@ -171,7 +183,7 @@ class Trainer:
                 if self.multi_scale is not None:
                     images = self.multi_scale(images, epoch, i)
                 targets = batch.targets.to(self.device)
-                loss, parts = self.objective(self.net(images), targets)
+                loss, parts = self.net(images, targets)
                 (loss * self.dist.world_size).backward()
                 if step - last_step >= self.accumulate or i == batches - 1:
                     self._optimizer_step()
@@ -194,7 +206,7 @@ class Trainer:
         return TrainSummary(self.run_dir, self.best_path, self.last_path, len(rows), self.best_fitness, rows)
 
     def _optimizer_step(self) -> None:
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP)
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm=GRAD_CLIP)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model)
@@ -224,7 +236,8 @@ class Trainer:
             self._append_results(row)
             meta = {"epoch": epoch, "best_fitness": self.best_fitness, "ema_updates": self.ema.updates,
                     "train_config": to_dict(cfg), "weights_source": self.weights_source, "results": row}
-            save_training_state(self.last_path, self.ema.module, self.model, self.optimizer, meta)
+            save_training_state(self.last_path, self.ema.module, self.model, self.optimizer, meta,
+                                terms=self.module.term_state())
             if improved:
                 save_checkpoint(self.best_path, self.ema.module, meta)
         if self.dist.world_size > 1:
@@ -240,16 +253,16 @@ class Trainer:
         if not stale:
             with path.open(newline="") as handle:
                 reader = csv.DictReader(handle)
-                stale = tuple(reader.fieldnames or ()) != RESULT_COLUMNS
+                stale = tuple(reader.fieldnames or ()) != self.result_columns
                 if stale:
                     rows = list(reader)
         if stale:
             with path.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+                writer = csv.DictWriter(handle, fieldnames=self.result_columns, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(rows)
         with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=self.result_columns, extrasaction="ignore")
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
