@@ -1,11 +1,14 @@
-"""Read official YOLOv5 `.pt` checkpoints without running any code from the file.
+"""Read YOLOv5 `.pt` checkpoints without running any code from the file.
 
-Those files pickle whole `models.yolo.Model` objects. `torch.load` would import the
-YOLOv5 source and execute whatever the pickle names. Instead, every class the
-pickle references is looked up in an allow-list: YOLOv5 and torch.nn module classes
-become inert `Stub` objects that only record their state, tensors are rebuilt from
-the raw storage bytes, and anything else (`os.system`, `builtins.eval`, ...) is
-refused with an error that names it. Nothing in the file is called.
+Those files pickle whole `models.yolo.Model` (v6.x) or `DetectionModel` (v7.0)
+objects, and the ones `train.py` writes add its arguments (paths, numpy numbers).
+`torch.load` would import the YOLOv5 source and execute whatever the pickle names.
+Instead, every name the pickle references is looked up in an allow-list: YOLOv5 and
+torch.nn module classes become inert `Stub` objects that only record their state,
+tensors are rebuilt from the raw storage bytes, paths and numpy values by the
+checked rebuilders of `pickled_values`, and anything else (`os.system`,
+`builtins.eval`, ...) is refused with an error that names it. Nothing in the file
+is called.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mhyolo.errors import UnsafePickleError, WeightsError
+from mhyolo.model import pickled_values as values
 
 # Storage class names (as pickled by torch) -> tensor dtype.
 STORAGE_DTYPES: dict[str, torch.dtype] = {
@@ -70,35 +73,50 @@ def _rebuild_parameter(data: torch.Tensor, *_ignored: Any) -> torch.Tensor:
     return data
 
 
-def _numpy_scalar(dtype: np.dtype, data: bytes) -> Any:
-    return np.frombuffer(data, dtype=dtype)[0].item()
-
-
-def _numpy_dtype(name: str, align: bool = False, copy: bool = False) -> np.dtype:
-    dtype = np.dtype(name)
-    if dtype.kind not in "biufc":
-        raise UnsafePickleError(f"numpy dtype {name!r} is not a plain number type")
-    return dtype
-
-
+# Every callable a checkpoint may name, and why calling it is inert.
 SAFE_FUNCTIONS: dict[tuple[str, str], Any] = {
+    # tensors: views of storage bytes already read from the archive
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("collections", "OrderedDict"): dict,
     ("torch", "Size"): tuple,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy", "dtype"): _numpy_dtype,
+    # protocol-2 pickles store bytes as latin1 text (text only, to latin1 only)
+    ("_codecs", "encode"): values.latin1_bytes,
+    # train.py's `opt`: paths become strings (pure classes: nothing touches the file system)
+    ("pathlib", "PosixPath"): values.posix_path,
+    ("pathlib", "WindowsPath"): values.windows_path,
+    ("pathlib._local", "PosixPath"): values.posix_path,  # the module name Python 3.13 pickles
+    ("pathlib._local", "WindowsPath"): values.windows_path,
+    # numpy numbers (best_fitness, ...): raw bytes of plain number dtypes only
+    ("numpy", "dtype"): values.numpy_dtype,
+    ("numpy", "ndarray"): values.NumpyArrayName,
+    ("numpy.core.multiarray", "scalar"): values.numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): values.numpy_scalar,  # numpy 2 names
+    ("numpy.core.multiarray", "_reconstruct"): values.numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): values.numpy_reconstruct,
+}
+
+# Classes outside the stub prefixes that become stubs too (they only carry a __dict__ of plain values).
+STUB_CLASSES = {("argparse", "Namespace")}
+
+# Packages whose checkpoints are recognised but cannot be loaded, and what to do instead.
+FOREIGN_PACKAGES = {
+    "ultralytics": (
+        "an ultralytics 8.x checkpoint (it pickles '{name}'): YOLOv8, YOLOv5u and later models end in the "
+        "anchor-free ultralytics Detect head (DFL box regression), which is not supported: mhyolo builds the "
+        "anchor-based YOLOv5 head. Use a checkpoint written by the YOLOv5 repository (v6.x/v7.0 train.py), "
+        "or train one with `mhyolo train --weights yolov5n.pt`"
+    ),
 }
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves names only through the allow-lists above."""
 
-    def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str, source: Path) -> None:
+    def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str) -> None:
         super().__init__(file, encoding="latin1")
-        self._archive, self._prefix, self._source = archive, prefix, source
+        self._archive, self._prefix = archive, prefix
 
     def find_class(self, module: str, name: str) -> Any:
         module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
@@ -108,21 +126,24 @@ class RestrictedUnpickler(pickle.Unpickler):
             return SAFE_BUILTINS[name]
         if module == "torch" and name in STORAGE_DTYPES:
             return STORAGE_DTYPES[name]
-        if module.startswith(STUB_MODULE_PREFIXES) and name[:1].isupper():
+        if (module, name) in STUB_CLASSES or (module.startswith(STUB_MODULE_PREFIXES) and name[:1].isupper()):
             return _stub_class(f"{module}.{name}")
-        raise UnsafePickleError(f"{self._source}: refuses to load '{module}.{name}': not on the allow-list "
+        foreign = FOREIGN_PACKAGES.get(module.split(".", 1)[0])
+        if foreign is not None:
+            raise WeightsError(foreign.format(name=f"{module}.{name}"))
+        raise UnsafePickleError(f"refuses to load '{module}.{name}': not on the allow-list "
                                 f"of a model checkpoint (the file may be malicious or not a YOLOv5 checkpoint)")
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise UnsafePickleError(f"{self._source}: unexpected persistent id {pid!r}")
+            raise UnsafePickleError(f"unexpected persistent id {pid!r}")
         dtype, key = pid[1], str(pid[2])
         if not isinstance(dtype, torch.dtype):
-            raise UnsafePickleError(f"{self._source}: unexpected storage type {dtype!r}")
+            raise UnsafePickleError(f"unexpected storage type {dtype!r}")
         try:
             raw = self._archive.read(f"{self._prefix}data/{key}")
         except KeyError as exc:
-            raise WeightsError(f"{self._source}: storage '{key}' missing from the archive (truncated file?)") from exc
+            raise WeightsError(f"storage '{key}' missing from the archive (truncated file?)") from exc
         if not raw:
             return torch.empty(0, dtype=dtype)
         return torch.frombuffer(bytearray(raw), dtype=dtype)
@@ -148,10 +169,11 @@ def read_checkpoint(path: str | Path) -> Any:
         prefix = pickles[0][: -len("data.pkl")]
         try:
             payload = archive.read(pickles[0])
-            return RestrictedUnpickler(io.BytesIO(payload), archive, prefix, path).load()
-        except UnsafePickleError:
-            raise
-        except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError) as exc:
+            return RestrictedUnpickler(io.BytesIO(payload), archive, prefix).load()
+        except WeightsError as exc:  # raised by the allow-list and the rebuilders, which do not know the file
+            raise type(exc)(f"{path}: {exc}") from exc
+        except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError,
+                TypeError, AttributeError) as exc:
             raise WeightsError(f"{path}: corrupt or truncated checkpoint: {exc}") from exc
 
 

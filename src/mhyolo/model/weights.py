@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -83,18 +84,22 @@ class ImportedWeights:
 
 
 def import_official(path: str | Path) -> ImportedWeights:
-    """Read a YOLOv5 v6.x/v7.0 `.pt` (Model or DetectionModel) without executing it."""
+    """Read a YOLOv5 v6.x/v7.0 `.pt` (Model or DetectionModel) without executing it: the release
+    weights or a `best.pt`/`last.pt` that YOLOv5's train.py wrote. Like YOLOv5's own loader, the
+    EMA weights are taken when the file has them (`ema` is set until the optimizer is stripped)."""
     path = Path(path)
     checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict):
         raise WeightsError(f"{path}: expected a checkpoint dict, found {type(checkpoint).__name__}")
-    module = checkpoint.get("ema") or checkpoint.get("model")
+    key = "ema" if checkpoint.get("ema") is not None else "model"
+    module = checkpoint.get(key)
     if not isinstance(module, Stub):
         raise WeightsError(f"{path}: no pickled model under 'model' or 'ema'")
     state = module.state
     config = state.get("yaml")
     if not isinstance(config, dict):
         raise WeightsError(f"{path}: the model carries no architecture description ('yaml')")
+    _check_detect_head(path, module)
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in module_state_dict(module).items()}
     names_value = state.get("names")
     if isinstance(names_value, dict):
@@ -107,8 +112,27 @@ def import_official(path: str | Path) -> ImportedWeights:
     config.pop("ch", None)
     if isinstance(config.get("anchors"), int):  # auto-anchor configs: take them from the weights
         config["anchors"] = _anchors_from_weights(module, state_dict)
-    info = {k: checkpoint.get(k) for k in ("epoch", "date", "best_fitness") if not isinstance(checkpoint.get(k), Stub)}
+    info = {k: _plain(checkpoint.get(k)) for k in ("epoch", "date", "best_fitness")
+            if not isinstance(checkpoint.get(k), Stub)}
+    info["weights_from"] = key
     return ImportedWeights(config=config, names=names, state_dict=state_dict, source=path, info=info)
+
+
+def _check_detect_head(path: Path, module: Stub) -> None:
+    """Only detection models load: name the head of a segmentation or classification checkpoint."""
+    layers = module.state.get("_modules", {}).get("model")
+    children = list(layers.state.get("_modules", {}).values()) if isinstance(layers, Stub) else []
+    head = type(children[-1]).stub_name if children and isinstance(children[-1], Stub) else "nothing"
+    if head != "models.yolo.Detect":
+        raise WeightsError(f"{path}: a {type(module).stub_name} ending in {head}: only detection checkpoints "
+                           f"(ending in models.yolo.Detect) are supported")
+
+
+def _plain(value: Any) -> Any:
+    """A checkpoint value as JSON-ready data (numpy fitness arrays as numbers)."""
+    if isinstance(value, np.ndarray):
+        return value.item() if value.size == 1 else value.tolist()
+    return value
 
 
 def _anchors_from_weights(module: Stub, state_dict: dict[str, torch.Tensor]) -> list[list[float]]:
