@@ -21,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
     from mhyolo.pipeline.run import run_pipeline
 
     result = run_pipeline(load_pipeline_config(args.config), args.out, progress=not args.quiet)
-    print(f"model: {result['model']}\nreport: {result['report']} and {result['markdown']}")
+    print(f"model: {result['model']}\nreport: {result['html']}, {result['report']} and {result['markdown']}")
     return 0
