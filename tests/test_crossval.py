@@ -102,6 +102,9 @@ def test_crossval_command_one_row_per_source_and_resumes(shared: Path, tmp_path:
     markdown = (out / "crossval.md").read_text()
     assert "| seed |" in markdown and "| tennis |" in markdown and "**mean**" in markdown
     assert (out / "crossval.png").stat().st_size > 10_000
+    page = (out / "report.html").read_text()
+    assert '<h2 id="crossval">' in page and "<h3>Scored at 96 px</h3>" in page
+    assert "seed/train" in page and "tennis/train" in page
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/train/weights/best.safetensors")}
     assert len(stamps) == 2

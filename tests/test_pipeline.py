@@ -67,6 +67,16 @@ def test_pipeline_runs_every_stage_then_skips_them(shared: Path, tmp_path: Path,
     assert {"detector/torch", "detector/onnx"} <= {row["id"] for row in bench["rows"]}
     by_id = {row["id"]: row for row in bench["rows"]}
     assert by_id["detector/torch"]["map50"] == pytest.approx(by_id["torch"]["map50"], abs=1e-9)
+    # the page a person opens: every stage, every format, every plot of the run inlined
+    page = (run / "report.html").read_text()
+    assert [h for h in ("stages", "benchmark", "data", "training") if f'<h2 id="{h}">' in page] == \
+        ["stages", "benchmark", "data", "training"]
+    for name in rows:
+        assert f'<th scope="row">{name}' in page, name
+    for row in bench["rows"]:
+        assert row["title"] in page, row["title"]
+    assert page.count("<img src=\"data:image/") == len(list(run.glob("*/*.png"))) > len(rows)
+    assert "http://" not in page and "https://" not in page
     stamp = (run / "head" / "weights" / "best.safetensors").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["pipeline", "--config", str(config), "--out", str(run), "--quiet"]) == 0

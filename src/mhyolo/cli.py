@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "export",
     "quantize",
     "benchmark",
+    "report",
 )
 
 

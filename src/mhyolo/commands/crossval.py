@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "crossval", help="train without each source in turn and score the source it never saw",
         description="Leave-one-source-out cross-validation: for each source of the recipe, build the dataset "
                     "without it (its near-duplicates removed from training too), train, and score every image of "
-                    "the held-out source. Writes DIR/crossval.json, crossval.md and crossval.png; resumable per fold.")
+                    "the held-out source. Writes DIR/crossval.json, crossval.md, crossval.png and report.html; "
+                    "resumable per fold.")
     parser.add_argument("config", type=Path,
                         help="a pipeline file (its final stage's training recipe is used) or a data recipe "
                              "(the multi-head model of configs/multihead.yaml)")
@@ -32,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
     result = run_crossval(CrossvalSettings(config=args.config, out=args.out, imgsz=args.imgsz, epochs=args.epochs,
                                            seed=args.seed, sources=args.sources, eval_imgsz=args.eval_imgsz,
                                            progress=not args.quiet))
-    print(f"report: {result['paths']['markdown']}, {result['paths']['json']}, {result['paths']['plot']}")
+    paths = result["paths"]
+    print(f"report: {paths['html']}, {paths['markdown']}, {paths['json']}, {paths['plot']}")
     return 0

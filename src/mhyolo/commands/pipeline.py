@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         print_plan(config, args.out)
         return 0
     result = run_pipeline(config, args.out, progress=not args.quiet)
-    print(f"model: {result['model']}\nreport: {result['report']} and {result['markdown']}")
+    print(f"model: {result['model']}\nreport: {result['html']}, {result['report']} and {result['markdown']}")
     return 0
 
 

@@ -118,9 +118,11 @@ def _seen_type_scores(types: dict[str, Any], trained: list[str]) -> dict[str, An
 
 
 def run_crossval(settings: CrossvalSettings) -> dict[str, Any]:
-    """Every fold (skipping finished steps), then `crossval.json`, `crossval.md` and `crossval.png`."""
+    """Every fold (skipping finished steps), then `crossval.json`, `crossval.md`, `crossval.png` and
+    `report.html`."""
     from mhyolo.data.folds import build_fold, scan_all
     from mhyolo.pipeline.crossval_report import write_crossval_report
+    from mhyolo.report import write_html_report
 
     config, recipe, folds = plan(settings)
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -150,6 +152,7 @@ def run_crossval(settings: CrossvalSettings) -> dict[str, Any]:
     summary = {"config": str(settings.config), "recipe": str(config.path(config.recipe)), "seed": config.seed,
                "imgsz": config.imgsz, "train": _train_summary(folds[0].train), "folds": rows}
     paths = write_crossval_report(settings.out, summary)
+    paths["html"] = write_html_report(settings.out)
     print(paths["markdown"].read_text())
     return {**summary, "paths": {k: str(v) for k, v in paths.items()}}
 

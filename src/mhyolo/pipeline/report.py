@@ -8,16 +8,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mhyolo.data.spec import load_data_spec
-from mhyolo.eval.validate import score_split
-from mhyolo.model.weights import load_model
-
 COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type acc (objects)"),
            ("image_accuracy", "type acc (images)"), ("typed_map50", "typed mAP50"),
            ("typed_map50_95", "typed mAP50-95"), ("latency_ms", "ms (PyTorch, 1 img)"))
 
 
 def score(weights: Path, data_yaml: Path, imgsz: int) -> dict[str, Any]:
+    from mhyolo.data.spec import load_data_spec
+    from mhyolo.eval.validate import score_split
+    from mhyolo.model.weights import load_model
+
     result = score_split(load_model(weights), load_data_spec(data_yaml), imgsz, progress=False)
     row: dict[str, Any] = {"weights": str(weights), "map50": result.metrics.map50,
                            "map50_95": result.metrics.map50_95, "precision": result.metrics.precision,

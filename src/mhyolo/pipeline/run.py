@@ -1,5 +1,6 @@
 """Run the whole pipeline: data -> detector -> type head (frozen) -> joint, and/or the
-multi-head model trained in one run from the COCO weights -> report and benchmark."""
+multi-head model trained in one run from the COCO weights -> benchmark -> report (JSON, Markdown
+and the self-contained `report.html`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mhyolo.bench.timing import latencies
 from mhyolo.pipeline.config import PipelineConfig, final_stage
 from mhyolo.pipeline.report import score, write_report
 from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_stage, training_plan
+from mhyolo.report import write_html_report
 
 
 def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> dict[str, Any]:
@@ -41,4 +43,5 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
         extra["benchmark"] = benchmark_stage(config, run, final, data, progress)
     json_path, md_path = write_report(run, rows, extra)
     print(md_path.read_text())
-    return {"report": json_path, "markdown": md_path, "model": final, "rows": rows}
+    html_path = write_html_report(run)
+    return {"report": json_path, "markdown": md_path, "html": html_path, "model": final, "rows": rows}
