@@ -8,6 +8,7 @@ from typing import Any
 
 from mhyolo.config import from_dict, read_yaml
 from mhyolo.errors import ConfigError
+from mhyolo.paths import absolute_path
 
 
 @dataclass
@@ -53,7 +54,7 @@ class PipelineConfig:
 
     def path(self, value: str) -> Path:
         candidate = Path(value)
-        return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
+        return absolute_path(candidate, self.base_dir)  # links kept, as the recipe keeps them
 
 
 DEFAULT_STAGE_FILES = {"detector": "hyp.yaml", "head": "head.yaml", "joint": "joint.yaml",
@@ -63,7 +64,7 @@ FINAL_CANDIDATES = ("detector", "head", "joint", "multihead")  # in training ord
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
     """A pipeline file, or a data recipe (a file with `sources:`), which runs with default stages."""
-    path = Path(path).resolve()
+    path = absolute_path(path)
     data = read_yaml(path)
     configs_dir = Path(__file__).resolve().parents[3] / "configs"
     if "sources" in data:  # a bare recipe: default stages from the shipped configs
