@@ -25,3 +25,22 @@ def shared_dir() -> Path:
     """`$MHYOLO_SHARED`, else `../shared` beside the checkout."""
     env = os.environ.get("MHYOLO_SHARED")
     return Path(env).expanduser() if env else repo_root().parent / "shared"
+
+
+def absolute_path(path: str | Path, base: Path | None = None) -> Path:
+    """`path` made absolute (relative to `base`, default the CWD) without resolving symbolic links.
+
+    YOLO finds a label from the image's path, so a linked image or folder must keep the name it
+    was reached by; only the part up to the last `..` is resolved, because the system walks `..`
+    from where a link points, not from where it sits. Compare files by `Path.resolve()` instead.
+    """
+    path = Path(path).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base).expanduser() / path
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    parts = path.parts
+    if ".." not in parts:
+        return path
+    last = len(parts) - 1 - parts[::-1].index("..")
+    return Path(*parts[:last + 1]).resolve().joinpath(*parts[last + 1:])

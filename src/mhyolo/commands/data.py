@@ -47,7 +47,7 @@ def run_build(args: argparse.Namespace) -> int:
     for line in report.summary_lines():
         print(line)
     for drop in report.drops:  # bad files are few and worth seeing; sampling drops are only counted
-        if drop.stage in ("orphan-label", "verify", "mixed"):
+        if drop.stage in ("orphan-label", "verify", "same-stem", "mixed"):
             where = f"{drop.file}:{drop.line}" if drop.line else drop.file
             print(f"left out ({drop.stage}): {where}: {drop.reason}")
     print(f"dataset: {Path(report.out) / 'data.yaml'}; report: {Path(report.out) / REPORT_MD}")
@@ -64,9 +64,10 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
         return 0 if report.ok else 1
-    rows = [[split, s.images, s.negatives, s.boxes, s.bad_images, s.bad_labels, s.orphan_labels]
-            for split, s in report.splits.items()]
-    print(format_table(["split", "images", "negatives", "boxes", "bad images", "bad labels", "orphan labels"], rows))
+    rows = [[split, s.images, s.negatives, s.boxes, s.bad_images, s.bad_labels, s.orphan_labels, s.same_stem,
+             s.missing] for split, s in report.splits.items()]
+    print(format_table(["split", "images", "negatives", "boxes", "bad images", "bad labels", "orphan labels",
+                        "same stem", "missing"], rows))
     leaks = report.count("leak")
     print(f"near-duplicates across splits: {leaks}" if threshold is not None else "leak check skipped")
     for problem in report.problems:

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from mhyolo.data.augment import AugmentConfig, Augmenter
 from mhyolo.data.labels import read_labels
 from mhyolo.data.mosaic import mixup, mosaic4
-from mhyolo.data.spec import DataSpec, label_path_for
+from mhyolo.data.pairing import split_files
+from mhyolo.data.spec import DataSpec
 from mhyolo.errors import DataError
 from mhyolo.infer.preprocess import LetterboxInfo, letterbox
 
@@ -95,11 +96,11 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def load_split_labels(files: list[Path], num_types: int, progress: bool = True) -> list[np.ndarray]:
-    """Read every label file of a split; any bad line is fatal, listed by file:line."""
+    """Read every label file of a split (paths from `mhyolo.data.pairing`); any bad line is fatal, listed by file:line."""
     labels, issues = [], []
     quiet = not progress or len(files) < _PROGRESS_MIN_FILES
-    for image_path in tqdm(files, desc="labels", unit="file", disable=quiet):
-        array, found = read_labels(label_path_for(image_path), num_types)
+    for label_path in tqdm(files, desc="labels", unit="file", disable=quiet):
+        array, found = read_labels(label_path, num_types)
         labels.append(array)
         issues.extend(found)
     if issues:
@@ -128,12 +129,13 @@ class YoloDataset(Dataset):
         self.seed = int(seed)
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
-        self.files = spec.image_files(split)
-        if not self.files:
-            raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.images_dir(split)}")
+        pairs = split_files(spec, split).checked().pairs  # ambiguous labels, missing files: refused, not skipped
+        if not pairs:
+            raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.describe(split)}")
+        self.files = [p.image for p in pairs]
         # Class ids are type ids; a multi-head data.yaml may name the types separately.
         self.num_types = len(spec.type_names) if spec.type_names else spec.nc
-        self.labels = load_split_labels(self.files, self.num_types, progress)
+        self.labels = load_split_labels([p.label for p in pairs], self.num_types, progress)
         self._augmenter = Augmenter(augment, self.imgsz) if augment is not None else None
         # [epoch, mosaic on] in shared memory: visible to (persistent) worker processes.
         self._state = torch.tensor([0, 1], dtype=torch.int64).share_memory_()

@@ -20,7 +20,7 @@ from typing import Any
 
 from mhyolo.config import from_dict, read_yaml
 from mhyolo.errors import ConfigError
-from mhyolo.paths import shared_dir
+from mhyolo.paths import absolute_path, shared_dir
 
 SHARED_PLACEHOLDER = "${shared}"
 HASH_METHODS = ("phash", "dhash", "ahash", "whash")
@@ -77,14 +77,12 @@ class Recipe:
 
 
 def resolve_path(value: str, base_dir: Path) -> Path:
-    """Expand `${shared}` and make `value` absolute relative to `base_dir`."""
+    """Expand `${shared}` and make `value` absolute relative to `base_dir`, keeping symbolic links
+    (labels are found from image paths as given; see `mhyolo.paths.absolute_path`)."""
     text = value.replace(SHARED_PLACEHOLDER, str(shared_dir()))
     if "${" in text:
         raise ConfigError(f"source path {value!r}: unknown placeholder (only {SHARED_PLACEHOLDER} is expanded)")
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
-    return path.resolve()
+    return absolute_path(text, base_dir)
 
 
 def _check_count(value: Any, where: str, allowed: tuple[str, ...]) -> None:
@@ -147,7 +145,7 @@ def validate_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
 def recipe_from_dict(data: dict[str, Any], base_dir: Path | None = None, where: str = "recipe") -> Recipe:
     """Build and validate a Recipe; relative source paths start at `base_dir` (default: the CWD)."""
     recipe = from_dict(Recipe, data, where)
-    recipe.base_dir = (base_dir or Path.cwd()).resolve()
+    recipe.base_dir = absolute_path(base_dir or Path.cwd())
     return validate_recipe(recipe, where)
 
 
@@ -157,4 +155,4 @@ def load_recipe(path: str | Path, seed: int | None = None) -> Recipe:
     data = read_yaml(path)
     if seed is not None:
         data["seed"] = seed
-    return recipe_from_dict(data, base_dir=path.resolve().parent, where=str(path))
+    return recipe_from_dict(data, base_dir=absolute_path(path).parent, where=str(path))

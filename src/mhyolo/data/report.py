@@ -24,7 +24,7 @@ REPORT_JSON, REPORT_MD, BOX_PLOT = "report.json", "report.md", "box_sizes.png"
 NEGATIVE = "negative"
 # Box width / height as a share of the image, in bins of 0.025.
 SIZE_EDGES = [round(x, 3) for x in np.linspace(0.0, 1.0, 41)]
-STAGE_ORDER = ("orphan-label", "verify", "mixed", "duplicate", "negatives", "sample", "balance")
+STAGE_ORDER = ("orphan-label", "verify", "same-stem", "mixed", "duplicate", "negatives", "sample", "balance")
 
 
 @dataclass

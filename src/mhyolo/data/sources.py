@@ -10,6 +10,7 @@ scan without a `Drop` record saying why.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,10 @@ from tqdm import tqdm
 
 from mhyolo.data.dedup import image_hash
 from mhyolo.data.labels import read_labels
+from mhyolo.data.pairing import SAME_STEM, Pair, SplitFiles, split_files
 from mhyolo.data.recipe import Recipe, SourceRecipe
-from mhyolo.data.spec import label_path_for, load_data_spec
-from mhyolo.data.verify import decode_image, list_images, orphan_labels
+from mhyolo.data.spec import MISSING, load_data_spec
+from mhyolo.data.verify import decode_image
 from mhyolo.errors import ConfigError, DataError
 
 
@@ -32,7 +34,7 @@ class Drop:
     source: str
     file: str  # path of the file that caused the drop
     line: int  # 1-based line for label problems, else 0
-    stage: str  # orphan-label | verify | mixed | duplicate | negatives | sample | balance
+    stage: str  # orphan-label | verify | same-stem | mixed | duplicate | negatives | sample | balance
     reason: str
 
 
@@ -95,32 +97,31 @@ def _image_target(boxes: np.ndarray, policy: str) -> tuple[int | None, bool]:
     return int(classes[np.argmax(counts)]), True  # argmax takes the first (lowest id) on ties
 
 
-def source_folders(src: SourceRecipe, root: Path, where: str) -> tuple[list[str], list[tuple[str, Path]]]:
-    """Class names and the (split key, images folder) pairs to read, each folder once."""
+def source_splits(src: SourceRecipe, root: Path, where: str) -> tuple[list[str], list[SplitFiles]]:
+    """Class names and the files of each split to read (a data.yaml entry naming nothing is an error)."""
     spec = load_data_spec(root)
     wanted = src.splits if src.splits is not None else list(spec.splits)
     unknown = [s for s in wanted if s not in spec.splits]
     if unknown:
         raise ConfigError(f"{where}.splits: {', '.join(unknown)} not in {spec.yaml_path} "
                           f"(has {', '.join(spec.splits) or 'none'})")
-    folders: list[tuple[str, Path]] = []
-    for split in wanted:
-        folder = spec.images_dir(split)
-        if not folder.is_dir():
-            raise DataError(f"{spec.yaml_path}: '{split}' images folder {folder} does not exist")
-        if folder not in [f for _, f in folders]:
-            folders.append((split, folder))
-    return spec.names, folders
+    result: list[SplitFiles] = []
+    for split in dict.fromkeys(wanted):
+        missing = [e for e in spec.entries(split) if e.kind == MISSING]
+        if missing:
+            raise DataError(f"{missing[0].where}: {missing[0].missing_reason()}")
+        result.append(split_files(spec, split))
+    return spec.names, result
 
 
-# Decoded-image results of one build, keyed by file: (hash or None, error or None).
+# Decoded-image results of one build, keyed by resolved file: (hash or None, error or None).
 HashCache = dict[Path, tuple[np.ndarray | None, str | None]]
 
 
 def scan_source(recipe: Recipe, index: int, progress: bool = True, cache: HashCache | None = None) -> SourceScan:
     """Verify, remap and hash every image of source `index` of `recipe`.
 
-    `cache` keeps each file's hash for the length of a build, so a folder read twice is decoded once.
+    `cache` keeps each file's hash for the length of a build, so a file read twice is decoded once.
     """
     cache = {} if cache is None else cache
     src = recipe.sources[index]
@@ -128,31 +129,55 @@ def scan_source(recipe: Recipe, index: int, progress: bool = True, cache: HashCa
     root = recipe.source_path(src)
     if not (root / "data.yaml").is_file() and not (root.is_file() and root.suffix in (".yaml", ".yml")):
         raise DataError(f"{where}: no data.yaml in {root}")
-    names, folders = source_folders(src, root, where)
+    names, splits = source_splits(src, root, where)
     base = root if root.is_dir() else root.parent
     mapping = class_map(src, names, recipe.classes, where)
     scan = SourceScan(source=src.id, root=base, names=names)
-    for split, folder in folders:
-        images = list_images(folder)
-        scan.images_seen += len(images)
-        for label in orphan_labels(folder, images):
-            scan.drops.append(Drop(src.id, str(label), 0, "orphan-label", "label file without an image"))
-        for image in tqdm(images, desc=f"scan {src.id}/{split}", unit="img", disable=not progress, leave=False):
-            _scan_image(recipe, src, image, split, index, mapping, scan, cache)
+    seen: set[Path] = set()  # resolved images and labels: a file in several splits counts in the first
+    seen_issues: set[tuple[str, str, int]] = set()
+    for files in splits:
+        for issue in files.issues:  # list lines naming no image, and images that share one label file
+            if (issue.kind, issue.file, issue.line) in seen_issues:
+                continue
+            seen_issues.add((issue.kind, issue.file, issue.line))
+            if issue.kind == SAME_STEM:
+                scan.images_seen += len(issue.images)
+                scan.drops += [Drop(src.id, image, 0, SAME_STEM, issue.reason) for image in issue.images]
+            else:
+                scan.images_seen += 1
+                scan.drops.append(Drop(src.id, issue.file, issue.line, "verify", issue.reason))
+        for label in files.orphan_labels():
+            if label.resolve() not in seen:
+                seen.add(label.resolve())
+                scan.drops.append(Drop(src.id, str(label), 0, "orphan-label", "label file without an image"))
+        pairs = [p for p in files.pairs if p.image.resolve() not in seen]
+        seen |= {p.image.resolve() for p in pairs}
+        scan.images_seen += len(pairs)
+        for pair in tqdm(pairs, desc=f"scan {src.id}/{files.split}", unit="img", disable=not progress, leave=False):
+            _scan_image(recipe, src, pair, files.split, index, mapping, scan, cache)
     return scan
 
 
-def _scan_image(recipe: Recipe, src: SourceRecipe, image: Path, split: str, index: int,
+def _relative(path: Path, root: Path) -> str:
+    """`path` inside `root` for reports and ordering; through resolved paths when a link leads out."""
+    for p, r in ((path, root), (path.resolve(), root.resolve())):
+        if p.is_relative_to(r):
+            return p.relative_to(r).as_posix()
+    return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
+
+
+def _scan_image(recipe: Recipe, src: SourceRecipe, pair: Pair, split: str, index: int,
                 mapping: list[int | None], scan: SourceScan, cache: HashCache) -> None:
-    if image not in cache:
+    image, label = pair.image, pair.label
+    key = image.resolve()
+    if key not in cache:
         small, error = decode_image(image)
         digest = None if small is None else image_hash(small, recipe.dedup.method, recipe.dedup.hash_size)
-        cache[image] = (digest, error)
-    digest, error = cache[image]
+        cache[key] = (digest, error)
+    digest, error = cache[key]
     if error or digest is None:
         scan.drops.append(Drop(src.id, str(image), 0, "verify", error or "image does not decode"))
         return
-    label = label_path_for(image)
     boxes, issues = read_labels(label, nc=len(scan.names))
     if issues:  # one drop per image; its reason lists every bad line
         detail = "; ".join(f"line {i.line}: {i.reason}" if i.line else i.reason for i in issues)
@@ -164,7 +189,7 @@ def _scan_image(recipe: Recipe, src: SourceRecipe, image: Path, split: str, inde
     scan.dropped_boxes.update(scan.names[c] for c in source_ids[~keep])
     kept = boxes[keep].copy()
     kept[:, 0] = [mapping[c] for c in source_ids[keep]]
-    rel = image.relative_to(scan.root).as_posix()
+    rel = _relative(image, scan.root)
     target: int | None = None
     if len(kept):
         target, mixed = _image_target(kept, recipe.mixed)

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from mhyolo.data.dedup import DEFAULT_METHOD, cross_pairs, image_hash
 from mhyolo.data.labels import read_labels
-from mhyolo.data.spec import IMAGE_SUFFIXES, label_path_for, load_data_spec
+from mhyolo.data.pairing import SAME_STEM, split_files
+from mhyolo.data.spec import load_data_spec
 
 # Longest side of the decoded thumbnail; JPEG draft mode picks a scale >= this.
 THUMB_SIZE = 64
@@ -29,7 +30,7 @@ THUMB_SIZE = 64
 class Problem:
     """One thing wrong with a dataset, named by file and line (0 = the whole file)."""
 
-    kind: str  # image | label | orphan-label | missing | shared-folder | leak
+    kind: str  # image | label | orphan-label | missing | not-image | same-stem | shared-folder | shared-image | leak
     file: str
     line: int
     reason: str
@@ -54,31 +55,11 @@ def decode_image(path: Path, thumb: int = THUMB_SIZE) -> tuple[Image.Image | Non
     return small, None
 
 
-def orphan_labels(images_dir: Path, images: list[Path]) -> list[Path]:
-    """Label files beside `images_dir` that no image in `images` refers to."""
-    if not images_dir.is_dir():
-        return []
-    probe = images_dir / "probe.jpg"
-    labels_dir = label_path_for(probe).parent
-    if labels_dir == images_dir or not labels_dir.is_dir():
-        known = {p.with_suffix(".txt") for p in images}
-        candidates = sorted(p for p in images_dir.glob("*.txt"))
-    else:
-        known = {label_path_for(p) for p in images}
-        candidates = sorted(labels_dir.glob("*.txt"))
-    return [p for p in candidates if p not in known and p.name != "classes.txt"]
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 @dataclass
 class SplitSummary:
     """Counts for one split of a verified dataset (bad files are counted, not included)."""
 
-    folder: str
+    folder: str  # the split's entries
     images: int = 0  # images that decode and whose labels parse
     negatives: int = 0  # of those, images with no box
     boxes: int = 0
@@ -86,6 +67,8 @@ class SplitSummary:
     bad_images: int = 0
     bad_labels: int = 0  # label files with at least one bad line
     orphan_labels: int = 0
+    same_stem: int = 0  # images left out because another image shares their label file
+    missing: int = 0  # entries or list lines that name no image
 
 
 @dataclass
@@ -123,27 +106,41 @@ def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_m
     problems: list[Problem] = []
     summaries: dict[str, SplitSummary] = {}
     hashes: dict[str, list[tuple[str, np.ndarray]]] = {}
-    folders_seen: dict[Path, str] = {}
-    for split, folder in spec.splits.items():
-        summary = summaries[split] = SplitSummary(folder=str(folder))
-        if folder in folders_seen:
-            problems.append(Problem("shared-folder", str(folder), 0,
-                                    f"splits '{folders_seen[folder]}' and '{split}' use the same images folder"))
-            summaries[split] = replace(summaries[folders_seen[folder]])  # same files, same counts
+    entries_seen: dict[tuple[Path, ...], str] = {}
+    split_of_image: dict[Path, str] = {}  # resolved image -> first split holding it
+    for split in spec.splits:
+        summary = summaries[split] = SplitSummary(folder=spec.describe(split))
+        same = tuple(sorted(e.path.resolve() for e in spec.entries(split)))
+        if same in entries_seen:
+            problems.append(Problem("shared-folder", spec.describe(split), 0,
+                                    f"splits '{entries_seen[same]}' and '{split}' use the same images folder"))
+            summaries[split] = replace(summaries[entries_seen[same]])  # same files, same counts
             continue
-        folders_seen[folder] = split
-        if not folder.is_dir():
-            problems.append(Problem("missing", str(folder), 0, f"'{split}' images folder does not exist"))
-            continue
-        images = list_images(folder)
+        entries_seen[same] = split
+        files = split_files(spec, split)
+        for issue in files.issues:
+            problems.append(Problem(issue.kind, issue.file, issue.line, issue.reason))
+            if issue.kind == SAME_STEM:
+                summary.same_stem += len(issue.images)
+            else:
+                summary.missing += 1
+        also: dict[str, list[Path]] = {}
+        for pair in files.pairs:
+            first = split_of_image.setdefault(pair.image.resolve(), split)
+            if first != split:
+                also.setdefault(first, []).append(pair.image)
+        for other, shared in also.items():
+            more = f" and {len(shared) - 1} more" if len(shared) > 1 else ""
+            problems.append(Problem("shared-image", str(shared[0]), 0, f"also in split '{other}'{more}"))
         split_hashes = hashes[split] = []
-        for image in tqdm(images, desc=f"verify {split}", unit="img", disable=not progress, leave=False):
+        for pair in tqdm(files.pairs, desc=f"verify {split}", unit="img", disable=not progress, leave=False):
+            image = pair.image
             small, error = decode_image(image)
             if error:
                 summary.bad_images += 1
                 problems.append(Problem("image", str(image), 0, error))
                 continue
-            boxes, issues = read_labels(label_path_for(image), nc=spec.nc)
+            boxes, issues = read_labels(pair.label, nc=spec.nc)
             if issues:
                 summary.bad_labels += 1
                 problems.extend(Problem("label", str(i.path), i.line, i.reason) for i in issues)
@@ -153,9 +150,9 @@ def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_m
             summary.negatives += int(len(boxes) == 0)
             for cls in boxes[:, 0].astype(int):
                 summary.class_boxes[spec.names[cls]] = summary.class_boxes.get(spec.names[cls], 0) + 1
-            if leak_threshold is not None:
+            if leak_threshold is not None and split_of_image[image.resolve()] == split:  # shared ones are reported
                 split_hashes.append((str(image), image_hash(small, hash_method, hash_size)))
-        for label in orphan_labels(folder, images):
+        for label in files.orphan_labels():
             summary.orphan_labels += 1
             problems.append(Problem("orphan-label", str(label), 0, "label file without an image"))
     if leak_threshold is not None:

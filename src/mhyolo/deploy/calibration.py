@@ -33,7 +33,7 @@ def calibration_files(data_yaml: str | Path, count: int = 50, seed: int = 0, spl
     spec = load_data_spec(data_yaml)
     files = spec.image_files(split)
     if not files:
-        raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.images_dir(split)} to calibrate on")
+        raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.describe(split)} to calibrate on")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(files), size=min(count, len(files)), replace=False)
     return [files[i] for i in sorted(chosen.tolist())]  # sorted: the order does not depend on the draw

@@ -9,6 +9,7 @@ from typing import Any
 from mhyolo.config import from_dict, read_yaml
 from mhyolo.defaults import training_file
 from mhyolo.errors import ConfigError
+from mhyolo.paths import absolute_path
 
 
 @dataclass
@@ -54,7 +55,7 @@ class PipelineConfig:
 
     def path(self, value: str) -> Path:
         candidate = Path(value)
-        return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
+        return absolute_path(candidate, self.base_dir)  # links kept, as the recipe keeps them
 
     def training_file(self, value: str) -> Path:
         """A stage's settings: a YAML beside the pipeline file (or an absolute path), else a shipped name."""
@@ -66,7 +67,7 @@ FINAL_CANDIDATES = ("detector", "head", "joint", "multihead")  # in training ord
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
     """A pipeline file, or a data recipe (a file with `sources:`), which runs with default stages."""
-    path = Path(path).resolve()
+    path = absolute_path(path)
     data = read_yaml(path)
     if "sources" in data:  # a bare recipe: every stage keeps its shipped settings
         return PipelineConfig(recipe=str(path), base_dir=path.parent)

@@ -1,0 +1,191 @@
+"""The files of a split: every image its entries name, the label file of each, and what cannot be paired.
+
+One reading for every reader (verify, build, the training dataset, calibration), so they agree
+on which images a split holds:
+
+* a folder is read recursively, hidden files and folders skipped, as YOLOv5 and ultralytics
+  glob it (`folder/**/*.*`);
+* a `.txt` list holds one image path a line; a line starting with `./` is relative to the list's
+  folder (as in YOLOv5 and ultralytics), any other relative line to the dataset root (they take
+  it from the working directory, which is the root when run from there); blank lines and `#`
+  comments are skipped. A line naming a missing file or a non-image is reported with its line;
+* an image reached twice (two entries, a link and its target) is read once.
+
+YOLO pairs an image with a label by path alone: the last `images` folder becomes `labels` and the
+suffix `.txt`. Two images that differ only in suffix (`x.jpg`, `x.png`) get one label file, which
+fits at most one of them and does not say which; YOLOv5 gives it to both. Here neither is used:
+both are reported by name, with the label they share, and left out (verify and build) or refused
+(training). Rename or remove all but one.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mhyolo.data.spec import FOLDER, IMAGE, IMAGE_SUFFIXES, LIST, MISSING, DataSpec, SplitEntry, label_path_for
+from mhyolo.errors import DataError
+
+# Issue kinds: an entry or list line naming nothing, a list line naming a non-image, one label for several images.
+MISSING_KIND, NOT_IMAGE, SAME_STEM = "missing", "not-image", "same-stem"
+_SHOWN = 10  # issues spelled out in an error message
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An image and the label file YOLO reads for it (which may not exist: a negative)."""
+
+    image: Path
+    label: Path
+
+
+@dataclass(frozen=True)
+class SplitIssue:
+    """Something in a split that cannot be used as it is, named by file and line (0: the whole file)."""
+
+    kind: str  # missing | not-image | same-stem
+    file: str  # the file to fix: data.yaml, a list file, or the label two images share
+    line: int
+    reason: str
+    images: tuple[str, ...] = ()  # images left out because of it (same-stem)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
+
+
+@dataclass
+class SplitFiles:
+    """One split read: usable image/label pairs (sorted by image path), issues, and its folders."""
+
+    yaml_path: Path
+    split: str
+    pairs: list[Pair] = field(default_factory=list)
+    issues: list[SplitIssue] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # folder entries, for the orphan-label check
+
+    @property
+    def images(self) -> list[Path]:
+        return [p.image for p in self.pairs]
+
+    def orphan_labels(self) -> list[Path]:
+        """Label files in the split's folders that no image of the split refers to (lists pick
+        images on purpose, so only folder entries are checked)."""
+        known = {p.label.resolve() for p in self.pairs}
+        known |= {Path(i.file).resolve() for i in self.issues if i.kind == SAME_STEM}
+        found: dict[Path, Path] = {}
+        for folder in self.folders:
+            for label in orphan_labels(folder, known):
+                found.setdefault(label.resolve(), label)
+        return sorted(found.values())
+
+    def checked(self) -> SplitFiles:
+        """Self, or a DataError listing every issue (for readers that must not skip anything)."""
+        if self.issues:
+            shown = "\n".join(f"  {issue}" for issue in self.issues[:_SHOWN])
+            more = f"\n  ... and {len(self.issues) - _SHOWN} more" if len(self.issues) > _SHOWN else ""
+            raise DataError(f"{self.yaml_path}: split '{self.split}' has {len(self.issues)} problem(s); fix them or run "
+                            f"`mhyolo data verify`:\n{shown}{more}")
+        return self
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively (links followed, hidden names skipped), sorted by path."""
+    found = glob.glob(glob.escape(str(folder)) + "/**/*", recursive=True)
+    return sorted(Path(p) for p in found if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file())
+
+
+def _list_file_images(entry: SplitEntry, root: Path) -> tuple[list[Path], list[SplitIssue]]:
+    """Images named by a `.txt` list, and one issue per line that names no image."""
+    images: list[Path] = []
+    issues: list[SplitIssue] = []
+    try:
+        lines = entry.path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{entry.path}: cannot read the '{entry.key}' list ({entry.where}): {exc}") from exc
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        base = entry.path.parent if text.startswith("./") else root
+        path = Path(text) if Path(text).is_absolute() else base / text
+        path = Path(*path.parts)  # drops the `./`
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            issues.append(SplitIssue(NOT_IMAGE, str(entry.path), number,
+                                     f"'{text}' is not an image ({', '.join(IMAGE_SUFFIXES)})"))
+        elif not path.is_file():
+            issues.append(SplitIssue(MISSING_KIND, str(entry.path), number, f"image {path} does not exist"))
+        else:
+            images.append(path)
+    return images, issues
+
+
+def pair_images(images: list[Path]) -> tuple[list[Pair], list[SplitIssue]]:
+    """Each image with its label file; images that share an existing label file are left out, as one issue.
+
+    An image listed twice (also through a link) is kept once. Comparisons use resolved paths, so a
+    linked folder and its target pair the same way.
+    """
+    seen: set[tuple[Path, Path]] = set()
+    by_label: dict[Path, list[Pair]] = defaultdict(list)
+    for image in images:
+        pair = Pair(image, label_path_for(image))
+        key = (image.resolve(), pair.label.resolve())
+        if key not in seen:
+            seen.add(key)
+            by_label[key[1]].append(pair)
+    pairs: list[Pair] = []
+    issues: list[SplitIssue] = []
+    for group in by_label.values():
+        if len(group) == 1 or not group[0].label.is_file():
+            pairs.extend(group)  # one image per label, or negatives that share no label
+            continue
+        names = [str(p.image) for p in group]
+        unused = "neither is used" if len(group) == 2 else "none of them is used"
+        issues.append(SplitIssue(SAME_STEM, str(group[0].label), 0,
+                                 f"one label file for {len(group)} images with one stem ({', '.join(names)}): "
+                                 f"it fits at most one and does not say which; {unused} (keep one image per stem)",
+                                 images=tuple(names)))
+    pairs.sort(key=lambda p: p.image)
+    issues.sort(key=lambda i: i.file)
+    return pairs, issues
+
+
+def split_files(spec: DataSpec, split: str) -> SplitFiles:
+    """Read every entry of `split` and pair its images with their labels."""
+    result = SplitFiles(yaml_path=spec.yaml_path, split=split)
+    images: list[Path] = []
+    for entry in spec.entries(split):
+        if entry.kind == FOLDER:
+            result.folders.append(entry.path)
+            images += list_images(entry.path)
+        elif entry.kind == LIST:
+            listed, issues = _list_file_images(entry, spec.root)
+            images += listed
+            result.issues += issues
+        elif entry.kind == IMAGE:
+            images.append(entry.path)
+        elif entry.kind == MISSING:
+            result.issues.append(SplitIssue(MISSING_KIND, str(entry.yaml_path), entry.line, entry.missing_reason()))
+    result.pairs, clashes = pair_images(images)
+    result.issues += clashes
+    return result
+
+
+def orphan_labels(images_dir: Path, known: set[Path]) -> list[Path]:
+    """Label files for images under `images_dir` whose resolved path is not in `known`.
+
+    Labels live in the matching `labels` folder, or beside the images where there is none; beside
+    images, only folders holding images are looked at (a README.txt elsewhere is no label).
+    """
+    if not images_dir.is_dir():
+        return []
+    labels_dir = label_path_for(images_dir / "probe.jpg").parent
+    beside = not labels_dir.is_dir() or labels_dir.resolve() == images_dir.resolve()
+    top = images_dir if beside else labels_dir
+    candidates = [Path(p) for p in glob.glob(glob.escape(str(top)) + "/**/*.txt", recursive=True)]
+    if beside:
+        with_images = {p.parent.resolve() for p in list_images(images_dir)}
+        candidates = [p for p in candidates if p.parent.resolve() in with_images]
+    return sorted(p for p in candidates if p.name != "classes.txt" and p.is_file() and p.resolve() not in known)
