@@ -77,7 +77,9 @@ def pipeline_run(tmp_path: Path, shared: Path) -> Path:
     run = tmp_path / "run-2024"
     pngs = _training_folder(run / "detector") + _training_folder(run / "multihead", shared)
     settings = {"weights": str(run / "model.safetensors"), "detector": None, "data": "data/data.yaml", "imgsz": 128,
-                "runs": 5, "warmup": 2, "threads": 1, "out": str(run / "benchmark")}
+                "runs": 5, "warmup": 2, "threads": 1, "out": str(run / "benchmark"),
+                "machine": {"name": "Intel(R) Xeon(R) Platinum 8480+", "logical_cores": 4, "threads_used": 1,
+                            "isa": ["AVX2", "AVX-512", "AVX-512 VNNI", "AMX-INT8"], "torch_kernels": "AVX512"}}
     bench = write_all(_bench_rows(run / "benchmark"), settings, run / "benchmark")
     pngs.append(bench["plot"])
     per_type = {n: {"precision": 0.9, "recall": 0.8, "f1": 0.847, "support": 7} for n in NAMES}
@@ -124,6 +126,8 @@ def test_pipeline_page_has_every_table_and_every_figure(pipeline_run: Path) -> N
     for label in ("PyTorch FP32", "ONNX Runtime INT8", "RKNN INT8 (simulator)", "detector: PyTorch FP32"):
         assert f'<th scope="row">{label}</th>' in page, label
     assert "skipped: export: rknn-toolkit2 environment is missing (make rknn-env)" in page
+    assert ("Machine: Intel(R) Xeon(R) Platinum 8480+, 4 logical cores, 1 thread(s) used; AVX2, AVX-512, "
+            "AVX-512 VNNI, AMX-INT8; PyTorch kernels AVX512.") in page
     assert "<td>0.799</td><td>-0.013</td>" in page and "130.0 (8 × 1)" in page
     # every PNG of the run once, decodable, at its own size; the photo grid as a smaller JPEG
     pngs = sorted(pipeline_run.glob("*/*.png"))

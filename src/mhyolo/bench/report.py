@@ -99,15 +99,13 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
         head += [ACCURACY_LABELS[key], "Δ"]
     head.append("note")
     data = f"data `{settings['data']}` (val split)" if settings.get("data") else "no dataset"
+    unscored = accuracy_note(settings)
     lines = ["# mhyolo benchmark", "",
-             f"Machine: {_machine(settings)}.", "",
+             f"Machine: {machine_line(settings)}.", "",
              f"weights `{settings['weights']}`"
              + (f", detector `{settings['detector']}`" if settings.get("detector") else "")
              + f", {data}, imgsz {settings['imgsz']}.",
-             *([f"Accuracy not scored: {settings['unscored']}. INT8 formats calibrated on "
-                f"`{settings.get('calibration')}`" + ("" if settings.get("data") else
-                                                     " (stand-in images: timing only)") + "."]
-               if settings.get("unscored") else []),
+             *([unscored] if unscored else []),
              f"Latency: batch 1, median and p90 of {settings['runs']} calls after {settings['warmup']} warm-up "
              f"calls, {settings['threads']} thread(s), model call with box decoding (no NMS), "
              "formats interleaved call by call. img/s @8: one batch of 8 "
@@ -136,8 +134,8 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _machine(settings: dict[str, Any]) -> str:
-    """The CPU line of the header: figures from two machines are only comparable as ratios."""
+def machine_line(settings: dict[str, Any]) -> str:
+    """The CPU a benchmark ran on: figures from two machines are only comparable as ratios."""
     machine = settings.get("machine")
     if not machine:
         return "not recorded"
@@ -145,6 +143,15 @@ def _machine(settings: dict[str, Any]) -> str:
     kernels = f"; PyTorch kernels {machine['torch_kernels']}" if machine.get("torch_kernels") else ""
     return (f"{machine['name']}, {machine['logical_cores']} logical cores, {machine.get('threads_used')} thread(s) "
             f"used; {flags}{kernels}")
+
+
+def accuracy_note(settings: dict[str, Any]) -> str | None:
+    """Why the accuracy columns are empty, and what INT8 was calibrated on then; None when scored."""
+    if not settings.get("unscored"):
+        return None
+    stand_in = "" if settings.get("data") else " (stand-in images: timing only)"
+    return (f"Accuracy not scored: {settings['unscored']}. INT8 formats calibrated on "
+            f"`{settings.get('calibration')}`{stand_in}.")
 
 
 def _file_cell(row: Row, out: str | None) -> str:

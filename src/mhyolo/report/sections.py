@@ -169,7 +169,7 @@ class Benchmark(Section):
         return {"fastest format": f"{fastest.title}, {fastest.latency_median_ms:.1f} ms"}
 
     def render(self) -> Html:
-        from mhyolo.bench.report import ACCURACY_KEYS, ACCURACY_LABELS, BATCH_LOOPED
+        from mhyolo.bench.report import ACCURACY_KEYS, ACCURACY_LABELS, BATCH_LOOPED, accuracy_note, machine_line
 
         data, rows = self._rows()
         settings = data["settings"]
@@ -193,14 +193,17 @@ class Benchmark(Section):
                 line.append(row.note or "")
             cells.append(line)
             classes.append("skipped" if row.status != "ok" else None)
+        data_part = [", data ", code(settings["data"]), " (val split)"] if settings.get("data") else [", no dataset"]
         intro = paragraph(
-            "Weights ", code(settings.get("weights", "?")), ", data ", code(settings.get("data", "?")),
-            f" (val split), {settings.get('imgsz', '?')} px. Latency: batch 1, median and p90 of "
+            f"Machine: {machine_line(settings)}. Weights ", code(settings.get("weights", "?")), *data_part,
+            f", {settings.get('imgsz', '?')} px. Latency: batch 1, median and p90 of "
             f"{settings.get('runs', '?')} calls after {settings.get('warmup', '?')} warm-up calls, "
             f"{settings.get('threads', '?')} thread(s), formats interleaved call by call. img/s @8: one batch of 8 "
             "(\"8 × 1\": a graph exported for batch 1, called 8 times). Δ: change against the same model's "
             "PyTorch FP32 row.")
-        parts = [intro, table(headers, cells, classes, text_columns=(len(headers) - 1,))]
+        unscored = accuracy_note(settings)
+        parts = [intro, *([paragraph(unscored)] if unscored else []),
+                 table(headers, cells, classes, text_columns=(len(headers) - 1,))]
         overhead = data.get("head_overhead") or {}
         if overhead:
             titles = {r.format: r.title for r in rows}
