@@ -28,7 +28,8 @@ class RecordDigest:
 
 def main() -> None:
     data, out = Path(sys.argv[1]), Path(sys.argv[2])
-    extra_term = sys.argv[3] if len(sys.argv) > 3 else None  # a registered test term (helpers/terms.py)
+    extra_term = sys.argv[3] if len(sys.argv) > 3 else None  # a registered term (helpers/terms.py or distillation)
+    teacher = sys.argv[4] if len(sys.argv) > 4 else None
     torch.set_num_threads(1)
     config = TrainConfig(data=str(data), weights="yolov5n.pt", epochs=1, imgsz=128, batch=2, workers=0,
                          close_mosaic=0, optim=OptimConfig(warmup_epochs=0.0), augment=AugmentConfig())
@@ -36,6 +37,7 @@ def main() -> None:
         import helpers.terms  # noqa: F401 - registers the term
 
         config.objective.terms = {extra_term: {"weight": 0.5}}
+        config.teacher = teacher
     Trainer(config, out / "run", hooks=[RecordDigest()], progress=False).run()
 
 

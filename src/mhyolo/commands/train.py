@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="train everything with loss = detection + type_weight x type (the default when "
                             "nothing is frozen; stated explicitly to override a --hyp file that freezes)")
     parser.add_argument("--type-weight", type=float, help="lambda of the type loss in joint training")
+    parser.add_argument("--teacher", help="distillation teacher (any mhyolo checkpoint or YOLOv5 .pt); "
+                                          "with no objective.terms in --hyp, feature imitation on P3 is switched on")
+    parser.add_argument("--distill", nargs="+", choices=["imitation", "response_kd"], metavar="TERM",
+                        help="distillation terms to switch on with their default settings (imitation, "
+                             "response_kd); settings live under objective.terms in --hyp")
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default runs/train)")
     parser.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in RUN from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -56,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
             config.freeze = args.freeze
         if args.type_weight is not None:
             config.objective.type_weight = args.type_weight
+        if args.teacher is not None:
+            config.teacher = args.teacher
+        for term in args.distill or ([] if config.objective.terms or not args.teacher else ["imitation"]):
+            config.objective.terms.setdefault(term, {})
         if not config.data:
             raise ConfigError("--data is required (a data.yaml from `mhyolo data build`)")
         run_dir = args.out

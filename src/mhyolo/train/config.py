@@ -55,6 +55,9 @@ class TrainConfig:
     class_init: int | None = None
     # each batch resized to a random multiple of the stride in [low, high] x imgsz; null: off
     multi_scale: list[float] | None = None
+    # distillation: a trained model (any mhyolo checkpoint or YOLOv5 .pt) the terms under objective.terms
+    # (imitation, response_kd) learn from; frozen, in eval mode, on the same batches
+    teacher: str | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -29,12 +29,14 @@ class ObjectiveConfig:
 
 class TrainingObjective(nn.Module):
     def __init__(self, model: YoloModel, loss: LossConfig, imgsz: int, config: ObjectiveConfig | None = None,
-                 detector_trains: bool = True) -> None:
+                 detector_trains: bool = True, teacher: Any = None) -> None:
         super().__init__()
         self.config = config or ObjectiveConfig()
+        if self.config.terms:
+            import mhyolo.train.distill  # noqa: F401 - registers the distillation terms
         context = BuildContext(model=model, loss=loss, imgsz=imgsz, detector_trains=detector_trains,
                                type_weight=self.config.type_weight,
-                               type_label_smoothing=self.config.type_label_smoothing)
+                               type_label_smoothing=self.config.type_label_smoothing, teacher=teacher)
         terms: dict[str, LossTerm] = standard_terms(context)
         terms.update(build_extra_terms(context, self.config.terms))
         # a list, not a ModuleDict: term names such as "type" would clash with nn.Module attributes
@@ -44,6 +46,15 @@ class TrainingObjective(nn.Module):
         if len(set(columns)) != len(columns):
             raise ConfigError(f"loss terms report clashing columns: {columns}")
         self.part_names: tuple[str, ...] = tuple(columns)
+        taught = [name for name, term in zip(self.term_names, self.terms) if term.needs_teacher]
+        if taught and teacher is None:
+            raise ConfigError(f"objective.terms: {', '.join(taught)} learn(s) from a teacher: give one "
+                              "(--teacher WEIGHTS, or teacher: in the training YAML)")
+        if teacher is not None and not taught:
+            raise ConfigError("a teacher is given but no loss term learns from it: switch on objective.terms "
+                              "imitation and/or response_kd")
+        self.teacher = teacher  # not a submodule: nothing that trains, saves or changes mode reaches it
+        self.teacher_rows = tuple(sorted({row for term in self.terms for row in term.teacher_rows}))
 
     @property
     def feature_rows(self) -> tuple[int, ...]:
@@ -56,7 +67,8 @@ class TrainingObjective(nn.Module):
     def forward(self, raw: dict[str, Any], targets: torch.Tensor, features: dict[int, torch.Tensor] | None = None,
                 images: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         step = Step(outputs=raw, targets=targets, features=features or {}, images=images,
-                    assigner=self.term("detection").loss.assign)
+                    assigner=self.term("detection").loss.assign, teacher=self.teacher,
+                    teacher_rows=self.teacher_rows)
         total: torch.Tensor | None = None
         parts: dict[str, torch.Tensor] = {}
         for term in self.terms:

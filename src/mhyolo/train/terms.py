@@ -38,6 +38,8 @@ class Step:
     features: dict[int, torch.Tensor] = field(default_factory=dict)
     images: torch.Tensor | None = None
     assigner: Callable[[Sequence[torch.Tensor], torch.Tensor], list[LevelTargets]] | None = None
+    teacher: Any = None  # a `distill.Teacher`, run once per step on the same images when a term asks
+    teacher_rows: tuple[int, ...] = ()
 
     @property
     def batch(self) -> int:
@@ -48,6 +50,13 @@ class Step:
         if self.assigner is None:
             raise ConfigError("no target assigner: the objective has no detection term")
         return self.assigner(self.outputs["detection"], self.targets)
+
+    @cached_property
+    def taught(self) -> tuple[dict[str, Any], dict[int, torch.Tensor]]:
+        """The teacher's raw outputs and feature rows for this batch (computed once, no gradient)."""
+        if self.teacher is None or self.images is None:
+            raise ConfigError("a distillation term needs a teacher (--teacher / teacher: in the training YAML)")
+        return self.teacher.run(self.images, self.teacher_rows)
 
 
 @dataclass
@@ -66,6 +75,7 @@ class BuildContext:
     detector_trains: bool = True
     type_weight: float = 1.0
     type_label_smoothing: float = 0.0
+    teacher: Any = None  # a `distill.Teacher` when the run has one
 
 
 class LossTerm(nn.Module):
@@ -73,6 +83,8 @@ class LossTerm(nn.Module):
 
     columns: ClassVar[tuple[str, ...]] = ()
     feature_rows: tuple[int, ...] = ()  # rows whose outputs this term reads from `Step.features`
+    teacher_rows: tuple[int, ...] = ()  # the teacher's rows it reads from `Step.taught`
+    needs_teacher: ClassVar[bool] = False
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()

@@ -30,6 +30,7 @@ from mhyolo.errors import ConfigError, WeightsError
 from mhyolo.eval.validate import validate
 from mhyolo.model.weights import load_checkpoint, save_checkpoint
 from mhyolo.train.config import TrainConfig
+from mhyolo.train.distill import Teacher
 from mhyolo.train.ema import ModelEMA
 from mhyolo.train.multiscale import MultiScale
 from mhyolo.model.freezing import FreezeSpec
@@ -125,8 +126,9 @@ class Trainer:
                               "yolov5n-typehead): nothing would train")
         freeze = FreezeSpec(detector=cfg.freeze == "detector", rows=cfg.freeze_layers)
         self.frozen = freeze.apply(self.model)
+        self.teacher = Teacher.load(cfg.teacher, self.device) if cfg.teacher else None
         self.objective = TrainingObjective(self.model, cfg.loss, cfg.imgsz, cfg.objective,
-                                           detector_trains=freeze.detector_trains)
+                                           detector_trains=freeze.detector_trains, teacher=self.teacher)
         # what trains: the student plus the terms' own layers (optimizer, DDP, clipping, `last`)
         self.module = TrainingModule(self.model, self.objective, freeze).to(self.device)
         self.result_columns = result_columns(self.objective.part_names)
