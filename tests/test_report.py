@@ -213,26 +213,26 @@ def test_a_registered_section_renders_only_when_its_inputs_exist(tmp_path: Path,
     monkeypatch.setattr(report_sections, "SECTIONS", list(report_sections.SECTIONS))
 
     @report_sections.register
-    class Distillation(report_sections.Section):
-        key, title, kind = "distill", "Distillation", "distillation"
+    class Example(report_sections.Section):
+        key, title, kind = "example", "Example", "example"
 
         def available(self) -> bool:
-            return self.run.file("distill.json") is not None
+            return self.run.file("example.json") is not None
 
         def facts(self) -> dict[str, str]:
-            return {"student mAP50": f"{self.run.json('distill.json')['student']:.3f}"}
+            return {"student mAP50": f"{self.run.json('example.json')['student']:.3f}"}
 
         def render(self) -> Html:
-            return tag("p", f"student <{self.run.json('distill.json')['student']}>")
+            return tag("p", f"student <{self.run.json('example.json')['student']}>")
 
     with pytest.raises(ValueError, match="taken"):
-        report_sections.register(Distillation)
+        report_sections.register(Example)
     run = tmp_path / "run"
     _training_folder(run)
-    assert "Distillation" not in render_page(run)
-    (run / "distill.json").write_text('{"student": 0.5}')
+    assert "Example" not in render_page(run)
+    (run / "example.json").write_text('{"student": 0.5}')
     page = render_page(run)
-    assert re.findall(r'<h2 id="(\w+)">', page) == ["training", "distill"]
+    assert re.findall(r'<h2 id="(\w+)">', page) == ["training", "example"]
     assert "<p>student &lt;0.5&gt;</p>" in page and "<dt>student mAP50</dt><dd>0.500</dd>" in page
 
 

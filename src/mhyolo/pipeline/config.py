@@ -32,6 +32,31 @@ class BenchmarkStage:
     calib_images: int = 50
 
 
+STUDENT = "student"  # the undistilled student of the distillation stage: the reference every variant must beat
+
+
+@dataclass
+class DistillConfig:
+    enabled: bool = False
+    # how to train the teacher (a training YAML + overrides), unless `teacher_weights` names one
+    teacher: StageConfig = field(default_factory=lambda: StageConfig(hyp="multihead"))
+    teacher_weights: str | None = None
+    student: StageConfig = field(default_factory=lambda: StageConfig(hyp="multihead"))
+    # variant name -> the loss terms it switches on (objective.terms of the training YAML)
+    variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {
+        "imitation": {"imitation": {}}, "response_kd": {"response_kd": {}}})
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            if not self.seeds:
+                raise ConfigError("distill.seeds: at least one seed")
+            if not self.variants:
+                raise ConfigError("distill.variants: at least one distillation variant to compare")
+            if STUDENT in self.variants or "teacher" in self.variants:
+                raise ConfigError(f"distill.variants: '{STUDENT}' and 'teacher' are reserved names")
+
+
 @dataclass
 class PipelineConfig:
     recipe: str = ""
@@ -46,6 +71,8 @@ class PipelineConfig:
     image_head: StageConfig = field(default_factory=lambda: StageConfig(
         enabled=False, hyp="head", overrides={"model": "yolov5n-imagehead", "augment": {"mosaic": 0.0}}))
     baseline: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="hyp"))
+    # teacher -> student with and without each distillation -> keep the distilled one only if it wins
+    distill: DistillConfig = field(default_factory=DistillConfig)
     benchmark: BenchmarkStage = field(default_factory=lambda: BenchmarkStage())
     latency_runs: int = 20
     # the stage whose best weights become RUN/model.safetensors (exported, benchmarked);
@@ -62,7 +89,7 @@ class PipelineConfig:
         return training_file(value, (self.base_dir,))
 
 
-FINAL_CANDIDATES = ("detector", "head", "joint", "multihead")  # in training order; the others are comparisons
+FINAL_CANDIDATES = ("detector", "head", "joint", "multihead", "distill")  # in training order; the others are comparisons
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:

@@ -52,6 +52,8 @@ def _stage(config: PipelineConfig) -> StageConfig:
     name = final_stage(config)
     if name in (None, "head", "joint"):
         name = "multihead"  # the frozen-head paths need a detector run first: cross-validate the one-run model
+    if name == "distill":  # the student's recipe; distilling per fold would need a teacher per fold
+        return config.distill.student
     return getattr(config, name)
 
 

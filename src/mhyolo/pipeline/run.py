@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.bench.timing import latencies
-from mhyolo.pipeline.config import PipelineConfig, final_stage
+from mhyolo.pipeline.config import STUDENT, PipelineConfig, final_stage
+from mhyolo.pipeline.distill import TEACHER_RUN, decide
 from mhyolo.pipeline.report import score, write_report
 from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_stage, training_plan
 from mhyolo.report import write_html_report
@@ -21,16 +22,27 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
     data = build_data(config, run, progress).folder
     stages: dict[str, StageResult] = {name: train_stage(name, train, run, progress)
                                       for name, train in training_plan(config, run).items()}
+    rows = {name: score(stage.weights, data / "data.yaml", config.imgsz)
+            for name, stage in stages.items() if stage.weights is not None and stage.weights.exists()}
+    decision = None
+    if config.distill.enabled:  # evaluate and filter: the distilled student only if it wins
+        decision = decide(rows, config.distill)
+        stages["distill"] = StageResult("distill", run / "distill", Path(decision.weights), skipped=False)
+        print(f"distillation: {decision.reason}")
     final = run / "model.safetensors"
     chosen = final_stage(config)
     final_weights = stages[chosen].weights if chosen in stages else None
     if final_weights is not None:
         shutil.copyfile(final_weights, final)
-    rows = {name: score(stage.weights, data / "data.yaml", config.imgsz)
-            for name, stage in stages.items() if stage.weights is not None and stage.weights.exists()}
     extra: dict[str, Any] = {"imgsz": config.imgsz, "final_model": str(final), "final_stage": chosen}
+    if decision is not None:
+        extra["distill"] = decision.to_dict()
     timed = {name: stages[name].weights for name in ("detector", "image_head", "head", "multihead", "baseline")
              if name in stages}
+    if decision is not None:  # the teacher's cost, and the student's latency, which distillation leaves unchanged
+        timed.update({name: stages[name].weights for name in (TEACHER_RUN, decision.groups[STUDENT]["best_run"],
+                                                                decision.groups[decision.chosen]["best_run"])
+                      if name in stages})
     if timed:
         ms = latencies(timed, config.imgsz, config.latency_runs)
         for name, value in ms.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.config import load_config, to_dict
-from mhyolo.pipeline.config import PipelineConfig, StageConfig, stage_runs
+from mhyolo.pipeline.config import STUDENT, PipelineConfig, StageConfig, stage_runs
 from mhyolo.train.config import TrainConfig
 
 DONE = "done.json"
@@ -94,6 +94,30 @@ def training_plan(config: PipelineConfig, run: Path) -> dict[str, TrainConfig]:
         plan["multihead"] = train_config(config, config.multihead, data, None, {"freeze": None})
     if config.baseline.enabled:  # the obvious alternative: the types as detection classes
         plan["baseline"] = train_config(config, config.baseline, data, None, {"single_class": False})
+    if config.distill.enabled:
+        plan.update(distillation_plan(config, run))
+    return plan
+
+
+def distillation_plan(config: PipelineConfig, run: Path) -> dict[str, TrainConfig]:
+    """The teacher (unless given), then per seed the undistilled student and each variant: the same
+    student settings, the variant adding its loss terms and the teacher."""
+    from mhyolo.pipeline.distill import TEACHER_RUN, run_name
+
+    distill, data = config.distill, run / "data"
+    plan: dict[str, TrainConfig] = {}
+    if distill.teacher_weights:
+        teacher = str(config.path(distill.teacher_weights))
+    else:
+        plan[TEACHER_RUN] = train_config(config, distill.teacher, data, None, {"freeze": None})
+        teacher = str(stage_weights(run, TEACHER_RUN))
+    for seed in distill.seeds:
+        plan[run_name(STUDENT, seed)] = train_config(config, distill.student, data, None,
+                                                     {"freeze": None, "seed": seed})
+        for variant, terms in distill.variants.items():
+            plan[run_name(variant, seed)] = train_config(
+                config, distill.student, data, None,
+                {"freeze": None, "seed": seed, "teacher": teacher, "objective": {"terms": terms}})
     return plan
 
 
