@@ -131,7 +131,10 @@ def test_change_against_fp32_by_hand(bench):
     assert rows["torch"]["delta"]["map50"] == 0.0
     int8 = rows["onnx-int8"]
     assert int8["delta"]["map50_95"] == pytest.approx(int8["map50_95"] - rows["torch"]["map50_95"])
-    assert int8["note"].startswith("box convs float")  # the table says what stayed float
+    from mhyolo.machine import cpu_info, ort_weight_range
+
+    bits = "7-bit" if ort_weight_range(cpu_info()).reduce_range else "8-bit"
+    assert int8["note"].startswith(f"{bits} weights; box convs float")  # what the table's INT8 is made of
     # the heads' overhead from the same run: model over detector, per runtime
     for fmt in ("torch", "onnx"):
         assert report["head_overhead"][fmt] == pytest.approx(
@@ -241,3 +244,16 @@ def test_cpu_flags_are_read_from_cpuinfo() -> None:
     assert "4 thread(s) used; AVX2, AVX-512" in xeon.describe()
     epyc = cpu_info(cpuinfo="model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
     assert epyc.isa == ["AVX2"] and not epyc.has("avx512_vnni")
+
+
+def test_the_ort_weight_range_follows_the_cpu() -> None:
+    from mhyolo.machine import cpu_info, ort_weight_range
+
+    def cpu(flags: str):
+        return cpu_info(cpuinfo=f"model name\t: Some CPU\nflags\t\t: fpu {flags}\n")
+
+    assert ort_weight_range(cpu("avx2 fma")).reduce_range is True  # AVX2 only: 7-bit, or the sums saturate
+    for flags in ("avx2 avx512f avx512_vnni", "avx2 avx_vnni", "avx2 avx512f amx_tile amx_int8"):
+        chosen = ort_weight_range(cpu(flags))
+        assert chosen.reduce_range is False and "8-bit weights" in chosen.reason, flags
+    assert "AVX-VNNI" in ort_weight_range(cpu("avx2 avx_vnni")).reason

@@ -182,6 +182,12 @@ def test_ort_int8_quantizes_every_op_and_keeps_outputs_float(person, person_int8
     quant = int8_meta.extra["quantization"]
     assert quant["tool"] == "onnxruntime" and quant["calibration_images"] == CALIB_IMAGES
     assert quant["pre_processed"] is True
+    # the weight range was chosen for this machine's CPU, and the file says so
+    from mhyolo.machine import cpu_info, ort_weight_range
+
+    chosen = ort_weight_range(cpu_info())
+    assert quant["reduce_range"] is chosen.reduce_range and quant["weight_range"].endswith(chosen.reason)
+    assert quant["quantized_on"] == cpu_info().describe()
     assert person_int8.stat().st_size < person.stat().st_size / 2.5  # INT8 weights
 
 
@@ -316,6 +322,8 @@ def test_cli_quantize_ort_writes_model_and_scores(ball_onnx, tiny_data, tmp_path
     assert code == 0
     assert out.is_file() and read_onnx_metadata(out).extra["quantization"]["calibration_images"] == 6
     report = json.loads((tmp_path / "q" / "ball_int8.quant.json").read_text())
+    assert report["weight_range"].startswith("chosen for this CPU: ")
+    assert "weight range: chosen for this CPU" in capsys.readouterr().err
     fp32, int8 = report["rows"]
     assert fp32["format"] == "fp32 ort" and int8["format"] == "int8 ort"
     assert fp32["map50_95"] > 0.1 and int8["map50_95"] is not None and int8["map50"] > 0

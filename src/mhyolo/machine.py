@@ -70,3 +70,23 @@ def cpu_info(threads_used: int | None = None, cpuinfo: str | None = None) -> Cpu
     return CpuInfo(name=name or platform.processor() or platform.machine() or "unknown CPU",
                    logical_cores=os.cpu_count() or 1, threads_used=threads_used,
                    isa=[label for flag, label in ISA_FLAGS.items() if flag in flags], torch_kernels=kernels)
+
+
+@dataclass
+class WeightRange:
+    """ONNX Runtime's INT8 weight range for a CPU, and why."""
+
+    reduce_range: bool  # True: 7-bit weights
+    reason: str
+
+
+def ort_weight_range(cpu: CpuInfo) -> WeightRange:
+    """Full 8-bit weights where the CPU has VNNI (AVX-512 VNNI, AVX-VNNI or AMX-INT8: the u8 x s8
+    products are summed into 32 bits, nothing saturates); 7-bit weights only where it has not (AVX2's
+    `vpmaddubsw` sums pairs into a saturating int16: 2 x 255 x 127 > 32767)."""
+    vnni = [label for flag, label in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+                                      ("amx_int8", "AMX-INT8")) if cpu.has(flag)]
+    if vnni:
+        return WeightRange(False, f"8-bit weights: {cpu.name} has {', '.join(vnni)} (32-bit sums, no saturation)")
+    return WeightRange(True, f"7-bit weights: {cpu.name} has no VNNI, and 8-bit weights would saturate AVX2's "
+                             "16-bit pair sums")

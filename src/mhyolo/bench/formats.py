@@ -195,7 +195,8 @@ def _load_ort_int8(files: ModelFiles, path: Path) -> tuple[Any, str]:
     backend, _ = _load_ort(files, path)
     quant = backend.metadata.extra.get("quantization", {})
     blocks = [b["block"] for b in quant.get("float_blocks", [])]
-    note = "box convs float"
+    bits = "7-bit" if quant.get("reduce_range", True) else "8-bit"
+    note = f"{bits} weights; box convs float"
     if blocks:
         note += f"; float blocks (SQNR < {quant['min_sqnr_db']:g} dB): {', '.join(blocks)}"
     return backend, note

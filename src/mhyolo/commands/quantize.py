@@ -45,8 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="accuracy mode: largest absolute drop of mAP@0.5:0.95 (typed for a typed model)")
     parser.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
                         help="ort: calibration method (default minmax)")
-    parser.add_argument("--full-range-weights", action="store_true",
-                        help="ort: 8-bit weights instead of 7-bit (only for CPUs with VNNI; others overflow)")
+    weight_range = parser.add_mutually_exclusive_group()
+    weight_range.add_argument("--full-range-weights", action="store_true",
+                              help="ort: 8-bit weights (for CPUs with VNNI or AMX; others saturate). Default: "
+                                   "chosen for this machine's CPU")
+    weight_range.add_argument("--reduced-range-weights", action="store_true",
+                              help="ort: 7-bit weights (safe on any x86 CPU, e.g. to deploy on one without VNNI)")
     parser.add_argument("--min-sqnr", type=float, default=0.0, metavar="DB",
                         help="ort: keep in float the blocks whose activation SQNR on calibration images is below "
                              f"DB (e.g. {SUGGESTED_MIN_SQNR_DB:g}; default 0: every block INT8)")
@@ -156,13 +160,15 @@ def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
         from mhyolo.deploy.onnx_export import read_onnx_metadata
         from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static
 
-        quantize_onnx_static(args.weights, args.out, calib, method=args.method,
-                             reduce_range=not args.full_range_weights,
+        reduce_range = True if args.reduced_range_weights else (False if args.full_range_weights else None)
+        quantize_onnx_static(args.weights, args.out, calib, method=args.method, reduce_range=reduce_range,
                              min_sqnr_db=args.min_sqnr if args.min_sqnr > 0 else None,
                              float_blocks=args.float_blocks)
         coverage = op_coverage(onnx.load(str(args.out)))
         print(coverage.summary(), file=sys.stderr)
         quant = read_onnx_metadata(args.out).extra["quantization"]
+        print(f"weight range: {quant['weight_range']}", file=sys.stderr)
+        info["weight_range"] = quant["weight_range"]
         info["float_blocks"] = quant["float_blocks"]  # kept float for their activation SQNR
         info["op_coverage"] = {"quantize_linear": coverage.quantize_linear,
                                "dequantize_linear": coverage.dequantize_linear,
