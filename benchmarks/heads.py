@@ -1,6 +1,7 @@
 """What the ball-type heads cost at run time: the one-class detector alone against the same
-detector with the image head, with the per-object head, and a YOLOv5n with the types as its
-3 detection classes. PyTorch FP32 (BatchNorm fused), batch 1, median and p90 ms.
+detector with the image head, with the per-object head, a YOLOv5n with the types as its
+3 detection classes, and the decoupled-head detector (the distillation teacher, alone and with
+the lite per-object head). PyTorch FP32 (BatchNorm fused), batch 1, median and p90 ms.
 
     .venv/bin/python benchmarks/heads.py [--imgsz 640] [--runs 30] [--threads N]
 
@@ -30,6 +31,8 @@ def models() -> dict[str, YoloModel]:
         "+ per-object head (3x3, default)": YoloModel("yolov5n-typehead", names=["ball"]),
         "+ per-object head (lite, 1x1)": YoloModel("yolov5n-typehead-lite", names=["ball"]),
         "nc=3 detector": YoloModel("yolov5n", nc=3, names=TYPES),
+        "decoupled detector (nc=1)": YoloModel("yolov5n-decoupled", names=["ball"]),
+        "decoupled + per-object head (lite, 1x1)": YoloModel("yolov5n-decoupled-typehead-lite", names=["ball"]),
     }
 
 

@@ -4,7 +4,9 @@ no decoding).
 
 The detection conv of each level is split into a box conv and a score conv with the
 very same weights, so each output is a plain Conv -> Sigmoid on 4-D tensors: no
-slicing of a mixed tensor, no 5-D reshape for an NPU compiler to trip on.
+slicing of a mixed tensor, no 5-D reshape for an NPU compiler to trip on. The decoupled
+head already has separate box, objectness and class convs; its scores are the objectness
+and class channels of each anchor side by side (channel slices and one concat, all 4-D).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from torch import nn
 
 from mhyolo.deploy.layout import ExportMetadata
 from mhyolo.errors import ConfigError
-from mhyolo.model.heads import Detect
+from mhyolo.model.decoupled import DecoupledDetect
+from mhyolo.model.heads import Detect, DetectionHead
 from mhyolo.model.type_heads import ImageTypeHead, ObjectTypeHead
 from mhyolo.model.yolo import YoloModel, is_head
 
@@ -46,6 +49,31 @@ class DetectOutputs(nn.Module):
         outputs = []
         for box, score, x in zip(self.box, self.score, features):
             outputs += [box(x).sigmoid(), score(x).sigmoid()]
+        return outputs
+
+
+class DecoupledDetectOutputs(nn.Module):
+    """`DetectOutputs`'s layout from a `DecoupledDetect`: per level boxes (B, na*4, H, W)
+    straight from the box conv, and scores (B, na*(1+nc), H, W) with anchor a's objectness
+    at channel a*(1+nc) and its classes after it, both sigmoids."""
+
+    def __init__(self, head: DecoupledDetect) -> None:
+        super().__init__()
+        self.levels = head.m
+        self.na, self.nc = head.na, head.nc
+
+    def _scores(self, obj: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        nc = self.nc
+        parts = []
+        for a in range(self.na):
+            parts += [obj[:, a:a + 1], cls[:, a * nc:(a + 1) * nc]]
+        return torch.cat(parts, dim=1)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        outputs = []
+        for level, x in zip(self.levels, features):
+            box, obj, cls = level.branches(x)
+            outputs += [box.sigmoid(), self._scores(obj, cls).sigmoid()]
         return outputs
 
 
@@ -80,6 +108,8 @@ class ImageTypeOutputs(nn.Module):
 def _head_outputs(head: nn.Module) -> tuple[nn.Module, str | None]:
     if isinstance(head, Detect):
         return DetectOutputs(head), None
+    if isinstance(head, DecoupledDetect):
+        return DecoupledDetectOutputs(head), None
     if isinstance(head, ObjectTypeHead):
         return ObjectTypeOutputs(head), "type"
     if isinstance(head, ImageTypeHead):
@@ -127,7 +157,7 @@ class ExportGraph(nn.Module):
                 inputs = saved[sources] if isinstance(sources, int) else [x if j == -1 else saved[j] for j in sources]
             if is_head(module):
                 outputs = self.adapters[str(module.i)](inputs)
-                (detection if isinstance(module, Detect) else types).extend(outputs)
+                (detection if isinstance(module, DetectionHead) else types).extend(outputs)
                 continue
             x = module(inputs)
             if module.i in self.save:

@@ -44,13 +44,17 @@ def per_anchor(y: torch.Tensor, na: int) -> torch.Tensor:
     return y.view(batch, na, channels // na, height, width).permute(0, 1, 3, 4, 2).contiguous()
 
 
-class Detect(nn.Module):
-    """YOLOv5's coupled anchor-based detection head: one 1x1 conv per level predicting,
-    for each of `na` anchors, box offsets, objectness and `nc` class scores."""
+class DetectionHead(nn.Module):
+    """What every anchor-based detection head shares, whatever its layers: the anchors and
+    strides, the raw layout (B, na, H, W, 5 + nc) of [x, y, w, h, obj, cls...] logits per
+    level, and the decoding. The loss, NMS, validation and every exported runtime read only
+    this, so a head with other layers (`decoupled.DecoupledDetect`) works with all of them.
+
+    Subclasses build their layers and implement `forward` and `initialize_biases`."""
 
     output_name = "detection"
 
-    def __init__(self, nc: int, anchors: Sequence[Sequence[float]], ch: Sequence[int]) -> None:
+    def __init__(self, nc: int, anchors: Sequence[Sequence[float]]) -> None:
         super().__init__()
         self.nc = nc
         self.no = nc + 5
@@ -60,7 +64,6 @@ class Detect(nn.Module):
         # unit the official checkpoints store in this buffer.
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(self.nl, self.na, 2))
         self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
-        self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
 
     def set_strides(self, strides: torch.Tensor) -> None:
         """Record the level strides and express the anchors in grid units (done once, at build)."""
@@ -71,20 +74,19 @@ class Detect(nn.Module):
     def anchors_px(self) -> torch.Tensor:
         return self.anchors * self.stride.view(-1, 1, 1)
 
-    @torch.no_grad()
-    def initialize_biases(self, image_size: int = 640) -> None:
-        """Start objectness near 8 objects per 640 image and class scores near 0.6/nc.
+    def objectness_prior(self, stride: float, image_size: int = 640) -> float:
+        """Objectness bias for about 8 objects per `image_size` image at this stride."""
+        return math.log(8 / (image_size / float(stride)) ** 2)
 
-        With nc=1 the class column gets no loss at all, so this start (sigmoid ~0.98)
-        is what it keeps: scores (objectness x class) stay essentially objectness."""
-        for conv, stride in zip(self.m, self.stride):
-            bias = conv.bias.view(self.na, -1)
-            bias[:, 4] += math.log(8 / (image_size / float(stride)) ** 2)
-            bias[:, 5:5 + self.nc] += math.log(0.6 / (self.nc - 0.99))
+    def class_prior(self) -> float:
+        """Class bias for scores near 0.6/nc."""
+        return math.log(0.6 / (self.nc - 0.99))
+
+    def initialize_biases(self, image_size: int = 640) -> None:
+        raise NotImplementedError
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Raw logits per level, shaped (B, na, H, W, no): what the loss consumes."""
-        return [per_anchor(conv(x), self.na) for conv, x in zip(self.m, features)]
+        raise NotImplementedError
 
     def probabilities(self, raw: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Sigmoid of every raw output: the tensors an exported graph ends with."""
@@ -93,3 +95,27 @@ class Detect(nn.Module):
     def inference(self, raw: Sequence[torch.Tensor]) -> torch.Tensor:
         """Decoded rows (B, N, 5 + nc): [cx, cy, w, h, objectness, class probabilities...]."""
         return decode_levels(self.probabilities(raw), self.anchors_px, self.stride.tolist())
+
+
+class Detect(DetectionHead):
+    """YOLOv5's coupled anchor-based detection head: one 1x1 conv per level predicting,
+    for each of `na` anchors, box offsets, objectness and `nc` class scores."""
+
+    def __init__(self, nc: int, anchors: Sequence[Sequence[float]], ch: Sequence[int]) -> None:
+        super().__init__(nc, anchors)
+        self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
+
+    @torch.no_grad()
+    def initialize_biases(self, image_size: int = 640) -> None:
+        """Start objectness near 8 objects per 640 image and class scores near 0.6/nc.
+
+        With nc=1 the class column gets no loss at all, so this start (sigmoid ~0.98)
+        is what it keeps: scores (objectness x class) stay essentially objectness."""
+        for conv, stride in zip(self.m, self.stride):
+            bias = conv.bias.view(self.na, -1)
+            bias[:, 4] += self.objectness_prior(float(stride), image_size)
+            bias[:, 5:5 + self.nc] += self.class_prior()
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Raw logits per level, shaped (B, na, H, W, no): what the loss consumes."""
+        return [per_anchor(conv(x), self.na) for conv, x in zip(self.m, features)]

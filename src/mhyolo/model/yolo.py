@@ -19,7 +19,7 @@ from torch import nn
 
 from mhyolo.config import read_yaml
 from mhyolo.errors import ConfigError
-from mhyolo.model.heads import Detect
+from mhyolo.model.heads import DetectionHead
 from mhyolo.model.layers import Conv
 from mhyolo.model.registry import Row, build_layer
 
@@ -122,9 +122,10 @@ class YoloModel(nn.Module):
         return {m.output_name: m for m in self.model if is_head(m)}
 
     @property
-    def detect(self) -> Detect:
+    def detect(self) -> DetectionHead:
+        """The detection head: `Detect`, or another `DetectionHead` such as `DecoupledDetect`."""
         head = self.heads.get("detection")
-        if not isinstance(head, Detect):
+        if not isinstance(head, DetectionHead):
             raise ConfigError("model config has no detection head")
         return head
 

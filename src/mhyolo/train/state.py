@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mhyolo.errors import WeightsError
+from mhyolo.errors import ConfigError, WeightsError
 from mhyolo.model.weights import import_official, load_checkpoint, resolve_weights, save_checkpoint
 from mhyolo.model.heads import Detect
 from mhyolo.model.yolo import YoloModel, load_model_config
@@ -34,12 +34,20 @@ def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor],
     probabilities sigmoid(a + b) ~ sigmoid(a) sigmoid(b)), so the new detector starts out
     as that class's detector rather than a detector of any COCO object; with several
     classes, every new class row starts as that class's row.
+
+    Both need the coupled `Detect`: another detection head (`DecoupledDetect`) has no such rows,
+    its new layers start from their own initialisation, and `seed_class` is refused.
     """
+    detect = getattr(model, "detect", None)
+    if seed_class is not None and not isinstance(detect, Detect):
+        raise ConfigError(
+            f"class_init: {seed_class} starts the new detector from that class's rows of the pretrained "
+            f"Detect 1x1 convolutions, which only a Detect head has; this model's detection head is "
+            f"{type(detect).__name__} (objectness and classes from separate branches): remove class_init")
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)
     skipped = sorted(k for k in own if k not in matched)
-    detect = getattr(model, "detect", None)
     if isinstance(detect, Detect):
         _inherit_box_and_objectness(model, detect, state, skipped)
         if seed_class is not None:
