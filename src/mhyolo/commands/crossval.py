@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "resumable per fold.")
     parser.add_argument("config", type=Path,
                         help="a pipeline file (its final stage's training recipe is used) or a data recipe "
-                             "(the multi-head model of configs/multihead.yaml)")
+                             "(the multi-head model of the shipped multihead settings)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per fold)")
     parser.add_argument("--imgsz", type=int, help="training size (default: the pipeline file's)")
     parser.add_argument("--epochs", type=int, help="epochs per fold (default: the pipeline stage's)")

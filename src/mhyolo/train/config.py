@@ -1,4 +1,4 @@
-"""Training settings: one dataclass tree, loaded from YAML (`configs/hyp.yaml`) and CLI flags."""
+"""Training settings: one dataclass tree, loaded from YAML (the shipped `hyp`, `head`, `joint`, `multihead` or a file) and CLI flags."""
 
 from __future__ import annotations
 
