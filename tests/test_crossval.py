@@ -16,9 +16,9 @@ import yaml
 from mhyolo.cli import main
 from mhyolo.data.dedup import cross_pairs, image_hash
 from mhyolo.data.folds import build_fold, scan_all
+from mhyolo.data.hashing import decode_image
 from mhyolo.data.pairing import list_images
 from mhyolo.data.recipe import load_recipe
-from mhyolo.data.verify import decode_image
 from mhyolo.errors import ConfigError
 
 CONFIGS = Path(__file__).parents[1] / "configs"

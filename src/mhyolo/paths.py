@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """The weights cache: `$MHYOLO_HOME`, else `~/.cache/mhyolo`."""
+    """The cache (weights, image hashes of earlier data builds): `$MHYOLO_HOME`, else `~/.cache/mhyolo`."""
     env = os.environ.get("MHYOLO_HOME")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mhyolo"
 

@@ -21,6 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=int, default=None, help="replace the recipe's seed")
     build.add_argument("--overwrite", action="store_true",
                        help="replace a previous build in --out (removes only the files a build writes)")
+    build.add_argument("--workers", type=int, default=None,
+                       help="processes decoding and hashing images (default: the recipe's scan.workers, else every core)")
+    build.add_argument("--no-hash-cache", action="store_true",
+                       help="decode every image again instead of reusing hashes of unchanged files from earlier builds")
     build.add_argument("--no-progress", action="store_true", help="hide progress bars")
     build.set_defaults(func=run_build)
 
@@ -32,16 +36,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--no-leak-check", action="store_true", help="skip the near-duplicate check across splits")
     verify.add_argument("--hash", default=DEFAULT_METHOD, choices=("phash", "dhash", "ahash", "whash"),
                         help="perceptual hash for the leak check")
+    verify.add_argument("--workers", type=int, default=None,
+                        help="processes decoding and hashing images (default: every core)")
     verify.add_argument("--no-progress", action="store_true", help="hide progress bars")
     verify.set_defaults(func=run_verify)
 
 
 def run_build(args: argparse.Namespace) -> int:
     from mhyolo.data.build import build_dataset
+    from mhyolo.data.hashing import resolve_workers
     from mhyolo.data.recipe import load_recipe
     from mhyolo.data.report import REPORT_MD
 
     recipe = load_recipe(args.recipe, seed=args.seed)
+    if args.workers is not None:
+        recipe.scan.workers = resolve_workers(args.workers)
+    if args.no_hash_cache:
+        recipe.scan.cache = False
     report = build_dataset(recipe, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(report.summary_table())
     for line in report.summary_lines():
@@ -55,12 +66,13 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from mhyolo.data.hashing import resolve_workers
     from mhyolo.data.report import format_table
     from mhyolo.data.verify import verify_dataset
 
     threshold = None if args.no_leak_check else args.threshold
     report = verify_dataset(args.data, leak_threshold=threshold, hash_method=args.hash,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, workers=resolve_workers(args.workers))
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
         return 0 if report.ok else 1

@@ -24,6 +24,7 @@ from mhyolo.data.report import BOX_PLOT, NEGATIVE, REPORT_JSON, REPORT_MD, Build
 from mhyolo.data.select import (TRAIN, VAL, balance_classes, drop_cross_source, group_candidates, sample_sources,
                                 split_by_groups)
 from mhyolo.data.sources import Candidate, HashCache, SourceScan, scan_source
+from mhyolo.data.stages import Stages
 from mhyolo.data.verify import verify_dataset
 from mhyolo.errors import DataError
 
@@ -110,29 +111,35 @@ def _source_summaries(recipe: Recipe, scans: list[SourceScan], outputs: list[Out
 
 
 def build_dataset(recipe: Recipe, out: str | Path, overwrite: bool = False, progress: bool = True,
-                  verify: bool = True) -> BuildReport:
+                  verify: bool = True, stages: Stages | None = None) -> BuildReport:
     """Build the dataset `recipe` describes into `out` and write its report there.
 
     Every source image ends up either written or listed in `report.drops` with a reason.
     With `verify`, the written dataset is checked again (decode, labels, no near-duplicate
-    across train/val) and a failure raises DataError.
+    across train/val) and a failure raises DataError. `stages` records the time of each stage.
     """
+    stages = stages or Stages()
     out = Path(out).resolve()
     check_output(out, overwrite)
     cache: HashCache = {}
-    scans = [scan_source(recipe, i, progress=progress, cache=cache) for i in range(len(recipe.sources))]
+    scans = [scan_source(recipe, i, progress=progress, cache=cache, stages=stages)
+             for i in range(len(recipe.sources))]
+    del cache  # the candidates hold the hashes they need
     drops = [d for scan in scans for d in scan.drops]
     cands = [c for scan in scans for c in scan.candidates]
-    pairs, groups = group_candidates(cands, recipe.dedup.threshold)
-    cands, dup_drops, duplicates = drop_cross_source(cands, pairs)
-    chosen, sample_drops = sample_sources(cands, recipe)
-    chosen, balance_drops, per_class = balance_classes(chosen, recipe)
-    drops += dup_drops + sample_drops + balance_drops
-    splits = split_by_groups(chosen, recipe)
-    outputs = name_outputs(chosen, splits, recipe.classes)
+    with stages("dedup"):
+        pairs, groups = group_candidates(cands, recipe.dedup.threshold)
+    with stages("select"):
+        cands, dup_drops, duplicates = drop_cross_source(cands, pairs)
+        chosen, sample_drops = sample_sources(cands, recipe)
+        chosen, balance_drops, per_class = balance_classes(chosen, recipe)
+        drops += dup_drops + sample_drops + balance_drops
+        splits = split_by_groups(chosen, recipe)
+        outputs = name_outputs(chosen, splits, recipe.classes)
 
-    prepare_output(out, overwrite)
-    write_outputs(out, outputs, recipe.classes, recipe.link, progress)
+    with stages("write"):
+        prepare_output(out, overwrite)
+        write_outputs(out, outputs, recipe.classes, recipe.link, progress)
 
     drops_by_source: dict[str, Counter] = defaultdict(Counter)
     for d in drops:
@@ -142,9 +149,11 @@ def build_dataset(recipe: Recipe, out: str | Path, overwrite: bool = False, prog
                          drops=drops, duplicates=duplicates, groups=groups, per_class=per_class)
     if verify:
         check = verify_dataset(out / "data.yaml", leak_threshold=recipe.dedup.threshold,
-                               hash_method=recipe.dedup.method, hash_size=recipe.dedup.hash_size, progress=progress)
+                               hash_method=recipe.dedup.method, hash_size=recipe.dedup.hash_size, progress=progress,
+                               workers=recipe.scan.workers, stages=stages.within("verify"))
         report.verify = check.to_dict()
-    report.write(out)
+    with stages("report"):
+        report.write(out)
     if verify and not report.verify["ok"]:
         first = report.verify["problems"][0]
         raise DataError(f"{out}: the built dataset fails verification ({len(report.verify['problems'])} problems, "

@@ -3,16 +3,22 @@
 Two images whose hashes differ in at most `threshold` bits are near-duplicates;
 near-duplicates are chained into groups (frame 1 ~ frame 2 ~ frame 3 puts all
 three together), so a split made by groups cannot put copies on both sides.
-Distances are computed in blocks so memory stays bounded for large sets.
+Pairs are found with the multi-index search of `mhyolo.data.hash_index`, which
+returns exactly what comparing every hash with every other returns (`all_cross_pairs`,
+kept as the reference); a threshold the index cannot serve falls back to that
+comparison, in blocks so memory stays bounded, with a warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import imagehash
 import numpy as np
 from PIL import Image
+
+from mhyolo.data.hash_index import SearchPlan, index_cross_pairs, index_pairs, max_threshold, plan_search
 
 DEFAULT_METHOD = "phash"
 _HASHERS = {
@@ -25,8 +31,8 @@ _BLOCK = 1024
 
 
 def image_hash(img: Image.Image, method: str = DEFAULT_METHOD, hash_size: int = 8) -> np.ndarray:
-    """The perceptual hash of `img` as a flat boolean bit array."""
-    return np.asarray(_HASHERS[method](img, hash_size=hash_size).hash, dtype=bool).reshape(-1)
+    """The perceptual hash of `img` as a flat boolean bit array (a copy that holds no other array alive)."""
+    return np.asarray(_HASHERS[method](img, hash_size=hash_size).hash, dtype=bool).flatten()
 
 
 def _blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -38,8 +44,9 @@ def _blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[int, int, np.ndarray
         yield start, 0, af @ (1 - bf).T + (1 - af) @ bf.T
 
 
-def cross_pairs(a: np.ndarray, b: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
-    """Pairs (i, j, distance) with row i of `a` and row j of `b` within `threshold` bits."""
+def all_cross_pairs(a: np.ndarray, b: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
+    """Pairs (i, j, distance) with row i of `a` and row j of `b` within `threshold` bits, by comparing
+    every row with every row (the reference the index is tested against)."""
     pairs: list[tuple[int, int, int]] = []
     for start, _, dist in _blocks(a, b):
         rows, cols = np.nonzero(dist <= threshold)
@@ -47,9 +54,45 @@ def cross_pairs(a: np.ndarray, b: np.ndarray, threshold: int) -> list[tuple[int,
     return pairs
 
 
+def all_near_pairs(hashes: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
+    """Pairs (i, j, distance), i < j, of rows of `hashes` within `threshold` bits, comparing all pairs."""
+    return [(i, j, d) for i, j, d in all_cross_pairs(hashes, hashes, threshold) if i < j]
+
+
+class AllPairsWarning(UserWarning):
+    """The threshold is beyond what the index serves: every hash is compared with every other (slow)."""
+
+
+def _plan(bits: int, threshold: int, n: int) -> SearchPlan | None:
+    if threshold < 0:
+        raise ValueError(f"near-duplicate threshold must be >= 0, got {threshold}")
+    plan = plan_search(bits, threshold, n)
+    if plan is None:
+        warnings.warn(f"near-duplicate threshold {threshold} on {bits}-bit hashes is above what the index serves "
+                      f"({max_threshold(bits)} at most): comparing every pair of images instead, which takes "
+                      "minutes from about 20,000 images on; lower dedup.threshold or raise dedup.hash_size",
+                      AllPairsWarning, stacklevel=3)
+    return plan
+
+
+def _as_list(found: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[int, int, int]]:
+    return list(zip(*(x.tolist() for x in found)))
+
+
+def cross_pairs(a: np.ndarray, b: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
+    """Pairs (i, j, distance), sorted, with row i of `a` and row j of `b` within `threshold` bits."""
+    if not len(a) or not len(b):
+        return []
+    plan = _plan(a.shape[1], threshold, len(a) + len(b))
+    return all_cross_pairs(a, b, threshold) if plan is None else _as_list(index_cross_pairs(a, b, plan))
+
+
 def near_pairs(hashes: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
-    """Pairs (i, j, distance), i < j, of rows of `hashes` within `threshold` bits."""
-    return [(i, j, d) for i, j, d in cross_pairs(hashes, hashes, threshold) if i < j]
+    """Pairs (i, j, distance), i < j, sorted, of rows of `hashes` within `threshold` bits."""
+    if len(hashes) < 2:
+        return []
+    plan = _plan(hashes.shape[1], threshold, len(hashes))
+    return all_near_pairs(hashes, threshold) if plan is None else _as_list(index_pairs(hashes, plan))
 
 
 class UnionFind:

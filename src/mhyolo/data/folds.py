@@ -110,7 +110,8 @@ def build_fold(recipe: Recipe, held_out: str, out: str | Path, scans: list[Sourc
                         types_in_training=types)
     if verify:
         check = verify_dataset(out / "data.yaml", leak_threshold=recipe.dedup.threshold,
-                               hash_method=recipe.dedup.method, hash_size=recipe.dedup.hash_size, progress=progress)
+                               hash_method=recipe.dedup.method, hash_size=recipe.dedup.hash_size, progress=progress,
+                               workers=recipe.scan.workers)
         report.verify = check.to_dict()
         if not check.ok:
             first = check.problems[0]

@@ -41,6 +41,14 @@ class DedupSettings:
 
 
 @dataclass
+class ScanSettings:
+    """How source images are read: changes how fast a build runs, never what it writes."""
+
+    workers: int | None = None  # processes decoding and hashing images; None: every core (os.cpu_count())
+    cache: bool = True  # keep hashes between builds ($MHYOLO_HOME/hashes): a rebuild decodes new or changed files only
+
+
+@dataclass
 class SourceRecipe:
     """One YOLO-format source folder and how to use it."""
 
@@ -69,6 +77,7 @@ class Recipe:
     mixed: str = "majority"  # image whose boxes map to several target classes: majority | skip
     link: bool = False  # hard-link images into the output instead of copying their bytes
     dedup: DedupSettings = field(default_factory=DedupSettings)
+    scan: ScanSettings = field(default_factory=ScanSettings)
     base_dir: Path = field(default_factory=Path.cwd, init=False)  # relative source paths start here
 
     def source_path(self, source: SourceRecipe) -> Path:
@@ -111,6 +120,10 @@ def validate_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
         raise ConfigError(f"{where}.dedup.method: expected one of {', '.join(HASH_METHODS)}, got {recipe.dedup.method!r}")
     if recipe.dedup.hash_size < 2 or not 0 <= recipe.dedup.threshold < recipe.dedup.hash_size ** 2:
         raise ConfigError(f"{where}.dedup: need hash_size >= 2 and 0 <= threshold < hash_size**2")
+    workers = recipe.scan.workers
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ConfigError(f"{where}.scan.workers: expected a positive number of processes or null (every core), "
+                          f"got {workers!r}")
     if not recipe.sources:
         raise ConfigError(f"{where}.sources: list at least one source")
     seen: set[str] = set()

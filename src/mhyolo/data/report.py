@@ -27,7 +27,7 @@ SIZE_EDGES = [round(x, 3) for x in np.linspace(0.0, 1.0, 41)]
 STAGE_ORDER = ("orphan-label", "verify", "same-stem", "mixed", "duplicate", "negatives", "sample", "balance")
 
 
-@dataclass
+@dataclass(slots=True)
 class OutputImage:
     """One image written by a build."""
 
@@ -190,7 +190,9 @@ class BuildReport:
 
     def write(self, folder: Path) -> None:
         """Write report.json, report.md and box_sizes.png into `folder`."""
-        (folder / REPORT_JSON).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        with open(folder / REPORT_JSON, "w", encoding="utf-8") as f:  # streamed: no second copy as one string
+            json.dump(self.to_dict(), f, indent=1)
+            f.write("\n")
         (folder / REPORT_MD).write_text(self.markdown(), encoding="utf-8")
         plot_box_sizes(self.box_sizes(), folder / BOX_PLOT)
 

@@ -3,9 +3,11 @@
 A source is a folder with a `data.yaml` and `images/` + `labels/`, flat or split
 into train/valid/test as Roboflow and ultralytics export them. Every image is
 decoded once: that checks it and gives the thumbnail for the near-duplicate
-hash. Boxes of source classes mapped to a target class are kept (renumbered);
-boxes of classes mapped to null are dropped and counted. Nothing leaves the
-scan without a `Drop` record saying why.
+hash. The decoding runs over the machine's cores (`mhyolo.data.hashing`), and an
+image whose file is unchanged since an earlier build takes its hash from the
+hash cache (`mhyolo.data.hash_cache`) instead. Boxes of source classes mapped to
+a target class are kept (renumbered); boxes of classes mapped to null are dropped
+and counted. Nothing leaves the scan without a `Drop` record saying why.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mhyolo.data.dedup import image_hash
+from mhyolo.data.hash_cache import HashStore, file_stamp
+from mhyolo.data.hashing import THUMB_SIZE, Checked, check_images
 from mhyolo.data.labels import read_labels
 from mhyolo.data.pairing import SAME_STEM, Pair, SplitFiles, split_files
 from mhyolo.data.recipe import Recipe, SourceRecipe
 from mhyolo.data.spec import MISSING, load_data_spec
-from mhyolo.data.verify import decode_image
+from mhyolo.data.stages import Stages
 from mhyolo.errors import ConfigError, DataError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Drop:
     """An image (or label file) left out of a build, and why."""
 
@@ -38,7 +41,7 @@ class Drop:
     reason: str
 
 
-@dataclass
+@dataclass(slots=True)  # one per source image: no per-instance dict
 class Candidate:
     """A verified source image with its boxes already in target class ids."""
 
@@ -115,66 +118,103 @@ def source_splits(src: SourceRecipe, root: Path, where: str) -> tuple[list[str],
 
 
 # Decoded-image results of one build, keyed by resolved file: (hash or None, error or None).
-HashCache = dict[Path, tuple[np.ndarray | None, str | None]]
+HashCache = dict[str, Checked]
 
 
-def scan_source(recipe: Recipe, index: int, progress: bool = True, cache: HashCache | None = None) -> SourceScan:
+def hash_source(recipe: Recipe, root: Path, images: dict[str, Path], cache: HashCache, progress: bool = True,
+                desc: str = "hash") -> None:
+    """Put the (hash, error) of every image (resolved path -> the path it is read by) into `cache`:
+    from `cache` itself, from the hash cache of an earlier build where the file is unchanged, else
+    by decoding it over `recipe.scan.workers` processes."""
+    dedup = recipe.dedup
+    todo = {key: image for key, image in images.items() if key not in cache}
+    store = HashStore(root, dedup.method, dedup.hash_size, THUMB_SIZE) if recipe.scan.cache else None
+    stamps = {key: file_stamp(key) for key in images} if store else {}
+    if store and todo:
+        stored = store.load()
+        for key in list(todo):
+            entry = stored.get(key)
+            if entry is not None and stamps[key] is not None and entry[0] == stamps[key]:
+                cache[key] = (entry[1], None)
+                del todo[key]
+    results = check_images(list(todo.values()), dedup.method, dedup.hash_size, workers=recipe.scan.workers,
+                           progress=progress, desc=desc)
+    cache.update(zip(todo, results))
+    if store:
+        store.save({key: (stamp, cache[key][0]) for key, stamp in stamps.items()
+                    if stamp is not None and cache[key][0] is not None})
+
+
+def scan_source(recipe: Recipe, index: int, progress: bool = True, cache: HashCache | None = None,
+                stages: Stages | None = None) -> SourceScan:
     """Verify, remap and hash every image of source `index` of `recipe`.
 
     `cache` keeps each file's hash for the length of a build, so a file read twice is decoded once.
     """
     cache = {} if cache is None else cache
+    stages = stages or Stages()
     src = recipe.sources[index]
     where = f"sources[{index}] ({src.id})"
     root = recipe.source_path(src)
-    if not (root / "data.yaml").is_file() and not (root.is_file() and root.suffix in (".yaml", ".yml")):
-        raise DataError(f"{where}: no data.yaml in {root}")
-    names, splits = source_splits(src, root, where)
-    base = root if root.is_dir() else root.parent
-    mapping = class_map(src, names, recipe.classes, where)
-    scan = SourceScan(source=src.id, root=base, names=names)
-    seen: set[Path] = set()  # resolved images and labels: a file in several splits counts in the first
-    seen_issues: set[tuple[str, str, int]] = set()
-    for files in splits:
-        for issue in files.issues:  # list lines naming no image, and images that share one label file
-            if (issue.kind, issue.file, issue.line) in seen_issues:
-                continue
-            seen_issues.add((issue.kind, issue.file, issue.line))
-            if issue.kind == SAME_STEM:
-                scan.images_seen += len(issue.images)
-                scan.drops += [Drop(src.id, image, 0, SAME_STEM, issue.reason) for image in issue.images]
-            else:
-                scan.images_seen += 1
-                scan.drops.append(Drop(src.id, issue.file, issue.line, "verify", issue.reason))
-        for label in files.orphan_labels():
-            if label.resolve() not in seen:
-                seen.add(label.resolve())
-                scan.drops.append(Drop(src.id, str(label), 0, "orphan-label", "label file without an image"))
-        pairs = [p for p in files.pairs if p.image.resolve() not in seen]
-        seen |= {p.image.resolve() for p in pairs}
-        scan.images_seen += len(pairs)
-        for pair in tqdm(pairs, desc=f"scan {src.id}/{files.split}", unit="img", disable=not progress, leave=False):
-            _scan_image(recipe, src, pair, files.split, index, mapping, scan, cache)
+    with stages("scan"):
+        if not (root / "data.yaml").is_file() and not (root.is_file() and root.suffix in (".yaml", ".yml")):
+            raise DataError(f"{where}: no data.yaml in {root}")
+        names, splits = source_splits(src, root, where)
+        base = root if root.is_dir() else root.parent
+        mapping = class_map(src, names, recipe.classes, where)
+        scan = SourceScan(source=src.id, root=base, names=names)
+        seen: set[str] = set()  # resolved images and labels: a file in several splits counts in the first
+        seen_issues: set[tuple[str, str, int]] = set()
+        # per split: the drops listing found, and the (resolved image, pair) to read
+        listed: list[tuple[str, list[Drop], list[tuple[str, Pair]]]] = []
+        images: dict[str, Path] = {}  # resolved -> as listed, every image to read
+        for files in splits:
+            drops: list[Drop] = []
+            for issue in files.issues:  # list lines naming no image, and images that share one label file
+                if (issue.kind, issue.file, issue.line) in seen_issues:
+                    continue
+                seen_issues.add((issue.kind, issue.file, issue.line))
+                if issue.kind == SAME_STEM:
+                    scan.images_seen += len(issue.images)
+                    drops += [Drop(src.id, image, 0, SAME_STEM, issue.reason) for image in issue.images]
+                else:
+                    scan.images_seen += 1
+                    drops.append(Drop(src.id, issue.file, issue.line, "verify", issue.reason))
+            for label in files.orphan_labels():
+                if files.resolve(label) not in seen:
+                    seen.add(files.resolve(label))
+                    drops.append(Drop(src.id, str(label), 0, "orphan-label", "label file without an image"))
+            pairs = [(key, p) for key, p in ((files.resolve(p.image), p) for p in files.pairs) if key not in seen]
+            seen |= {key for key, _ in pairs}
+            for key, pair in pairs:
+                images.setdefault(key, pair.image)
+            scan.images_seen += len(pairs)
+            listed.append((files.split, drops, pairs))
+    with stages("hash"):
+        hash_source(recipe, base, images, cache, progress, desc=f"hash {src.id}")
+    with stages("scan"):
+        for split, drops, pairs in listed:
+            scan.drops += drops
+            for key, pair in tqdm(pairs, desc=f"scan {src.id}/{split}", unit="img", disable=not progress,
+                                  leave=False):
+                _scan_image(recipe, src, pair, split, index, mapping, scan, cache[key])
     return scan
 
 
 def _relative(path: Path, root: Path) -> str:
     """`path` inside `root` for reports and ordering; through resolved paths when a link leads out."""
-    for p, r in ((path, root), (path.resolve(), root.resolve())):
-        if p.is_relative_to(r):
-            return p.relative_to(r).as_posix()
-    return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
+    if path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    real, real_root = path.resolve(), root.resolve()
+    if real.is_relative_to(real_root):
+        return real.relative_to(real_root).as_posix()
+    return Path(os.path.relpath(real, real_root)).as_posix()
 
 
 def _scan_image(recipe: Recipe, src: SourceRecipe, pair: Pair, split: str, index: int,
-                mapping: list[int | None], scan: SourceScan, cache: HashCache) -> None:
+                mapping: list[int | None], scan: SourceScan, checked: Checked) -> None:
     image, label = pair.image, pair.label
-    key = image.resolve()
-    if key not in cache:
-        small, error = decode_image(image)
-        digest = None if small is None else image_hash(small, recipe.dedup.method, recipe.dedup.hash_size)
-        cache[key] = (digest, error)
-    digest, error = cache[key]
+    digest, error = checked
     if error or digest is None:
         scan.drops.append(Drop(src.id, str(image), 0, "verify", error or "image does not decode"))
         return

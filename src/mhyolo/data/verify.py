@@ -4,7 +4,8 @@ The same checks guard a build (a bad source file is reported and left out) and
 run on their own (`mhyolo data verify DATA.yaml`). Images are decoded fully with
 Pillow because OpenCV decodes a truncated JPEG without complaint; the decode is
 done at a reduced scale (JPEG draft mode), which still reads every byte, and the
-small image it yields is what the near-duplicate hash is computed from.
+small image it yields is what the near-duplicate hash is computed from
+(`mhyolo.data.hashing`, over the machine's cores; no stored hash is trusted here).
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from mhyolo.data.dedup import DEFAULT_METHOD, cross_pairs, image_hash
+from mhyolo.data.dedup import DEFAULT_METHOD, cross_pairs
+from mhyolo.data.hashing import check_images
 from mhyolo.data.labels import read_labels
 from mhyolo.data.pairing import SAME_STEM, split_files
 from mhyolo.data.spec import load_data_spec
-
-# Longest side of the decoded thumbnail; JPEG draft mode picks a scale >= this.
-THUMB_SIZE = 64
+from mhyolo.data.stages import Stages
+from mhyolo.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -37,22 +37,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
-
-
-def decode_image(path: Path, thumb: int = THUMB_SIZE) -> tuple[Image.Image | None, str | None]:
-    """Decode `path` completely; return a small grayscale copy, or the reason it cannot be used."""
-    try:
-        with Image.open(path) as img:
-            img.verify()  # structure and checksums (PNG CRCs); the handle is unusable afterwards
-        with Image.open(path) as img:
-            if img.format == "JPEG":
-                img.draft("L", (thumb, thumb))
-            img.load()  # raises on truncated data
-            small = img.convert("L")
-    except Exception as exc:  # Pillow raises many types for broken files
-        return None, f"image does not decode: {exc}"
-    small.thumbnail((thumb, thumb))
-    return small, None
 
 
 @dataclass
@@ -100,63 +84,81 @@ class VerifyReport:
 
 
 def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_method: str = DEFAULT_METHOD,
-                   hash_size: int = 8, progress: bool = True) -> VerifyReport:
-    """Check every split of a dataset; `leak_threshold=None` skips the near-duplicate check across splits."""
-    spec = load_data_spec(data_yaml)
+                   hash_size: int = 8, progress: bool = True, workers: int | None = None,
+                   stages: Stages | None = None) -> VerifyReport:
+    """Check every split of a dataset; `leak_threshold=None` skips the near-duplicate check across splits.
+
+    Images are decoded over `workers` processes (None: every core).
+    """
+    if leak_threshold is not None and not 0 <= leak_threshold < hash_size ** 2:
+        raise ConfigError(f"leak threshold {leak_threshold}: must be in 0..{hash_size ** 2 - 1} for a "
+                          f"{hash_size ** 2}-bit hash (hash_size {hash_size})")
+    stages = stages or Stages()
+    with stages("scan"):
+        spec = load_data_spec(data_yaml)
     problems: list[Problem] = []
     summaries: dict[str, SplitSummary] = {}
     hashes: dict[str, list[tuple[str, np.ndarray]]] = {}
     entries_seen: dict[tuple[Path, ...], str] = {}
-    split_of_image: dict[Path, str] = {}  # resolved image -> first split holding it
+    split_of_image: dict[str, str] = {}  # resolved image -> first split holding it
     for split in spec.splits:
-        summary = summaries[split] = SplitSummary(folder=spec.describe(split))
-        same = tuple(sorted(e.path.resolve() for e in spec.entries(split)))
-        if same in entries_seen:
-            problems.append(Problem("shared-folder", spec.describe(split), 0,
-                                    f"splits '{entries_seen[same]}' and '{split}' use the same images folder"))
-            summaries[split] = replace(summaries[entries_seen[same]])  # same files, same counts
-            continue
-        entries_seen[same] = split
-        files = split_files(spec, split)
-        for issue in files.issues:
-            problems.append(Problem(issue.kind, issue.file, issue.line, issue.reason))
-            if issue.kind == SAME_STEM:
-                summary.same_stem += len(issue.images)
-            else:
-                summary.missing += 1
-        also: dict[str, list[Path]] = {}
-        for pair in files.pairs:
-            first = split_of_image.setdefault(pair.image.resolve(), split)
-            if first != split:
-                also.setdefault(first, []).append(pair.image)
-        for other, shared in also.items():
-            more = f" and {len(shared) - 1} more" if len(shared) > 1 else ""
-            problems.append(Problem("shared-image", str(shared[0]), 0, f"also in split '{other}'{more}"))
-        split_hashes = hashes[split] = []
-        for pair in tqdm(files.pairs, desc=f"verify {split}", unit="img", disable=not progress, leave=False):
-            image = pair.image
-            small, error = decode_image(image)
-            if error:
-                summary.bad_images += 1
-                problems.append(Problem("image", str(image), 0, error))
+        with stages("scan"):
+            summary = summaries[split] = SplitSummary(folder=spec.describe(split))
+            same = tuple(sorted(e.path.resolve() for e in spec.entries(split)))
+            if same in entries_seen:
+                problems.append(Problem("shared-folder", spec.describe(split), 0,
+                                        f"splits '{entries_seen[same]}' and '{split}' use the same images folder"))
+                summaries[split] = replace(summaries[entries_seen[same]])  # same files, same counts
                 continue
-            boxes, issues = read_labels(pair.label, nc=spec.nc)
-            if issues:
-                summary.bad_labels += 1
-                problems.extend(Problem("label", str(i.path), i.line, i.reason) for i in issues)
-                continue
-            summary.images += 1
-            summary.boxes += len(boxes)
-            summary.negatives += int(len(boxes) == 0)
-            for cls in boxes[:, 0].astype(int):
-                summary.class_boxes[spec.names[cls]] = summary.class_boxes.get(spec.names[cls], 0) + 1
-            if leak_threshold is not None and split_of_image[image.resolve()] == split:  # shared ones are reported
-                split_hashes.append((str(image), image_hash(small, hash_method, hash_size)))
-        for label in files.orphan_labels():
-            summary.orphan_labels += 1
-            problems.append(Problem("orphan-label", str(label), 0, "label file without an image"))
+            entries_seen[same] = split
+            files = split_files(spec, split)
+            for issue in files.issues:
+                problems.append(Problem(issue.kind, issue.file, issue.line, issue.reason))
+                if issue.kind == SAME_STEM:
+                    summary.same_stem += len(issue.images)
+                else:
+                    summary.missing += 1
+            also: dict[str, list[Path]] = {}
+            first_here: list[bool] = []  # the image is not in an earlier split (those are reported, not hashed)
+            for pair in files.pairs:
+                first = split_of_image.setdefault(files.resolve(pair.image), split)
+                first_here.append(first == split)
+                if first != split:
+                    also.setdefault(first, []).append(pair.image)
+            for other, shared in also.items():
+                more = f" and {len(shared) - 1} more" if len(shared) > 1 else ""
+                problems.append(Problem("shared-image", str(shared[0]), 0, f"also in split '{other}'{more}"))
+        with stages("hash"):
+            checked = check_images([p.image for p in files.pairs], None if leak_threshold is None else hash_method,
+                                   hash_size, workers=workers, progress=progress, desc=f"verify {split}")
+        with stages("scan"):
+            split_hashes = hashes[split] = []
+            for pair, (digest, error), here in tqdm(list(zip(files.pairs, checked, first_here)),
+                                                    desc=f"labels {split}", unit="img", disable=not progress,
+                                                    leave=False):
+                image = pair.image
+                if error:
+                    summary.bad_images += 1
+                    problems.append(Problem("image", str(image), 0, error))
+                    continue
+                boxes, issues = read_labels(pair.label, nc=spec.nc)
+                if issues:
+                    summary.bad_labels += 1
+                    problems.extend(Problem("label", str(i.path), i.line, i.reason) for i in issues)
+                    continue
+                summary.images += 1
+                summary.boxes += len(boxes)
+                summary.negatives += int(len(boxes) == 0)
+                for cls in boxes[:, 0].astype(int):
+                    summary.class_boxes[spec.names[cls]] = summary.class_boxes.get(spec.names[cls], 0) + 1
+                if digest is not None and here:  # images shared with an earlier split are reported above
+                    split_hashes.append((str(image), digest))
+            for label in files.orphan_labels():
+                summary.orphan_labels += 1
+                problems.append(Problem("orphan-label", str(label), 0, "label file without an image"))
     if leak_threshold is not None:
-        problems.extend(_leaks(hashes, leak_threshold))
+        with stages("dedup"):
+            problems.extend(_leaks(hashes, leak_threshold))
     return VerifyReport(data_yaml=str(spec.yaml_path), names=spec.names, splits=summaries, problems=problems,
                         leak_threshold=leak_threshold)
 
