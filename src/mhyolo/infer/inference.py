@@ -46,6 +46,10 @@ class Inference:
         self.agnostic = agnostic
         self.classes_as_types = classes_as_types
         self.classifier = classifier
+        if classifier is not None:
+            from mhyolo.classify.types import check_detector  # also registers the crop classifier's source
+
+            check_detector(backend, classifier)
         self.source: TypeSource | None = None
         self._chosen = False
 
