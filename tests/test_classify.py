@@ -124,7 +124,7 @@ def test_a_short_run_on_a_real_slice_learns_well_above_chance(trained: Path) -> 
     assert float(rows[-1]["train/loss"]) < float(rows[0]["train/loss"])
     assert max(float(r["val/accuracy"]) for r in rows) == pytest.approx(metrics["best"]["val"]["accuracy"], abs=1e-4)
     for name in ("curves.png", "results.png", "confusion_matrix.png", "weights/best.safetensors",
-                 "weights/last.safetensors", "config.json"):
+                 "weights/last.safetensors", "config.yaml"):
         assert (trained / name).is_file(), name
 
 

@@ -5,7 +5,7 @@ with max pooling and Adam (lr 1e-3), once with average pooling and SGD (lr 0.01,
 those two are the shipped presets (`seed002-model1`, `seed002-model2`); `yolov5n-backbone` is the
 COCO-pretrained YOLOv5n backbone fine-tuned with Adam (BatchNorm statistics kept, see
 `CropClassifierNet`). A run folder holds
-`results.csv` (one row per epoch: train and val loss/accuracy, learning rate), `curves.png`
+`config.yaml` (the settings), `results.csv` (one row per epoch: train and val loss/accuracy, learning rate), `curves.png`
 (loss and accuracy, train against val, as the seed plotted them), `results.png`,
 `confusion_matrix.png` (best weights on val), `metrics.json` (val and, when the data has one,
 test scores of the best and the last weights) and `weights/best|last.safetensors` (best: highest
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.nn import functional as F
 from tqdm import tqdm
 
@@ -174,7 +175,7 @@ def train_classifier(config: ClassifyConfig, out: str | Path, progress: bool = T
     jitter = Jitter() if config.augment else None
     settings = {**to_dict(config), "pretrained": pretrained, "lr": config.learning_rate, "train_crops": len(train),
                 "val_crops": len(val)}
-    (out / "config.json").write_text(json.dumps(settings, indent=2))
+    (out / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     best_path, last_path = out / "weights" / "best.safetensors", out / "weights" / "last.safetensors"
     csv_path = out / "results.csv"
     best_accuracy = -1.0

@@ -1,6 +1,6 @@
 """Run the whole pipeline: data -> detector -> type head (frozen) -> joint, and/or the
-multi-head model trained in one run from the COCO weights -> benchmark -> report (JSON, Markdown
-and the self-contained `report.html`)."""
+multi-head model trained in one run from the COCO weights (-> the detector + crop classifier
+alternative) -> benchmark -> report (JSON, Markdown and the self-contained `report.html`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 from mhyolo.bench.timing import latencies
 from mhyolo.pipeline.config import PipelineConfig, final_stage
 from mhyolo.pipeline.report import score, write_report
-from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_stage, training_plan
+from mhyolo.pipeline.stages import (StageResult, benchmark_stage, build_data, train_stage, training_plan,
+                                    two_stage)
 from mhyolo.report import write_html_report
 
 
@@ -28,6 +29,11 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
         shutil.copyfile(final_weights, final)
     rows = {name: score(stage.weights, data / "data.yaml", config.imgsz)
             for name, stage in stages.items() if stage.weights is not None and stage.weights.exists()}
+    if config.two_stage.enabled:  # the detector + crop classifier alternative, scored beside them
+        files = two_stage(config, run, data, final_weights, progress)
+        rows["two_stage"] = {**score(files["detector"], data / "data.yaml", config.imgsz,
+                                     classifier=files["classifier"]),
+                             **{name: str(path) for name, path in files.items()}}
     extra: dict[str, Any] = {"imgsz": config.imgsz, "final_model": str(final), "final_stage": chosen}
     timed = {name: stages[name].weights for name in ("detector", "image_head", "head", "multihead", "baseline")
              if name in stages}
