@@ -190,6 +190,14 @@ def test_cli_predict_and_val_with_a_classifier_file_and_its_onnx_agree(painted: 
     summary = json.loads(capsys.readouterr().out)
     assert {"cls_accuracy", "typed_map50"} <= set(summary)
 
+    import mhyolo
+
+    model = mhyolo.load(detector, classifier=classifier)
+    assert model.type_names == TYPE_NAMES
+    results = model.predict(painted.parent / "images" / "val", conf=0.01, imgsz=320)
+    assert [r.to_json() for r in results] == lines["torch"]
+    assert model.val(painted, imgsz=320) == summary
+
 
 def test_benchmark_times_the_two_stage_model_in_the_detectors_runtimes(shared: Path, official_weights: Path,
                                                                         tmp_path: Path) -> None:
