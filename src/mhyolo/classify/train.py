@@ -167,10 +167,10 @@ def train_classifier(config: ClassifyConfig, out: str | Path, progress: bool = T
     data_spec = load_data_spec(config.data)
     spec = ClassifierSpec(arch=config.model, names=type_names(data_spec), pool=config.pool, imgsz=config.imgsz,
                           margin=config.margin)
+    pretrained = config.starts_pretrained
+    net = build_classifier(spec, pretrained=pretrained)  # first: weights that cannot be fetched fail at once
     train = split_crops(data_spec, "train", config.imgsz, config.margin, progress)
     val = split_crops(data_spec, "val", config.imgsz, config.margin, progress)
-    pretrained = config.starts_pretrained
-    net = build_classifier(spec, pretrained=pretrained)
     optimizer = _optimizer(config, net)
     jitter = Jitter() if config.augment else None
     settings = {**to_dict(config), "pretrained": pretrained, "lr": config.learning_rate, "train_crops": len(train),
