@@ -42,7 +42,8 @@ def _write_dataset(folder: Path) -> Path:
             lines = []
             for x1, y1, x2, y2, kind, colour in balls:
                 image[y1:y2, x1:x2] = colour
-                lines.append(f"{kind} {(x1 + x2) / 2 / SIDE} {(y1 + y2) / 2 / SIDE} {(x2 - x1) / SIDE} {(y2 - y1) / SIDE}")
+                cx, cy, w, h = (x1 + x2) / 2 / SIDE, (y1 + y2) / 2 / SIDE, (x2 - x1) / SIDE, (y2 - y1) / SIDE
+                lines.append(f"{kind} {cx} {cy} {w} {h}")
             cv2.imwrite(str(folder / "images" / split / name), image)
             (folder / "labels" / split / name.replace(".png", ".txt")).write_text("\n".join(lines) + "\n")
     data = folder / "data.yaml"

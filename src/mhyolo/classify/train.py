@@ -4,12 +4,11 @@ Seed 002 trained ResNet26d with cross-entropy for 5 epochs at batch 32 on 224x22
 with max pooling and Adam (lr 1e-3), once with average pooling and SGD (lr 0.01, momentum 0.8);
 those two are the shipped presets (`seed002-model1`, `seed002-model2`); `yolov5n-backbone` is the
 COCO-pretrained YOLOv5n backbone fine-tuned with Adam (BatchNorm statistics kept, see
-`CropClassifierNet`). A run folder holds
-`config.yaml` (the settings), `results.csv` (one row per epoch: train and val loss/accuracy, learning rate), `curves.png`
-(loss and accuracy, train against val, as the seed plotted them), `results.png`,
-`confusion_matrix.png` (best weights on val), `metrics.json` (val and, when the data has one,
-test scores of the best and the last weights) and `weights/best|last.safetensors` (best: highest
-val accuracy, the first on ties).
+`CropClassifierNet`). A run folder holds `config.yaml` (the settings), `results.csv` (one row per
+epoch: train and val loss/accuracy, learning rate), `curves.png` (loss and accuracy, train against
+val, as the seed plotted them), `results.png`, `confusion_matrix.png` (best weights on val),
+`metrics.json` (val and, when the data has one, test scores of the best and the last weights) and
+`weights/best|last.safetensors` (best: highest val accuracy, the first on ties).
 """
 
 from __future__ import annotations
