@@ -46,7 +46,7 @@ def main() -> None:
         cells.append(f"{seconds:.0f}")
         print("| " + " | ".join(cells) + " |")
     if args.plot:
-        fig = Figure(figsize=(11, 4), dpi=100)
+        fig = Figure(figsize=(14, 4.2), dpi=100)
         axes = fig.subplots(1, 2)
         for name, run in runs.items():
             rows = _rows(run)
@@ -59,7 +59,8 @@ def main() -> None:
             ax.set_title(what)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=7)
+        axes[0].set_yscale("log")
+        axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
         FigureCanvasAgg(fig)
         fig.savefig(args.plot)

@@ -173,19 +173,27 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=Path("runs/two_stage"))
+    parser.add_argument("--parts", nargs="+", choices=("accuracy", "latency"), default=["accuracy", "latency"],
+                        help="what to measure now; parts measured earlier into --out are kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     models = _models(args, args.out)
-    accuracy = _accuracy(models, Path(args.data), args.splits, args.imgsz, args.val_conf)
-    with torch.inference_mode():
-        latency, boxes = _latency(models, Path(args.data), args.imgsz, args.runs, args.warmup, args.threads)
-    result = {"machine": cpu_info(args.threads).describe(), "imgsz": args.imgsz, "data": args.data,
-              "val_conf": args.val_conf,
-              "splits": args.splits, "runs": args.runs, "threads": args.threads, "accuracy": accuracy,
-              "latency_ms": latency, "boxes": boxes, "sizes": _sizes(models),
-              "models": {name: {k: str(v) for k, v in entry.items()} for name, entry in models.items()}}
-    (args.out / "two_stage.json").write_text(json.dumps(result, indent=2))
+    saved = args.out / "two_stage.json"
+    result = json.loads(saved.read_text()) if saved.is_file() else {"accuracy": {}}  # parts run separately
+    if "accuracy" in args.parts:
+        result["accuracy"].update(_accuracy(models, Path(args.data), args.splits, args.imgsz, args.val_conf))
+    if "latency" in args.parts:
+        with torch.inference_mode():
+            result["latency_ms"], result["boxes"] = _latency(models, Path(args.data), args.imgsz, args.runs,
+                                                             args.warmup, args.threads)
+        result.update(runs=args.runs, threads=args.threads, machine=cpu_info(args.threads).describe())
+    result.update(imgsz=args.imgsz, data=args.data, val_conf=args.val_conf, splits=args.splits,
+                  sizes=_sizes(models), models={name: {k: str(v) for k, v in entry.items()}
+                                                for name, entry in models.items()})
+    saved.write_text(json.dumps(result, indent=2))
+    if "latency_ms" not in result:
+        return
     text = _markdown(result)
     (args.out / "two_stage.md").write_text(text)
     print(text)

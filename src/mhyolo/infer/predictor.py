@@ -18,7 +18,7 @@ import torch
 
 from mhyolo.errors import ConfigError
 from mhyolo.infer.inference import Inference
-from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, scale_boxes_to_original, to_tensor
+from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
 
 
 @runtime_checkable
