@@ -115,3 +115,33 @@ def test_final_stage_is_the_last_enabled_one(tmp_path: Path) -> None:
     staged = {"multihead": {"enabled": True}, "final": "joint"}
     assert final_stage(load_pipeline_config(_write(tmp_path, staged))) == "joint"
     assert final_stage(load_pipeline_config(CONFIGS / "pipeline" / "demo.yaml")) == "multihead"
+
+
+def test_two_stage_stage_scores_detector_and_classifier_beside_the_multihead_model(
+        shared: Path, tmp_path: Path, official_weights: Path) -> None:
+    recipe = {"classes": ["basketball", "football", "tennis-ball"], "seed": 0, "val_fraction": 0.25,
+              "sources": [{"name": "seed", "path": str(shared / "data" / "seed_balls"),
+                           "classes": {"basketball": "basketball", "football": "football",
+                                       "tennis-ball": "tennis-ball"},
+                           "sample": 4}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    fast = {"epochs": 1, "batch": 4, "workers": 0, "close_mosaic": 0}
+    config = _write(tmp_path, {"imgsz": 128, "latency_runs": 1, "detector": {"enabled": False},
+                               "head": {"enabled": False}, "joint": {"enabled": False},
+                               "multihead": {"enabled": True, "hyp": "multihead", "overrides": fast},
+                               "two_stage": {"enabled": True, "overrides": {"epochs": 1, "imgsz": 64, "batch": 8}},
+                               "benchmark": {"enabled": False}})
+    run = tmp_path / "run"
+    assert main(["pipeline", "--config", str(config), "--out", str(run), "--quiet"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    row = report["models"]["two_stage"]
+    assert row["detector"] == str(run / "two_stage" / "detector.safetensors")
+    assert row["classifier"] == str(run / "two_stage" / "classifier" / "weights" / "best.safetensors")
+    assert Path(row["detector"]).is_file() and Path(row["classifier"]).is_file()
+    # the final model's own detector part: the same boxes, so the same class-agnostic mAP; only typing differs
+    assert row["map50"] == pytest.approx(report["models"]["multihead"]["map50"], abs=1e-9)
+    assert "cls_accuracy" in row and "typed_map50" in row
+    detector = load_checkpoint(row["detector"])
+    assert set(detector.model.heads) == {"detection"}
+    assert "| two_stage |" in (run / "report.md").read_text()
+    assert '<th scope="row">two_stage' in (run / "report.html").read_text()

@@ -100,14 +100,23 @@ def _frames(source: Source) -> Iterator[tuple[np.ndarray, str, Path | None]]:
 
 class Model:
     """A trained model in any format mhyolo reads: `.safetensors`, a YOLOv5 `.pt`, `.onnx`,
-    OpenVINO `.xml` or `.rknn` (simulator). Load it with `mhyolo.load`."""
+    OpenVINO `.xml` or `.rknn` (simulator). Load it with `mhyolo.load`; with a `classifier` (a crop
+    classifier from `mhyolo classify train`, or its `.onnx`) a one-class detector types its boxes
+    with it: the two-stage model."""
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", classifier: str | Path | None = None) -> None:
         from mhyolo.infer.backends import load_backend
 
         self.path = Path(path)
         self.device = device
         self.backend = load_backend(self.path, device=device)
+        self.classifier = None
+        if classifier is not None:
+            from mhyolo.classify.backend import load_classifier
+            from mhyolo.classify.types import check_detector
+
+            self.classifier = load_classifier(classifier, device=device)
+            check_detector(self.backend, self.classifier)
 
     @property
     def names(self) -> list[str]:
@@ -116,7 +125,9 @@ class Model:
 
     @property
     def type_names(self) -> list[str] | None:
-        """Type names of the type head, None for a detector without one."""
+        """Type names of the type head (or the crop classifier), None for a detector without either."""
+        if self.classifier is not None:
+            return list(self.classifier.names)
         names = getattr(self.backend, "type_names", None)
         return list(names) if names else None
 
@@ -141,7 +152,7 @@ class Model:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
         predictor: Any = Predictor(self.backend, imgsz=input_size(self.backend, imgsz), conf=conf, iou=iou,
-                                   max_det=max_det, batch_size=batch_size, rect=True)
+                                   max_det=max_det, batch_size=batch_size, rect=True, classifier=self.classifier)
         if slice_size is not None:
             from mhyolo.infer.slicing import DEFAULT_OVERLAP, SlicedPredictor, SliceSettings
 
@@ -194,7 +205,8 @@ class Model:
             slicing = SliceSettings(size=slice_size)
         with torch.no_grad():
             result = score_split(self.backend, load_data_spec(data), input_size(self.backend, imgsz), split,
-                                 progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing)
+                                 progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing,
+                                 classifier=self.classifier)
         return result.summary()
 
     def export(self, format: str = "onnx", out: str | Path | None = None, imgsz: int | None = None,
@@ -224,7 +236,8 @@ class Model:
         return f"Model({str(self.path)!r}: classes {listed(self.names)}{types}, imgsz {self.imgsz})"
 
 
-def load(path: str | Path, device: str = "cpu") -> Model:
+def load(path: str | Path, device: str = "cpu", classifier: str | Path | None = None) -> Model:
     """Open a model file: mhyolo `.safetensors`, a YOLOv5 `.pt` (read without running its pickle),
-    an exported `.onnx` or OpenVINO `.xml`, or an `.rknn` (run in the RKNN simulator)."""
-    return Model(path, device=device)
+    an exported `.onnx` or OpenVINO `.xml`, or an `.rknn` (run in the RKNN simulator); `classifier`
+    adds a crop classifier behind a one-class detector (the two-stage model)."""
+    return Model(path, device=device, classifier=classifier)

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "data",
     "train",
     "val",
+    "classify",
     "pipeline",
     "crossval",
     "export",

@@ -14,11 +14,11 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def score_backend(backend: Any, spec: DataSpec, imgsz: int, split: str = "val", progress: bool = True
-                  ) -> dict[str, float | None]:
-    """mAP50, mAP50-95 and, for a model with a type head, type accuracy and typed mAP50
-    (None when the model has no type head or a value is undefined)."""
-    result = score_split(backend, spec, imgsz, split, progress=progress)
+def score_backend(backend: Any, spec: DataSpec, imgsz: int, split: str = "val", progress: bool = True,
+                  classifier: Any = None) -> dict[str, float | None]:
+    """mAP50, mAP50-95 and, for a model with a type head (or a crop `classifier` behind it), type
+    accuracy and typed mAP50 (None when nothing types the boxes or a value is undefined)."""
+    result = score_split(backend, spec, imgsz, split, progress=progress, classifier=classifier)
     types = result.types
     return {"map50": _finite(result.metrics.map50), "map50_95": _finite(result.metrics.map50_95),
             "cls_accuracy": _finite(types.cls_accuracy) if types else None,

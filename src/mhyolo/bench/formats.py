@@ -39,6 +39,7 @@ class ModelFiles:
     calib_images: int = 50
     progress: bool = True
     unscored: str | None = None  # why accuracy is not measured (no dataset, classes that do not line up)
+    classifier: Any = None  # `bench.two_stage.ClassifierFiles` of a two-stage model
     _model: Any = field(default=None, init=False, repr=False)
     _calibration: list[np.ndarray] | None = field(default=None, init=False, repr=False)
 

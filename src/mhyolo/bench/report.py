@@ -46,6 +46,9 @@ class Row:
     typed_map50: float | None = None
     delta: dict[str, float | None] = field(default_factory=dict)  # accuracy key -> change vs PyTorch FP32
     note: str = ""
+    classifier_file: str | None = None  # the crop classifier of a two-stage row (its size is in size_mb)
+    ball_ms: dict[str, float] = field(default_factory=dict)  # balls in the image -> median ms, whole image
+    ball_detections: dict[str, int] = field(default_factory=dict)  # balls in the image -> boxes kept
 
     def skip(self, stage: str, error: BaseException | str) -> None:
         if isinstance(error, BaseException):
@@ -110,7 +113,10 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
              f"calls, {settings['threads']} thread(s), model call with box decoding (no NMS), "
              "formats interleaved call by call. img/s @8: one batch of 8 "
              f"(\"{BATCH_LOOPED}\": a graph exported for batch 1, called 8 times). "
-             "Δ: change against the same model's PyTorch FP32 row.", "",
+             "Δ: change against the same model's PyTorch FP32 row.",
+             *([f"Two-stage rows: the one-class detector with the crop classifier `{settings['classifier']}` "
+                "in the matching runtime; their batch columns time the detector's call alone, the classifier's "
+                "cost per ball is in the whole-image table below."] if settings.get("classifier") else []), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         if row.status != "ok":
@@ -127,11 +133,35 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
                 cells += [_num(getattr(row, key), 3), _signed(row.delta.get(key))]
             cells.append(row.note)
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    lines += ball_table(rows, settings)
     overhead = head_overhead(rows)
     if overhead:
         lines += ["", "Type-head overhead (model / detector median latency, same run): "
                   + ", ".join(f"{_title(rows, fmt)} ×{ratio:.3f}" for fmt, ratio in overhead.items())]
     return "\n".join(lines) + "\n"
+
+
+def ball_table(rows: list[Row], settings: dict[str, Any]) -> list[str]:
+    """Whole-image latency at each ball count (and the cost of one more ball), when it was timed."""
+    counts = [str(c) for c in settings.get("balls") or []]
+    timed = [r for r in rows if r.ball_ms]
+    if not counts or not timed:
+        return []
+    head = ["format"] + [f"{c} ball{'s' if c != '1' else ''}: ms (boxes)" for c in counts]
+    if len(counts) > 1:
+        head.append(f"ms per ball ({counts[0]} → {counts[-1]})")
+    lines = ["", f"Whole images with {', '.join(counts)} pasted ball crops ({settings.get('ball_image_side')} px, "
+             f"conf {settings.get('ball_conf')}): median ms per image of letterbox, model, NMS and types (a "
+             "two-stage row: + crops and classifier), interleaved with the calls above; in brackets the boxes "
+             "kept.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in timed:
+        cells = [row.label] + [f"{_num(row.ball_ms.get(c), 1)} ({row.ball_detections.get(c, '–')})" for c in counts]
+        if len(counts) > 1:
+            first, last = row.ball_ms.get(counts[0]), row.ball_ms.get(counts[-1])
+            balls = int(counts[-1]) - int(counts[0])
+            cells.append(_num((last - first) / balls if first is not None and last is not None else None, 2))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def machine_line(settings: dict[str, Any]) -> str:

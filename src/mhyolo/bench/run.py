@@ -18,16 +18,20 @@ from typing import Any
 import torch
 
 from mhyolo.bench.accuracy import score_backend
+from mhyolo.bench.ball_images import BALL_COUNTS, IMAGE_SIDE, ball_images
 from mhyolo.bench.formats import DETECTOR_FORMATS, FORMATS, ModelFiles, check_input_size, file_size_mb
 from mhyolo.bench.report import ACCURACY_KEYS, BATCH_LOOPED, BATCH_NATIVE, Row, add_deltas, write_all
 from mhyolo.bench.timing import DEFAULT_WARMUP, Timing, interleaved_times
 from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.errors import ConfigError
+from mhyolo.bench.two_stage import CLASSIFIER_FORMATS
+from mhyolo.classify.types import check_detector
 from mhyolo.eval.validate import class_mismatch
 from mhyolo.infer.backends.base import ExportedBackend
 from mhyolo.machine import cpu_info
 
 THROUGHPUT_BATCH = 8
+BALL_CONF = 0.25  # whole-image timing keeps what `mhyolo predict` shows
 
 
 @dataclass
@@ -46,6 +50,15 @@ class BenchSettings:
     progress: bool = True
     accuracy: bool = True  # False: time only, even with a dataset (which still calibrates INT8)
     calib_dir: Path | None = None  # with no dataset: the photos INT8 formats are calibrated on
+    classifier: Path | None = None  # a crop classifier behind the one-class `weights`: two-stage rows
+    balls: Sequence[int] | None = None  # with a dataset: also time whole images holding this many balls
+    # (None: 1, 4, 16 for a two-stage benchmark, none otherwise)
+
+    @property
+    def ball_counts(self) -> tuple[int, ...]:
+        if self.balls is None:
+            return BALL_COUNTS if self.classifier is not None else ()
+        return tuple(self.balls)
 
     def check(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -55,6 +68,15 @@ class BenchSettings:
             raise ConfigError(f"--runs must be at least 1 and warm-up not negative (got {self.runs}, {self.warmup})")
         if self.imgsz % 32:
             raise ConfigError(f"--imgsz must be a multiple of 32 (the largest stride), got {self.imgsz}")
+
+
+@dataclass
+class Timed:
+    """A row ready to time: the backend, and the crop classifier behind it (two-stage rows)."""
+
+    row: Row
+    backend: Any
+    classifier: Any = None
 
 
 @dataclass
@@ -111,7 +133,13 @@ def _jobs(settings: BenchSettings, threads: int, detector: Path | None, calibrat
     spec_kwargs = dict(imgsz=settings.imgsz, data_yaml=calibration, threads=threads,
                        calib_images=settings.calib_images, progress=settings.progress, unscored=unscored)
     out = Path(settings.out)
-    models = [("model", ModelFiles(Path(settings.weights), out, **spec_kwargs), list(dict.fromkeys(settings.formats)))]
+    model_files = ModelFiles(Path(settings.weights), out, **spec_kwargs)
+    if settings.classifier is not None:
+        from mhyolo.bench.two_stage import ClassifierFiles
+
+        model_files.classifier = ClassifierFiles(Path(settings.classifier), out / "classifier", settings.data,
+                                                 threads=threads, progress=settings.progress)
+    models = [("model", model_files, list(dict.fromkeys(settings.formats)))]
     if detector is not None:
         models.append(("detector", ModelFiles(Path(detector), out / "detector", **spec_kwargs),
                        list(DETECTOR_FORMATS)))
@@ -119,8 +147,8 @@ def _jobs(settings: BenchSettings, threads: int, detector: Path | None, calibrat
              files) for name, files, keys in models for key in keys]
 
 
-def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: BenchSettings) -> Any | None:
-    """Make, load and (where it can be) score one format; the backend when it should be timed."""
+def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: BenchSettings) -> Timed | None:
+    """Make, load and (where it can be) score one format; what should be timed, if anything."""
     fmt = FORMATS[row.format]
     try:
         path = fmt.produce(files)
@@ -134,10 +162,20 @@ def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: Bench
     except Exception as exc:  # noqa: BLE001
         row.skip("load", exc)
         return None
+    classifier = None
+    if files.classifier is not None:
+        try:
+            classifier, classifier_path = files.classifier.backend(row.format)
+            check_detector(backend, classifier)
+        except Exception as exc:  # noqa: BLE001 - no classifier in this runtime: this row only
+            row.skip("classifier", exc)
+            return None
+        row.classifier_file, row.size_mb = str(classifier_path), row.size_mb + file_size_mb(classifier_path)
+        row.note = "; ".join(n for n in (row.note, f"+ classifier ({CLASSIFIER_FORMATS[row.format]})") if n)
     if files.unscored is None and spec is not None:
         files.say("scoring on the validation split")
         try:
-            scores = score_backend(backend, spec, settings.imgsz, progress=settings.progress)
+            scores = score_backend(backend, spec, settings.imgsz, progress=settings.progress, classifier=classifier)
         except Exception as exc:  # noqa: BLE001
             row.skip("validate", exc)
             return None
@@ -149,21 +187,43 @@ def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: Bench
         if close is not None:
             close()  # e.g. the simulator's worker process
         return None
-    return backend
+    return Timed(row, backend, classifier)
 
 
-def _time(timed: dict[str, tuple[Row, Any]], settings: BenchSettings) -> None:
-    """Batch-1 latency and batch-8 throughput of every backend, interleaved."""
+def _ball_calls(timed: dict[str, Timed], images: dict[int, Any], settings: BenchSettings) -> dict[str, Any]:
+    """One whole-image call per row and ball count: letterbox, model, NMS and types (for a two-stage row
+    the crops and the classifier too), what a deployed model pays per frame; detections counted once."""
+    from mhyolo.infer.predictor import Predictor
+
+    calls = {}
+    for row_id, item in timed.items():
+        predictor = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier)
+        for count, image in images.items():
+            item.row.ball_detections[str(count)] = len(predictor.predict([image])[0])
+            calls[f"{row_id}#{count}"] = lambda p=predictor, im=image: p.predict([im])
+    return calls
+
+
+def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, Any]) -> None:
+    """Batch-1 latency and batch-8 throughput of every backend, and whole images with 1, 4, 16 balls,
+    all interleaved in one run."""
     x8 = torch.rand(THROUGHPUT_BATCH, 3, settings.imgsz, settings.imgsz)
     x1 = x8[:1].clone()
     calls = {}
-    for row_id, (_, backend) in timed.items():
-        calls[f"{row_id}@1"] = lambda b=backend: b.predict(x1)
-        calls[f"{row_id}@8"] = lambda b=backend: b.predict(x8)
+    for row_id, item in timed.items():
+        calls[f"{row_id}@1"] = lambda b=item.backend: b.predict(x1)
+        calls[f"{row_id}@8"] = lambda b=item.backend: b.predict(x8)
+    calls.update(_ball_calls(timed, images, settings))
     _say(settings, f"timing {len(timed)} format(s): {settings.warmup} warm-up + {settings.runs} rounds, "
-                   f"batch 1 and batch {THROUGHPUT_BATCH}")
+                   f"batch 1 and batch {THROUGHPUT_BATCH}"
+                   + (f", images with {', '.join(map(str, images))} balls" if images else ""))
     times, errors = interleaved_times(calls, settings.runs, settings.warmup, progress=settings.progress)
-    for row_id, (row, backend) in timed.items():
+    for row_id, item in timed.items():
+        row, backend = item.row, item.backend
+        for count in images:
+            key = f"{row_id}#{count}"
+            if key in times:
+                row.ball_ms[str(count)] = Timing.from_times(times[key]).median_ms
         failed = [errors[k] for k in (f"{row_id}@1", f"{row_id}@8") if k in errors]
         if failed:
             row.latency_note = f"timing failed: {failed[0].splitlines()[0]}"
@@ -193,16 +253,18 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     torch.set_grad_enabled(False)
     try:
         jobs = _jobs(settings, threads, detector, calibration, unscored)
-        timed: dict[str, tuple[Row, Any]] = {}
+        timed: dict[str, Timed] = {}
         for i, (row, files) in enumerate(jobs, 1):
             _say(settings, f"[{i}/{len(jobs)}] {row.label}")
-            backend = _prepare(row, files, spec, settings)
+            item = _prepare(row, files, spec, settings)
             if row.status != "ok":
                 _say(settings, f"    skipped: {row.reason}")
-            elif backend is not None:
-                timed[row.id] = (row, backend)
+            elif item is not None:
+                timed[row.id] = item
+        images = ball_images(spec, settings.ball_counts, side=max(IMAGE_SIDE, settings.imgsz)) \
+            if spec is not None and settings.ball_counts else {}
         if timed:
-            _time(timed, settings)
+            _time(timed, settings, images)
     finally:
         torch.set_num_threads(previous_threads)
         torch.set_grad_enabled(grad)
@@ -213,6 +275,9 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
                  "imgsz": settings.imgsz, "runs": settings.runs, "warmup": settings.warmup, "threads": threads,
                  "calib_images": settings.calib_images, "calibration": str(calibration), "unscored": unscored,
                  "throughput_batch": THROUGHPUT_BATCH, "formats": list(dict.fromkeys(settings.formats)),
+                 "classifier": str(settings.classifier) if settings.classifier else None,
+                 "balls": list(images), "ball_image_side": max(IMAGE_SIDE, settings.imgsz) if images else None,
+                 "ball_conf": BALL_CONF,
                  "machine": cpu_info(threads).to_dict()}
     result = BenchResult(rows=rows, settings=described)
     result.paths = write_all(rows, described, Path(settings.out))

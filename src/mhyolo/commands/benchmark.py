@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "so the heads' overhead is a ratio from the same run (default: the model "
                              "itself without its type heads)")
     parser.add_argument("--no-detector", action="store_true", help="no detector-only rows")
+    parser.add_argument("--classifier", type=Path,
+                        help="crop classifier (.safetensors) behind the one-class --weights: every row is the "
+                             "two-stage model, the classifier in the detector's runtime (PyTorch, ONNX Runtime "
+                             "FP32 / INT8)")
+    parser.add_argument("--balls", type=int, nargs="*", metavar="N",
+                        help="with --data: also time whole images (letterbox, model, NMS, types) holding N pasted "
+                             "ball crops, e.g. --balls 1 4 16 (the default with --classifier; none otherwise)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
@@ -57,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                              formats=args.formats, runs=args.runs, warmup=args.warmup, threads=args.threads,
                              calib_images=args.calib_images, detector=args.detector,
                              own_detector=not args.no_detector, progress=not args.quiet,
-                             accuracy=not args.no_accuracy, calib_dir=args.calib_dir)
+                             accuracy=not args.no_accuracy, calib_dir=args.calib_dir, classifier=args.classifier,
+                             balls=tuple(args.balls) if args.balls is not None else None)
     result = run_benchmark(settings)
     print(result.paths["markdown"].read_text())
     return 0

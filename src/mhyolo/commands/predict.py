@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/predict", help="folder for annotated outputs (default: runs/predict)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    parser.add_argument("--classifier", help="crop classifier (.safetensors from `mhyolo classify train`, or its "
+                                             ".onnx) typing each box of the one-class --weights: the two-stage model")
     parser.set_defaults(func=run)
 
 
@@ -64,6 +66,22 @@ def slice_settings(args: argparse.Namespace):
             raise ConfigError("--slice-overlap needs --slice SIZE")
         return None
     return SliceSettings(size=args.slice, overlap=DEFAULT_OVERLAP if args.slice_overlap is None else args.slice_overlap)
+
+
+def two_stage_classifier(path: str | None, detector, spec=None, device="cpu"):
+    """The crop classifier of `--classifier` (None without it), checked against the detector (one class)
+    and, with a dataset, against its types."""
+    if path is None:
+        return None
+    from mhyolo.classify.backend import check_types_match, load_classifier
+    from mhyolo.classify.data import type_names
+    from mhyolo.classify.types import check_detector
+
+    classifier = load_classifier(path, device=device)
+    check_detector(detector, classifier)
+    if spec is not None:
+        check_types_match(classifier, type_names(spec), str(spec.yaml_path))
+    return classifier
 
 
 def _device(name: str):
@@ -142,9 +160,10 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.source)
     device = _device(args.device)
     model = load_backend(args.weights, device=device)
+    classifier = two_stage_classifier(args.classifier, model, device=device)
     imgsz = input_size(model, args.imgsz)
     predictor = Predictor(model, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                          batch_size=args.batch_size, rect=not args.square)
+                          batch_size=args.batch_size, rect=not args.square, classifier=classifier)
     if predictor.square_fallback:
         print(f"mhyolo predict: {args.weights} has a fixed {imgsz}x{imgsz} input: square inputs, "
               "not rectangular ones", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mhyolo.commands.predict import add_slice_arguments, slice_settings
+from mhyolo.commands.predict import add_slice_arguments, slice_settings, two_stage_classifier
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iou", type=float, default=0.6)
     parser.add_argument("--max-det", type=int, default=300)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--classifier", help="crop classifier (.safetensors from `mhyolo classify train`, or its "
+                                             ".onnx) typing each box of the one-class --weights: the two-stage model")
     add_slice_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="also write PR curve and prediction grid here")
@@ -45,9 +47,10 @@ def _run(args: argparse.Namespace) -> int:
     model = load_backend(args.weights, device=args.device)
     imgsz = input_size(model, args.imgsz)
     spec = load_data_spec(args.data)
+    classifier = two_stage_classifier(args.classifier, model, spec, device=args.device)
     class_agnostic = len(model.names) == 1
     result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
-                         conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing)
+                         conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing, classifier=classifier)
     m = result.metrics
     summary = result.summary()
     if args.plots:

@@ -17,7 +17,8 @@ import torch
 
 from mhyolo.deploy.graph import ExportGraph
 from mhyolo.errors import DataError, MhyoloError
-from mhyolo.infer.postprocess import Detections, non_max_suppression
+from mhyolo.infer.inference import Inference, Kept
+from mhyolo.infer.postprocess import Detections
 from mhyolo.infer.preprocess import letterbox, to_tensor
 from mhyolo.model.yolo import YoloModel
 from mhyolo.paths import shared_dir
@@ -78,14 +79,6 @@ def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
     return images
 
 
-def _types_of(out: dict[str, torch.Tensor], b: int, det: Detections) -> torch.Tensor | None:
-    if "type" in out:
-        return out["type"][b][det.indices].argmax(-1)
-    if "image_type" in out:
-        return out["image_type"][b].argmax(-1).expand(len(det))
-    return None
-
-
 def compare_detections(ref: Detections, cand: Detections, ref_types: torch.Tensor | None,
                        cand_types: torch.Tensor | None, conf: float, label: str) -> list[str]:
     """Problems found pairing each reference box with a candidate of the same class.
@@ -141,14 +134,15 @@ def check_backend(model: YoloModel, backend, images: Sequence[np.ndarray], atol:
         if not np.isfinite(diff) or diff > atol:
             problems.append(f"output {name}: max abs diff {diff:.3g} > {atol:g}")
         diffs.append(OutputDiff(name, tuple(ref.shape), diff))
-    ref_out = model.predict(x)
-    cand_out = backend.predict(x)
-    ref_dets = non_max_suppression(ref_out["detection"], conf, iou)
-    cand_dets = non_max_suppression(cand_out["detection"], conf, iou)
-    for b, (ref, cand) in enumerate(zip(ref_dets, cand_dets)):
-        problems += compare_detections(ref, cand, _types_of(ref_out, b, ref), _types_of(cand_out, b, cand),
-                                       conf, f"image {b}")
-    return ExportCheck(diffs=diffs, detections=[len(d) for d in ref_dets], problems=problems, atol=atol)
+    ref_kept = Inference(model, conf, iou).run(x)
+    cand_kept = Inference(backend, conf, iou).run(x)
+    for b, (ref, cand) in enumerate(zip(ref_kept, cand_kept)):
+        problems += compare_detections(ref.det, cand.det, _type_ids(ref), _type_ids(cand), conf, f"image {b}")
+    return ExportCheck(diffs=diffs, detections=[len(k) for k in ref_kept], problems=problems, atol=atol)
+
+
+def _type_ids(kept: Kept) -> torch.Tensor | None:
+    return torch.from_numpy(kept.types.ids) if kept.types is not None else None
 
 
 def validate_export(model: YoloModel, backend, images: Sequence[np.ndarray], atol: float = OUTPUT_ATOL) -> ExportCheck:

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mhyolo.data.dataset import YoloDataset, build_dataloader
+from mhyolo.data.dataset import YoloDataset, build_dataloader, read_image
 from mhyolo.data.spec import DataSpec
 from mhyolo.errors import ConfigError
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
 from mhyolo.eval.negatives import NegativeStats, negative_stats
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
-from mhyolo.infer.postprocess import non_max_suppression
+from mhyolo.infer.inference import Inference
 from mhyolo.infer.predictor import InferenceBackend, Predictor
 from mhyolo.infer.slicing import SliceSettings, SlicedPredictor
 from mhyolo.infer.preprocess import scale_boxes_to_original
@@ -54,23 +54,6 @@ class ValidationResult:
         return out
 
 
-def _predicted_types(outputs: dict[str, torch.Tensor], image: int, det, types_are_classes: bool
-                     ) -> tuple[np.ndarray, np.ndarray | None, int | None] | None:
-    """Each kept detection's type and its probability, from whichever head the model has."""
-    if "type" in outputs:
-        probs = outputs["type"][image][det.indices]
-        score, kind = probs.max(dim=1) if len(probs) else (probs.new_zeros(0), probs.new_zeros(0, dtype=torch.long))
-        return kind.numpy(), score.numpy(), None
-    if "image_type" in outputs:
-        probs = outputs["image_type"][image]
-        kind = int(probs.argmax())
-        n = len(det.classes)
-        return np.full(n, kind, np.int64), np.full(n, float(probs[kind]), np.float64), kind
-    if types_are_classes:
-        return det.classes.numpy(), None, None
-    return None
-
-
 def _ground_truth(labels: torch.Tensor, info, imgsz: int) -> tuple[np.ndarray, np.ndarray]:
     """Normalised [type, cx, cy, w, h] in the letterboxed frame -> xyxy pixels of the original."""
     if labels.numel() == 0:
@@ -83,48 +66,55 @@ def _ground_truth(labels: torch.Tensor, info, imgsz: int) -> tuple[np.ndarray, n
 @torch.inference_mode()
 def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], batch_size: int = 8,
              conf: float = 0.001, iou: float = 0.6, max_det: int = 300, class_agnostic: bool = True,
-             workers: int = 0, progress: bool = True) -> ValidationResult:
-    """Run `backend` over every image of `dataset` (which must not augment) and compute mAP."""
+             workers: int = 0, progress: bool = True, classifier: Any = None) -> ValidationResult:
+    """Run `backend` over every image of `dataset` (which must not augment) and compute mAP; with a
+    crop `classifier`, each kept box is typed by it (the two-stage model)."""
     loader = build_dataloader(dataset, batch_size=batch_size, shuffle=False, workers=workers, seed=0)
     evaluator = DetectionEvaluator(names, class_agnostic=class_agnostic)
-    type_names = list(getattr(backend, "type_names", None) or names)
-    type_evaluator = TypeEvaluator(type_names, conf=TYPE_CONF)
+    inference = Inference(backend, conf=conf, iou=iou, max_det=max_det, agnostic=class_agnostic,
+                          classes_as_types=not class_agnostic, classifier=classifier)
+    type_evaluator = TypeEvaluator(list(getattr(backend, "type_names", None) or names), conf=TYPE_CONF)
     out = ValidationResult(metrics=None)  # type: ignore[arg-type]
     for batch in tqdm(loader, desc="val", unit="batch", leave=False, disable=not progress):
         images = batch.images.float().div_(255.0)
-        outputs = backend.predict(images)
-        detections = non_max_suppression(outputs["detection"], conf, iou, max_det, agnostic=class_agnostic)
-        for i, (det, info, path) in enumerate(zip(detections, batch.infos, batch.paths)):
+        kept = inference.run(images, batch.infos, originals=lambda paths=batch.paths: [_bgr(p) for p in paths])
+        for i, (item, info, path) in enumerate(zip(kept, batch.infos, batch.paths)):
+            det = item.det
             labels = batch.targets[batch.targets[:, 0] == i][:, 1:]
             gt_boxes, gt_classes = _ground_truth(labels, info, dataset.imgsz)
             h0, w0 = info.original_shape
-            boxes = scale_boxes_to_original(det.boxes.numpy(), info)
+            boxes = item.boxes
             result = ImageResult(gt_boxes=gt_boxes, gt_classes=gt_classes, pred_boxes=boxes,
                                  pred_scores=det.scores.numpy(), pred_classes=det.classes.numpy(),
                                  width=w0, height=h0, name=str(path))
             evaluator.add(result)
             out.results.append(result)
             out.paths.append(Path(path))
-            typed = _predicted_types(outputs, i, det, types_are_classes=not class_agnostic)
-            if typed is not None:
-                kinds, type_scores, image_type = typed
+            if item.types is not None:
                 type_evaluator.add(TypedImageResult(gt_boxes=gt_boxes, gt_types=gt_classes, pred_boxes=boxes,
-                                                    pred_scores=det.scores.numpy(), pred_types=kinds,
+                                                    pred_scores=det.scores.numpy(), pred_types=item.types.ids,
                                                     width=w0, height=h0, name=str(path),
-                                                    type_scores=type_scores, image_type=image_type))
+                                                    type_scores=item.types.scores,
+                                                    image_type=item.types.image_type))
     out.metrics = evaluator.compute()
     out.types = type_evaluator.compute() if len(type_evaluator) else None
     return out
 
 
+def _bgr(path: Path) -> np.ndarray:
+    """An original image as the predictor sees it (BGR), for sources that crop it."""
+    return np.ascontiguousarray(read_image(Path(path))[:, :, ::-1])
+
+
 @torch.inference_mode()
 def validate_sliced(backend: InferenceBackend, dataset: YoloDataset, names: list[str], slicing: SliceSettings,
                     conf: float = 0.001, iou: float = 0.6, max_det: int = 300, class_agnostic: bool = True,
-                    progress: bool = True, batch_size: int = 8) -> ValidationResult:
+                    progress: bool = True, batch_size: int = 8, classifier: Any = None) -> ValidationResult:
     """`validate` with sliced inference: each original image is cut into tiles (plus the whole
     image), every tile letterboxed to `dataset.imgsz`, and the merged boxes scored."""
     predictor = Predictor(backend, imgsz=dataset.imgsz, conf=conf, iou=iou, max_det=max_det,
-                          batch_size=batch_size, agnostic=class_agnostic)
+                          batch_size=batch_size, agnostic=class_agnostic, classes_as_types=not class_agnostic,
+                          classifier=classifier)
     sliced = SlicedPredictor(predictor, slicing)
     evaluator = DetectionEvaluator(names, class_agnostic=class_agnostic)
     type_evaluator = TypeEvaluator(list(getattr(backend, "type_names", None) or names), conf=TYPE_CONF)
@@ -143,11 +133,10 @@ def validate_sliced(backend: InferenceBackend, dataset: YoloDataset, names: list
         evaluator.add(result)
         out.results.append(result)
         out.paths.append(Path(path))
-        kinds = prediction.type_ids if prediction.has_types else (None if class_agnostic else prediction.class_ids)
-        if kinds is not None:
+        if prediction.has_types:
             type_evaluator.add(TypedImageResult(gt_boxes=result.gt_boxes, gt_types=gt_classes,
                                                 pred_boxes=prediction.boxes, pred_scores=prediction.scores,
-                                                pred_types=kinds, width=w0, height=h0, name=str(path),
+                                                pred_types=prediction.type_ids, width=w0, height=h0, name=str(path),
                                                 type_scores=prediction.type_scores, image_type=None))
     out.metrics = evaluator.compute()
     out.types = type_evaluator.compute() if len(type_evaluator) else None
@@ -172,6 +161,10 @@ def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: st
     mismatch = class_mismatch(len(backend.names), spec)
     if mismatch:
         raise ConfigError(mismatch)
+    if options.get("classifier") is not None:  # the two-stage model: its types must be the dataset's
+        from mhyolo.classify.backend import check_types_match
+
+        check_types_match(options["classifier"], list(spec.type_names or spec.names), str(spec.yaml_path))
     class_agnostic = len(backend.names) == 1
     dataset = YoloDataset(spec, split, imgsz, augment=None)
     if slicing is not None:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from mhyolo.errors import ConfigError
-from mhyolo.infer.postprocess import Detections, non_max_suppression
-from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, scale_boxes_to_original, to_tensor
+from mhyolo.infer.inference import Inference
+from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
 
 
 @runtime_checkable
@@ -104,7 +104,8 @@ class Predictor:
     """Run a backend on BGR images and return `Prediction`s in original-image pixels."""
 
     def __init__(self, model: InferenceBackend, imgsz: int = 640, conf: float = 0.25, iou: float = 0.45,
-                 max_det: int = 300, batch_size: int = 1, agnostic: bool = False, rect: bool = False) -> None:
+                 max_det: int = 300, batch_size: int = 1, agnostic: bool = False, rect: bool = False,
+                 classes_as_types: bool = False, classifier: Any = None) -> None:
         stride = model_stride(model)
         if imgsz <= 0 or imgsz % stride:
             raise ConfigError(f"image size {imgsz} must be a positive multiple of the model stride {stride}")
@@ -123,6 +124,10 @@ class Predictor:
         self.rect = rect and accepts_any_shape(model)
         self.square_fallback = rect and not self.rect
         self.device, self.dtype = _input_placement(model)
+        # forward, NMS once, and the type seam on the kept boxes: the model's type head, a crop
+        # `classifier`, or (`classes_as_types`, for scoring an nc>1 detector) the class itself
+        self.inference = Inference(model, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic,
+                                   classes_as_types=classes_as_types, classifier=classifier)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """BGR uint8 images (H, W, 3), any sizes -> one `Prediction` per image, same order."""
@@ -149,39 +154,29 @@ class Predictor:
         boxed = self._letterbox(images)
         x = to_tensor([padded for padded, _ in boxed]).to(self.device, self.dtype)
         with torch.inference_mode():
-            out = self.model.predict(x)
-            detections = non_max_suppression(out["detection"], conf_thres=self.conf, iou_thres=self.iou,
-                                              max_det=self.max_det, agnostic=self.agnostic)
-            # per-object rows (B, N, T) from the object head, or one row per image (B, T) from the image head
-            type_probs = out.get("type", out.get("image_type"))
-            predictions = []
-            for b, (det, (_, info)) in enumerate(zip(detections, boxed)):
-                det = det.cpu()
-                prediction = Prediction(
-                    boxes=scale_boxes_to_original(det.boxes, info).numpy().astype(np.float32),
-                    scores=det.scores.numpy().astype(np.float32),
-                    class_ids=det.classes.numpy().astype(np.int64),
-                    class_names=[_name(self.model.names, int(c)) for c in det.classes],
-                    image_shape=info.original_shape,
-                )
-                if type_probs is not None:
-                    self._attach_types(prediction, det, torch.as_tensor(type_probs)[b].float().cpu())
-                predictions.append(prediction)
+            kept = self.inference.run(x, [info for _, info in boxed], originals=lambda: images)
+        names = self.type_names
+        predictions = []
+        for item, (_, info) in zip(kept, boxed):
+            det = item.det
+            prediction = Prediction(
+                boxes=item.boxes,
+                scores=det.scores.numpy().astype(np.float32),
+                class_ids=det.classes.numpy().astype(np.int64),
+                class_names=[_name(self.model.names, int(c)) for c in det.classes],
+                image_shape=info.original_shape,
+            )
+            if item.types is not None:
+                prediction.type_ids = item.types.ids
+                prediction.type_scores = item.types.scores
+                prediction.type_names = [_name(names, int(t)) for t in item.types.ids]
+            predictions.append(prediction)
         return predictions
 
-    def _attach_types(self, prediction: Prediction, det: Detections, probs: torch.Tensor) -> None:
-        """Read the type of each kept box: per-object rows through `indices`, else the image's type."""
-        if probs.dim() == 2:
-            per_box = probs[det.indices]
-        elif probs.dim() == 1:
-            per_box = probs.unsqueeze(0).expand(len(det), -1)
-        else:
-            raise ValueError(f"'type' output must be (B, N, n_types) or (B, n_types), got a {probs.dim() + 1}-d tensor")
-        if len(det):
-            type_scores, type_ids = per_box.max(dim=1)
-        else:
-            type_scores, type_ids = torch.zeros(0), torch.zeros(0, dtype=torch.int64)
-        names = getattr(self.model, "type_names", None)
-        prediction.type_ids = type_ids.numpy().astype(np.int64)
-        prediction.type_scores = type_scores.numpy().astype(np.float32)
-        prediction.type_names = [_name(names, int(t)) for t in type_ids]
+    @property
+    def type_names(self) -> list[str] | None:
+        """Names of the types the boxes get (known once the first batch has chosen the source)."""
+        source = self.inference.source
+        if source is not None and source.names:
+            return source.names
+        return getattr(self.model, "type_names", None)

@@ -58,6 +58,18 @@ class DistillConfig:
 
 
 @dataclass
+class TwoStageStage:
+    """The detector + crop classifier alternative, scored beside the stages' models: a classifier
+    trained on the run's data (`preset`: a shipped classifier preset or a YAML file, then
+    `overrides`) behind the one-class detector (the `detector` stage's when it runs, else the final
+    model's detector part: the same detector, so only the typing differs)."""
+
+    enabled: bool = False
+    preset: str = "yolov5n-backbone"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class PipelineConfig:
     recipe: str = ""
     imgsz: int = 640
@@ -73,6 +85,7 @@ class PipelineConfig:
     baseline: StageConfig = field(default_factory=lambda: StageConfig(enabled=False, hyp="hyp"))
     # teacher -> student with and without each distillation -> keep the distilled one only if it wins
     distill: DistillConfig = field(default_factory=DistillConfig)
+    two_stage: TwoStageStage = field(default_factory=lambda: TwoStageStage())
     benchmark: BenchmarkStage = field(default_factory=lambda: BenchmarkStage())
     latency_runs: int = 20
     # the stage whose best weights become RUN/model.safetensors (exported, benchmarked);
@@ -105,6 +118,9 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     if frozen and not config.detector.enabled:
         raise ConfigError(f"{path}: the {' and '.join(frozen)} stage(s) train on the detector stage's model, "
                           f"which is disabled (enable 'detector' or disable them)")
+    if config.two_stage.enabled and not (config.detector.enabled or final_stage(config)):
+        raise ConfigError(f"{path}: the two_stage stage needs a one-class detector: enable the detector stage "
+                          "or a stage that makes the final model")
     if config.final is not None:
         if config.final not in FINAL_CANDIDATES:
             raise ConfigError(f"{path}: final: '{config.final}' is not a stage that makes the final model "

@@ -13,12 +13,19 @@ COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type 
            ("typed_map50_95", "typed mAP50-95"), ("latency_ms", "ms (PyTorch, 1 img)"))
 
 
-def score(weights: Path, data_yaml: Path, imgsz: int) -> dict[str, Any]:
+def score(weights: Path, data_yaml: Path, imgsz: int, classifier: Path | None = None) -> dict[str, Any]:
+    """A stage's model (with a crop `classifier` behind it: the two-stage model) on the val split."""
     from mhyolo.data.spec import load_data_spec
     from mhyolo.eval.validate import score_split
     from mhyolo.model.weights import load_model
 
-    result = score_split(load_model(weights), load_data_spec(data_yaml), imgsz, progress=False)
+    crop_classifier = None
+    if classifier is not None:
+        from mhyolo.classify.backend import load_classifier
+
+        crop_classifier = load_classifier(classifier)
+    result = score_split(load_model(weights), load_data_spec(data_yaml), imgsz, progress=False,
+                         classifier=crop_classifier)
     row: dict[str, Any] = {"weights": str(weights), "map50": result.metrics.map50,
                            "map50_95": result.metrics.map50_95, "precision": result.metrics.precision,
                            "recall": result.metrics.recall}

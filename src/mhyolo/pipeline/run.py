@@ -1,6 +1,6 @@
 """Run the whole pipeline: data -> detector -> type head (frozen) -> joint, and/or the
-multi-head model trained in one run from the COCO weights -> benchmark -> report (JSON, Markdown
-and the self-contained `report.html`)."""
+multi-head model trained in one run from the COCO weights (-> the detector + crop classifier
+alternative) -> benchmark -> report (JSON, Markdown and the self-contained `report.html`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from mhyolo.bench.timing import latencies
 from mhyolo.pipeline.config import STUDENT, PipelineConfig, final_stage
 from mhyolo.pipeline.distill import TEACHER_RUN, decide
 from mhyolo.pipeline.report import score, write_report
-from mhyolo.pipeline.stages import StageResult, benchmark_stage, build_data, train_stage, training_plan
+from mhyolo.pipeline.stages import (StageResult, benchmark_stage, build_data, train_stage, training_plan,
+                                    two_stage)
 from mhyolo.report import write_html_report
 
 
@@ -34,6 +35,11 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
     final_weights = stages[chosen].weights if chosen in stages else None
     if final_weights is not None:
         shutil.copyfile(final_weights, final)
+    if config.two_stage.enabled:  # the detector + crop classifier alternative, scored beside them
+        files = two_stage(config, run, data, final_weights, progress)
+        rows["two_stage"] = {**score(files["detector"], data / "data.yaml", config.imgsz,
+                                     classifier=files["classifier"]),
+                             **{name: str(path) for name, path in files.items()}}
     extra: dict[str, Any] = {"imgsz": config.imgsz, "final_model": str(final), "final_stage": chosen}
     if decision is not None:
         extra["distill"] = decision.to_dict()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.config import load_config, to_dict
+from mhyolo.errors import ConfigError
 from mhyolo.pipeline.config import STUDENT, PipelineConfig, StageConfig, stage_runs
 from mhyolo.train.config import TrainConfig
 
@@ -157,3 +158,37 @@ def benchmark_stage(config: PipelineConfig, run: Path, model: Path, data: Path, 
     info = {name: str(path) for name, path in result.paths.items()}
     mark_done(folder, info)
     return info
+
+
+def two_stage_detector(config: PipelineConfig, run: Path, final: Path | None) -> Path:
+    """The one-class detector of the two-stage model: the detector stage's, else the final model's
+    detector part (written once into `two_stage/`)."""
+    if config.detector.enabled:
+        return stage_weights(run, "detector")
+    if final is None:
+        raise ConfigError("the two_stage stage needs a one-class detector and this run makes none")
+    from mhyolo.model.weights import load_model, save_checkpoint
+    from mhyolo.model.yolo import detector_part
+
+    target = run / "two_stage" / "detector.safetensors"
+    if not target.is_file():
+        save_checkpoint(target, detector_part(load_model(final)), {"derived_from": str(final)})
+    return target
+
+
+def two_stage(config: PipelineConfig, run: Path, data: Path, final: Path | None, progress: bool) -> dict[str, Path]:
+    """Train the crop classifier on the run's data (resumable: skipped when done) and name both files."""
+    from mhyolo.classify.train import load_classify_config, train_classifier
+
+    folder = run / "two_stage"
+    detector = two_stage_detector(config, run, final)
+    classifier_run = folder / "classifier"
+    if not is_done(classifier_run):
+        stage = config.two_stage
+        preset = str(config.path(stage.preset)) if config.path(stage.preset).is_file() else stage.preset
+        settings = load_classify_config(preset, {"seed": config.seed, **stage.overrides,
+                                                 "data": str(data / "data.yaml")})
+        print(f"\n== two_stage: crop classifier {settings.model} ({settings.epochs} epochs at {settings.imgsz})")
+        result = train_classifier(settings, classifier_run, progress=progress)
+        mark_done(classifier_run, {"best": str(result.best), "metrics": result.metrics})
+    return {"detector": detector, "classifier": classifier_run / "weights" / "best.safetensors"}

@@ -1,0 +1,81 @@
+"""One batch through a backend: the forward pass, NMS once, then the type seam on the kept boxes.
+
+`Predictor`, `validate`, the export check and the benchmark all run their batches through
+`Inference`, so a box is kept by the same NMS and typed by the same source everywhere, and no
+caller post-processes a backend's output a second time. The type source is chosen on the first
+batch (`mhyolo.infer.types`) and kept for the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mhyolo.infer.postprocess import Detections, non_max_suppression
+from mhyolo.infer.preprocess import LetterboxInfo, scale_boxes_to_original
+from mhyolo.infer.types import BoxTypes, ImageBatch, TypeRequest, TypeSource, choose_type_source
+
+
+@dataclass
+class Kept:
+    """One image's kept detections: `det` in network-input pixels (with the rows they came from),
+    `boxes` in the original image's pixels (input pixels when no letterbox was given), and their
+    types (None when nothing types them)."""
+
+    det: Detections
+    boxes: np.ndarray  # (n, 4) float32 xyxy
+    types: BoxTypes | None = None
+
+    def __len__(self) -> int:
+        return len(self.det)
+
+
+class Inference:
+    """A backend with its NMS settings and its type source: input batch -> `Kept` per image."""
+
+    def __init__(self, backend: Any, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
+                 agnostic: bool = False, classes_as_types: bool = False, classifier: Any = None) -> None:
+        self.backend = backend
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.agnostic = agnostic
+        self.classes_as_types = classes_as_types
+        self.classifier = classifier
+        if classifier is not None:
+            from mhyolo.classify.types import check_detector  # also registers the crop classifier's source
+
+            check_detector(backend, classifier)
+        self.source: TypeSource | None = None
+        self._chosen = False
+
+    def type_source(self, outputs: dict[str, Any]) -> TypeSource | None:
+        """The run's type source, chosen from the first outputs seen."""
+        if not self._chosen:
+            self.source = choose_type_source(TypeRequest(outputs=outputs, backend=self.backend,
+                                                         classes_as_types=self.classes_as_types,
+                                                         classifier=self.classifier))
+            self._chosen = True
+        return self.source
+
+    def run(self, x: torch.Tensor, infos: Sequence[LetterboxInfo] | None = None,
+            originals: Callable[[], Sequence[np.ndarray]] | None = None) -> list[Kept]:
+        """Kept, typed detections of every image of `x` (B, 3, H, W) float RGB in [0, 1].
+
+        `infos` maps boxes back to the original images; `originals` returns those images (BGR)
+        for sources that read pixels (a crop classifier), called only by them."""
+        outputs = self.backend.predict(x)
+        detections = [det.cpu() for det in non_max_suppression(outputs["detection"], conf_thres=self.conf,
+                                                               iou_thres=self.iou, max_det=self.max_det,
+                                                               agnostic=self.agnostic)]
+        boxes = [scale_boxes_to_original(det.boxes, info).numpy().astype(np.float32) if infos is not None
+                 else det.boxes.numpy().astype(np.float32) for det, info in zip(detections, infos or detections)]
+        source = self.type_source(outputs)
+        types: list[BoxTypes | None] = [None] * len(detections)
+        if source is not None:
+            types = list(source.assign(outputs, detections, ImageBatch(boxes=boxes, originals=originals)))
+        return [Kept(det, box, kind) for det, box, kind in zip(detections, boxes, types)]
