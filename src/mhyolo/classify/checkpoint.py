@@ -8,17 +8,16 @@ detector checkpoints. Nothing is unpickled.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mhyolo.classify.model import ClassifierSpec, CropClassifierNet, build_classifier
 from mhyolo.errors import ConfigError, WeightsError
+from mhyolo.model.weights import write_safetensors
 
 METADATA_KEY = "mhyolo_classifier"
 DETECTOR_METADATA_KEY = "mhyolo"
@@ -39,17 +38,7 @@ def save_classifier(path: str | Path, net: CropClassifierNet, spec: ClassifierSp
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     meta = {"format": FORMAT_VERSION, "spec": spec.to_dict(), **(metadata or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)})
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_safetensors(path, tensors, meta, key=METADATA_KEY)
 
 
 def read_classifier_metadata(path: str | Path) -> dict[str, Any]:

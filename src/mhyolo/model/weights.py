@@ -173,10 +173,17 @@ def save_checkpoint(path: str | Path, model: YoloModel, metadata: dict[str, Any]
     for key, value in (extra or {}).items():
         tensors[f"extra/{key}"] = value.detach().contiguous().cpu()
     meta = {"format": FORMAT_VERSION, **model.metadata(), **(metadata or {})}
+    return write_safetensors(path, tensors, meta)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                      key: str = METADATA_KEY) -> Path:
+    """Tensors + JSON metadata written atomically (temp file, fsync, rename): an interrupted save
+    never leaves a half-written checkpoint where a good one was."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)})
+        save_file(tensors, tmp, metadata={key: json.dumps(meta)})
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
