@@ -143,13 +143,15 @@ def _markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     counts = [str(c) for c in BALL_COUNTS]
     lines += ["", f"Whole image, median ms ({result['runs']} interleaved rounds, {result['threads']} thread(s), "
-              f"conf {CONF}; in brackets the boxes kept), and ms per extra ball:", "",
-              "| model | runtime | " + " | ".join(f"{c} ball(s)" for c in counts) + " | ms per ball |",
+              f"conf {CONF}; in brackets the boxes kept), and the ms each more kept box costs (between the first and "
+              "the last image):", "",
+              "| model | runtime | " + " | ".join(f"{c} ball(s)" for c in counts) + " | ms per kept box |",
               "|---|---|" + "---|" * (len(counts) + 1)]
     for key, values in result["latency_ms"].items():
         name, runtime = key.split(" | ")
         boxes = result["boxes"][key]
-        slope = (values[counts[-1]] - values[counts[0]]) / (int(counts[-1]) - int(counts[0]))
+        kept = boxes[counts[-1]] - boxes[counts[0]]
+        slope = (values[counts[-1]] - values[counts[0]]) / kept if kept else float("nan")
         lines.append(f"| {name} | {runtime} | " + " | ".join(f"{values[c]:.1f} ({boxes[c]})" for c in counts)
                      + f" | {slope:.2f} |")
     lines += ["", "| model | safetensors MB | ONNX MB |", "|---|---|---|"]
@@ -173,8 +175,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=Path("runs/two_stage"))
-    parser.add_argument("--parts", nargs="+", choices=("accuracy", "latency"), default=["accuracy", "latency"],
-                        help="what to measure now; parts measured earlier into --out are kept")
+    parser.add_argument("--parts", nargs="*", choices=("accuracy", "latency"), default=["accuracy", "latency"],
+                        help="what to measure now (none: only write the tables again); parts measured earlier "
+                             "into --out are kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
