@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,12 @@ from mhyolo.model.yolo import detector_part
 CONF = 0.25
 
 
-def _onnx(weights: Path, out: Path, imgsz: int) -> Path:
-    target = out / f"{weights.stem}-{imgsz}.onnx"
+def _slug(name: str) -> str:
+    """A file name for a model's label (weights files are often all called best.safetensors)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _onnx(weights: Path, target: Path, imgsz: int) -> Path:
     if not target.is_file():
         export_onnx(load_model(weights), target, imgsz=imgsz)
     return target
@@ -62,10 +67,10 @@ def _models(args: argparse.Namespace, out: Path) -> dict[str, dict[str, Any]]:
     for item in args.classifier:
         name, path = item.split("=", 1)
         models[f"two-stage ({name})"] = {"weights": detector, "classifier": Path(path)}
-    for entry in models.values():
-        entry["onnx"] = _onnx(entry["weights"], out, args.imgsz)
+    for name, entry in models.items():
+        entry["onnx"] = _onnx(entry["weights"], out / f"{_slug(name)}-{args.imgsz}.onnx", args.imgsz)
         if entry["classifier"] is not None:
-            target = out / f"{entry['classifier'].parent.parent.name}-classifier.onnx"
+            target = out / f"{_slug(name)}-classifier.onnx"
             if not target.is_file():
                 export_classifier_onnx(entry["classifier"], target)
             entry["classifier_onnx"] = target
