@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,12 @@ from mhyolo.model.yolo import detector_part
 CONF = 0.25
 
 
-def _onnx(weights: Path, out: Path, imgsz: int) -> Path:
-    target = out / f"{weights.stem}-{imgsz}.onnx"
+def _slug(name: str) -> str:
+    """A file name for a model's label (weights files are often all called best.safetensors)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _onnx(weights: Path, target: Path, imgsz: int) -> Path:
     if not target.is_file():
         export_onnx(load_model(weights), target, imgsz=imgsz)
     return target
@@ -62,10 +67,10 @@ def _models(args: argparse.Namespace, out: Path) -> dict[str, dict[str, Any]]:
     for item in args.classifier:
         name, path = item.split("=", 1)
         models[f"two-stage ({name})"] = {"weights": detector, "classifier": Path(path)}
-    for entry in models.values():
-        entry["onnx"] = _onnx(entry["weights"], out, args.imgsz)
+    for name, entry in models.items():
+        entry["onnx"] = _onnx(entry["weights"], out / f"{_slug(name)}-{args.imgsz}.onnx", args.imgsz)
         if entry["classifier"] is not None:
-            target = out / f"{entry['classifier'].parent.parent.name}-classifier.onnx"
+            target = out / f"{_slug(name)}-classifier.onnx"
             if not target.is_file():
                 export_classifier_onnx(entry["classifier"], target)
             entry["classifier_onnx"] = target
@@ -143,13 +148,15 @@ def _markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     counts = [str(c) for c in BALL_COUNTS]
     lines += ["", f"Whole image, median ms ({result['runs']} interleaved rounds, {result['threads']} thread(s), "
-              f"conf {CONF}; in brackets the boxes kept), and ms per extra ball:", "",
-              "| model | runtime | " + " | ".join(f"{c} ball(s)" for c in counts) + " | ms per ball |",
+              f"conf {CONF}; in brackets the boxes kept), and the ms each more kept box costs (between the first and "
+              "the last image):", "",
+              "| model | runtime | " + " | ".join(f"{c} ball(s)" for c in counts) + " | ms per kept box |",
               "|---|---|" + "---|" * (len(counts) + 1)]
     for key, values in result["latency_ms"].items():
         name, runtime = key.split(" | ")
         boxes = result["boxes"][key]
-        slope = (values[counts[-1]] - values[counts[0]]) / (int(counts[-1]) - int(counts[0]))
+        kept = boxes[counts[-1]] - boxes[counts[0]]
+        slope = (values[counts[-1]] - values[counts[0]]) / kept if kept else float("nan")
         lines.append(f"| {name} | {runtime} | " + " | ".join(f"{values[c]:.1f} ({boxes[c]})" for c in counts)
                      + f" | {slope:.2f} |")
     lines += ["", "| model | safetensors MB | ONNX MB |", "|---|---|---|"]
@@ -173,8 +180,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=Path("runs/two_stage"))
-    parser.add_argument("--parts", nargs="+", choices=("accuracy", "latency"), default=["accuracy", "latency"],
-                        help="what to measure now; parts measured earlier into --out are kept")
+    parser.add_argument("--parts", nargs="*", choices=("accuracy", "latency"), default=["accuracy", "latency"],
+                        help="what to measure now (none: only write the tables again); parts measured earlier "
+                             "into --out are kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

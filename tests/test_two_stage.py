@@ -231,4 +231,4 @@ def test_benchmark_times_the_two_stage_model_in_the_detectors_runtimes(shared: P
         assert row["cls_accuracy"] is not None and row["typed_map50"] is not None
     assert report["settings"]["balls"] == [1, 4] and report["settings"]["classifier"] == str(classifier)
     text = (out / "benchmark.md").read_text()
-    assert "Two-stage rows" in text and "| PyTorch FP32 |" in text and "ms per ball (1 → 4)" in text
+    assert "Two-stage rows" in text and "| PyTorch FP32 |" in text and "ms per kept box (1 → 4 balls)" in text

@@ -149,7 +149,7 @@ def ball_table(rows: list[Row], settings: dict[str, Any]) -> list[str]:
         return []
     head = ["format"] + [f"{c} ball{'s' if c != '1' else ''}: ms (boxes)" for c in counts]
     if len(counts) > 1:
-        head.append(f"ms per ball ({counts[0]} → {counts[-1]})")
+        head.append(f"ms per kept box ({counts[0]} → {counts[-1]} balls)")
     lines = ["", f"Whole images with {', '.join(counts)} pasted ball crops ({settings.get('ball_image_side')} px, "
              f"conf {settings.get('ball_conf')}): median ms per image of letterbox, model, NMS and types (a "
              "two-stage row: + crops and classifier), interleaved with the calls above; in brackets the boxes "
@@ -158,8 +158,8 @@ def ball_table(rows: list[Row], settings: dict[str, Any]) -> list[str]:
         cells = [row.label] + [f"{_num(row.ball_ms.get(c), 1)} ({row.ball_detections.get(c, '–')})" for c in counts]
         if len(counts) > 1:
             first, last = row.ball_ms.get(counts[0]), row.ball_ms.get(counts[-1])
-            balls = int(counts[-1]) - int(counts[0])
-            cells.append(_num((last - first) / balls if first is not None and last is not None else None, 2))
+            boxes = row.ball_detections.get(counts[-1], 0) - row.ball_detections.get(counts[0], 0)
+            cells.append(_num((last - first) / boxes if first is not None and last is not None and boxes else None, 2))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
