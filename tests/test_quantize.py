@@ -272,6 +272,7 @@ def test_openvino_int8_default(person, calib, tmp_path):
     assert fake_quantize_count(xml) > 60
     assert sorted(float_convolutions(xml)) == [f"/adapters.24/box.{i}/Conv/WithoutBiases" for i in range(3)]
     int8 = OpenVinoBackend(xml, precision="f32")  # loads like the FP32 IR: metadata in rt_info
+    assert int8.quantized and not OpenVinoBackend(person, precision="auto").quantized
     meta = int8.metadata
     assert meta.output_names == read_onnx_metadata(person).output_names and meta.type_names
     assert meta.extra["quantization"]["tool"] == "nncf" and meta.extra["quantization"]["preset"] == "mixed"
@@ -392,3 +393,23 @@ def test_accuracy_aware_items_leave_out_ball_free_images(ball_onnx, tiny_data, t
     (data / "labels" / "val" / "negative_0001.txt").write_text("")
     target = accuracy_target(data / "data.yaml", read_onnx_metadata(ball_onnx))
     assert len(target.items) == 3  # 4 val images, one without a ball: NNCF may score items one by one
+
+
+@needs_shared
+@needs_openvino
+def test_openvino_int8_runs_int8_convolution_kernels(person, calib, tmp_path):
+    """The executed graph, not the IR, says whether INT8 pays: its convolutions must run as 8-bit
+    kernels (all but the float box convolutions), the FP32 IR's as none."""
+    from mhyolo.deploy.quantize_openvino import float_convolutions, quantize_openvino
+    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+    from mhyolo.machine import cpu_info
+
+    if not cpu_info().has("avx2"):
+        pytest.skip("OpenVINO's CPU plugin has INT8 convolution kernels from AVX2 up; this CPU has no AVX2")
+    xml = quantize_openvino(person, tmp_path / "int8" / "person.xml", calib)
+    for precision in ("auto", "f32"):
+        kernels = OpenVinoBackend(xml, precision=precision).kernels()
+        assert kernels.int8_convolutions == kernels.total - len(float_convolutions(xml)) > 50, kernels.describe()
+        assert all(name.endswith("_I8") for name, _ in kernels.convolutions.most_common(2)), kernels.describe()
+    fp32 = OpenVinoBackend(person, precision="auto")
+    assert fp32.precision == "f32" and fp32.kernels().int8_convolutions == 0

@@ -208,24 +208,30 @@ def _load_openvino(precision: str) -> Callable[[ModelFiles, Path], tuple[Any, st
         from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
 
         backend = OpenVinoBackend(path, precision=precision, threads=files.threads)
-        return backend, _precision_note(backend, precision)
+        notes = [_precision_note(backend, precision)]
+        if backend.quantized:  # what actually ran: INT8 only pays where the convolutions are INT8 kernels
+            notes.append(backend.kernels().describe())
+        return backend, "; ".join(n for n in notes if n)
     return load
 
 
 def _precision_note(backend: Any, requested: str) -> str:
-    """Says so when the CPU cannot run the requested precision and OpenVINO fell back."""
+    """Says so when the CPU cannot run the requested precision and OpenVINO fell back, and which
+    precision the float layers of an INT8 model run in when the plugin chose it ("auto")."""
     try:
         hint = backend.compiled.get_property("INFERENCE_PRECISION_HINT")
         actual = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
     except Exception:  # noqa: BLE001 - older plugins may not report it; then there is nothing to say
         return ""
+    if requested == "auto":
+        return f"float layers {actual} (plugin default)" if backend.quantized else ""
     if actual == requested:
         return ""
     return f"no {requested} on this CPU: ran {actual}"
 
 
 def _load_int8_acc(files: ModelFiles, path: Path) -> tuple[Any, str]:
-    backend, note = _load_openvino("f32")(files, path)
+    backend, note = _load_openvino("auto")(files, path)
     tuned = f"float layers chosen on the val split it is scored on (max drop {OPENVINO_QUANT_MAX_DROP})"
     return backend, "; ".join(n for n in (note, tuned) if n)
 
@@ -242,7 +248,7 @@ FORMATS: dict[str, Format] = {f.key: f for f in (
     Format("onnx-int8", "ONNX Runtime INT8", _onnx_int8, _load_ort_int8),
     Format("openvino", "OpenVINO FP32", lambda files: files.openvino(), _load_openvino("f32")),
     Format("openvino-bf16", "OpenVINO BF16", lambda files: files.openvino(), _load_openvino("bf16")),
-    Format("openvino-int8", "OpenVINO INT8", _openvino_int8("default"), _load_openvino("f32")),
+    Format("openvino-int8", "OpenVINO INT8", _openvino_int8("default"), _load_openvino("auto")),
     Format("openvino-int8-acc", "OpenVINO INT8 acc.-aware", _openvino_int8("accuracy"), _load_int8_acc),
     Format("rknn-int8", "RKNN INT8", _rknn, _load_rknn, timed=False, untimed_note="n/a (simulator)"),
 )}

@@ -190,7 +190,8 @@ def _backends(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.backend == "openvino":
         from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
 
-        return OpenVinoBackend(args.weights, precision="f32"), OpenVinoBackend(args.out, precision="f32")
+        # the INT8 model as `predict` runs it: float layers in the plugin's default precision
+        return OpenVinoBackend(args.weights, precision="f32"), OpenVinoBackend(args.out, precision="auto")
     from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     if args.backend == "ort":
@@ -227,6 +228,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} ({model_size_mb(args.out):.2f} MB) in {seconds:.0f} s; scoring on '{args.split}'",
           file=sys.stderr)
     fp32, int8 = _backends(args)
+    kernels = getattr(int8, "kernels", None)
+    if callable(kernels):  # OpenVINO: which convolutions really run as INT8 on this CPU
+        from mhyolo.machine import cpu_info
+
+        summary = kernels()
+        print(f"executed on {cpu_info().name}: {summary.describe()}", file=sys.stderr)
+        info["executed_kernels"] = summary.to_dict()
     try:
         rows = []
         fp32_runtime = "openvino" if args.backend == "openvino" else "ort"

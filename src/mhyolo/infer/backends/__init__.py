@@ -17,7 +17,7 @@ DEFAULT_IMGSZ = 640
 
 
 def load_backend(weights: str | Path, device: Any = "cpu", runtime: str | None = None,
-                 precision: str | None = "f32", threads: int | None = None):
+                 precision: str | None = "auto", threads: int | None = None):
     """Any supported model file as an `InferenceBackend` (PyTorch models in eval mode on `device`)."""
     path = Path(weights)
     suffix = path.suffix.lower()

@@ -2,7 +2,11 @@
 
 The CPU plugin may run in bf16 where the processor supports it; `precision="f32"`
 pins full precision (what accuracy checks against PyTorch need), `None` keeps the
-plugin's default.
+plugin's default. `"auto"` (what `load_backend` uses) is f32 for a float IR and the
+plugin's default for an INT8 one: there the float hint would also keep the few layers
+left float (the box convolutions, the output sigmoids) in f32 instead of bf16 on CPUs
+with bf16 arithmetic, and measured on the ball model the default loses nothing
+(docs/results/int8_cpu.md).
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from mhyolo.deploy.onnx_export import read_onnx_metadata
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.infer.backends.base import ExportedBackend
 
-PRECISIONS = ("f32", "bf16", "f16")
+PRECISIONS = ("f32", "bf16", "f16", "auto")
+
+
+def is_quantized(model) -> bool:
+    """An INT8 IR: NNCF left FakeQuantize nodes for the plugin to fold into INT8 kernels."""
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
 
 
 def _ir_metadata(model, path: Path) -> ExportMetadata:
@@ -44,6 +53,9 @@ class OpenVinoBackend(ExportedBackend):
             raise MhyoloError(f"{path}: OpenVINO cannot read it: {exc}") from exc
         meta = read_onnx_metadata(path) if path.suffix == ".onnx" else _ir_metadata(model, path)
         super().__init__(path, meta)
+        self.quantized = is_quantized(model)
+        if precision == "auto":
+            precision = None if self.quantized else "f32"
         config: dict[str, object] = {}
         if precision is not None:
             config["INFERENCE_PRECISION_HINT"] = precision
@@ -56,6 +68,12 @@ class OpenVinoBackend(ExportedBackend):
         missing = set(meta.output_names) - set(self.output_names)
         if missing:
             raise MhyoloError(f"{path}: graph lacks outputs {', '.join(sorted(missing))} named in its metadata")
+
+    def kernels(self):
+        """The convolution kernels the plugin runs (`deploy.openvino_kernels.KernelSummary`)."""
+        from mhyolo.deploy.openvino_kernels import executed_kernels
+
+        return executed_kernels(self.compiled)
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         result = self.request.infer({self.metadata.input_name: batch})
