@@ -4,14 +4,13 @@ refused, ONNX export checked in ONNX Runtime, and one epoch of `mhyolo train`.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers.registry import assert_layers_registered_after
 from helpers.tiny_data import tiny_ball_dataset
 from mhyolo.errors import ConfigError
 from mhyolo.model.decoupled import DecoupledDetect
@@ -161,11 +160,7 @@ def test_bad_rows_are_config_errors() -> None:
 
 @pytest.mark.parametrize("module", ["mhyolo.model.yolo", "mhyolo.model.registry", "mhyolo.model.decoupled"])
 def test_registered_whatever_is_imported_first(module: str) -> None:
-    code = (f"import {module}\nfrom mhyolo.model.registry import LAYER_BUILDERS\n"
-            "assert 'DecoupledDetect' in LAYER_BUILDERS, sorted(LAYER_BUILDERS)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stderr
+    assert_layers_registered_after(module, ["DecoupledDetect"])
 
 
 # ------------------------------------------------------------------------ weights

@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers.models import sports_ball_model
 from helpers.tiny_data import tiny_ball_dataset
+from helpers.training import train_until_killed
 
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.errors import ConfigError
@@ -157,13 +158,7 @@ def test_a_distillation_run_reports_each_term_and_best_holds_the_student_alone(
         assert float(rows[0][column]) > 0, column
     best = load_checkpoint(straight.best)
     assert not best.extra and not any("adapter" in k for k in best.model.state_dict())
-
-    class StopAfterFirst:
-        def after_epoch(self, trainer: Trainer, epoch: int, row: dict[str, float]) -> None:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, tmp_path / "killed", hooks=[StopAfterFirst()], progress=False).run()
+    train_until_killed(config, tmp_path / "killed")
     resumed = Trainer(config, tmp_path / "killed", progress=False, resume=True).run()
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     assert any(k.startswith("terms/") and "adapters" in k for k in a.extra)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import terms as toy
 from helpers.tiny_data import tiny_ball_dataset
+from helpers.training import train_until_killed
 
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.errors import ConfigError
@@ -86,13 +87,7 @@ def test_the_term_sends_gradient_into_the_student_through_captured_features(offi
 def test_resume_of_a_run_with_a_term_is_exact(data: Path, official_weights: Path, tmp_path: Path) -> None:
     config = _config(data, official_weights, epochs=2, terms={toy.NAME: {"weight": 0.5}})
     straight = Trainer(config, tmp_path / "straight", progress=False).run()
-
-    class StopAfterFirst:
-        def after_epoch(self, trainer: Trainer, epoch: int, row: dict[str, float]) -> None:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, tmp_path / "killed", hooks=[StopAfterFirst()], progress=False).run()
+    train_until_killed(config, tmp_path / "killed")
     resumed = Trainer(config, tmp_path / "killed", progress=False, resume=True).run()
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     assert any(k.startswith("terms/") for k in a.extra)

@@ -12,24 +12,29 @@ from mhyolo.cli import main
 from mhyolo.model.weights import load_checkpoint
 
 CONFIGS = Path(__file__).parents[1] / "configs"
+FAST = {"epochs": 1, "batch": 4, "workers": 0, "close_mosaic": 0}  # every stage: one short epoch
 
 
-def _tiny_pipeline(shared: Path, folder: Path) -> Path:
+def _tiny_recipe(shared: Path, folder: Path) -> None:
+    """`folder/recipe.yaml`: four seed_balls images of each type."""
     recipe = {"classes": ["basketball", "football", "tennis-ball"], "seed": 0, "val_fraction": 0.25,
               "sources": [{"name": "seed", "path": str(shared / "data" / "seed_balls"),
                            "classes": {"basketball": "basketball", "football": "football",
                                        "tennis-ball": "tennis-ball"},
                            "sample": 4}]}
     (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    fast = {"epochs": 1, "batch": 4, "workers": 0, "close_mosaic": 0}
+
+
+def _tiny_pipeline(shared: Path, folder: Path) -> Path:
+    _tiny_recipe(shared, folder)
     pipeline = {"recipe": "recipe.yaml", "imgsz": 128, "latency_runs": 2,
-                "detector": {"hyp": "hyp", "overrides": fast},
-                "head": {"hyp": "head", "overrides": fast},
-                "joint": {"hyp": "joint", "overrides": fast},
-                "multihead": {"enabled": True, "hyp": "multihead", "overrides": fast},
+                "detector": {"hyp": "hyp", "overrides": FAST},
+                "head": {"hyp": "head", "overrides": FAST},
+                "joint": {"hyp": "joint", "overrides": FAST},
+                "multihead": {"enabled": True, "hyp": "multihead", "overrides": FAST},
                 "image_head": {"enabled": True, "hyp": "head",
-                               "overrides": {**fast, "model": "yolov5n-imagehead"}},
-                "baseline": {"enabled": True, "hyp": "hyp", "overrides": fast},
+                               "overrides": {**FAST, "model": "yolov5n-imagehead"}},
+                "baseline": {"enabled": True, "hyp": "hyp", "overrides": FAST},
                 "benchmark": {"formats": ["torch", "onnx", "onnx-int8"], "runs": 2, "calib_images": 4}}
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
@@ -119,16 +124,10 @@ def test_final_stage_is_the_last_enabled_one(tmp_path: Path) -> None:
 
 def test_two_stage_stage_scores_detector_and_classifier_beside_the_multihead_model(
         shared: Path, tmp_path: Path, official_weights: Path) -> None:
-    recipe = {"classes": ["basketball", "football", "tennis-ball"], "seed": 0, "val_fraction": 0.25,
-              "sources": [{"name": "seed", "path": str(shared / "data" / "seed_balls"),
-                           "classes": {"basketball": "basketball", "football": "football",
-                                       "tennis-ball": "tennis-ball"},
-                           "sample": 4}]}
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    fast = {"epochs": 1, "batch": 4, "workers": 0, "close_mosaic": 0}
+    _tiny_recipe(shared, tmp_path)
     config = _write(tmp_path, {"imgsz": 128, "latency_runs": 1, "detector": {"enabled": False},
                                "head": {"enabled": False}, "joint": {"enabled": False},
-                               "multihead": {"enabled": True, "hyp": "multihead", "overrides": fast},
+                               "multihead": {"enabled": True, "hyp": "multihead", "overrides": FAST},
                                "two_stage": {"enabled": True, "overrides": {"epochs": 1, "imgsz": 64, "batch": 8}},
                                "benchmark": {"enabled": False}})
     run = tmp_path / "run"

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.models import sports_ball_model
+from helpers.optional import needs
 from helpers.tiny_data import tiny_ball_dataset
 from test_export import IMAGES, TYPEHEAD_CFG, WEIGHTS, typehead_person_model
 from torchvision.ops import box_iou
@@ -42,14 +43,7 @@ from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static  # noqa
 from mhyolo.infer.backends import load_backend  # noqa: E402
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 
-try:
-    import nncf  # noqa: F401
-    import openvino  # noqa: F401
-
-    OPENVINO_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    OPENVINO_ERROR = str(exc)
-needs_openvino = pytest.mark.skipif(OPENVINO_ERROR is not None, reason=f"openvino/nncf missing: {OPENVINO_ERROR}")
+needs_openvino = needs("nncf", "openvino")
 
 SEED_BALLS = shared_dir() / "data" / "seed_balls" / "data.yaml"
 needs_shared = pytest.mark.skipif(not WEIGHTS.is_file() or not SEED_BALLS.is_file() or

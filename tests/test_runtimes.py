@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.optional import needs
 from test_export import IMAGES, WEIGHTS, needs_shared, typehead_person_model
 
 from mhyolo.errors import ConfigError, WeightsError
@@ -22,13 +23,7 @@ from mhyolo.deploy.check import check_backend, read_images  # noqa: E402
 from mhyolo.deploy.onnx_export import export_onnx, export_openvino  # noqa: E402
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 
-try:
-    import openvino  # noqa: F401
-
-    OPENVINO_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    OPENVINO_ERROR = str(exc)
-needs_openvino = pytest.mark.skipif(OPENVINO_ERROR is not None, reason=f"openvino cannot be imported: {OPENVINO_ERROR}")
+needs_openvino = needs("openvino")
 
 IMGSZ = 320
 SCORE_TOL = 1e-3

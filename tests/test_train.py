@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers.tiny_data import tiny_ball_dataset
+from helpers.training import train_until_killed
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.data.dataset import YoloDataset, collate_fn
 from mhyolo.data.spec import load_data_spec
@@ -67,20 +68,10 @@ def test_short_training_lowers_the_loss(data: Path, tmp_path: Path, official_wei
     assert len(lines) == 16 and lines[0].startswith("epoch,train/box")
 
 
-class _Kill(Exception):
-    pass
-
-
-class _KillAfterFirstEpoch:
-    def after_epoch(self, trainer: Trainer, epoch: int, row: dict[str, float]) -> None:
-        raise _Kill()
-
-
 def test_resume_after_kill_continues_with_identical_state(data: Path, tmp_path: Path, official_weights: Path) -> None:
     config = _config(data, epochs=2)
     straight = Trainer(config, tmp_path / "straight", progress=False).run()
-    with pytest.raises(_Kill):
-        Trainer(config, tmp_path / "killed", hooks=[_KillAfterFirstEpoch()], progress=False).run()
+    train_until_killed(config, tmp_path / "killed")
     first = load_checkpoint(tmp_path / "killed" / "weights" / "last.safetensors")
     assert first.metadata["epoch"] == 0
     resumed = Trainer(config, tmp_path / "killed", progress=False, resume=True)

@@ -3,13 +3,12 @@ building, registration, training on fixed features, and official weights transfe
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.registry import assert_layers_registered_after
 
 from mhyolo.errors import ConfigError
 from mhyolo.model.type_heads import ImageTypeHead, ObjectTypeHead
@@ -140,11 +139,7 @@ def test_type_head_rows_reject_bad_args() -> None:
 
 @pytest.mark.parametrize("module", ["mhyolo.model.yolo", "mhyolo.model.type_heads", "mhyolo.model.registry"])
 def test_heads_are_registered_whatever_is_imported_first(module: str) -> None:
-    code = (f"import {module}\nfrom mhyolo.model.registry import LAYER_BUILDERS\n"
-            "assert {'ImageTypeHead', 'ObjectTypeHead'} <= set(LAYER_BUILDERS), sorted(LAYER_BUILDERS)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL)  # pytest-xdist talks to its workers over stdin
-    assert result.returncode == 0, result.stderr
+    assert_layers_registered_after(module, ["ImageTypeHead", "ObjectTypeHead"])
 
 
 # --------------------------------------------------------------------- training

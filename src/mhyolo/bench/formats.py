@@ -3,7 +3,8 @@
 Each `Format` pairs a producer (weights -> a file in the output folder) with a
 loader (file -> an `InferenceBackend`). Files are made once and found again by
 name on the next run, and are written under a temporary name first, so an
-interrupted conversion never leaves a half-written file that would be reused.
+interrupted conversion never leaves a half-written file that would be reused
+(`make_once`, which the two-stage rows' classifier files go through too).
 Producers of later formats ask `ModelFiles` for the files they start from (the
 FP32 ONNX graph, the FP32 IR), which are then made once for all of them.
 Deploy modules are imported inside the producers: a missing optional package or
@@ -25,6 +26,32 @@ import numpy as np
 from mhyolo.errors import ConfigError
 
 OPENVINO_QUANT_MAX_DROP = 0.01  # accuracy-aware INT8: largest (typed) mAP50-95 loss it may accept
+
+
+def make_once(target: Path, build: Callable[[Path], Path], what: str, say: Callable[[str], None]) -> Path:
+    """`target`, reused when present, else built by `build(path)` in a temporary folder beside it
+    and moved into place (companions such as an IR's `.bin` first, the file last), so an
+    interrupted build never leaves a file that the next run would take for a finished one."""
+    if target.is_file():
+        say(f"reusing {target}")
+        return target
+    say(f"{what} -> {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        built = Path(build(Path(tmp) / target.name))
+        if not built.is_file():
+            raise FileNotFoundError(f"{what} reported {built} but did not write it")
+        for companion in sorted(Path(tmp).iterdir()):  # e.g. weights .bin, sidecar .json, logs
+            if companion == built:
+                continue
+            destination = target.parent / companion.name
+            if destination.is_dir():
+                shutil.rmtree(destination)
+            elif destination.exists():
+                destination.unlink()
+            shutil.move(str(companion), destination)
+        shutil.move(str(built), target)
+    return target
 
 
 @dataclass
@@ -70,29 +97,8 @@ class ModelFiles:
         return self._calibration
 
     def make(self, relative: str, build: Callable[[Path], Path], what: str) -> Path:
-        """`out/relative`, reused when present, else built by `build(target)` in a temporary
-        folder and moved into place (companions such as an IR's `.bin` first, the file last)."""
-        target = self.out / relative
-        if target.is_file():
-            self.say(f"reusing {target}")
-            return target
-        self.say(f"{what} -> {target}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
-            built = Path(build(Path(tmp) / target.name))
-            if not built.is_file():
-                raise FileNotFoundError(f"{what} reported {built} but did not write it")
-            for companion in sorted(Path(tmp).iterdir()):  # e.g. weights .bin, sidecar .json, logs
-                if companion == built:
-                    continue
-                destination = target.parent / companion.name
-                if destination.is_dir():
-                    shutil.rmtree(destination)
-                elif destination.exists():
-                    destination.unlink()
-                shutil.move(str(companion), destination)
-            shutil.move(str(built), target)
-        return target
+        """`out/relative`, made once (`make_once`)."""
+        return make_once(self.out / relative, build, what, self.say)
 
     # ------------------------------------------------------------- shared bases
     def onnx(self) -> Path:

@@ -8,15 +8,14 @@ runtimes as the multi-head model. The classifier's files are made once into `out
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mhyolo.bench.formats import make_once
 from mhyolo.errors import ConfigError
 
 CLASSIFIER_FORMATS = {"torch": "PyTorch", "onnx": "ONNX Runtime FP32", "onnx-int8": "ONNX Runtime INT8"}
@@ -43,18 +42,6 @@ class ClassifierFiles:
             self._crops = check_and_calibration_crops(self.weights, self.data_yaml, self.calib_crops)
         return self._crops
 
-    def _make(self, name: str, build, what: str) -> Path:
-        target = self.out / name
-        if target.is_file():
-            self.say(f"reusing {target}")
-            return target
-        self.say(f"{what} -> {target}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as tmp:
-            built = build(Path(tmp) / name)
-            shutil.move(str(built), target)
-        return target
-
     def path(self, fmt: str) -> Path:
         """The classifier file for a detector format (made on first request)."""
         from mhyolo.classify.export import export_classifier_onnx, quantize_classifier
@@ -65,15 +52,15 @@ class ClassifierFiles:
             return self.weights
         stem = self.weights.stem
         check, calibration = self._check_and_calibration()
-        onnx_path = self._make(f"{stem}.onnx", lambda t: export_classifier_onnx(self.weights, t, check).path,
-                               "exporting the classifier to ONNX")
+        onnx_path = make_once(self.out / f"{stem}.onnx", lambda t: export_classifier_onnx(self.weights, t, check).path,
+                              "exporting the classifier to ONNX", self.say)
         if fmt == "onnx":
             return onnx_path
         if not calibration:
             raise ConfigError("an INT8 classifier needs --data (its train crops calibrate it)")
-        return self._make(f"{stem}_int8.onnx",
-                          lambda t: quantize_classifier(onnx_path, t, calibration, self.weights, check).path,
-                          "quantizing the classifier (ONNX Runtime static INT8)")
+        return make_once(self.out / f"{stem}_int8.onnx",
+                         lambda t: quantize_classifier(onnx_path, t, calibration, self.weights, check).path,
+                         "quantizing the classifier (ONNX Runtime static INT8)", self.say)
 
     def backend(self, fmt: str) -> tuple[Any, Path]:
         from mhyolo.classify.backend import load_classifier

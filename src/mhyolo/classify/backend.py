@@ -19,7 +19,7 @@ import torch
 import mhyolo.classify.types  # noqa: F401 - registers the crop classifier's type source
 from mhyolo.classify.data import to_input
 from mhyolo.classify.model import ClassifierSpec
-from mhyolo.errors import ConfigError, MhyoloError, WeightsError
+from mhyolo.errors import ConfigError, WeightsError
 
 CROP_BATCH = 64  # crops per forward pass
 
@@ -69,25 +69,13 @@ class OnnxClassifier(ClassifierBackend):
     """An exported classifier in ONNX Runtime's CPU provider (dynamic batch, output `probs`)."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MhyoloError("running .onnx files needs 'onnxruntime' (pip install 'mhyolo[deploy]')") from exc
+        from mhyolo.classify.checkpoint import spec_from_metadata
         from mhyolo.classify.export import read_classifier_onnx_metadata
+        from mhyolo.infer.backends.onnxruntime_backend import cpu_session
 
         meta = read_classifier_onnx_metadata(path)
-        from mhyolo.classify.checkpoint import spec_from_metadata
-
         super().__init__(Path(path), spec_from_metadata(meta, str(path)), meta)
-        options = ort.SessionOptions()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see OnnxRuntimeBackend
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise MhyoloError(f"{path}: ONNX Runtime cannot load it: {exc}") from exc
+        self.session = cpu_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:

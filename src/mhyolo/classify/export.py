@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 
 from mhyolo.classify.checkpoint import METADATA_KEY, load_classifier_checkpoint
+from mhyolo.deploy.onnx_file import read_metadata_props, trace_onnx, write_onnx_file
 from mhyolo.errors import ConfigError, MhyoloError
 
 INPUT_NAME = "crops"
@@ -65,39 +64,12 @@ def _quiet_root_logger():
 
 def read_classifier_onnx_metadata(path: str | Path) -> dict[str, Any]:
     """The classifier metadata of an exported `.onnx` (a detector export is named as one)."""
-    import onnx
-
     path = Path(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common base
-        raise MhyoloError(f"{path}: not a readable ONNX file: {exc}") from exc
-    props = {p.key: p.value for p in proto.metadata_props}
+    props = read_metadata_props(path)
     if METADATA_KEY not in props:
         what = "a detector export" if "mhyolo" in props else "an ONNX file without mhyolo metadata"
         raise MhyoloError(f"{path}: {what}, not a crop classifier (`mhyolo classify export` writes one)")
     return json.loads(props[METADATA_KEY])
-
-
-def _write(proto, path: Path, metadata: dict[str, Any]) -> None:
-    import onnx
-
-    for prop in list(proto.metadata_props):
-        if prop.key == METADATA_KEY:
-            proto.metadata_props.remove(prop)
-    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
-    proto.producer_name = "mhyolo"
-    onnx.checker.check_model(proto)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save_model(proto, tmp, save_as_external_data=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _compare(path: Path, reference: np.ndarray, crops: torch.Tensor) -> tuple[float, float]:
@@ -110,8 +82,6 @@ def _compare(path: Path, reference: np.ndarray, crops: torch.Tensor) -> tuple[fl
 def export_classifier_onnx(weights: str | Path, out: str | Path, check_crops: torch.Tensor | None = None
                            ) -> ClassifierExport:
     """Write `weights` (a classifier `.safetensors`) as ONNX to `out` and check it against PyTorch."""
-    import onnx
-
     checkpoint = load_classifier_checkpoint(weights)
     spec = checkpoint.spec
     wrapper = _Probabilities(checkpoint.net.cpu().float()).eval()
@@ -120,16 +90,11 @@ def export_classifier_onnx(weights: str | Path, out: str | Path, check_crops: to
         check_crops = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0))
     crops = check_crops
     out = Path(out)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        raw = Path(tmp) / "raw.onnx"
-        torch.onnx.export(wrapper, (crops[:1],), str(raw), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET,
-                          dynamo=False)
-        proto = onnx.load(str(raw))
+    proto = trace_onnx(wrapper, crops[:1], out, OPSET, INPUT_NAME, [OUTPUT_NAME],
+                       {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     metadata = {**checkpoint.metadata, "exported_from": str(weights), "input": f"{INPUT_NAME} (B, 3, {size}, {size}) "
                 "float32 RGB in [0, 1]", "output": f"{OUTPUT_NAME} (B, {len(spec.names)}) softmax"}
-    _write(proto, out, metadata)
+    write_onnx_file(proto, out, METADATA_KEY, json.dumps(metadata))
     with torch.no_grad():
         reference = wrapper(crops).numpy()
     diff, agreement = _compare(out, reference, crops)
@@ -174,7 +139,7 @@ def quantize_classifier(onnx_path: str | Path, out: str | Path, calibration: Seq
         quantized = onnx.load(str(raw))
     metadata = {**metadata, "quantization": {"precision": "int8", "tool": "onnxruntime", "format": "QDQ",
                                              "calibration_crops": len(calibration)}}
-    _write(quantized, out, metadata)
+    write_onnx_file(quantized, out, METADATA_KEY, json.dumps(metadata))
     reference = load_classifier_checkpoint(reference_weights).net.eval()
     with torch.no_grad():
         expected = reference(check_crops).softmax(-1).numpy()

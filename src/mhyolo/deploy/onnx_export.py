@@ -9,9 +9,6 @@ ask for the unsimplified graph (`simplify=False`) when the simplified one fails.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import torch
 
 from mhyolo.deploy.graph import ExportGraph
 from mhyolo.deploy.layout import METADATA_KEY, ExportMetadata
+from mhyolo.deploy.onnx_file import read_metadata_props, trace_onnx, write_onnx_file
 from mhyolo.errors import MhyoloError
 from mhyolo.model.yolo import YoloModel
 
@@ -47,26 +45,12 @@ def _simplify(proto):
 def export_onnx(model: YoloModel, path: str | Path, imgsz: int = 640, opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = False, simplify: bool = True) -> OnnxExport:
     """Fuse, wrap (`ExportGraph`) and export `model`; metadata go into `metadata_props`."""
-    import onnx
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     graph = ExportGraph(model, imgsz, fuse=True, dynamic_batch=dynamic_batch).eval()
     meta = graph.metadata
     names = meta.output_names
     dynamic_axes = {name: {0: "batch"} for name in [meta.input_name, *names]} if dynamic_batch else None
-    sample = torch.zeros(1, 3, imgsz, imgsz)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        raw_path = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer chatter
-            try:
-                torch.onnx.export(graph, (sample,), str(raw_path), dynamo=False, opset_version=opset,
-                                  input_names=[meta.input_name], output_names=names, dynamic_axes=dynamic_axes,
-                                  do_constant_folding=True)
-            except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; name the target
-                raise MhyoloError(f"{path}: ONNX export failed (opset {opset}): {exc}") from exc
-        proto = onnx.load(str(raw_path))
+    proto = trace_onnx(graph, torch.zeros(1, 3, imgsz, imgsz), path, opset, meta.input_name, names, dynamic_axes)
     simplified = None
     if simplify:
         simplified = _simplify(proto)
@@ -79,40 +63,13 @@ def export_onnx(model: YoloModel, path: str | Path, imgsz: int = 640, opset: int
 
 def write_onnx(proto, path: Path, meta: ExportMetadata) -> None:
     """Store `meta` in the model's metadata_props, check it, and write one file atomically."""
-    import onnx
-
-    for prop in list(proto.metadata_props):
-        if prop.key == METADATA_KEY:
-            proto.metadata_props.remove(prop)
-    proto.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
-    proto.producer_name = "mhyolo"
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
-        raise MhyoloError(f"{path}: the exported graph is not valid ONNX: {exc}") from exc
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save_model(proto, tmp, save_as_external_data=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates owner-only files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_onnx_file(proto, path, METADATA_KEY, meta.to_json())
 
 
 def read_onnx_metadata(path: str | Path) -> ExportMetadata:
     """The `mhyolo` metadata of an exported `.onnx` (weights are not loaded)."""
-    import onnx
-
     path = Path(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common base
-        raise MhyoloError(f"{path}: not a readable ONNX file: {exc}") from exc
-    props = {p.key: p.value for p in proto.metadata_props}
+    props = read_metadata_props(path)
     if METADATA_KEY not in props:
         raise MhyoloError(f"{path}: an ONNX file without '{METADATA_KEY}' metadata: not exported by mhyolo export")
     return ExportMetadata.from_json(props[METADATA_KEY], str(path))

@@ -1,0 +1,95 @@
+"""Every format: `benchmark.json` of `mhyolo benchmark` and its chart."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from mhyolo.errors import DataError
+from mhyolo.report.html import DASH, Html, code, figure, join, number, paragraph, signed, table
+from mhyolo.report.sections import Section, register
+
+
+@register
+class Benchmark(Section):
+    """`benchmark.json` of `mhyolo benchmark` (in the run, or the pipeline's `benchmark/`)."""
+
+    key, title, kind = "benchmark", "Every format", "benchmark"
+    PLACES = ("benchmark/benchmark.json", "benchmark.json")
+
+    def _relative(self) -> str | None:
+        return next((p for p in self.PLACES if self.run.file(p)), None)
+
+    def available(self) -> bool:
+        return self._relative() is not None
+
+    def _rows(self) -> tuple[dict[str, Any], list[Any]]:
+        from mhyolo.bench.report import Row
+
+        relative = self._relative()
+        data = self.run.mapping(relative, ("settings", "rows"))
+        known = {f.name for f in fields(Row)}
+        rows = []
+        for i, row in enumerate(data["rows"]):
+            try:
+                rows.append(Row(**{k: v for k, v in row.items() if k in known}))
+            except (TypeError, AttributeError) as exc:
+                raise DataError(f"{self.run.path / relative}: rows[{i}]: {exc}") from None
+        return data, rows
+
+    def facts(self) -> dict[str, str]:
+        _, rows = self._rows()
+        timed = [r for r in rows if r.status == "ok" and r.latency_median_ms and r.model == "model"]
+        if not timed:
+            return {}
+        fastest = min(timed, key=lambda r: r.latency_median_ms)
+        return {"fastest format": f"{fastest.title}, {fastest.latency_median_ms:.1f} ms"}
+
+    def render(self) -> Html:
+        from mhyolo.bench.report import ACCURACY_KEYS, ACCURACY_LABELS, BATCH_LOOPED, accuracy_note, machine_line
+
+        data, rows = self._rows()
+        settings = data["settings"]
+        headers = ["format", "file", "MB", "median ms", "p90 ms", "img/s @8"]
+        for key in ACCURACY_KEYS:
+            headers += [ACCURACY_LABELS[key], "Δ"]
+        headers.append("note")
+        cells, classes = [], []
+        for row in rows:
+            line = [row.label, code(Path(row.file).name) if row.file else DASH]
+            if row.status != "ok":
+                line += [DASH] * (len(headers) - 3) + [f"skipped: {row.reason}"]
+            else:
+                timed = row.latency_median_ms is not None
+                looped = " (8 × 1)" if timed and row.throughput_mode == BATCH_LOOPED else ""
+                line += [number(row.size_mb, 1),
+                         number(row.latency_median_ms, 1) if timed else row.latency_note or DASH,
+                         number(row.latency_p90_ms, 1), number(row.images_per_s, 1) + looped]
+                for key in ACCURACY_KEYS:
+                    line += [number(getattr(row, key)), signed((row.delta or {}).get(key))]
+                line.append(row.note or "")
+            cells.append(line)
+            classes.append("skipped" if row.status != "ok" else None)
+        data_part = [", data ", code(settings["data"]), " (val split)"] if settings.get("data") else [", no dataset"]
+        intro = paragraph(
+            f"Machine: {machine_line(settings)}. Weights ", code(settings.get("weights", "?")), *data_part,
+            f", {settings.get('imgsz', '?')} px. Latency: batch 1, median and p90 of "
+            f"{settings.get('runs', '?')} calls after {settings.get('warmup', '?')} warm-up calls, "
+            f"{settings.get('threads', '?')} thread(s), formats interleaved call by call. img/s @8: one batch of 8 "
+            "(\"8 × 1\": a graph exported for batch 1, called 8 times). Δ: change against the same model's "
+            "PyTorch FP32 row.")
+        unscored = accuracy_note(settings)
+        parts = [intro, *([paragraph(unscored)] if unscored else []),
+                 table(headers, cells, classes, text_columns=(len(headers) - 1,))]
+        overhead = data.get("head_overhead") or {}
+        if overhead:
+            titles = {r.format: r.title for r in rows}
+            parts.append(paragraph("Type-head overhead (model / detector median latency, same run): "
+                                   + ", ".join(f"{titles.get(fmt, fmt)} ×{ratio:.3f}"
+                                               for fmt, ratio in overhead.items()) + "."))
+        chart = self.run.path / Path(self._relative()).with_name("benchmark.png")
+        if chart.is_file():
+            parts.append(figure(chart, "Latency per format (bar: median, whisker: p90) and accuracy against latency.",
+                                str(chart.relative_to(self.run.path))))
+        return join(parts)

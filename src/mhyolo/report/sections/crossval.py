@@ -1,0 +1,81 @@
+"""Cross-validation: `crossval.json` of `mhyolo crossval`, each source held out in turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mhyolo.errors import DataError
+from mhyolo.report.html import DASH, Html, code, figure, join, number, paragraph, table, tag
+from mhyolo.report.sections import Section, register, score
+
+
+@register
+class Crossval(Section):
+    """`crossval.json` of `mhyolo crossval`: each source held out in turn."""
+
+    key, title, kind = "crossval", "Cross-validation", "cross-validation"
+
+    def available(self) -> bool:
+        return self.run.file("crossval.json") is not None
+
+    def _summary(self) -> dict[str, Any]:
+        summary = self.run.mapping("crossval.json", ("folds", "imgsz"))
+        for name, fold in summary["folds"].items():
+            if not isinstance(fold, dict) or not isinstance(fold.get("scores"), dict):
+                raise DataError(f"{self.run.path / 'crossval.json'}: fold {name!r} has no 'scores'")
+        return summary
+
+    def _mean(self, size: int) -> dict[str, float | None]:
+        from mhyolo.pipeline.crossval_report import mean_row
+
+        folds = self._summary()["folds"]
+        return mean_row([f["scores"][str(size)] for f in folds.values() if str(size) in f["scores"]])
+
+    def facts(self) -> dict[str, str]:
+        summary = self._summary()
+        train = summary.get("train") or {}
+        mean = self._mean(summary["imgsz"])
+        out = {"model": Path(str(train["model"])).stem if train.get("model") else DASH,
+               "held-out sources": str(len(summary["folds"])),
+               "image size": f"{summary['imgsz']} px"}
+        for key, label in (("map50", "held-out mAP50 (mean)"), ("map50_95", "held-out mAP50-95 (mean)"),
+                           ("cls_accuracy", "held-out type acc (mean)")):
+            if mean.get(key) is not None:
+                out[label] = score(mean[key])
+        return out
+
+    def render(self) -> Html:
+        from mhyolo.pipeline.crossval_report import COLUMNS, MEAN
+
+        summary = self._summary()
+        folds = summary["folds"]
+        train = summary.get("train") or {}
+        sizes = sorted({int(s) for fold in folds.values() for s in fold["scores"]},
+                       key=lambda s: (s != summary["imgsz"], s))
+        parts = [paragraph("Recipe ", code(summary.get("recipe", "?")), f", seed {summary.get('seed', '?')}, "
+                           f"trained at {summary['imgsz']} px for {train.get('epochs', '?')} epochs (model ",
+                           code(train.get("model", "?")), "). Each row: trained on the other sources (near-duplicates "
+                           "of the held-out images removed), scored on every image of the held-out source; \"ball\" "
+                           "mAP is class-agnostic; type columns count only types seen in training.")]
+        headers = ["held-out source", "train / val imgs", "test imgs (negatives)", *(label for _, label in COLUMNS)]
+        for size in sizes:
+            rows, classes = [], []
+            for name, fold in folds.items():
+                row = fold["scores"].get(str(size))
+                if row is None:
+                    continue
+                counts = fold.get("counts") or {}
+                split = lambda s, k="images": (counts.get(s) or {}).get(k, "?")  # noqa: E731
+                rows.append([name, f"{split('train')} / {split('val')}",
+                             f"{split('test')} ({split('test', 'negatives')})",
+                             *(number(row.get(key)) for key, _ in COLUMNS)])
+                classes.append(None)
+            mean = self._mean(size)
+            rows.append([MEAN, "", "", *(number(mean[key]) for key, _ in COLUMNS)])
+            classes.append("mean")
+            parts += [tag("h3", f"Scored at {size} px"), table(headers, rows, classes)]
+        chart = self.run.file("crossval.png")
+        if chart:
+            parts.append(figure(chart, "Held-out mAP50 and mAP50-95 per source and their mean.", "crossval.png"))
+        return join(parts)
