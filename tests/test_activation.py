@@ -63,16 +63,20 @@ def test_fused_relu_model_keeps_its_outputs() -> None:
         assert torch.allclose(before[name], after[name], atol=1e-4), name
 
 
-def test_unknown_activations_are_config_errors(tmp_path: Path) -> None:
+def test_unknown_activations_are_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mhyolo.cli import main
     from mhyolo.pipeline.config import load_pipeline_config
     from mhyolo.train.config import TrainConfig
 
     cfg = load_model_config("yolov5n")
     cfg["act"] = "gelu"
-    with pytest.raises(ConfigError, match=r"model config: act: unknown activation 'gelu' \(known: leakyrelu, relu, silu\)"):
+    known = r"\(known: leakyrelu, relu, silu\)"
+    with pytest.raises(ConfigError, match=rf"model config: act: unknown activation 'gelu' {known}"):
         YoloModel(cfg)
     with pytest.raises(ConfigError, match="unknown activation 'Relu'"):
         TrainConfig(act="Relu")
+    assert main(["train", "--data", str(tmp_path / "data.yaml"), "--act", "elu", "--out", str(tmp_path / "run")]) == 2
+    assert "mhyolo train: error: act: unknown activation 'elu'" in capsys.readouterr().err
     path = tmp_path / "pipeline.yaml"
     path.write_text("recipe: recipe.yaml\nact: swish\n")
     with pytest.raises(ConfigError, match=f"{path}: act: unknown activation 'swish'"):

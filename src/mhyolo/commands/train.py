@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         config, run_dir = resume_config(args.resume), args.resume
     else:
-        overrides = {"data": args.data, "model": args.model, "act": args.act, "epochs": args.epochs, "imgsz": args.imgsz,
-                     "batch": args.batch, "workers": args.workers, "seed": args.seed, "device": args.device}
+        overrides = {"data": args.data, "model": args.model, "act": args.act, "epochs": args.epochs,
+                     "imgsz": args.imgsz, "batch": args.batch, "workers": args.workers, "seed": args.seed,
+                     "device": args.device}
         if args.weights is not None:
             overrides["weights"] = None if args.weights.lower() == "none" else args.weights
         if args.types_as_classes:
