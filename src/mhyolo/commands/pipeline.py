@@ -41,15 +41,15 @@ def print_plan(config: PipelineConfig, run: Path) -> None:
 
     from mhyolo.config import to_dict
     from mhyolo.data.recipe import load_recipe
-    from mhyolo.model.yolo import load_model_config
+    from mhyolo.model.yolo import config_activation, load_model_config
     from mhyolo.pipeline.config import final_stage
     from mhyolo.pipeline.stages import training_plan
 
     load_recipe(config.path(config.recipe), seed=config.seed)  # a broken recipe or stage fails here, not hours in
     plan = training_plan(config, run)
-    for train in plan.values():
-        if train.model:
-            load_model_config(train.model)
-    plan = {name: to_dict(train) for name, train in plan.items()}
     print(f"# recipe: {config.path(config.recipe)}\n# run folder: {run}\n# final model: {final_stage(config)}")
-    print(yaml.safe_dump(plan, sort_keys=False), end="")
+    for name, train in plan.items():
+        if train.model:  # every architecture read (a missing one fails here) and named with its activation
+            act = train.act or config_activation(load_model_config(train.model))
+            print(f"# {name}: {train.model}, act {act}")
+    print(yaml.safe_dump({name: to_dict(train) for name, train in plan.items()}, sort_keys=False), end="")

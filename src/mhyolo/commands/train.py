@@ -11,6 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", help="dataset data.yaml (from `mhyolo data build`)")
     parser.add_argument("--weights", help="starting weights: official .pt, our .safetensors, or 'none' (default yolov5n.pt)")
     parser.add_argument("--model", help="architecture config (default: the one stored with the weights)")
+    parser.add_argument("--act", help="activation of every convolution, replacing the architecture's: silu, relu "
+                                      "or leakyrelu (the COCO weights load into any of them)")
     parser.add_argument("--hyp", help="training settings: a YAML file, or a shipped name (hyp, head, joint, multihead); "
                                       "flags override it")
     parser.add_argument("--epochs", type=int)
@@ -50,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         config, run_dir = resume_config(args.resume), args.resume
     else:
-        overrides = {"data": args.data, "model": args.model, "epochs": args.epochs, "imgsz": args.imgsz,
-                     "batch": args.batch, "workers": args.workers, "seed": args.seed, "device": args.device}
+        overrides = {"data": args.data, "model": args.model, "act": args.act, "epochs": args.epochs,
+                     "imgsz": args.imgsz, "batch": args.batch, "workers": args.workers, "seed": args.seed,
+                     "device": args.device}
         if args.weights is not None:
             overrides["weights"] = None if args.weights.lower() == "none" else args.weights
         if args.types_as_classes:

@@ -20,7 +20,7 @@ from torch import nn
 
 from mhyolo.errors import ConfigError
 from mhyolo.model.heads import DetectionHead, per_anchor
-from mhyolo.model.layers import Conv
+from mhyolo.model.layers import DEFAULT_ACT, Conv
 from mhyolo.model.registry import Row, input_channels, register_layer
 
 DECOUPLED_HIDDEN = 64  # YOLOX's 256 x yolov5n's width multiple 0.25
@@ -28,13 +28,14 @@ DECOUPLED_HIDDEN = 64  # YOLOX's 256 x yolov5n's width multiple 0.25
 
 class DecoupledLevel(nn.Module):
     """One level's branches; `cls_pred` gives na*nc, `reg_pred` na*4 and `obj_pred` na channels,
-    channel a*k + j being value j of anchor a (the `per_anchor` layout)."""
+    channel a*k + j being value j of anchor a (the `per_anchor` layout). Its `Conv`s use the
+    model's activation (`act`)."""
 
-    def __init__(self, c1: int, hidden: int, na: int, nc: int) -> None:
+    def __init__(self, c1: int, hidden: int, na: int, nc: int, act: str = DEFAULT_ACT) -> None:
         super().__init__()
-        self.stem = Conv(c1, hidden, 1, 1)
-        self.cls_convs = nn.Sequential(Conv(hidden, hidden, 3, 1), Conv(hidden, hidden, 3, 1))
-        self.reg_convs = nn.Sequential(Conv(hidden, hidden, 3, 1), Conv(hidden, hidden, 3, 1))
+        self.stem = Conv(c1, hidden, 1, 1, act=act)
+        self.cls_convs = nn.Sequential(Conv(hidden, hidden, 3, 1, act=act), Conv(hidden, hidden, 3, 1, act=act))
+        self.reg_convs = nn.Sequential(Conv(hidden, hidden, 3, 1, act=act), Conv(hidden, hidden, 3, 1, act=act))
         self.cls_pred = nn.Conv2d(hidden, na * nc, 1)
         self.reg_pred = nn.Conv2d(hidden, na * 4, 1)
         self.obj_pred = nn.Conv2d(hidden, na, 1)
@@ -50,12 +51,12 @@ class DecoupledDetect(DetectionHead):
     """The decoupled head: `forward` returns exactly `Detect.forward`'s layout."""
 
     def __init__(self, nc: int, anchors: Sequence[Sequence[float]], ch: Sequence[int],
-                 hidden: int = DECOUPLED_HIDDEN) -> None:
+                 hidden: int = DECOUPLED_HIDDEN, act: str = DEFAULT_ACT) -> None:
         super().__init__(nc, anchors)
         if hidden < 1:
             raise ConfigError(f"DecoupledDetect: hidden width must be positive, got {hidden}")
         self.hidden = hidden
-        self.m = nn.ModuleList(DecoupledLevel(c, hidden, self.na, nc) for c in ch)
+        self.m = nn.ModuleList(DecoupledLevel(c, hidden, self.na, nc, act) for c in ch)
 
     @torch.no_grad()
     def initialize_biases(self, image_size: int = 640) -> None:
@@ -94,4 +95,4 @@ def _decoupled_detect(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int
     ch = input_channels(row, channels)
     if len(anchors) != len(ch):
         raise ConfigError(f"row {row.index} ({row.name}): {len(anchors)} anchor levels for {len(ch)} inputs")
-    return DecoupledDetect(nc, anchors, ch, hidden), 0
+    return DecoupledDetect(nc, anchors, ch, hidden, act=row.act), 0

@@ -16,12 +16,13 @@ from torch import nn
 
 from mhyolo.errors import ConfigError
 from mhyolo.model.heads import Detect
-from mhyolo.model.layers import C3, SPPF, Bottleneck, Concat, Conv
+from mhyolo.model.layers import C3, DEFAULT_ACT, SPPF, Bottleneck, Concat, Conv
 
 
 @dataclass(frozen=True)
 class Row:
-    """One YAML row after symbol substitution, with the scaling factors it needs."""
+    """One YAML row after symbol substitution, with the scaling factors it needs and the
+    model's activation (`act:` of the file), which every builder passes to its `Conv`s."""
 
     index: int
     source: int | list[int]
@@ -30,6 +31,7 @@ class Row:
     args: list[Any]
     depth_multiple: float
     width_multiple: float
+    act: str = DEFAULT_ACT
 
 
 Builder = Callable[[Row, Sequence[int]], tuple[nn.Module, int]]
@@ -65,10 +67,11 @@ def _conv_like(cls: type[nn.Module]) -> Builder:
         args = [c1, c2, *row.args[1:]]
         n = scaled_repeats(row)
         if cls is C3:
-            return C3(c1, c2, n, *row.args[1:]), c2
+            return C3(c1, c2, n, *row.args[1:], act=row.act), c2
         if n > 1:
-            return nn.Sequential(*(cls(*([c2, c2] if i else [c1, c2]), *row.args[1:]) for i in range(n))), c2
-        return cls(*args), c2
+            return nn.Sequential(*(cls(*([c2, c2] if i else [c1, c2]), *row.args[1:], act=row.act)
+                                   for i in range(n))), c2
+        return cls(*args, act=row.act), c2
 
     return build
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from mhyolo.errors import ConfigError
 from mhyolo.model.heads import per_anchor
-from mhyolo.model.layers import Conv
+from mhyolo.model.layers import DEFAULT_ACT, Conv
 from mhyolo.model.registry import Row, input_channels, register_layer
 
 IMAGE_HIDDEN = 128
@@ -63,11 +63,12 @@ class ObjectTypeHead(nn.Module):
     `hidden=0` drops the 3x3 block: one 1x1 convolution per level, exactly like Detect's
     own outputs (x1.03 of the detector's latency at 640 instead of x1.10). When the detector
     trains with it the neck learns the features it needs; the 3x3 block earns its cost on
-    a frozen detector, whose features cannot adapt."""
+    a frozen detector, whose features cannot adapt. The 3x3 block uses the model's activation (`act`)."""
 
     output_name = "type"
 
-    def __init__(self, ntypes: int, na: int, ch: Sequence[int], hidden: int = OBJECT_HIDDEN) -> None:
+    def __init__(self, ntypes: int, na: int, ch: Sequence[int], hidden: int = OBJECT_HIDDEN,
+                 act: str = DEFAULT_ACT) -> None:
         super().__init__()
         self.ntypes = ntypes
         self.na = na
@@ -75,7 +76,7 @@ class ObjectTypeHead(nn.Module):
         if hidden < 0:
             raise ConfigError(f"ObjectTypeHead: hidden width must be 0 (none) or positive, got {hidden}")
         self.m = nn.ModuleList(
-            nn.Sequential(Conv(c, min(c, hidden), 3, 1), nn.Conv2d(min(c, hidden), na * ntypes, 1)) if hidden
+            nn.Sequential(Conv(c, min(c, hidden), 3, 1, act=act), nn.Conv2d(min(c, hidden), na * ntypes, 1)) if hidden
             else nn.Sequential(nn.Conv2d(c, na * ntypes, 1)) for c in ch)
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -141,4 +142,4 @@ def _object_type_head(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int
     ch = input_channels(row, channels)
     if isinstance(anchors, list) and len(anchors) != len(ch):
         raise ConfigError(f"row {row.index} ({row.name}): {len(anchors)} anchor levels for {len(ch)} inputs")
-    return ObjectTypeHead(ntypes, na, ch, hidden), 0
+    return ObjectTypeHead(ntypes, na, ch, hidden, act=row.act), 0

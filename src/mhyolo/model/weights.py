@@ -110,12 +110,29 @@ def import_official(path: str | Path) -> ImportedWeights:
         names = [str(i) for i in range(int(config.get("nc", 0)))]
     config = dict(config)
     config.pop("ch", None)
+    if "activation" in config:
+        config["act"] = _official_activation(path, config.pop("activation"))
     if isinstance(config.get("anchors"), int):  # auto-anchor configs: take them from the weights
         config["anchors"] = _anchors_from_weights(module, state_dict)
     info = {k: _plain(checkpoint.get(k)) for k in ("epoch", "date", "best_fitness")
             if not isinstance(checkpoint.get(k), Stub)}
     info["weights_from"] = key
     return ImportedWeights(config=config, names=names, state_dict=state_dict, source=path, info=info)
+
+
+# YOLOv5's model files name their activation as Python code (`activation: nn.ReLU()`), which its
+# parser evaluates; the ones it documents, read as text here.
+OFFICIAL_ACTIVATIONS = {"nn.SiLU()": "silu", "nn.ReLU()": "relu", "nn.LeakyReLU(0.1)": "leakyrelu"}
+
+
+def _official_activation(path: Path, value: Any) -> str:
+    """Our `act` for an official config's `activation`; one we do not build is refused (loading the
+    weights into another activation would give a model that runs but detects nothing sensible)."""
+    text = "".join(str(value).split()) if value is not None else "nn.SiLU()"
+    if text not in OFFICIAL_ACTIVATIONS:
+        raise WeightsError(f"{path}: the model was trained with activation {value!r}; only "
+                           f"{', '.join(OFFICIAL_ACTIVATIONS)} are supported")
+    return OFFICIAL_ACTIVATIONS[text]
 
 
 def _check_detect_head(path: Path, module: Stub) -> None:

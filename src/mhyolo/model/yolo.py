@@ -20,7 +20,7 @@ from torch import nn
 from mhyolo.config import read_yaml
 from mhyolo.errors import ConfigError
 from mhyolo.model.heads import DetectionHead
-from mhyolo.model.layers import Conv
+from mhyolo.model.layers import DEFAULT_ACT, Conv, check_activation
 from mhyolo.model.registry import Row, build_layer
 
 STRIDE_PROBE_SIZE = 256
@@ -54,6 +54,11 @@ def load_model_config(cfg: str | Path | dict[str, Any]) -> dict[str, Any]:
     return read_yaml(path)
 
 
+def config_activation(cfg: dict[str, Any]) -> str:
+    """The activation a model config asks for (silu when it says nothing)."""
+    return check_activation(cfg.get("act", DEFAULT_ACT), "model config: act")
+
+
 def _substitute(value: Any, symbols: dict[str, Any]) -> Any:
     """Replace symbolic arguments (`nc`, `anchors`, `None`) by their values; nothing is evaluated."""
     if isinstance(value, str):
@@ -67,11 +72,13 @@ def _substitute(value: Any, symbols: dict[str, Any]) -> Any:
 
 
 def parse_rows(cfg: dict[str, Any], in_channels: int = 3) -> tuple[nn.Sequential, list[int]]:
-    """Build every row in order; returns the layers and the indices whose outputs are reused."""
+    """Build every row in order; returns the layers and the indices whose outputs are reused.
+    The file's `act` (default silu) is handed to every row's builder, backbone to heads."""
     for key in ("depth_multiple", "width_multiple", "backbone", "head"):
         if key not in cfg:
             raise ConfigError(f"model config: missing '{key}'")
-    symbols = {k: v for k, v in cfg.items() if k not in ("backbone", "head", "heads")}
+    act = config_activation(cfg)
+    symbols = {k: v for k, v in cfg.items() if k not in ("backbone", "head", "heads", "act")}
     rows = list(cfg["backbone"]) + list(cfg["head"]) + list(cfg.get("heads") or [])
     channels = [in_channels]
     layers: list[nn.Module] = []
@@ -82,7 +89,8 @@ def parse_rows(cfg: dict[str, Any], in_channels: int = 3) -> tuple[nn.Sequential
         source, repeats, name, args = row
         resolved = Row(index=index, source=source, repeats=int(repeats), name=str(name),
                        args=_substitute(list(args or []), symbols),
-                       depth_multiple=float(cfg["depth_multiple"]), width_multiple=float(cfg["width_multiple"]))
+                       depth_multiple=float(cfg["depth_multiple"]), width_multiple=float(cfg["width_multiple"]),
+                       act=act)
         sources = source if isinstance(source, list) else [source]
         for s in sources:
             if not isinstance(s, int) or s >= index or (s < -1 and index + s < 0):
@@ -98,16 +106,21 @@ def parse_rows(cfg: dict[str, Any], in_channels: int = 3) -> tuple[nn.Sequential
 
 
 class YoloModel(nn.Module):
-    """A YOLOv5 network plus any extra heads declared in its config."""
+    """A YOLOv5 network plus any extra heads declared in its config.
+
+    `act` replaces the config's activation (`act:`, silu when absent) for every convolution;
+    it is written into `yaml`, so a checkpoint rebuilds the model it was trained as."""
 
     def __init__(self, cfg: str | Path | dict[str, Any], nc: int | None = None, names: Sequence[str] | None = None,
-                 in_channels: int = 3, trained_imgsz: int | None = None) -> None:
+                 in_channels: int = 3, trained_imgsz: int | None = None, act: str | None = None) -> None:
         super().__init__()
         # the input size the model was trained at: what val/predict/benchmark use unless told otherwise
         self.trained_imgsz = trained_imgsz
         self.yaml = load_model_config(cfg)
         if nc is not None:
             self.yaml["nc"] = int(nc)
+        if act is not None:
+            self.yaml["act"] = check_activation(act)
         self.model, self.save = parse_rows(self.yaml, in_channels)
         self.names: list[str] = list(names) if names else [str(i) for i in range(int(self.yaml["nc"]))]
         if len(self.names) != self.detect.nc:
@@ -132,6 +145,11 @@ class YoloModel(nn.Module):
     @property
     def stride(self) -> torch.Tensor:
         return self.detect.stride
+
+    @property
+    def act(self) -> str:
+        """The activation of every convolution (`act:` of the config)."""
+        return config_activation(self.yaml)
 
     @torch.no_grad()
     def _init_strides(self, in_channels: int) -> None:
@@ -203,5 +221,5 @@ def detector_part(model: YoloModel) -> YoloModel:
 
 
 def build_model(cfg: str | Path | dict[str, Any] = "yolov5n", nc: int | None = None,
-                names: Sequence[str] | None = None) -> YoloModel:
-    return YoloModel(cfg, nc=nc, names=names)
+                names: Sequence[str] | None = None, act: str | None = None) -> YoloModel:
+    return YoloModel(cfg, nc=nc, names=names, act=act)

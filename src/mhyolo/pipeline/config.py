@@ -9,6 +9,7 @@ from typing import Any
 from mhyolo.config import from_dict, read_yaml
 from mhyolo.defaults import training_file
 from mhyolo.errors import ConfigError
+from mhyolo.model.layers import check_activation
 from mhyolo.paths import absolute_path
 
 
@@ -74,6 +75,9 @@ class PipelineConfig:
     recipe: str = ""
     imgsz: int = 640
     seed: int = 0
+    # the activation of every stage's model (silu, relu, leakyrelu), like imgsz a default a stage's
+    # overrides may change; null: each architecture's own (silu for all shipped but *-relu)
+    act: str | None = None
     detector: StageConfig = field(default_factory=lambda: StageConfig(hyp="hyp"))
     head: StageConfig = field(default_factory=lambda: StageConfig(hyp="head"))
     joint: StageConfig = field(default_factory=lambda: StageConfig(hyp="joint"))
@@ -112,6 +116,8 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     if "sources" in data:  # a bare recipe: every stage keeps its shipped settings
         return PipelineConfig(recipe=str(path), base_dir=path.parent)
     config = from_dict(PipelineConfig, {**data, "base_dir": path.parent}, str(path))
+    if config.act is not None:
+        check_activation(config.act, f"{path}: act")
     if not config.recipe:
         raise ConfigError(f"{path}: 'recipe' (the data recipe to build) is required")
     frozen = [name for name in ("head", "image_head") if getattr(config, name).enabled]

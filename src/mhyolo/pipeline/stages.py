@@ -60,7 +60,7 @@ def _resolve_model(value: str | None, places: list[Path]) -> str | None:
 
 def train_config(config: PipelineConfig, stage: StageConfig, data: Path, weights: str | None,
                  extra: dict[str, Any] | None = None) -> TrainConfig:
-    overrides = {"imgsz": config.imgsz, "seed": config.seed, **stage.overrides, **(extra or {}),
+    overrides = {"imgsz": config.imgsz, "seed": config.seed, "act": config.act, **stage.overrides, **(extra or {}),
                  "data": str(data / "data.yaml")}
     if weights is not None:
         overrides["weights"] = weights

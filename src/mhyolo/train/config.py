@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.errors import ConfigError
+from mhyolo.model.layers import check_activation
 from mhyolo.train.loss import LossConfig
 from mhyolo.train.objective import ObjectiveConfig
 
@@ -34,6 +35,8 @@ class TrainConfig:
     data: str = ""
     weights: str | None = "yolov5n.pt"  # official .pt, our .safetensors, or None for scratch
     model: str = "yolov5n"  # architecture config (shipped name or YAML path)
+    # activation of every convolution, replacing the architecture's `act:` (silu, relu, leakyrelu); null: as it says
+    act: str | None = None
     epochs: int = 100
     imgsz: int = 640
     batch: int = 16
@@ -64,6 +67,8 @@ class TrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def __post_init__(self) -> None:
+        if self.act is not None:
+            check_activation(self.act)
         if self.imgsz % 32:
             raise ConfigError(f"imgsz must be a multiple of 32, got {self.imgsz}")
         if self.freeze not in (None, "detector"):

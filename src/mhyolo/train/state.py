@@ -7,6 +7,7 @@ updates and best fitness in its metadata, so `--resume` continues exactly.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import nn
 from mhyolo.errors import ConfigError, WeightsError
 from mhyolo.model.weights import import_official, load_checkpoint, resolve_weights, save_checkpoint
 from mhyolo.model.heads import Detect
-from mhyolo.model.yolo import YoloModel, load_model_config
+from mhyolo.model.yolo import YoloModel, config_activation, load_model_config
 
 
 def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor],
@@ -96,12 +97,19 @@ def _seed_from_class(model: nn.Module, detect: Detect, state: dict[str, torch.Te
 
 
 def build_training_model(weights: str | None, architecture: str | None, names: list[str],
-                         seed_class: int | None = None) -> tuple[YoloModel, str]:
+                         seed_class: int | None = None, act: str | None = None,
+                         frozen: str | None = None) -> tuple[YoloModel, str]:
     """The model to train: architecture from `architecture` if given, else from the weights;
-    `len(names)` detection classes; pretrained tensors transferred where they fit (and the
-    pretrained class `seed_class` passed on to the new classes, see `transfer_weights`)."""
+    `len(names)` detection classes; `act` (if given) as the activation of every convolution;
+    pretrained tensors transferred where they fit (and the pretrained class `seed_class` passed
+    on to the new classes, see `transfer_weights`).
+
+    Activations carry no weights, so SiLU weights (COCO's) load tensor for tensor into a ReLU
+    model; the source then says so. What stays `frozen` (in words: "the detector") then keeps
+    weights trained for another activation, which is allowed (it is an experiment) but warned about."""
     state: dict[str, torch.Tensor] = {}
     config: dict[str, Any] | None = load_model_config(architecture) if architecture else None
+    weights_act: str | None = None
     source = "scratch"
     if weights:
         path = resolve_weights(weights)
@@ -114,15 +122,21 @@ def build_training_model(weights: str | None, architecture: str | None, names: l
         else:
             raise WeightsError(f"{path}: unknown weights format (expected .pt or .safetensors)")
         config = config or weights_config
+        weights_act = config_activation(weights_config)
         source = path.name
     if config is None:
         raise WeightsError("no architecture: give a model config or pretrained weights")
-    model = YoloModel(config, nc=len(names), names=names)
+    model = YoloModel(config, nc=len(names), names=names, act=act)
     if seed_class is not None and not state:
         raise WeightsError("class_init needs pretrained weights whose class it starts from")
     if state:
         count, skipped = transfer_weights(model, state, seed_class)
         source = f"{source} ({count}/{len(model.state_dict())} tensors; new: {len(skipped)})"
+    if weights_act is not None and weights_act != model.act:
+        source = f"{source}; activation {weights_act} -> {model.act}"
+        if frozen:
+            warnings.warn(f"{frozen} stays frozen with weights trained for {weights_act} but now runs with "
+                          f"{model.act}: it cannot adapt to the new activation", stacklevel=2)
     return model, source
 
 

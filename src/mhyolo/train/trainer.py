@@ -119,7 +119,10 @@ class Trainer:
                                           shuffle=True, seed=cfg.seed)
         self.loader = build_dataloader(self.train_set, batch_size=cfg.batch, shuffle=False, workers=cfg.workers,
                                        seed=cfg.seed, sampler=self.sampler)
-        model, self.weights_source = build_training_model(cfg.weights, cfg.model, self.det_names, cfg.class_init)
+        frozen = ("the detector" if cfg.freeze == "detector"
+                  else f"the first {cfg.freeze_layers} rows (freeze_layers)" if cfg.freeze_layers else None)
+        model, self.weights_source = build_training_model(cfg.weights, cfg.model, self.det_names, cfg.class_init,
+                                                          act=cfg.act, frozen=frozen)
         self.model = model.to(self.device)  # the student: what the EMA averages and `best` holds
         if cfg.freeze == "detector" and not any(name in self.model.heads for name in ("type", "image_type")):
             raise ConfigError("--freeze detector needs a model with a type head (e.g. --model "
