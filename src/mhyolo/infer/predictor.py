@@ -151,13 +151,23 @@ class Predictor:
                                     cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3), info) for padded, info in boxed]
 
     def _predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        x, infos = self.prepare(images)
+        with torch.inference_mode():
+            return self.finish(self.inference.call(x), images, infos)
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[LetterboxInfo]]:
+        """Letterboxed input batch of `images` on the model's device, and how each was mapped."""
         boxed = self._letterbox(images)
         x = to_tensor([padded for padded, _ in boxed]).to(self.device, self.dtype)
+        return x, [info for _, info in boxed]
+
+    def finish(self, raw: Any, images: Sequence[np.ndarray], infos: Sequence[LetterboxInfo]) -> list[Prediction]:
+        """`Prediction`s from the model call's result (`Inference.call`) on `prepare(images)`."""
         with torch.inference_mode():
-            kept = self.inference.run(x, [info for _, info in boxed], originals=lambda: images)
+            kept = self.inference.finish(raw, infos, originals=lambda: images)
         names = self.type_names
         predictions = []
-        for item, (_, info) in zip(kept, boxed):
+        for item, info in zip(kept, infos):
             det = item.det
             prediction = Prediction(
                 boxes=item.boxes,
