@@ -131,14 +131,18 @@ class Predictor:
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """BGR uint8 images (H, W, 3), any sizes -> one `Prediction` per image, same order."""
-        for i, image in enumerate(images):
-            if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-                shape = getattr(image, "shape", type(image).__name__)
-                raise ValueError(f"image {i}: expected a BGR array shaped (H, W, 3), got {shape}")
+        self.check_images(images)
         results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             results.extend(self._predict_batch(images[start:start + self.batch_size]))
         return results
+
+    @staticmethod
+    def check_images(images: Sequence[np.ndarray]) -> None:
+        for i, image in enumerate(images):
+            if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+                shape = getattr(image, "shape", type(image).__name__)
+                raise ValueError(f"image {i}: expected a BGR array shaped (H, W, 3), got {shape}")
 
     def _letterbox(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, LetterboxInfo]]:
         if not self.rect:
