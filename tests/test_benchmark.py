@@ -29,8 +29,8 @@ TYPEHEAD_CFG = "yolov5n-typehead"
 IMGSZ = 160
 FORMATS = ["torch", "onnx", "openvino", "onnx-int8"]
 FAILING = "openvino"  # its producer is made to raise
-MD_HEADER = ("| format | file | MB | model ms | model p90 | end-to-end ms | e2e p90 | outside model | frames/s (stream) "
-             "| mAP50 | Δ | mAP50-95 | Δ | type acc | Δ | typed mAP50 | Δ | note |")
+MD_HEADER = ("| format | file | MB | model ms | model p90 | end-to-end ms | e2e p90 | outside model "
+             "| frames/s (stream) | mAP50 | Δ | mAP50-95 | Δ | type acc | Δ | typed mAP50 | Δ | note |")
 
 
 @pytest.fixture(scope="module")

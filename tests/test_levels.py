@@ -16,7 +16,7 @@ from test_export import IMAGES, WEIGHTS, needs_shared, typehead_person_model
 from mhyolo.deploy.layout import ExportMetadata, graph_levels, reconstruct
 from mhyolo.infer.backends.base import ExportedBackend
 from mhyolo.infer.inference import Inference
-from mhyolo.infer.levels import GraphLevels, LevelOutputs, ModelLevels, level_reader, model_call
+from mhyolo.infer.levels import GraphLevels, ModelLevels, level_reader
 from mhyolo.infer.postprocess import suppress
 from mhyolo.infer.types import ImageHeadTypes, ObjectHeadTypes
 
@@ -153,6 +153,16 @@ def test_level_outputs_read_as_a_mapping_are_what_reconstruct_gives():
     assert torch.equal(levels.type_rows(1, rows), full["type"][1, torch.from_numpy(rows)])
 
 
+def test_a_missing_graph_output_is_named():
+    from mhyolo.errors import WeightsError
+
+    meta = _metadata(1, "type")
+    outputs = _outputs(meta, batch=1, objectness=(0.0, 1.0))
+    del outputs["types_p4"]
+    with pytest.raises(WeightsError, match="the runtime returned no types_p4"):
+        graph_levels(outputs, meta)
+
+
 def test_suppress_of_no_candidates_is_empty():
     det = suppress(torch.zeros(0, dtype=torch.int64), torch.zeros(0, 6))
     assert len(det) == 0 and det.indices.dtype == torch.int64 and det.boxes.shape == (0, 4)
@@ -166,10 +176,13 @@ def test_readers_are_chosen_by_backend_kind():
     assert isinstance(level_reader(graph), GraphLevels)
     model = YoloModel("yolov5n", nc=1).eval()
     assert isinstance(level_reader(model), ModelLevels)
-    assert level_reader(model.half()) is None  # decoded on its own device and precision by `predict`
     assert level_reader(object()) is None
     x = torch.zeros(1, 3, IMGSZ, IMGSZ)
-    assert set(model_call(graph)(x)) == set(meta.output_names)  # the graph call alone, nothing decoded
+    with torch.inference_mode():
+        assert set(Inference(graph).call(x)) == set(meta.output_names)  # the graph call alone, nothing decoded
+        raw = Inference(model).call(x)  # the forward's logits per level, nothing decoded
+    assert set(raw) == {"detection"} and raw["detection"][0].shape == (1, 3, 8, 8, 6)
+    assert level_reader(model.half()) is None  # decoded on its own device and precision by `predict`
 
 
 # ---------------------------------------------------------------- real models

@@ -228,8 +228,9 @@ def plot(rows: list[Row], path: Path) -> Path:
     timed = [r for r in rows if r.status == "ok" and r.latency_median_ms is not None]
     labels = [r.label for r in timed]
     places = np.arange(len(timed), dtype=float)
-    for offset, (median, p90, colour, name) in enumerate((("latency_median_ms", "latency_p90_ms", "tab:blue", "model call"),
-                                                        ("e2e_median_ms", "e2e_p90_ms", "tab:orange", "end to end"))):
+    series = (("latency_median_ms", "latency_p90_ms", "tab:blue", "model call"),
+              ("e2e_median_ms", "e2e_p90_ms", "tab:orange", "end to end"))
+    for offset, (median, p90, colour, name) in enumerate(series):
         medians = [getattr(r, median) or 0.0 for r in timed]
         spread = [max(0.0, (getattr(r, p90) or 0.0) - m) for r, m in zip(timed, medians)]
         bars.barh(places + 0.4 * offset - 0.2, medians, height=0.4, xerr=[[0.0] * len(timed), spread], color=colour,

@@ -155,19 +155,18 @@ def graph_levels(outputs: Mapping[str, np.ndarray], meta: ExportMetadata) -> Lev
     the cheap read of `reconstruct`'s result (`mhyolo.infer.levels`)."""
     from mhyolo.infer.levels import LevelOutputs, per_anchor
 
-    missing = [name for name in meta.output_names if name not in outputs]
-    if missing:
-        raise WeightsError(f"the runtime returned no {', '.join(missing)} (got {', '.join(outputs)})")
-    na = meta.na
-    types = image_type = None
-    if meta.type_output == "type":
-        types = [per_anchor(np.asarray(outputs[f"types_{level}"]), na) for level in meta.levels]
-    elif meta.type_output == "image_type":
-        image_type = np.asarray(outputs["image_type"])
-    return LevelOutputs(boxes=[per_anchor(np.asarray(outputs[f"boxes_{level}"]), na) for level in meta.levels],
-                        scores=[per_anchor(np.asarray(outputs[f"scores_{level}"]), na) for level in meta.levels],
-                        anchors_px=np.asarray(meta.anchors_px, np.float32), strides=meta.strides,
-                        types=types, image_type=image_type)
+    levels, na = meta.levels, meta.na
+    try:
+        boxes = [per_anchor(np.asarray(outputs[f"boxes_{level}"]), na) for level in levels]
+        scores = [per_anchor(np.asarray(outputs[f"scores_{level}"]), na) for level in levels]
+        types = [per_anchor(np.asarray(outputs[f"types_{level}"]), na) for level in levels] \
+            if meta.type_output == "type" else None
+        image_type = np.asarray(outputs["image_type"]) if meta.type_output == "image_type" else None
+    except KeyError:
+        missing = [name for name in meta.output_names if name not in outputs]
+        raise WeightsError(f"the runtime returned no {', '.join(missing)} (got {', '.join(outputs)})") from None
+    return LevelOutputs(boxes=boxes, scores=scores, anchors_px=np.asarray(meta.anchors_px, np.float32),
+                        strides=meta.strides, types=types, image_type=image_type)
 
 
 def graph_outputs_as_dict(values: Sequence[torch.Tensor | np.ndarray], meta: ExportMetadata) -> dict[str, Any]:

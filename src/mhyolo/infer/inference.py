@@ -103,7 +103,8 @@ class Inference:
         """`run` after the model call: decoding, NMS and types of `call`'s result."""
         outputs = self.outputs(raw)
         detections = self.detections(outputs)
-        boxes = [scale_boxes_to_original(det.boxes, info).numpy().astype(np.float32) if infos is not None
+        # mapped back in NumPy: the same float32 arithmetic as on the tensor, without its per-op cost
+        boxes = [scale_boxes_to_original(det.boxes.numpy(), info) if infos is not None
                  else det.boxes.numpy().astype(np.float32) for det, info in zip(detections, infos or detections)]
         source = self.type_source(outputs)
         types: list[BoxTypes | None] = [None] * len(detections)

@@ -21,7 +21,7 @@ one with only `predict`) keeps the decoded path.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,7 +36,7 @@ def _float32(array: np.ndarray) -> np.ndarray:
     return array if array.dtype == np.float32 else array.astype(np.float32)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity, like any output dict
 class LevelOutputs(Mapping[str, torch.Tensor]):
     """One batch's outputs per level, in the per-anchor layout (B, na, H, W, k) (numpy views, no copies).
 
@@ -247,8 +247,3 @@ class ModelLevels(LevelReader):
                             anchors_px=detect.anchors_px.numpy(), strides=detect.stride.tolist(),
                             types=types, image_type=image)
 
-
-def model_call(backend: Any) -> Callable[[torch.Tensor], Any]:
-    """The model call alone (graph run, network forward); `predict` for a backend without a reader."""
-    reader = level_reader(backend)
-    return reader.call if reader is not None else backend.predict
