@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from helpers.models import sports_ball_model
@@ -264,3 +265,16 @@ def test_the_ort_weight_range_follows_the_cpu() -> None:
         chosen = ort_weight_range(cpu(flags))
         assert chosen.reduce_range is False and "8-bit weights" in chosen.reason, flags
     assert "AVX-VNNI" in ort_weight_range(cpu("avx2 avx_vnni")).reason
+
+
+def test_end_to_end_images_are_labelled_val_images_first(shared: Path, tmp_path: Path) -> None:
+    from mhyolo.bench.frames import sample_frames
+
+    data = tiny_ball_dataset(shared, tmp_path / "data", per_type_train=1, per_type_val=2)
+    val = sorted((tmp_path / "data" / "images" / "val").iterdir())
+    (tmp_path / "data" / "labels" / "val" / f"{val[0].stem}.txt").write_text("")  # the first holds no ball now
+    frames, files = sample_frames(data, count=4)
+    assert files == val[1:5] and len(frames) == 4
+    assert frames[0].shape == cv2.imread(str(val[1])).shape  # BGR as read from the file
+    _, files = sample_frames(data, count=10)
+    assert files == val[1:] + val[:1]  # the unlabelled one last, the split's 6 images in all
