@@ -117,7 +117,7 @@ def timing_description(settings: dict[str, Any]) -> str:
             "exported graph's run, the PyTorch network's forward), batch 1. end-to-end ms: one real image "
             f"({Path(frames[0]).name if frames else '?'}) from BGR pixels to typed boxes, batch 1: letterbox, "
             f"model, decoding, NMS at conf {settings.get('ball_conf', 0.25)}, types. outside model: the share of "
-            "end-to-end spent outside the model call. frames/s (stream): throughput mode, what `mhyolo predict` "
+            "end-to-end spent outside the model call. frames/s (stream): throughput mode, what mhyolo predict "
             f"does on a folder or video: {len(frames)} images end to end with model calls overlapped (in brackets "
             "how; the same predictions as one at a time).")
 
