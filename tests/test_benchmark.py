@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from helpers.models import sports_ball_model
@@ -29,8 +30,8 @@ TYPEHEAD_CFG = "yolov5n-typehead"
 IMGSZ = 160
 FORMATS = ["torch", "onnx", "openvino", "onnx-int8"]
 FAILING = "openvino"  # its producer is made to raise
-MD_HEADER = ("| format | file | MB | median ms | p90 ms | img/s @8 | mAP50 | Δ | mAP50-95 | Δ | type acc | Δ "
-             "| typed mAP50 | Δ | note |")
+MD_HEADER = ("| format | file | MB | model ms | model p90 | end-to-end ms | e2e p90 | outside model "
+             "| frames/s (stream) | mAP50 | Δ | mAP50-95 | Δ | type acc | Δ | typed mAP50 | Δ | note |")
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,8 @@ def bench(shared: Path, official_weights: Path, tmp_path_factory: pytest.TempPat
 def test_one_row_per_format_with_the_documented_columns(bench):
     out, report, rows = bench
     assert [r["id"] for r in report["rows"]] == FORMATS + ["detector/torch", "detector/onnx"]
-    columns = {"file", "size_mb", "latency_median_ms", "latency_p90_ms", "images_per_s", "throughput_mode",
-               *ACCURACY_KEYS, "delta", "status", "reason"}
+    columns = {"file", "size_mb", "latency_median_ms", "latency_p90_ms", "e2e_median_ms", "e2e_p90_ms", "outside_model",
+               "frames_per_s", "throughput_mode", *ACCURACY_KEYS, "delta", "status", "reason"}
     for row in report["rows"]:
         assert columns <= set(row), row["id"]
     text = (out / "benchmark.md").read_text()
@@ -73,10 +74,14 @@ def test_one_row_per_format_with_the_documented_columns(bench):
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     for row in ok:
         assert row["size_mb"] > 1.0 and row["latency_p90_ms"] >= row["latency_median_ms"] > 0
-        assert row["images_per_s"] > 0
-    assert rows["torch"]["throughput_mode"] == "batch 8"
-    assert rows["onnx"]["throughput_mode"] == "8 × batch 1"  # exported for batch 1
-    assert "(8 × batch 1)" in text
+        assert row["e2e_p90_ms"] >= row["e2e_median_ms"] > 0 and 0.0 <= row["outside_model"] < 1.0
+        assert row["outside_model"] == pytest.approx(max(0.0, 1 - row["latency_median_ms"] / row["e2e_median_ms"]))
+        assert row["frames_per_s"] > 0 and row["throughput_mode"] == "2 threads", row["id"]  # ORT and PyTorch
+        assert f"({row['throughput_mode']}) |" in table[report["rows"].index(row)]
+    # the real images timed end to end and in throughput mode: the first of the val split
+    frames = report["settings"]["frames"]
+    assert len(frames) == 6 and all(Path(f).is_file() for f in frames)  # the tiny set's val split holds 6
+    assert f"one real image ({Path(frames[0]).name})" in text and "6 images end to end" in text
     assert rows["torch"]["cls_accuracy"] is not None and rows["torch"]["typed_map50"] is not None
     assert rows["detector/torch"]["cls_accuracy"] is None  # no type head
     assert rows["torch"]["map50"] > 0.1, "the sports-ball detector should find some seed balls"
@@ -135,7 +140,7 @@ def test_change_against_fp32_by_hand(bench):
 
     bits = "7-bit" if ort_weight_range(cpu_info()).reduce_range else "8-bit"
     assert int8["note"].startswith(f"{bits} weights; box convs float")  # what the table's INT8 is made of
-    # the heads' overhead from the same run: model over detector, per runtime
+    # the heads' overhead from the same run: model over detector (the model call alone), per runtime
     for fmt in ("torch", "onnx"):
         assert report["head_overhead"][fmt] == pytest.approx(
             rows[fmt]["latency_median_ms"] / rows[f"detector/{fmt}"]["latency_median_ms"])
@@ -223,6 +228,9 @@ def test_no_accuracy_times_without_a_dataset_and_names_the_cpu(official_weights:
     rows = {row["id"]: row for row in report["rows"]}
     assert rows["onnx-int8"]["status"] == "ok" and rows["onnx-int8"]["latency_median_ms"] > 0
     assert len(list((out / "calibration" / "random_images").glob("*.png"))) == 3  # generated stand-ins
+    frames = report["settings"]["frames"]  # timed end to end on those images too: there are no others
+    assert [Path(f).parent.name for f in frames] == ["random_images"] * 3
+    assert rows["onnx"]["e2e_median_ms"] > 0 and rows["onnx"]["frames_per_s"] > 0
     assert rows["openvino-int8-acc"]["status"] == "skipped"  # its accuracy bound needs a scored dataset
     assert "needs a dataset the model can be scored on" in rows["openvino-int8-acc"]["reason"]
     machine = report["settings"]["machine"]
@@ -257,3 +265,16 @@ def test_the_ort_weight_range_follows_the_cpu() -> None:
         chosen = ort_weight_range(cpu(flags))
         assert chosen.reduce_range is False and "8-bit weights" in chosen.reason, flags
     assert "AVX-VNNI" in ort_weight_range(cpu("avx2 avx_vnni")).reason
+
+
+def test_end_to_end_images_are_labelled_val_images_first(shared: Path, tmp_path: Path) -> None:
+    from mhyolo.bench.frames import sample_frames
+
+    data = tiny_ball_dataset(shared, tmp_path / "data", per_type_train=1, per_type_val=2)
+    val = sorted((tmp_path / "data" / "images" / "val").iterdir())
+    (tmp_path / "data" / "labels" / "val" / f"{val[0].stem}.txt").write_text("")  # the first holds no ball now
+    frames, files = sample_frames(data, count=4)
+    assert files == val[1:5] and len(frames) == 4
+    assert frames[0].shape == cv2.imread(str(val[1])).shape  # BGR as read from the file
+    _, files = sample_frames(data, count=10)
+    assert files == val[1:] + val[:1]  # the unlabelled one last, the split's 6 images in all

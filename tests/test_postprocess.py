@@ -115,7 +115,7 @@ def test_letterbox_then_scale_back_restores_a_known_box(height, width, box):
     tolerance = 1.5 / info.ratio + 0.5  # one resampled pixel at the edge, in original pixels
     assert np.abs(restored - np.array(box, dtype=np.float32)).max() <= tolerance, (restored, box)
     restored_t = scale_boxes_to_original(torch.from_numpy(found), info)
-    assert restored_t.numpy() == pytest.approx(restored)
+    np.testing.assert_array_equal(restored_t.numpy(), restored)  # NumPy and PyTorch round alike
 
 
 def test_scale_back_clips_to_the_original_image():
@@ -123,3 +123,13 @@ def test_scale_back_clips_to_the_original_image():
     _, info = letterbox(image, 640)
     restored = scale_boxes_to_original(np.array([[-50.0, 0.0, 700.0, 640.0]]), info)
     assert restored.tolist() == [[0.0, 0.0, 400.0, 300.0]]
+
+
+def test_scale_back_in_numpy_and_torch_is_bit_for_bit_the_same():
+    """Inference maps kept boxes back in NumPy: it must round exactly as the tensor path does."""
+    rng = np.random.default_rng(0)
+    boxes = rng.uniform(-20, 660, (500, 4)).astype(np.float32)
+    for height, width in ((480, 640), (1080, 810), (123, 457), (3000, 1000)):
+        _, info = letterbox(np.zeros((height, width, 3), np.uint8), 640)
+        np.testing.assert_array_equal(scale_boxes_to_original(torch.from_numpy(boxes), info).numpy(),
+                                      scale_boxes_to_original(boxes, info))

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from helpers.browser import find_chromium, measure, screenshot
-from mhyolo.bench.report import BATCH_LOOPED, BATCH_NATIVE, Row, add_deltas, write_all
+from mhyolo.bench.report import Row, add_deltas, write_all
 from mhyolo.cli import main
 from mhyolo.errors import DataError
 from mhyolo.eval.metrics import DetectionEvaluator, ImageResult
@@ -58,14 +58,14 @@ def _training_folder(folder: Path, shared: Path | None = None, epochs: int = 3) 
 def _bench_rows(out: Path) -> list[Row]:
     common = {"map50": 0.812, "map50_95": 0.511, "cls_accuracy": 0.875, "typed_map50": 0.702}
     rows = [Row("torch", "model", "torch", "PyTorch FP32", file=str(out / "model.safetensors"), size_mb=7.4,
-                latency_median_ms=21.3, latency_p90_ms=23.0, images_per_s=61.0, throughput_mode=BATCH_NATIVE,
-                **common),
+                latency_median_ms=21.3, latency_p90_ms=23.0, e2e_median_ms=24.0, e2e_p90_ms=26.1,
+                outside_model=0.1125, frames_per_s=61.0, throughput_mode="2 threads", **common),
             Row("onnx-int8", "model", "onnx-int8", "ONNX Runtime INT8", file=str(out / "model-int8.onnx"),
-                size_mb=2.1, latency_median_ms=9.7, latency_p90_ms=10.4, images_per_s=130.0,
-                throughput_mode=BATCH_LOOPED, **{**common, "map50": 0.799}),
+                size_mb=2.1, latency_median_ms=9.7, latency_p90_ms=10.4, e2e_median_ms=10.8, e2e_p90_ms=11.5,
+                outside_model=0.102, frames_per_s=130.0, throughput_mode="2 threads", **{**common, "map50": 0.799}),
             Row("rknn", "model", "rknn", "RKNN INT8 (simulator)"),
             Row("detector/torch", "detector", "torch", "PyTorch FP32", size_mb=7.0, latency_median_ms=20.1,
-                latency_p90_ms=21.0, images_per_s=66.0, throughput_mode=BATCH_NATIVE, map50=0.812, map50_95=0.511)]
+                latency_p90_ms=21.0, map50=0.812, map50_95=0.511)]
     rows[2].skip("export", "rknn-toolkit2 environment is missing (make rknn-env)")
     add_deltas(rows)
     return rows
@@ -118,7 +118,7 @@ def test_pipeline_page_has_every_table_and_every_figure(pipeline_run: Path) -> N
     header = page[page.index("<header>"):page.index("</header>")]
     for label, value in (("model", "multihead stage (yolov5n-typehead-lite)"), ("mAP50", "0.812"),
                          ("type accuracy", "0.875"), ("typed mAP50", "0.702"),
-                         ("fastest format", "ONNX Runtime INT8, 9.7 ms"), ("dataset", "16 train / 16 val images")):
+                         ("fastest format", "ONNX Runtime INT8, 9.7 ms model call, 10.8 ms end to end"), ("dataset", "16 train / 16 val images")):
         assert f"<dt>{label}</dt><dd>{value}</dd>" in header, label
     assert '<tr class="final"><th scope="row">multihead (final)</th><td>0.812</td><td>0.511</td>' in page
     assert "type head ×1.059" in page
@@ -128,7 +128,9 @@ def test_pipeline_page_has_every_table_and_every_figure(pipeline_run: Path) -> N
     assert "skipped: export: rknn-toolkit2 environment is missing (make rknn-env)" in page
     assert ("Machine: Intel(R) Xeon(R) Platinum 8480+, 4 logical cores, 1 thread(s) used; AVX2, AVX-512, "
             "AVX-512 VNNI, AMX-INT8; PyTorch kernels AVX512.") in page
-    assert "<td>0.799</td><td>-0.013</td>" in page and "130.0 (8 × 1)" in page
+    assert "<td>0.799</td><td>-0.013</td>" in page and "<td>130.0 (2 threads)</td>" in page
+    assert "<td>9.7</td><td>10.4</td><td>10.8</td><td>11.5</td><td>10%</td>" in page  # model, end to end, share
+    assert '<span class="word">end-to-end</span> <span class="word">ms</span>' in page and "model call alone" in page
     # every PNG of the run once, decodable, at its own size; the photo grid as a smaller JPEG
     pngs = sorted(pipeline_run.glob("*/*.png"))
     images = _images(page)

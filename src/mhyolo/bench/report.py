@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 ACCURACY_KEYS = ("map50", "map50_95", "cls_accuracy", "typed_map50")
 ACCURACY_LABELS = {"map50": "mAP50", "map50_95": "mAP50-95", "cls_accuracy": "type acc", "typed_map50": "typed mAP50"}
 REFERENCE_FORMAT = "torch"
-BATCH_NATIVE = "batch 8"
-BATCH_LOOPED = "8 × batch 1"
+TIMING_HEAD = ["model ms", "model p90", "end-to-end ms", "e2e p90", "outside model", "frames/s (stream)"]
 
 
 @dataclass
@@ -35,10 +35,13 @@ class Row:
     reason: str | None = None
     file: str | None = None
     size_mb: float | None = None
-    latency_median_ms: float | None = None
+    latency_median_ms: float | None = None  # the model call alone, batch 1 (graph run, network forward)
     latency_p90_ms: float | None = None
-    images_per_s: float | None = None
-    throughput_mode: str | None = None  # BATCH_NATIVE, or BATCH_LOOPED for a fixed-batch-1 graph
+    e2e_median_ms: float | None = None  # one real image end to end: letterbox, model, decoding, NMS, types
+    e2e_p90_ms: float | None = None
+    outside_model: float | None = None  # share of the end-to-end time spent outside the model call
+    frames_per_s: float | None = None  # throughput mode: frames end to end with model calls overlapped
+    throughput_mode: str | None = None  # how those calls overlapped, or why that mode was not timed
     latency_note: str | None = None  # why there is no latency (simulator, timing failed)
     map50: float | None = None
     map50_95: float | None = None
@@ -80,7 +83,7 @@ def _difference(value: float | None, reference: float | None) -> float | None:
 
 
 def head_overhead(rows: list[Row]) -> dict[str, float]:
-    """Median latency of the model over the detector's, per runtime both were timed in."""
+    """Median model call of the model over the detector's, per runtime both were timed in."""
     timed = {(r.model, r.format): r.latency_median_ms for r in rows if r.latency_median_ms}
     return {fmt: timed[("model", fmt)] / timed[("detector", fmt)]
             for (model, fmt) in timed if model == "model" and ("detector", fmt) in timed}
@@ -95,9 +98,33 @@ def _signed(value: float | None) -> str:
     return "–" if value is None else f"{value:+.3f}"
 
 
+def timing_cells(row: Row) -> list[str]:
+    """The six timing cells of a row that ran (TIMING_HEAD), shared by the Markdown and HTML tables."""
+    timed = row.latency_median_ms is not None
+    stream = _num(row.frames_per_s, 1)
+    if row.throughput_mode:
+        stream = f"{stream} ({row.throughput_mode})" if row.frames_per_s is not None else row.throughput_mode
+    return [_num(row.latency_median_ms, 1) if timed else row.latency_note or "–", _num(row.latency_p90_ms, 1),
+            _num(row.e2e_median_ms, 1), _num(row.e2e_p90_ms, 1),
+            "–" if row.outside_model is None else f"{100 * row.outside_model:.0f}%", stream]
+
+
+def timing_description(settings: dict[str, Any]) -> str:
+    """What the timing columns measure, for the header of either table."""
+    frames = settings.get("frames") or []
+    return (f"{settings['runs']} interleaved rounds after {settings['warmup']} warm-up rounds, {settings['threads']} "
+            "thread(s), formats interleaved call by call; medians and p90. model ms: the model call alone (an "
+            "exported graph's run, the PyTorch network's forward), batch 1. end-to-end ms: one real image "
+            f"({Path(frames[0]).name if frames else '?'}) from BGR pixels to typed boxes, batch 1: letterbox, "
+            f"model, decoding, NMS at conf {settings.get('ball_conf', 0.25)}, types. outside model: the share of "
+            "end-to-end spent outside the model call. frames/s (stream): throughput mode, what mhyolo predict "
+            f"does on a folder or video: {len(frames)} images end to end with model calls overlapped (in brackets "
+            "how; the same predictions as one at a time).")
+
+
 def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
     """The table with a header saying how it was measured."""
-    head = ["format", "file", "MB", "median ms", "p90 ms", "img/s @8"]
+    head = ["format", "file", "MB", *TIMING_HEAD]
     for key in ACCURACY_KEYS:
         head += [ACCURACY_LABELS[key], "Δ"]
     head.append("note")
@@ -109,26 +136,17 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
              + (f", detector `{settings['detector']}`" if settings.get("detector") else "")
              + f", {data}, imgsz {settings['imgsz']}.",
              *([unscored] if unscored else []),
-             f"Latency: batch 1, median and p90 of {settings['runs']} calls after {settings['warmup']} warm-up "
-             f"calls, {settings['threads']} thread(s), model call with box decoding (no NMS), "
-             "formats interleaved call by call. img/s @8: one batch of 8 "
-             f"(\"{BATCH_LOOPED}\": a graph exported for batch 1, called 8 times). "
-             "Δ: change against the same model's PyTorch FP32 row.",
+             f"Timing: {timing_description(settings)} Δ: change against the same model's PyTorch FP32 row.",
              *([f"Two-stage rows: the one-class detector with the crop classifier `{settings['classifier']}` "
-                "in the matching runtime; their batch columns time the detector's call alone, the classifier's "
-                "cost per ball is in the whole-image table below."] if settings.get("classifier") else []), "",
+                "in the matching runtime; their model column times the detector's call alone, the end-to-end "
+                "columns include the classifier, whose cost per ball is in the whole-image table below."]
+               if settings.get("classifier") else []), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         if row.status != "ok":
             cells = [row.label, _file_cell(row, settings.get("out"))] + ["–"] * (len(head) - 3) + [f"skipped: {row.reason}"]
         else:
-            timed = row.latency_median_ms is not None
-            latency_gap = row.latency_note or "–"
-            cells = [row.label, _file_cell(row, settings.get("out")), _num(row.size_mb, 1),
-                     _num(row.latency_median_ms, 1) if timed else latency_gap,
-                     _num(row.latency_p90_ms, 1),
-                     _num(row.images_per_s, 1) + (f" ({row.throughput_mode})"
-                                                  if timed and row.throughput_mode == BATCH_LOOPED else "")]
+            cells = [row.label, _file_cell(row, settings.get("out")), _num(row.size_mb, 1), *timing_cells(row)]
             for key in ACCURACY_KEYS:
                 cells += [_num(getattr(row, key), 3), _signed(row.delta.get(key))]
             cells.append(row.note)
@@ -136,7 +154,7 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
     lines += ball_table(rows, settings)
     overhead = head_overhead(rows)
     if overhead:
-        lines += ["", "Type-head overhead (model / detector median latency, same run): "
+        lines += ["", "Type-head overhead (model / detector median model call, same run): "
                   + ", ".join(f"{_title(rows, fmt)} ×{ratio:.3f}" for fmt, ratio in overhead.items())]
     return "\n".join(lines) + "\n"
 
@@ -204,18 +222,24 @@ def to_json(rows: list[Row], settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot(rows: list[Row], path: Path) -> Path:
-    """Median latency per format (bars, p90 as whisker) beside latency against mAP50-95."""
+    """Median model call and end-to-end time per format (bars, p90 as whisker) beside latency against mAP50-95."""
     fig = Figure(figsize=(13.0, 5.0), dpi=100)
     bars, scatter = fig.subplots(1, 2)
     timed = [r for r in rows if r.status == "ok" and r.latency_median_ms is not None]
     labels = [r.label for r in timed]
-    medians = [r.latency_median_ms for r in timed]
-    spread = [max(0.0, (r.latency_p90_ms or r.latency_median_ms) - r.latency_median_ms) for r in timed]
-    bars.barh(range(len(timed)), medians, xerr=[[0.0] * len(timed), spread], color="tab:blue", alpha=0.8)
-    bars.set_yticks(range(len(timed)), labels)
+    places = np.arange(len(timed), dtype=float)
+    series = (("latency_median_ms", "latency_p90_ms", "tab:blue", "model call"),
+              ("e2e_median_ms", "e2e_p90_ms", "tab:orange", "end to end"))
+    for offset, (median, p90, colour, name) in enumerate(series):
+        medians = [getattr(r, median) or 0.0 for r in timed]
+        spread = [max(0.0, (getattr(r, p90) or 0.0) - m) for r, m in zip(timed, medians)]
+        bars.barh(places + 0.4 * offset - 0.2, medians, height=0.4, xerr=[[0.0] * len(timed), spread], color=colour,
+                  alpha=0.8, label=name)
+    bars.set_yticks(places, labels)
     bars.invert_yaxis()
     bars.set_xlabel("ms per image, batch 1 (bar: median, whisker: p90)")
     bars.set_title("Latency")
+    bars.legend(fontsize=8, loc="best")
     bars.grid(axis="x", alpha=0.3)
     markers = "osD^vP*Xh<>"
     for i, r in enumerate(r for r in timed if r.map50_95 is not None):
@@ -226,7 +250,7 @@ def plot(rows: list[Row], path: Path) -> Path:
                             label=f"{r.label} (accuracy only, not timed)")
     if scatter.get_legend_handles_labels()[0]:
         scatter.legend(fontsize=8, loc="best")
-    scatter.set_xlabel("median ms per image, batch 1")
+    scatter.set_xlabel("median ms per image, model call, batch 1")
     scatter.set_ylabel("mAP50-95 (val)")
     scatter.set_title("Accuracy against latency")
     scatter.grid(alpha=0.3)

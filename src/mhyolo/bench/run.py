@@ -20,17 +20,16 @@ import torch
 from mhyolo.bench.accuracy import score_backend
 from mhyolo.bench.ball_images import BALL_COUNTS, IMAGE_SIDE, ball_images
 from mhyolo.bench.formats import DETECTOR_FORMATS, FORMATS, ModelFiles, check_input_size, file_size_mb
-from mhyolo.bench.report import ACCURACY_KEYS, BATCH_LOOPED, BATCH_NATIVE, Row, add_deltas, write_all
+from mhyolo.bench.frames import sample_frames
+from mhyolo.bench.report import ACCURACY_KEYS, Row, add_deltas, write_all
 from mhyolo.bench.timing import DEFAULT_WARMUP, Timing, interleaved_times
 from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.errors import ConfigError
 from mhyolo.bench.two_stage import CLASSIFIER_FORMATS
 from mhyolo.classify.types import check_detector
 from mhyolo.eval.validate import class_mismatch
-from mhyolo.infer.backends.base import ExportedBackend
 from mhyolo.machine import cpu_info
 
-THROUGHPUT_BATCH = 8
 BALL_CONF = 0.25  # whole-image timing keeps what `mhyolo predict` shows
 
 
@@ -53,6 +52,7 @@ class BenchSettings:
     classifier: Path | None = None  # a crop classifier behind the one-class `weights`: two-stage rows
     balls: Sequence[int] | None = None  # with a dataset: also time whole images holding this many balls
     # (None: 1, 4, 16 for a two-stage benchmark, none otherwise)
+    streams: int | None = None  # throughput mode: calls in flight (None: the runtime's choice)
 
     @property
     def ball_counts(self) -> tuple[int, ...]:
@@ -68,6 +68,8 @@ class BenchSettings:
             raise ConfigError(f"--runs must be at least 1 and warm-up not negative (got {self.runs}, {self.warmup})")
         if self.imgsz % 32:
             raise ConfigError(f"--imgsz must be a multiple of 32 (the largest stride), got {self.imgsz}")
+        if self.streams is not None and self.streams < 1:
+            raise ConfigError(f"--streams must be at least 1, got {self.streams}")
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Timed:
     row: Row
     backend: Any
     classifier: Any = None
+    stream: Any = None  # its throughput-mode predictor, once made
 
 
 @dataclass
@@ -204,35 +207,61 @@ def _ball_calls(timed: dict[str, Timed], images: dict[int, Any], settings: Bench
     return calls
 
 
-def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, Any]) -> None:
-    """Batch-1 latency and batch-8 throughput of every backend, and whole images with 1, 4, 16 balls,
-    all interleaved in one run."""
-    x8 = torch.rand(THROUGHPUT_BATCH, 3, settings.imgsz, settings.imgsz)
-    x1 = x8[:1].clone()
+def _stream(item: Timed, predictor: Any, settings: BenchSettings) -> Any:
+    """The row's throughput-mode predictor, or None (with the reason in the row) when it cannot be made."""
+    from mhyolo.infer.stream import StreamPredictor
+
+    try:
+        item.stream = StreamPredictor(predictor, settings.streams)
+    except Exception as exc:  # noqa: BLE001 - the other columns of the row are still timed
+        item.row.throughput_mode = f"not timed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return None
+    item.row.throughput_mode = item.stream.description
+    return item.stream
+
+
+def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, Any], frames: list[Any]) -> None:
+    """Batch-1 model call and end-to-end time on a real image, throughput-mode frames/s on `frames`, and
+    whole images with 1, 4, 16 balls, of every backend, all interleaved in one run."""
+    from mhyolo.infer.predictor import Predictor
+
     calls = {}
     for row_id, item in timed.items():
-        calls[f"{row_id}@1"] = lambda b=item.backend: b.predict(x1)
-        calls[f"{row_id}@8"] = lambda b=item.backend: b.predict(x8)
+        predictor = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier)
+        x, _ = predictor.prepare(frames[:1])
+        calls[f"{row_id}@model"] = lambda i=predictor.inference, x=x: i.call(x)
+        calls[f"{row_id}@e2e"] = lambda p=predictor: p.predict(frames[:1])
+        stream = _stream(item, predictor, settings)
+        if stream is not None:
+            calls[f"{row_id}@stream"] = lambda s=stream: list(s.predict(enumerate(frames)))
     calls.update(_ball_calls(timed, images, settings))
-    _say(settings, f"timing {len(timed)} format(s): {settings.warmup} warm-up + {settings.runs} rounds, "
-                   f"batch 1 and batch {THROUGHPUT_BATCH}"
+    _say(settings, f"timing {len(timed)} format(s): {settings.warmup} warm-up + {settings.runs} rounds of the model "
+                   f"call, one image end to end and {len(frames)} in throughput mode"
                    + (f", images with {', '.join(map(str, images))} balls" if images else ""))
-    times, errors = interleaved_times(calls, settings.runs, settings.warmup, progress=settings.progress)
+    try:
+        times, errors = interleaved_times(calls, settings.runs, settings.warmup, progress=settings.progress)
+    finally:
+        for item in timed.values():
+            if item.stream is not None:
+                item.stream.close()
     for row_id, item in timed.items():
-        row, backend = item.row, item.backend
+        row = item.row
         for count in images:
             key = f"{row_id}#{count}"
             if key in times:
                 row.ball_ms[str(count)] = Timing.from_times(times[key]).median_ms
-        failed = [errors[k] for k in (f"{row_id}@1", f"{row_id}@8") if k in errors]
+        if f"{row_id}@stream" in errors:
+            row.throughput_mode = f"not timed: {errors[f'{row_id}@stream'].splitlines()[0]}"
+        elif f"{row_id}@stream" in times:
+            row.frames_per_s = len(frames) * 1000 / Timing.from_times(times[f"{row_id}@stream"]).median_ms
+        failed = [errors[k] for k in (f"{row_id}@model", f"{row_id}@e2e") if k in errors]
         if failed:
             row.latency_note = f"timing failed: {failed[0].splitlines()[0]}"
             continue
-        single, batch = Timing.from_times(times[f"{row_id}@1"]), Timing.from_times(times[f"{row_id}@8"])
-        row.latency_median_ms, row.latency_p90_ms = single.median_ms, single.p90_ms
-        row.images_per_s = THROUGHPUT_BATCH * 1000 / batch.median_ms
-        looped = isinstance(backend, ExportedBackend) and not backend.metadata.dynamic_batch
-        row.throughput_mode = BATCH_LOOPED if looped else BATCH_NATIVE
+        model, e2e = Timing.from_times(times[f"{row_id}@model"]), Timing.from_times(times[f"{row_id}@e2e"])
+        row.latency_median_ms, row.latency_p90_ms = model.median_ms, model.p90_ms
+        row.e2e_median_ms, row.e2e_p90_ms = e2e.median_ms, e2e.p90_ms
+        row.outside_model = max(0.0, 1.0 - model.median_ms / e2e.median_ms)
 
 
 def run_benchmark(settings: BenchSettings) -> BenchResult:
@@ -263,8 +292,9 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
                 timed[row.id] = item
         images = ball_images(spec, settings.ball_counts, side=max(IMAGE_SIDE, settings.imgsz)) \
             if spec is not None and settings.ball_counts else {}
+        frames, frames_from = sample_frames(Path(settings.data) if settings.data is not None else calibration)
         if timed:
-            _time(timed, settings, images)
+            _time(timed, settings, images, frames)
     finally:
         torch.set_num_threads(previous_threads)
         torch.set_grad_enabled(grad)
@@ -274,7 +304,8 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
                  "data": str(settings.data) if settings.data is not None else None, "out": str(settings.out),
                  "imgsz": settings.imgsz, "runs": settings.runs, "warmup": settings.warmup, "threads": threads,
                  "calib_images": settings.calib_images, "calibration": str(calibration), "unscored": unscored,
-                 "throughput_batch": THROUGHPUT_BATCH, "formats": list(dict.fromkeys(settings.formats)),
+                 "frames": [str(p) for p in frames_from], "streams": settings.streams,
+                 "formats": list(dict.fromkeys(settings.formats)),
                  "classifier": str(settings.classifier) if settings.classifier else None,
                  "balls": list(images), "ball_image_side": max(IMAGE_SIDE, settings.imgsz) if images else None,
                  "ball_conf": BALL_CONF,

@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark", help="size, latency, throughput and accuracy of any model in every format",
         description="Make each format of a model (PyTorch, ONNX Runtime FP32/INT8, OpenVINO FP32/BF16/INT8, "
-                    "RKNN INT8 in the simulator), score it on the validation split and time it; writes "
+                    "RKNN INT8 in the simulator), score it on the validation split and time it (the model call "
+                    "alone, one real image end to end, and frames/s of the throughput mode `predict` uses on "
+                    "folders and videos); writes "
                     "benchmark.md, benchmark.json and benchmark.png into --out. A format that cannot be made "
                     "or run becomes a 'skipped' row with its reason. Where the model's classes do not line up with the "
                     "dataset's (or there is none), every format is still timed and the header says why accuracy "
@@ -35,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder for the converted files and the report (default: runs/benchmark)")
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS), metavar="FORMAT",
                         help=f"formats to run, in table order (default: all of {', '.join(FORMATS)})")
-    parser.add_argument("--runs", type=int, default=30, help="timed calls per format and batch size (default: 30)")
+    parser.add_argument("--runs", type=int, default=30, help="timed rounds of every call (default: 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
     parser.add_argument("--threads", type=int, help="CPU threads for every runtime (default: PyTorch's setting)")
     parser.add_argument("--calib-images", type=int, default=50, help="INT8 calibration images (default: 50)")
@@ -51,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--balls", type=int, nargs="*", metavar="N",
                         help="with --data: also time whole images (letterbox, model, NMS, types) holding N pasted "
                              "ball crops, e.g. --balls 1 4 16 (the default with --classifier; none otherwise)")
+    parser.add_argument("--streams", type=int, metavar="N",
+                        help="throughput mode: model calls in flight (default: the runtime's choice; OpenVINO's "
+                             "throughput hint, 2 elsewhere)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                              calib_images=args.calib_images, detector=args.detector,
                              own_detector=not args.no_detector, progress=not args.quiet,
                              accuracy=not args.no_accuracy, calib_dir=args.calib_dir, classifier=args.classifier,
-                             balls=tuple(args.balls) if args.balls is not None else None)
+                             balls=tuple(args.balls) if args.balls is not None else None, streams=args.streams)
     result = run_benchmark(settings)
     print(result.paths["markdown"].read_text())
     return 0

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mhyolo.errors import ConfigError, MhyoloError
 
 if TYPE_CHECKING:  # heavy imports stay out of `mhyolo --help`
+    from mhyolo.infer.predictor import Prediction
     from mhyolo.infer.sources import Frame
 
 
@@ -36,7 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default: 0.25)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default: 300)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="images per forward pass (default: 1; above 1 replaces the throughput mode)")
+    parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True,
+                        help="on a folder or a video, keep several frames in flight: model calls overlapped with "
+                             "reading, letterboxing and post-processing; the same results, in order (default: on; "
+                             "not with --slice or --batch-size above 1)")
+    parser.add_argument("--streams", type=int, metavar="N",
+                        help="throughput mode: model calls in flight (default: the runtime's choice; OpenVINO's "
+                             "throughput hint, 2 elsewhere)")
     add_slice_arguments(parser)
     parser.add_argument("--square", action="store_true",
                         help="square inputs (imgsz x imgsz) instead of rectangular ones (long side imgsz, the "
@@ -153,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_det < 1:
         raise ConfigError(f"--max-det must be at least 1, got {args.max_det}")
+    if args.streams is not None and args.streams < 1:
+        raise ConfigError(f"--streams must be at least 1, got {args.streams}")
     for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{flag} must be between 0 and 1, got {value}")
@@ -175,34 +186,51 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     video_out = _VideoOut(out_dir / f"{source.path.stem}.mp4", source.fps) if source.is_video else None
-    done = failed = 0
+    counts = {"done": 0, "failed": 0}
     bar = tqdm(total=len(source) or None, unit="frame" if source.is_video else "image", file=sys.stderr,
                disable=not source.is_video and len(source) <= 1, dynamic_ncols=True)
+
+    def emit(frame: Frame, prediction: Prediction | None) -> None:
+        """Write one frame's result (or report why it has none) and count it."""
+        if prediction is None:
+            counts["failed"] += 1
+            tqdm.write(f"mhyolo predict: {frame.path}: {frame.error}", file=sys.stderr)
+            return
+        annotated = draw_predictions(frame.image, prediction)
+        if video_out is not None:
+            video_out.write(annotated)
+        elif not cv2.imwrite(str(out_dir / frame.name), annotated):
+            counts["failed"] += 1
+            tqdm.write(f"mhyolo predict: {out_dir / frame.name}: cannot write the annotated image", file=sys.stderr)
+            return
+        if args.json:
+            print(json.dumps(prediction.to_json(frame.name)), flush=True)
+        counts["done"] += 1
+
+    streaming = args.throughput and slicing is None and args.batch_size == 1 and (source.is_video or len(source) > 1)
     try:
-        for batch in _batches(source, args.batch_size):
-            good = [frame for frame in batch if frame.ok]
-            for frame in batch:
-                if not frame.ok:
-                    failed += 1
-                    tqdm.write(f"mhyolo predict: {frame.path}: {frame.error}", file=sys.stderr)
-            predictions = _predict(predictor, good, sliced=slicing is not None)
-            for frame, prediction in zip(good, predictions):
-                annotated = draw_predictions(frame.image, prediction)
-                if video_out is not None:
-                    video_out.write(annotated)
-                elif not cv2.imwrite(str(out_dir / frame.name), annotated):
-                    failed += 1
-                    tqdm.write(f"mhyolo predict: {out_dir / frame.name}: cannot write the annotated image",
-                               file=sys.stderr)
-                    continue
-                if args.json:
-                    print(json.dumps(prediction.to_json(frame.name)), flush=True)
-                done += 1
-            bar.update(len(batch))
+        if streaming:
+            from mhyolo.infer.stream import StreamPredictor
+
+            with StreamPredictor(predictor, args.streams) as stream:
+                for frame, prediction in stream.predict((frame, frame.image if frame.ok else None)
+                                                        for frame in source):
+                    emit(frame, prediction)
+                    bar.update(1)
+        else:
+            for batch in _batches(source, args.batch_size):
+                good = [frame for frame in batch if frame.ok]
+                for frame in batch:
+                    if not frame.ok:
+                        emit(frame, None)
+                for frame, prediction in zip(good, _predict(predictor, good, sliced=slicing is not None)):
+                    emit(frame, prediction)
+                bar.update(len(batch))
     finally:
         bar.close()
         if video_out is not None:
             video_out.close()
+    done, failed = counts["done"], counts["failed"]
     where = video_out.path if video_out is not None else out_dir
     unit = "frame" if source.is_video else "image"
     print(f"{done} {unit}{'' if done == 1 else 's'} predicted, {failed} failed; results in {where}", file=sys.stderr)

@@ -24,7 +24,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from mhyolo import __version__
 from mhyolo.errors import WeightsError
 from mhyolo.model.heads import decode_levels
 from mhyolo.model.type_heads import flatten_levels
+
+if TYPE_CHECKING:
+    from mhyolo.infer.levels import LevelOutputs
 
 METADATA_KEY = "mhyolo"
 LAYOUT_VERSION = 2  # 2: types_pN are logits (1: per-anchor softmax in the graph)
@@ -145,6 +148,25 @@ def reconstruct(outputs: Mapping[str, torch.Tensor | np.ndarray], meta: ExportMe
     elif meta.type_output == "image_type":
         result["image_type"] = _tensor(outputs["image_type"])
     return result
+
+
+def graph_levels(outputs: Mapping[str, np.ndarray], meta: ExportMetadata) -> LevelOutputs:
+    """Named graph outputs (numpy) as `LevelOutputs`: per-anchor views, nothing decoded or copied;
+    the cheap read of `reconstruct`'s result (`mhyolo.infer.levels`)."""
+    from mhyolo.infer.levels import LevelOutputs, per_anchor
+
+    levels, na = meta.levels, meta.na
+    try:
+        boxes = [per_anchor(np.asarray(outputs[f"boxes_{level}"]), na) for level in levels]
+        scores = [per_anchor(np.asarray(outputs[f"scores_{level}"]), na) for level in levels]
+        types = [per_anchor(np.asarray(outputs[f"types_{level}"]), na) for level in levels] \
+            if meta.type_output == "type" else None
+        image_type = np.asarray(outputs["image_type"]) if meta.type_output == "image_type" else None
+    except KeyError:
+        missing = [name for name in meta.output_names if name not in outputs]
+        raise WeightsError(f"the runtime returned no {', '.join(missing)} (got {', '.join(outputs)})") from None
+    return LevelOutputs(boxes=boxes, scores=scores, anchors_px=np.asarray(meta.anchors_px, np.float32),
+                        strides=meta.strides, types=types, image_type=image_type)
 
 
 def graph_outputs_as_dict(values: Sequence[torch.Tensor | np.ndarray], meta: ExportMetadata) -> dict[str, Any]:

@@ -4,18 +4,24 @@
 `Inference`, so a box is kept by the same NMS and typed by the same source everywhere, and no
 caller post-processes a backend's output a second time. The type source is chosen on the first
 batch (`mhyolo.infer.types`) and kept for the run.
+
+A backend with a level reader (exported graphs, the PyTorch model on the CPU) is read per level
+(`mhyolo.infer.levels`): only rows above the objectness threshold are decoded and only kept rows
+typed, with the same result as decoding every row; any other backend's `predict` is read whole.
+The model call (`call`) and the rest (`finish`) are separate steps, so a caller may overlap them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from mhyolo.infer.postprocess import Detections, non_max_suppression
+from mhyolo.infer.levels import LevelOutputs, level_reader
+from mhyolo.infer.postprocess import Detections, non_max_suppression, suppress
 from mhyolo.infer.preprocess import LetterboxInfo, scale_boxes_to_original
 from mhyolo.infer.types import BoxTypes, ImageBatch, TypeRequest, TypeSource, choose_type_source
 
@@ -52,6 +58,7 @@ class Inference:
             check_detector(backend, classifier)
         self.source: TypeSource | None = None
         self._chosen = False
+        self.reader = level_reader(backend)  # None: the backend's decoded `predict` is read whole
 
     def type_source(self, outputs: dict[str, Any]) -> TypeSource | None:
         """The run's type source, chosen from the first outputs seen."""
@@ -62,17 +69,42 @@ class Inference:
             self._chosen = True
         return self.source
 
+    def call(self, x: torch.Tensor) -> Any:
+        """The model call alone: the backend's raw outputs for `finish` (decoded rows without a reader)."""
+        return self.reader.call(x) if self.reader is not None else self.backend.predict(x)
+
+    def outputs(self, raw: Any) -> Mapping[str, Any]:
+        """`call`'s result as the outputs NMS and the type seam read."""
+        return self.reader.levels(raw) if self.reader is not None else raw
+
+    def detections(self, outputs: Mapping[str, Any]) -> list[Detections]:
+        """NMS of every image of a batch's outputs, per level when they are `LevelOutputs`."""
+        if not isinstance(outputs, LevelOutputs):
+            return [det.cpu() for det in non_max_suppression(outputs["detection"], conf_thres=self.conf,
+                                                             iou_thres=self.iou, max_det=self.max_det,
+                                                             agnostic=self.agnostic)]
+        kept = []
+        for b in range(outputs.batch_size):
+            row_ids, rows = outputs.candidates(b, self.conf)
+            kept.append(suppress(torch.from_numpy(row_ids), torch.from_numpy(rows), conf_thres=self.conf,
+                                 iou_thres=self.iou, max_det=self.max_det, agnostic=self.agnostic))
+        return kept
+
     def run(self, x: torch.Tensor, infos: Sequence[LetterboxInfo] | None = None,
             originals: Callable[[], Sequence[np.ndarray]] | None = None) -> list[Kept]:
         """Kept, typed detections of every image of `x` (B, 3, H, W) float RGB in [0, 1].
 
         `infos` maps boxes back to the original images; `originals` returns those images (BGR)
         for sources that read pixels (a crop classifier), called only by them."""
-        outputs = self.backend.predict(x)
-        detections = [det.cpu() for det in non_max_suppression(outputs["detection"], conf_thres=self.conf,
-                                                               iou_thres=self.iou, max_det=self.max_det,
-                                                               agnostic=self.agnostic)]
-        boxes = [scale_boxes_to_original(det.boxes, info).numpy().astype(np.float32) if infos is not None
+        return self.finish(self.call(x), infos, originals)
+
+    def finish(self, raw: Any, infos: Sequence[LetterboxInfo] | None = None,
+               originals: Callable[[], Sequence[np.ndarray]] | None = None) -> list[Kept]:
+        """`run` after the model call: decoding, NMS and types of `call`'s result."""
+        outputs = self.outputs(raw)
+        detections = self.detections(outputs)
+        # mapped back in NumPy: the same float32 arithmetic as on the tensor, without its per-op cost
+        boxes = [scale_boxes_to_original(det.boxes.numpy(), info) if infos is not None
                  else det.boxes.numpy().astype(np.float32) for det, info in zip(detections, infos or detections)]
         source = self.type_source(outputs)
         types: list[BoxTypes | None] = [None] * len(detections)

@@ -64,6 +64,13 @@ def _empty(device: torch.device) -> Detections:
     )
 
 
+def _check_thresholds(conf_thres: float, iou_thres: float) -> None:
+    if not 0.0 <= conf_thres <= 1.0:
+        raise ValueError(f"conf_thres must be in [0, 1], got {conf_thres}")
+    if not 0.0 <= iou_thres <= 1.0:
+        raise ValueError(f"iou_thres must be in [0, 1], got {iou_thres}")
+
+
 def non_max_suppression(
     pred: torch.Tensor | np.ndarray,
     conf_thres: float = 0.25,
@@ -79,30 +86,35 @@ def non_max_suppression(
     `agnostic`), and the `max_det` best survive, highest score first. Boxes wider or
     taller than `max_wh` pixels cannot come from a sane input and are dropped.
     """
-    if not 0.0 <= conf_thres <= 1.0:
-        raise ValueError(f"conf_thres must be in [0, 1], got {conf_thres}")
-    if not 0.0 <= iou_thres <= 1.0:
-        raise ValueError(f"iou_thres must be in [0, 1], got {iou_thres}")
+    _check_thresholds(conf_thres, iou_thres)
     pred = _as_tensor(pred)
     results: list[Detections] = []
     for rows in pred:
         row_ids = torch.nonzero(rows[:, 4] > conf_thres).squeeze(1)
-        candidates = rows[row_ids]
-        if candidates.numel() == 0:
-            results.append(_empty(pred.device))
-            continue
-        scores, classes = (candidates[:, 5:] * candidates[:, 4:5]).max(dim=1)
-        sane = (scores > conf_thres) & (candidates[:, 2:4] <= max_wh).all(dim=1)
-        row_ids, candidates, scores, classes = row_ids[sane], candidates[sane], scores[sane], classes[sane]
-        if scores.numel() > MAX_NMS_CANDIDATES:
-            top = scores.topk(MAX_NMS_CANDIDATES).indices
-            row_ids, candidates, scores, classes = row_ids[top], candidates[top], scores[top], classes[top]
-        boxes = xywh2xyxy(candidates[:, :4])
-        if agnostic:
-            keep = nms(boxes, scores, iou_thres)
-        else:
-            keep = batched_nms(boxes, scores, classes, iou_thres)
-        keep = keep[:max_det]  # both return indices sorted by decreasing score
-        results.append(Detections(boxes=boxes[keep], scores=scores[keep], classes=classes[keep].long(),
-                                  indices=row_ids[keep].long()))
+        results.append(suppress(row_ids, rows[row_ids], conf_thres, iou_thres, max_det, agnostic, max_wh))
     return results
+
+
+def suppress(row_ids: torch.Tensor, candidates: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
+             max_det: int = 300, agnostic: bool = False, max_wh: float = 7680) -> Detections:
+    """NMS of one image's rows whose objectness is above `conf_thres`: `candidates` (n, 5 + nc) float32
+    decoded rows and `row_ids`, their numbers in the full prediction, ascending. The second half of
+    `non_max_suppression`, shared with the per-level read (`mhyolo.infer.levels`) that finds the
+    candidates without decoding every row."""
+    _check_thresholds(conf_thres, iou_thres)
+    if candidates.numel() == 0:
+        return _empty(candidates.device)
+    scores, classes = (candidates[:, 5:] * candidates[:, 4:5]).max(dim=1)
+    sane = (scores > conf_thres) & (candidates[:, 2:4] <= max_wh).all(dim=1)
+    row_ids, candidates, scores, classes = row_ids[sane], candidates[sane], scores[sane], classes[sane]
+    if scores.numel() > MAX_NMS_CANDIDATES:
+        top = scores.topk(MAX_NMS_CANDIDATES).indices
+        row_ids, candidates, scores, classes = row_ids[top], candidates[top], scores[top], classes[top]
+    boxes = xywh2xyxy(candidates[:, :4])
+    if agnostic:
+        keep = nms(boxes, scores, iou_thres)
+    else:
+        keep = batched_nms(boxes, scores, classes, iou_thres)
+    keep = keep[:max_det]  # both return indices sorted by decreasing score
+    return Detections(boxes=boxes[keep], scores=scores[keep], classes=classes[keep].long(),
+                      indices=row_ids[keep].long())

@@ -131,14 +131,18 @@ class Predictor:
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """BGR uint8 images (H, W, 3), any sizes -> one `Prediction` per image, same order."""
-        for i, image in enumerate(images):
-            if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-                shape = getattr(image, "shape", type(image).__name__)
-                raise ValueError(f"image {i}: expected a BGR array shaped (H, W, 3), got {shape}")
+        self.check_images(images)
         results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             results.extend(self._predict_batch(images[start:start + self.batch_size]))
         return results
+
+    @staticmethod
+    def check_images(images: Sequence[np.ndarray]) -> None:
+        for i, image in enumerate(images):
+            if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+                shape = getattr(image, "shape", type(image).__name__)
+                raise ValueError(f"image {i}: expected a BGR array shaped (H, W, 3), got {shape}")
 
     def _letterbox(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, LetterboxInfo]]:
         if not self.rect:
@@ -151,13 +155,23 @@ class Predictor:
                                     cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3), info) for padded, info in boxed]
 
     def _predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        x, infos = self.prepare(images)
+        with torch.inference_mode():
+            return self.finish(self.inference.call(x), images, infos)
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[LetterboxInfo]]:
+        """Letterboxed input batch of `images` on the model's device, and how each was mapped."""
         boxed = self._letterbox(images)
         x = to_tensor([padded for padded, _ in boxed]).to(self.device, self.dtype)
+        return x, [info for _, info in boxed]
+
+    def finish(self, raw: Any, images: Sequence[np.ndarray], infos: Sequence[LetterboxInfo]) -> list[Prediction]:
+        """`Prediction`s from the model call's result (`Inference.call`) on `prepare(images)`."""
         with torch.inference_mode():
-            kept = self.inference.run(x, [info for _, info in boxed], originals=lambda: images)
+            kept = self.inference.finish(raw, infos, originals=lambda: images)
         names = self.type_names
         predictions = []
-        for item, (_, info) in zip(kept, boxed):
+        for item, info in zip(kept, infos):
             det = item.det
             prediction = Prediction(
                 boxes=item.boxes,

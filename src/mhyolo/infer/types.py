@@ -3,7 +3,7 @@
 A *type source* is applied after NMS, to the detections one image kept. Kinds:
 
 * `object_head`: the per-object head's output `type` (B, N, T), read at the row each kept box
-  came from (`Detections.indices`);
+  came from (`Detections.indices`; from `LevelOutputs`, only those rows' softmax is taken);
 * `image_head`: the image head's output `image_type` (B, T) (or a `type` output of that
   shape), one type for every box of the image;
 * `crop_classifier`: a separate classifier run on a crop of each kept box (the two-stage model;
@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from mhyolo.infer.levels import LevelOutputs
 from mhyolo.infer.postprocess import Detections
 
 OBJECT_TYPE_OUTPUT = "type"  # (B, N, T) per detection row
@@ -126,6 +127,8 @@ class ObjectHeadTypes(TypeSource):
 
     @classmethod
     def choose(cls, request: TypeRequest) -> TypeSource | None:
+        if isinstance(request.outputs, LevelOutputs):  # per-level type logits: per-object by construction
+            return cls(getattr(request.backend, "type_names", None)) if request.outputs.types is not None else None
         value = request.outputs.get(OBJECT_TYPE_OUTPUT)
         if value is None:
             return None
@@ -136,6 +139,8 @@ class ObjectHeadTypes(TypeSource):
         return cls(getattr(request.backend, "type_names", None))
 
     def assign(self, outputs: Mapping[str, Any], kept: Sequence[Detections], batch: ImageBatch) -> list[BoxTypes]:
+        if isinstance(outputs, LevelOutputs):  # the softmax of the kept rows only
+            return [BoxTypes(*_best(outputs.type_rows(b, det.indices.numpy()))) for b, det in enumerate(kept)]
         probs = _probabilities(outputs[OBJECT_TYPE_OUTPUT])
         return [BoxTypes(*_best(probs[b][det.indices])) for b, det in enumerate(kept)]
 

@@ -35,14 +35,18 @@ class ExportedBackend:
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def run(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-        """Named graph outputs for an input (B, 3, imgsz, imgsz) float RGB in [0, 1]."""
+    def checked_input(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """An input (B, 3, imgsz, imgsz) float RGB in [0, 1] as the contiguous float32 array the graph takes."""
         array = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
         size = self.imgsz
         if array.ndim != 4 or array.shape[1] != 3 or array.shape[2:] != (size, size):
             raise ConfigError(f"{self.path}: expects input (B, 3, {size}, {size}) as exported, got "
                               f"{tuple(array.shape)}; use --imgsz {size} or export again at the size you need")
-        array = np.ascontiguousarray(array, dtype=np.float32)
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    def run(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """Named graph outputs for an input (B, 3, imgsz, imgsz) float RGB in [0, 1]."""
+        array = self.checked_input(x)
         if self.metadata.dynamic_batch or array.shape[0] == 1:
             return self._infer(array)
         parts = [self._infer(array[i:i + 1]) for i in range(array.shape[0])]  # fixed batch of 1

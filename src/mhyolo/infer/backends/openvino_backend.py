@@ -62,6 +62,7 @@ class OpenVinoBackend(ExportedBackend):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.precision = precision
+        self.core, self.model, self.device, self.config = core, model, device, config
         self.compiled = core.compile_model(model, device, config)
         self.request = self.compiled.create_infer_request()
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
@@ -74,6 +75,14 @@ class OpenVinoBackend(ExportedBackend):
         from mhyolo.deploy.openvino_kernels import executed_kernels
 
         return executed_kernels(self.compiled)
+
+    def compile_for_throughput(self, streams: int | None = None):
+        """The same model compiled for many frames at once (the throughput hint: the cores split into
+        streams, one request each), same precision and threads; `streams` fixes their number."""
+        config = {**self.config, "PERFORMANCE_HINT": "THROUGHPUT"}
+        if streams:
+            config["NUM_STREAMS"] = int(streams)
+        return self.core.compile_model(self.model, self.device, config)
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         result = self.request.infer({self.metadata.input_name: batch})

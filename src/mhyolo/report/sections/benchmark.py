@@ -44,14 +44,16 @@ class Benchmark(Section):
         if not timed:
             return {}
         fastest = min(timed, key=lambda r: r.latency_median_ms)
-        return {"fastest format": f"{fastest.title}, {fastest.latency_median_ms:.1f} ms"}
+        e2e = f", {fastest.e2e_median_ms:.1f} ms end to end" if fastest.e2e_median_ms else ""
+        return {"fastest format": f"{fastest.title}, {fastest.latency_median_ms:.1f} ms model call{e2e}"}
 
     def render(self) -> Html:
-        from mhyolo.bench.report import ACCURACY_KEYS, ACCURACY_LABELS, BATCH_LOOPED, accuracy_note, machine_line
+        from mhyolo.bench.report import (ACCURACY_KEYS, ACCURACY_LABELS, TIMING_HEAD, accuracy_note, machine_line,
+                                         timing_cells, timing_description)
 
         data, rows = self._rows()
         settings = data["settings"]
-        headers = ["format", "file", "MB", "median ms", "p90 ms", "img/s @8"]
+        headers = ["format", "file", "MB", *TIMING_HEAD]
         for key in ACCURACY_KEYS:
             headers += [ACCURACY_LABELS[key], "Δ"]
         headers.append("note")
@@ -61,23 +63,17 @@ class Benchmark(Section):
             if row.status != "ok":
                 line += [DASH] * (len(headers) - 3) + [f"skipped: {row.reason}"]
             else:
-                timed = row.latency_median_ms is not None
-                looped = " (8 × 1)" if timed and row.throughput_mode == BATCH_LOOPED else ""
-                line += [number(row.size_mb, 1),
-                         number(row.latency_median_ms, 1) if timed else row.latency_note or DASH,
-                         number(row.latency_p90_ms, 1), number(row.images_per_s, 1) + looped]
+                line += [number(row.size_mb, 1), *timing_cells(row)]
                 for key in ACCURACY_KEYS:
                     line += [number(getattr(row, key)), signed((row.delta or {}).get(key))]
                 line.append(row.note or "")
             cells.append(line)
             classes.append("skipped" if row.status != "ok" else None)
         data_part = [", data ", code(settings["data"]), " (val split)"] if settings.get("data") else [", no dataset"]
+        timing = timing_description({"runs": "?", "warmup": "?", "threads": "?", **settings})
         intro = paragraph(
             f"Machine: {machine_line(settings)}. Weights ", code(settings.get("weights", "?")), *data_part,
-            f", {settings.get('imgsz', '?')} px. Latency: batch 1, median and p90 of "
-            f"{settings.get('runs', '?')} calls after {settings.get('warmup', '?')} warm-up calls, "
-            f"{settings.get('threads', '?')} thread(s), formats interleaved call by call. img/s @8: one batch of 8 "
-            "(\"8 × 1\": a graph exported for batch 1, called 8 times). Δ: change against the same model's "
+            f", {settings.get('imgsz', '?')} px. Timing: {timing} Δ: change against the same model's "
             "PyTorch FP32 row.")
         unscored = accuracy_note(settings)
         parts = [intro, *([paragraph(unscored)] if unscored else []),
@@ -85,11 +81,12 @@ class Benchmark(Section):
         overhead = data.get("head_overhead") or {}
         if overhead:
             titles = {r.format: r.title for r in rows}
-            parts.append(paragraph("Type-head overhead (model / detector median latency, same run): "
+            parts.append(paragraph("Type-head overhead (model / detector median model call, same run): "
                                    + ", ".join(f"{titles.get(fmt, fmt)} ×{ratio:.3f}"
                                                for fmt, ratio in overhead.items()) + "."))
         chart = self.run.path / Path(self._relative()).with_name("benchmark.png")
         if chart.is_file():
-            parts.append(figure(chart, "Latency per format (bar: median, whisker: p90) and accuracy against latency.",
+            parts.append(figure(chart, "Model call and end-to-end time per format (bar: median, whisker: p90) and "
+                                "accuracy against latency.",
                                 str(chart.relative_to(self.run.path))))
         return join(parts)

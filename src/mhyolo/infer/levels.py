@@ -1,0 +1,249 @@
+"""A batch's outputs per pyramid level, read the cheap way: threshold first, decode only what can survive.
+
+Every runtime ends in per-level, per-anchor probabilities (an exported graph's `boxes_pN` /
+`scores_pN`, the PyTorch model's sigmoid of `Detect`'s logits). Decoding all N rows (25,200
+at 640) and taking the softmax of every row's types costs more than NMS itself, while at
+conf 0.25 a few dozen rows pass the objectness threshold. `LevelOutputs.candidates` thresholds
+objectness on the raw per-level arrays, then decodes only those rows, with the very float32
+operations of `decode_levels`; `type_rows` gives the type probabilities of only the kept rows.
+Row numbers stay those of the fully decoded prediction (level, anchor, row, column), so
+`Detections.indices` and every per-row reader are unchanged.
+
+`LevelOutputs` is also a read-only mapping with the keys `YoloModel.predict` returns, decoded
+in full on first access, for anything that needs every row.
+
+How a backend's per-level outputs are made is a `LevelReader`: `call` is the model call alone
+(what the benchmark times as "model"), `levels` turns its result into `LevelOutputs`. Readers
+are classes registered with `register_level_reader`; a backend none applies to (a hand-made
+one with only `predict`) keeps the decoded path.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+DETECTION, OBJECT_TYPES, IMAGE_TYPES = "detection", "type", "image_type"
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    """fp16 outputs are read as float32 (as `reconstruct` does) before any comparison or arithmetic."""
+    return array if array.dtype == np.float32 else array.astype(np.float32)
+
+
+@dataclass(eq=False)  # compared by identity, like any output dict
+class LevelOutputs(Mapping[str, torch.Tensor]):
+    """One batch's outputs per level, in the per-anchor layout (B, na, H, W, k) (numpy views, no copies).
+
+    `scores` channel 0 is objectness, then the classes; `types` are per-anchor type logits."""
+
+    boxes: list[np.ndarray]  # per level (B, na, H, W, 4): sigmoid xywh offsets
+    scores: list[np.ndarray]  # per level (B, na, H, W, 1 + nc): sigmoid objectness and classes
+    anchors_px: np.ndarray  # (levels, na, 2) float32, input pixels
+    strides: Sequence[float]
+    types: list[np.ndarray] | None = None  # per level (B, na, H, W, T) type logits
+    image_type: np.ndarray | None = None  # (B, T) probabilities
+    _decoded: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.anchors_px = np.asarray(self.anchors_px, dtype=np.float32)
+        sizes = [int(np.prod(s.shape[1:4])) for s in self.scores]
+        self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)  # first row of each level
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.scores[0].shape[0])
+
+    @property
+    def rows(self) -> int:
+        return int(self.offsets[-1])
+
+    # ------------------------------------------------------------- cheap reads
+    def candidates(self, b: int, conf: float) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of image `b` whose objectness is above `conf`: their numbers (int64, ascending) and the
+        decoded rows (n, 5 + nc) float32 `[cx, cy, w, h, obj, cls...]`, equal to the same rows of
+        `decode_levels`."""
+        threshold = np.float32(conf)
+        ids, rows = [], []
+        for level, (boxes, scores) in enumerate(zip(self.boxes, self.scores)):
+            _, _, height, width, _ = scores.shape
+            flat = np.flatnonzero(_float32(scores[b, ..., 0]) > threshold)
+            if not flat.size:
+                continue
+            anchor, cell = np.divmod(flat, height * width)
+            y, x = np.divmod(cell, width)
+            p = _float32(boxes[b, anchor, y, x])
+            grid = np.stack((x, y), axis=1).astype(np.float32)
+            xy = (p[:, 0:2] * 2.0 - 0.5 + grid) * np.float32(self.strides[level])
+            wh = (p[:, 2:4] * 2.0) ** 2 * self.anchors_px[level][anchor]
+            rows.append(np.concatenate((xy, wh, _float32(scores[b, anchor, y, x])), axis=1))
+            ids.append(flat + self.offsets[level])
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 4 + self.scores[0].shape[-1]), np.float32)
+        return np.concatenate(ids), np.concatenate(rows)
+
+    def type_rows(self, b: int, rows: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Type probabilities (n, T) of image `b`'s rows `rows` (row numbers of the full prediction):
+        the softmax of only those rows' logits."""
+        if self.types is None:
+            raise KeyError(OBJECT_TYPES)
+        rows = np.asarray(rows, dtype=np.int64)
+        level = np.searchsorted(self.offsets, rows, side="right") - 1
+        logits = np.zeros((len(rows), self.types[0].shape[-1]), np.float32)
+        for lv in np.unique(level):
+            mine = level == lv
+            _, _, height, width, _ = self.types[lv].shape
+            anchor, cell = np.divmod(rows[mine] - self.offsets[lv], height * width)
+            y, x = np.divmod(cell, width)
+            logits[mine] = _float32(self.types[lv][b, anchor, y, x])
+        return torch.from_numpy(logits).softmax(-1)
+
+    # ------------------------------------------------- the decoded mapping view
+    def _keys(self) -> list[str]:
+        keys = [DETECTION]
+        if self.types is not None:
+            keys.append(OBJECT_TYPES)
+        if self.image_type is not None:
+            keys.append(IMAGE_TYPES)
+        return keys
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys():
+            raise KeyError(key)
+        if key not in self._decoded:
+            self._decoded[key] = self._decode(key)
+        return self._decoded[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __contains__(self, key: object) -> bool:  # without decoding anything
+        return key in self._keys()
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def _decode(self, key: str) -> torch.Tensor:
+        """Every row, as `YoloModel.predict` returns it (the full, slow read)."""
+        from mhyolo.model.heads import decode_levels
+        from mhyolo.model.type_heads import flatten_levels
+
+        if key == IMAGE_TYPES:
+            return torch.from_numpy(_float32(self.image_type))
+        if key == OBJECT_TYPES:
+            return flatten_levels([torch.from_numpy(_float32(t)) for t in self.types]).softmax(-1)
+        probs = [torch.from_numpy(np.concatenate((_float32(box), _float32(score)), axis=-1))
+                 for box, score in zip(self.boxes, self.scores)]
+        return decode_levels(probs, torch.from_numpy(self.anchors_px), list(self.strides))
+
+
+def per_anchor(value: np.ndarray, na: int) -> np.ndarray:
+    """A graph output (B, na*k, H, W) as the view (B, na, H, W, k): no copy."""
+    batch, channels, height, width = value.shape
+    return value.reshape(batch, na, channels // na, height, width).transpose(0, 1, 3, 4, 2)
+
+
+# ------------------------------------------------------------------ readers
+class LevelReader(ABC):
+    """How one kind of backend gives `LevelOutputs`: the model call alone, then the read of its result."""
+
+    key: ClassVar[str] = ""
+    priority: ClassVar[int] = 100  # lower is asked first
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    @classmethod
+    @abstractmethod
+    def applies(cls, backend: Any) -> bool:
+        """Whether this reader reads `backend`."""
+
+    @abstractmethod
+    def call(self, x: torch.Tensor) -> Any:
+        """The model call alone on an input batch (B, 3, H, W)."""
+
+    @abstractmethod
+    def levels(self, raw: Any) -> LevelOutputs:
+        """`call`'s result as `LevelOutputs`."""
+
+    def __call__(self, x: torch.Tensor) -> LevelOutputs:
+        return self.levels(self.call(x))
+
+
+LEVEL_READERS: dict[str, type[LevelReader]] = {}
+
+
+def register_level_reader(cls: type[LevelReader]) -> type[LevelReader]:
+    """Class decorator: make a reader available to `level_reader` under its `key`."""
+    if not cls.key:
+        raise ValueError(f"{cls.__name__} needs a key")
+    LEVEL_READERS[cls.key] = cls
+    return cls
+
+
+def level_reader(backend: Any) -> LevelReader | None:
+    """The first registered reader (by priority) that reads `backend`, or None: decoded rows only."""
+    for cls in sorted(LEVEL_READERS.values(), key=lambda c: (c.priority, c.key)):
+        if cls.applies(backend):
+            return cls(backend)
+    return None
+
+
+@register_level_reader
+class GraphLevels(LevelReader):
+    """An exported graph (ONNX Runtime, OpenVINO, RKNN): its named outputs, viewed per anchor."""
+
+    key = "graph"
+    priority = 10
+
+    @classmethod
+    def applies(cls, backend: Any) -> bool:
+        from mhyolo.infer.backends.base import ExportedBackend
+
+        return isinstance(backend, ExportedBackend)
+
+    def call(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        return self.backend.run(x)
+
+    def levels(self, raw: Mapping[str, np.ndarray]) -> LevelOutputs:
+        from mhyolo.deploy.layout import graph_levels
+
+        return graph_levels(raw, self.backend.metadata)
+
+
+@register_level_reader
+class ModelLevels(LevelReader):
+    """The PyTorch model on the CPU in float32: the network forward, then the heads' own activations
+    (sigmoid, image-type softmax) on whole tensors; decoding stays for the rows that can survive.
+    A model elsewhere (a GPU, half precision) keeps `predict`, which decodes on its device."""
+
+    key = "pytorch"
+    priority = 20
+
+    @classmethod
+    def applies(cls, backend: Any) -> bool:
+        from mhyolo.model.yolo import YoloModel
+
+        if not isinstance(backend, YoloModel):
+            return False
+        param = next(backend.parameters(), None)
+        return param is not None and param.device.type == "cpu" and param.dtype == torch.float32
+
+    def call(self, x: torch.Tensor) -> dict[str, Any]:
+        return self.backend.forward(x)
+
+    def levels(self, raw: Mapping[str, Any]) -> LevelOutputs:
+        heads = self.backend.heads
+        detect = self.backend.detect
+        probs = [p.detach().numpy() for p in detect.probabilities(raw[DETECTION])]
+        types = [t.detach().numpy() for t in raw[OBJECT_TYPES]] if OBJECT_TYPES in raw else None
+        image = heads[IMAGE_TYPES].inference(raw[IMAGE_TYPES]).detach().numpy() if IMAGE_TYPES in raw else None
+        return LevelOutputs(boxes=[p[..., :4] for p in probs], scores=[p[..., 4:] for p in probs],
+                            anchors_px=detect.anchors_px.numpy(), strides=detect.stride.tolist(),
+                            types=types, image_type=image)
+
