@@ -278,8 +278,8 @@ def test_shipped_relu_demo_pipeline_plans_relu_everywhere_with_nothing_frozen() 
     train, base = plan["multihead"], demo_plan["multihead"]
     assert train.act == "relu" and base.act is None
     assert base.freeze_layers == 10 and train.freeze_layers == 0  # the SiLU backbone must adapt to ReLU
-    assert (train.epochs, train.class_init, train.model, train.imgsz) == (base.epochs, base.class_init,
-                                                                         base.model, base.imgsz)
+    assert train.epochs == 2 * base.epochs  # and needs longer to recover (docs/results/int8_cpu.md)
+    assert (train.class_init, train.model, train.imgsz) == (base.class_init, base.model, base.imgsz)
 
 
 # ----------------------------------------------------------------------------- training
