@@ -27,6 +27,7 @@ KEY_BITS = 62  # longest chunk key (an int64); a longer chunk is looked up by it
 MAX_PROBES = 4096  # most keys probed per hash and chunk
 MAX_FRACTION = 1 / 8  # an index that compares more than this share of all pairs is not worth it
 _BATCH = 1 << 19  # candidate pairs expanded at a time (bounds memory: a few tens of MB)
+_ITEMS = 1 << 15  # hashes probed at a time (their temporaries take a few MB, not bytes per hash)
 # Seconds per key looked up (in a table of bucket starts / by binary search) and per candidate
 # pair compared, measured with numpy on one core of an AMD EPYC; they only rank chunkings.
 _TABLE_COST, _SEARCH_COST, _CANDIDATE_COST = 5e-8, 2.2e-7, 2.2e-8
@@ -117,14 +118,19 @@ def max_threshold(bits: int) -> int:
 def pack_bits(hashes: np.ndarray) -> np.ndarray:
     """(n, bits) booleans -> (n, words) uint64, for popcount distances."""
     n, bits = hashes.shape
-    padded = np.zeros((n, -(-bits // 64) * 64), dtype=bool)
-    padded[:, :bits] = hashes
-    return np.packbits(padded, axis=1, bitorder="little").view(np.uint64).reshape(n, -1)
+    words = np.zeros((n, -(-bits // 64) * 8), dtype=np.uint8)
+    words[:, :-(-bits // 8)] = np.packbits(hashes, axis=1, bitorder="little")
+    return words.view(np.uint64).reshape(n, -1)
 
 
 def _keys(hashes: np.ndarray, chunk: Chunk) -> np.ndarray:
-    weights = np.left_shift(np.int64(1), np.arange(chunk.length, dtype=np.int64))
-    return hashes[:, chunk.start:chunk.start + chunk.length].astype(np.int64) @ weights
+    """The chunk's bits as integers (its bit b is worth 2**b), put together a byte at a time: no
+    (n, length) int64 copy of the bits, which is 128 bytes a hash for a 16-bit chunk."""
+    packed = np.packbits(hashes[:, chunk.start:chunk.start + chunk.length], axis=1, bitorder="little")
+    keys = np.zeros(len(hashes), dtype=np.int64)
+    for byte in range(packed.shape[1]):
+        keys |= packed[:, byte].astype(np.int64) << (8 * byte)
+    return keys
 
 
 def _masks(length: int, radius: int) -> Iterator[np.int64]:
@@ -177,18 +183,22 @@ def _candidates(keys_a: np.ndarray, keys_b: np.ndarray, chunk: Chunk, same: bool
     (a is b) every unordered pair once and no pair of an item with itself."""
     table = _SortedKeys(keys_b, chunk.length)
     items = np.arange(len(keys_a), dtype=np.int64)
+    pos = np.empty(0, dtype=np.int64)
+    if same:  # each item's place in the sorted order
+        pos = np.empty(len(items), dtype=np.int64)
+        pos[table.order] = items
     for mask in _masks(chunk.length, chunk.radius):
-        probe = keys_a ^ mask
-        if same and mask == 0:
-            # equal keys: partners after the item's own place in the sorted order
-            pos = np.empty(len(items), dtype=np.int64)
-            pos[table.order] = np.arange(len(items))
-            src, lo, hi = items, pos + 1, table.bounds(probe)[1]
-        else:
-            src = items[probe > keys_a] if same else items  # each unordered pair from its smaller key
-            lo, hi = table.bounds(probe[src])
-        for i, position in _expand(src, lo, hi):
-            yield i, table.order[position]
+        for start in range(0, len(items), _ITEMS):  # a block of items at a time: bounded temporaries
+            part, keys = items[start:start + _ITEMS], keys_a[start:start + _ITEMS]
+            probe = keys ^ mask
+            if same and mask == 0:
+                # equal keys: partners after the item's own place in the sorted order
+                src, lo, hi = part, pos[start:start + _ITEMS] + 1, table.bounds(probe)[1]
+            else:
+                src = part[probe > keys] if same else part  # each unordered pair from its smaller key
+                lo, hi = table.bounds(probe[src - start])
+            for i, position in _expand(src, lo, hi):
+                yield i, table.order[position]
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -197,7 +207,8 @@ def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _search(a: np.ndarray, b: np.ndarray, plan: SearchPlan, same: bool
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    words_a, words_b = pack_bits(a), pack_bits(b)
+    words_a = pack_bits(a)
+    words_b = words_a if same else pack_bits(b)
     keys_a = [_keys(a, c) for c in plan.chunks]
     keys_b = keys_a if same else [_keys(b, c) for c in plan.chunks]
     found_i, found_j, found_d = [], [], []
