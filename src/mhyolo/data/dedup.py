@@ -35,6 +35,16 @@ def image_hash(img: Image.Image, method: str = DEFAULT_METHOD, hash_size: int = 
     return np.asarray(_HASHERS[method](img, hash_size=hash_size).hash, dtype=bool).flatten()
 
 
+def pack_hashes(hashes: np.ndarray) -> np.ndarray:
+    """Boolean hash bits (..., bits) as bytes (..., ceil(bits / 8)): a 64-bit hash kept in 8 bytes, not 64."""
+    return np.packbits(hashes, axis=-1)
+
+
+def unpack_hashes(packed: np.ndarray, bits: int) -> np.ndarray:
+    """`pack_hashes` undone: (..., bits) booleans."""
+    return np.unpackbits(packed, axis=-1, count=bits).view(bool)  # 0/1 bytes are booleans: no copy
+
+
 def _blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
     """Hamming distances between rows of `a` and rows of `b`, one block of rows of `a` at a time."""
     bf = b.astype(np.int32)
