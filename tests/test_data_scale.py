@@ -13,7 +13,7 @@ from PIL import Image
 from mhyolo.data import hash_index, hashing, sources
 from mhyolo.data.build import build_dataset
 from mhyolo.data.dedup import (AllPairsWarning, all_cross_pairs, all_near_pairs, cross_pairs, near_pairs,
-                               unpack_hashes)
+                               pack_hashes, packed_cross_pairs, packed_near_pairs, unpack_hashes)
 from mhyolo.data.hash_cache import HashStore, file_stamps
 from mhyolo.data.hash_index import MAX_PROBES, chunking, index_cross_pairs, index_pairs, max_threshold, plan_search
 from mhyolo.data.hashing import THUMB_SIZE, check_image, check_images
@@ -44,8 +44,10 @@ def test_index_returns_exactly_the_all_pairs_result(bits: int, threshold: int) -
     expected = all_near_pairs(hashes, threshold)
     assert set(range(threshold + 1)) <= {d for _, _, d in expected}, "every planted distance within the threshold"
     assert near_pairs(hashes, threshold) == expected
+    assert packed_near_pairs(pack_hashes(hashes), bits, threshold) == expected  # read packed, as a build keeps them
     a, b = hashes[:220], hashes[220:]
     assert cross_pairs(a, b, threshold) == all_cross_pairs(a, b, threshold)
+    assert packed_cross_pairs(pack_hashes(a), pack_hashes(b), bits, threshold) == all_cross_pairs(a, b, threshold)
     # every chunking the planner weighs, not only the one it picks
     for m in range(1, threshold + 2):
         plan = chunking(bits, threshold, m)
@@ -76,6 +78,8 @@ def test_threshold_beyond_the_index_warns_and_compares_all_pairs() -> None:
     with pytest.warns(AllPairsWarning, match=fr"threshold {limit + 1} on 64-bit hashes .*\({limit} at most\)"):
         found = near_pairs(hashes, limit + 1)
     assert found == all_near_pairs(hashes, limit + 1) and found
+    with pytest.warns(AllPairsWarning):
+        assert packed_near_pairs(pack_hashes(hashes), 64, limit + 1) == found
     with pytest.raises(ValueError, match="threshold must be >= 0"):
         near_pairs(hashes, -1)
     assert near_pairs(hashes[:1], 6) == [] and cross_pairs(hashes[:0], hashes, 6) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter, defaultdict
+from operator import attrgetter
 from pathlib import Path
 
 import yaml
@@ -72,20 +73,27 @@ def _place(src: Path, dst: Path, link: bool) -> None:
 
 
 def name_outputs(chosen: list[Candidate], classes: list[str]) -> list[OutputImage]:
-    """Standard names, numbered per (class, source) in source-path order, in each candidate's split."""
+    """Standard names, numbered per (class, source) in source-path order, in each candidate's split.
+
+    Takes the candidates out of `chosen`, which is left empty: each one is let go as its output is
+    made, so the two are not both held for every image.
+    """
     by_key: dict[tuple[str, str], list[Candidate]] = defaultdict(list)
     for cand in stable_order(chosen):
         cls = NEGATIVE if cand.target is None else classes[cand.target]
         by_key[(cls, cand.source)].append(cand)
+    chosen.clear()
     outputs: list[OutputImage] = []
     for (cls, source), cands in by_key.items():
         width = max(4, len(str(len(cands))))
-        for n, cand in enumerate(cands, start=1):
+        cands.reverse()  # taken from the end, in order
+        for n in range(1, len(cands) + 1):
+            cand = cands.pop()
             name = f"{cls}_{source}_{n:0{width}d}{suffix(cand.path).lower()}"
             outputs.append(OutputImage(file=f"images/{cand.split}/{name}", split=cand.split, cls=cls,
                                        source=source, origin=cand.path, group=cand.group,
                                        packed_boxes=cand.packed_boxes))
-    return sorted(outputs, key=lambda o: o.file)
+    return sorted(outputs, key=attrgetter("file"))
 
 
 def write_outputs(out: Path, outputs: list[OutputImage], classes: list[str], link: bool, progress: bool,
@@ -136,11 +144,11 @@ def build_dataset(recipe: Recipe, out: str | Path, overwrite: bool = False, prog
         cands, dup_drops, duplicates = drop_cross_source(cands, pairs)
         del pairs
         chosen, sample_drops = sample_sources(cands, recipe)
+        del cands  # only the chosen are held from here on
         chosen, balance_drops, per_class = balance_classes(chosen, recipe)
         drops += dup_drops + sample_drops + balance_drops
         split_by_groups(chosen, recipe)
-        outputs = name_outputs(chosen, recipe.classes)
-        del cands, chosen  # what is written is in `outputs`; the rest of each candidate goes
+        outputs = name_outputs(chosen, recipe.classes)  # lets each candidate go as it names its output
 
     with stages("write"):
         prepare_output(out, overwrite)

@@ -116,21 +116,33 @@ def max_threshold(bits: int) -> int:
 
 
 def pack_bits(hashes: np.ndarray) -> np.ndarray:
-    """(n, bits) booleans -> (n, words) uint64, for popcount distances."""
+    """(n, bits) booleans -> (n, words) uint64 where bit b of a hash is bit b % 64 of word b // 64."""
     n, bits = hashes.shape
     words = np.zeros((n, -(-bits // 64) * 8), dtype=np.uint8)
     words[:, :-(-bits // 8)] = np.packbits(hashes, axis=1, bitorder="little")
-    return words.view(np.uint64).reshape(n, -1)
+    return words.view("<u8").reshape(n, -1)
 
 
-def _keys(hashes: np.ndarray, chunk: Chunk) -> np.ndarray:
-    """The chunk's bits as integers (its bit b is worth 2**b), put together a byte at a time: no
-    (n, length) int64 copy of the bits, which is 128 bytes a hash for a 16-bit chunk."""
-    packed = np.packbits(hashes[:, chunk.start:chunk.start + chunk.length], axis=1, bitorder="little")
-    keys = np.zeros(len(hashes), dtype=np.int64)
-    for byte in range(packed.shape[1]):
-        keys |= packed[:, byte].astype(np.int64) << (8 * byte)
-    return keys
+# Each byte with its bits in reverse order: numpy's packed rows put a hash's first bit highest.
+_REVERSED = np.array([int(f"{v:08b}"[::-1], 2) for v in range(256)], dtype=np.uint8)
+
+
+def packed_words(packed: np.ndarray, bits: int) -> np.ndarray:
+    """`pack_bits` of the hashes whose rows `numpy.packbits` packed (`mhyolo.data.dedup.pack_hashes`),
+    without unpacking them to one byte per bit."""
+    n = len(packed)
+    words = np.zeros((n, -(-bits // 64) * 8), dtype=np.uint8)
+    words[:, :packed.shape[1]] = _REVERSED[packed]
+    return words.view("<u8").reshape(n, -1)
+
+
+def _keys(words: np.ndarray, chunk: Chunk) -> np.ndarray:
+    """The chunk's bits as integers (its bit b is worth 2**b), shifted out of the packed words."""
+    word, shift = divmod(chunk.start, 64)
+    keys = words[:, word] >> np.uint64(shift)
+    if shift + chunk.length > 64:  # the chunk runs on into the next word
+        keys |= words[:, word + 1] << np.uint64(64 - shift)
+    return (keys & np.uint64((1 << chunk.length) - 1)).astype(np.int64)
 
 
 def _masks(length: int, radius: int) -> Iterator[np.int64]:
@@ -205,12 +217,10 @@ def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(a ^ b).sum(axis=1, dtype=np.int64)
 
 
-def _search(a: np.ndarray, b: np.ndarray, plan: SearchPlan, same: bool
+def _search(words_a: np.ndarray, words_b: np.ndarray, plan: SearchPlan, same: bool
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    words_a = pack_bits(a)
-    words_b = words_a if same else pack_bits(b)
-    keys_a = [_keys(a, c) for c in plan.chunks]
-    keys_b = keys_a if same else [_keys(b, c) for c in plan.chunks]
+    keys_a = [_keys(words_a, c) for c in plan.chunks]
+    keys_b = keys_a if same else [_keys(words_b, c) for c in plan.chunks]
     found_i, found_j, found_d = [], [], []
     for index, chunk in enumerate(plan.chunks):
         for i, j in _candidates(keys_a[index], keys_b[index], chunk, same):
@@ -230,12 +240,25 @@ def _search(a: np.ndarray, b: np.ndarray, plan: SearchPlan, same: bool
     return i[order], j[order], d[order]
 
 
+def index_word_pairs(words: np.ndarray, plan: SearchPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays (i, j, distance), i < j, sorted, of rows of packed `words` (`pack_bits`, `packed_words`)
+    within the plan's threshold."""
+    return _search(words, words, plan, same=True)
+
+
+def index_word_cross_pairs(words_a: np.ndarray, words_b: np.ndarray, plan: SearchPlan
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays (i, j, distance), sorted, with row i of `words_a` and row j of `words_b` within the plan's
+    threshold."""
+    return _search(words_a, words_b, plan, same=False)
+
+
 def index_pairs(hashes: np.ndarray, plan: SearchPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Arrays (i, j, distance), i < j, sorted, of rows of `hashes` within the plan's threshold."""
-    return _search(hashes, hashes, plan, same=True)
+    """Arrays (i, j, distance), i < j, sorted, of rows of boolean `hashes` within the plan's threshold."""
+    return index_word_pairs(pack_bits(hashes), plan)
 
 
 def index_cross_pairs(a: np.ndarray, b: np.ndarray, plan: SearchPlan
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Arrays (i, j, distance), sorted, with row i of `a` and row j of `b` within the plan's threshold."""
-    return _search(a, b, plan, same=False)
+    return index_word_cross_pairs(pack_bits(a), pack_bits(b), plan)

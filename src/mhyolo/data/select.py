@@ -24,7 +24,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from mhyolo.data.dedup import group_ids, near_pairs, unpack_hashes
+from mhyolo.data.dedup import group_ids, packed_near_pairs
 from mhyolo.data.recipe import ALL, MIN, Recipe
 from mhyolo.data.sources import Candidate, Drop
 from mhyolo.errors import ConfigError
@@ -78,9 +78,8 @@ def spread_order(items: list[Candidate], rng: random.Random) -> list[Candidate]:
 
 
 def candidate_hashes(cands: list[Candidate], bits: int) -> np.ndarray:
-    """The (n, bits) boolean hashes of `cands` (each keeps its own packed)."""
-    packed = np.frombuffer(b"".join(c.hash for c in cands), dtype=np.uint8).reshape(len(cands), -(-bits // 8))
-    return unpack_hashes(packed, bits)
+    """The packed hashes of `cands`, one row each (`mhyolo.data.dedup.pack_hashes`)."""
+    return np.frombuffer(b"".join(c.hash for c in cands), dtype=np.uint8).reshape(len(cands), -(-bits // 8))
 
 
 def _shared_groups(cands: list[Candidate], pairs: list[tuple[int, int, int]]) -> list[list[int]]:
@@ -96,7 +95,7 @@ def group_candidates(cands: list[Candidate], threshold: int, bits: int
                      ) -> tuple[list[tuple[int, int, int]], GroupStats]:
     """Set `group` on every candidate (index of its group's first member in `cands`) from their `bits`-bit
     hashes; returns the pairs."""
-    pairs = near_pairs(candidate_hashes(cands, bits), threshold) if cands else []
+    pairs = packed_near_pairs(candidate_hashes(cands, bits), bits, threshold) if cands else []
     for cand, gid in zip(cands, group_ids(len(cands), pairs)):
         cand.group = gid
     multi = [[cands[i] for i in idx] for idx in _shared_groups(cands, pairs)]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mhyolo.data.dedup import DEFAULT_METHOD, cross_pairs, unpack_hashes
+from mhyolo.data.dedup import DEFAULT_METHOD, packed_cross_pairs
 from mhyolo.data.hashing import check_images
 from mhyolo.data.labels import read_labels
 from mhyolo.data.pairing import SAME_STEM, split_files
@@ -174,7 +174,7 @@ def _leaks(hashes: dict[str, tuple[list[str], np.ndarray]], threshold: int, bits
             if not a or not b:
                 continue
             matches: dict[int, list[tuple[int, int]]] = {}
-            for ia, ib, dist in cross_pairs(unpack_hashes(packed_a, bits), unpack_hashes(packed_b, bits), threshold):
+            for ia, ib, dist in packed_cross_pairs(packed_a, packed_b, bits, threshold):
                 matches.setdefault(ib, []).append((dist, ia))
             for ib in sorted(matches):
                 dist, ia = min(matches[ib])
