@@ -12,8 +12,9 @@ from PIL import Image
 
 from mhyolo.data import hash_index, hashing, sources
 from mhyolo.data.build import build_dataset
-from mhyolo.data.dedup import AllPairsWarning, all_cross_pairs, all_near_pairs, cross_pairs, near_pairs
-from mhyolo.data.hash_cache import HashStore
+from mhyolo.data.dedup import (AllPairsWarning, all_cross_pairs, all_near_pairs, cross_pairs, near_pairs,
+                               pack_hashes, packed_cross_pairs, packed_near_pairs, unpack_hashes)
+from mhyolo.data.hash_cache import HashStore, file_stamps
 from mhyolo.data.hash_index import MAX_PROBES, chunking, index_cross_pairs, index_pairs, max_threshold, plan_search
 from mhyolo.data.hashing import THUMB_SIZE, check_image, check_images
 from mhyolo.data.recipe import recipe_from_dict
@@ -43,8 +44,10 @@ def test_index_returns_exactly_the_all_pairs_result(bits: int, threshold: int) -
     expected = all_near_pairs(hashes, threshold)
     assert set(range(threshold + 1)) <= {d for _, _, d in expected}, "every planted distance within the threshold"
     assert near_pairs(hashes, threshold) == expected
+    assert packed_near_pairs(pack_hashes(hashes), bits, threshold) == expected  # read packed, as a build keeps them
     a, b = hashes[:220], hashes[220:]
     assert cross_pairs(a, b, threshold) == all_cross_pairs(a, b, threshold)
+    assert packed_cross_pairs(pack_hashes(a), pack_hashes(b), bits, threshold) == all_cross_pairs(a, b, threshold)
     # every chunking the planner weighs, not only the one it picks
     for m in range(1, threshold + 2):
         plan = chunking(bits, threshold, m)
@@ -75,6 +78,8 @@ def test_threshold_beyond_the_index_warns_and_compares_all_pairs() -> None:
     with pytest.warns(AllPairsWarning, match=fr"threshold {limit + 1} on 64-bit hashes .*\({limit} at most\)"):
         found = near_pairs(hashes, limit + 1)
     assert found == all_near_pairs(hashes, limit + 1) and found
+    with pytest.warns(AllPairsWarning):
+        assert packed_near_pairs(pack_hashes(hashes), 64, limit + 1) == found
     with pytest.raises(ValueError, match="threshold must be >= 0"):
         near_pairs(hashes, -1)
     assert near_pairs(hashes[:1], 6) == [] and cross_pairs(hashes[:0], hashes, 6) == []
@@ -97,6 +102,7 @@ def test_parallel_hashing_matches_serial_in_order(tmp_path: Path) -> None:
         serial = check_images(paths, method, size, workers=1, progress=False)
         parallel = check_images(paths, method, size, workers=2, progress=False, chunk=4)
         assert len(parallel) == len(paths)
+        assert parallel.packed.shape == (len(paths), size * size // 8), "hashes are kept packed, 8 bits a byte"
         for path, (h1, e1), (h2, e2) in zip(paths, serial, parallel):
             assert e1 == e2
             if path == broken:
@@ -152,8 +158,10 @@ def test_hash_cache_reused_between_builds(tmp_path: Path, monkeypatch: pytest.Mo
     decoded.clear()
     build_dataset(recipe(src), tmp_path / "three", progress=False)
     assert decoded == ["im007.jpg"]
-    stored = HashStore(src, "phash", 8, THUMB_SIZE).load()
-    assert np.array_equal(stored[str(changed.resolve())][1], check_image(changed, "phash", 8)[0])
+    key = str(changed.resolve())
+    found, packed = HashStore(src, "phash", 8, THUMB_SIZE).lookup([key], file_stamps([key]))
+    assert found.tolist() == [True]
+    assert np.array_equal(unpack_hashes(packed[0], 64), check_image(changed, "phash", 8)[0])
 
     decoded.clear()
     build_dataset(recipe(src, cache=False), tmp_path / "four", progress=False)
@@ -163,7 +171,9 @@ def test_hash_cache_reused_between_builds(tmp_path: Path, monkeypatch: pytest.Mo
     decoded.clear()
     build_dataset(recipe(src), tmp_path / "five", progress=False)
     assert len(decoded) == 20
-    assert len(HashStore(src, "phash", 8, THUMB_SIZE).load()) == 20
+    keys = [str(p.resolve()) for p in sorted((src / "images").iterdir())]
+    found, _ = HashStore(src, "phash", 8, THUMB_SIZE).lookup(keys, file_stamps(keys))
+    assert len(keys) == 20 and found.all()
 
 
 def test_stages_and_bad_settings(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter, defaultdict
+from operator import attrgetter
 from pathlib import Path
 
 import yaml
@@ -19,10 +20,11 @@ from tqdm import tqdm
 
 from mhyolo.config import to_dict
 from mhyolo.data.labels import write_labels
+from mhyolo.data.pathstr import suffix
 from mhyolo.data.recipe import Recipe
 from mhyolo.data.report import BOX_PLOT, NEGATIVE, REPORT_JSON, REPORT_MD, BuildReport, OutputImage, SourceSummary
 from mhyolo.data.select import (TRAIN, VAL, balance_classes, drop_cross_source, group_candidates, sample_sources,
-                                split_by_groups)
+                                split_by_groups, stable_order)
 from mhyolo.data.sources import Candidate, HashCache, SourceScan, scan_source
 from mhyolo.data.stages import Stages
 from mhyolo.data.verify import verify_dataset
@@ -70,21 +72,28 @@ def _place(src: Path, dst: Path, link: bool) -> None:
     shutil.copyfile(src, dst)
 
 
-def name_outputs(chosen: list[Candidate], splits: dict[int, str], classes: list[str]) -> list[OutputImage]:
-    """Standard names, numbered per (class, source) in source-path order."""
+def name_outputs(chosen: list[Candidate], classes: list[str]) -> list[OutputImage]:
+    """Standard names, numbered per (class, source) in source-path order, in each candidate's split.
+
+    Takes the candidates out of `chosen`, which is left empty: each one is let go as its output is
+    made, so the two are not both held for every image.
+    """
     by_key: dict[tuple[str, str], list[Candidate]] = defaultdict(list)
-    for cand in sorted(chosen, key=lambda c: (c.source_index, c.rel)):
+    for cand in stable_order(chosen):
         cls = NEGATIVE if cand.target is None else classes[cand.target]
         by_key[(cls, cand.source)].append(cand)
+    chosen.clear()
     outputs: list[OutputImage] = []
     for (cls, source), cands in by_key.items():
         width = max(4, len(str(len(cands))))
-        for n, cand in enumerate(cands, start=1):
-            split = splits[id(cand)]
-            name = f"{cls}_{source}_{n:0{width}d}{cand.path.suffix.lower()}"
-            outputs.append(OutputImage(file=f"images/{split}/{name}", split=split, cls=cls, source=source,
-                                       origin=str(cand.path), group=cand.group, boxes=cand.boxes))
-    return sorted(outputs, key=lambda o: o.file)
+        cands.reverse()  # taken from the end, in order
+        for n in range(1, len(cands) + 1):
+            cand = cands.pop()
+            name = f"{cls}_{source}_{n:0{width}d}{suffix(cand.path).lower()}"
+            outputs.append(OutputImage(file=f"images/{cand.split}/{name}", split=cand.split, cls=cls,
+                                       source=source, origin=cand.path, group=cand.group,
+                                       packed_boxes=cand.packed_boxes))
+    return sorted(outputs, key=attrgetter("file"))
 
 
 def write_outputs(out: Path, outputs: list[OutputImage], classes: list[str], link: bool, progress: bool,
@@ -127,15 +136,19 @@ def build_dataset(recipe: Recipe, out: str | Path, overwrite: bool = False, prog
     del cache  # the candidates hold the hashes they need
     drops = [d for scan in scans for d in scan.drops]
     cands = [c for scan in scans for c in scan.candidates]
+    for scan in scans:
+        scan.candidates = []  # held here from now on, so they can go once the outputs are named
     with stages("dedup"):
-        pairs, groups = group_candidates(cands, recipe.dedup.threshold)
+        pairs, groups = group_candidates(cands, recipe.dedup.threshold, recipe.dedup.hash_size ** 2)
     with stages("select"):
         cands, dup_drops, duplicates = drop_cross_source(cands, pairs)
+        del pairs
         chosen, sample_drops = sample_sources(cands, recipe)
+        del cands  # only the chosen are held from here on
         chosen, balance_drops, per_class = balance_classes(chosen, recipe)
         drops += dup_drops + sample_drops + balance_drops
-        splits = split_by_groups(chosen, recipe)
-        outputs = name_outputs(chosen, splits, recipe.classes)
+        split_by_groups(chosen, recipe)
+        outputs = name_outputs(chosen, recipe.classes)  # lets each candidate go as it names its output
 
     with stages("write"):
         prepare_output(out, overwrite)

@@ -129,13 +129,13 @@ class YoloDataset(Dataset):
         self.seed = int(seed)
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
-        pairs = split_files(spec, split).checked().pairs  # ambiguous labels, missing files: refused, not skipped
+        pairs = list(split_files(spec, split).checked().pairs())  # ambiguous labels, missing files: refused
         if not pairs:
             raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.describe(split)}")
-        self.files = [p.image for p in pairs]
+        self.files = [Path(p.image) for p in pairs]
         # Class ids are type ids; a multi-head data.yaml may name the types separately.
         self.num_types = len(spec.type_names) if spec.type_names else spec.nc
-        self.labels = load_split_labels([p.label for p in pairs], self.num_types, progress)
+        self.labels = load_split_labels([Path(p.label) for p in pairs], self.num_types, progress)
         self._augmenter = Augmenter(augment, self.imgsz) if augment is not None else None
         # [epoch, mosaic on] in shared memory: visible to (persistent) worker processes.
         self._state = torch.tensor([0, 1], dtype=torch.int64).share_memory_()

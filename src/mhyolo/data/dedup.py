@@ -18,7 +18,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from mhyolo.data.hash_index import SearchPlan, index_cross_pairs, index_pairs, max_threshold, plan_search
+from mhyolo.data.hash_index import (SearchPlan, index_cross_pairs, index_pairs, index_word_cross_pairs,
+                                     index_word_pairs, max_threshold, packed_words, plan_search)
 
 DEFAULT_METHOD = "phash"
 _HASHERS = {
@@ -33,6 +34,16 @@ _BLOCK = 1024
 def image_hash(img: Image.Image, method: str = DEFAULT_METHOD, hash_size: int = 8) -> np.ndarray:
     """The perceptual hash of `img` as a flat boolean bit array (a copy that holds no other array alive)."""
     return np.asarray(_HASHERS[method](img, hash_size=hash_size).hash, dtype=bool).flatten()
+
+
+def pack_hashes(hashes: np.ndarray) -> np.ndarray:
+    """Boolean hash bits (..., bits) as bytes (..., ceil(bits / 8)): a 64-bit hash kept in 8 bytes, not 64."""
+    return np.packbits(hashes, axis=-1)
+
+
+def unpack_hashes(packed: np.ndarray, bits: int) -> np.ndarray:
+    """`pack_hashes` undone: (..., bits) booleans."""
+    return np.unpackbits(packed, axis=-1, count=bits).view(bool)  # 0/1 bytes are booleans: no copy
 
 
 def _blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -93,6 +104,27 @@ def near_pairs(hashes: np.ndarray, threshold: int) -> list[tuple[int, int, int]]
         return []
     plan = _plan(hashes.shape[1], threshold, len(hashes))
     return all_near_pairs(hashes, threshold) if plan is None else _as_list(index_pairs(hashes, plan))
+
+
+def packed_cross_pairs(a: np.ndarray, b: np.ndarray, bits: int, threshold: int) -> list[tuple[int, int, int]]:
+    """`cross_pairs` of hashes kept packed (`pack_hashes` rows of `bits`-bit hashes): the index reads
+    them as they are, where a boolean copy would take a byte per bit."""
+    if not len(a) or not len(b):
+        return []
+    plan = _plan(bits, threshold, len(a) + len(b))
+    if plan is None:
+        return all_cross_pairs(unpack_hashes(a, bits), unpack_hashes(b, bits), threshold)
+    return _as_list(index_word_cross_pairs(packed_words(a, bits), packed_words(b, bits), plan))
+
+
+def packed_near_pairs(packed: np.ndarray, bits: int, threshold: int) -> list[tuple[int, int, int]]:
+    """`near_pairs` of hashes kept packed (`pack_hashes` rows of `bits`-bit hashes)."""
+    if len(packed) < 2:
+        return []
+    plan = _plan(bits, threshold, len(packed))
+    if plan is None:
+        return all_near_pairs(unpack_hashes(packed, bits), threshold)
+    return _as_list(index_word_pairs(packed_words(packed, bits), plan))
 
 
 class UnionFind:

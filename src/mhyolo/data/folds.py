@@ -76,7 +76,7 @@ def build_fold(recipe: Recipe, held_out: str, out: str | Path, scans: list[Sourc
     scans = scans if scans is not None else scan_all(recipe, progress)
     # fresh copies: grouping writes `group` on every candidate, and folds must not see each other's
     cands = [dataclasses.replace(c) for scan in scans for c in scan.candidates]
-    group_candidates(cands, recipe.dedup.threshold)
+    group_candidates(cands, recipe.dedup.threshold, recipe.dedup.hash_size ** 2)
     test = [c for c in cands if c.source == held_out]
     if not test:
         raise DataError(f"source {held_out!r} has no usable image to hold out")
@@ -87,15 +87,16 @@ def build_fold(recipe: Recipe, held_out: str, out: str | Path, scans: list[Sourc
     fold_recipe = _without(recipe, held_out)
     index = {src.id: i for i, src in enumerate(fold_recipe.sources)}
     rest = [dataclasses.replace(c, source_index=index[c.source]) for c in rest]
-    pairs, _ = group_candidates(rest, recipe.dedup.threshold)
+    pairs, _ = group_candidates(rest, recipe.dedup.threshold, recipe.dedup.hash_size ** 2)
     rest, _, _ = drop_cross_source(rest, pairs)
     chosen, _ = sample_sources(rest, fold_recipe, cap=True)
     chosen, _, _ = balance_classes(chosen, fold_recipe, skip_empty=True)
     if not any(c.target is not None for c in chosen):
         raise DataError(f"holding out {held_out!r} leaves no labelled image to train on")
-    splits = split_by_groups(chosen, fold_recipe)
-    splits.update({id(c): TEST for c in test})
-    outputs = name_outputs(chosen + test, splits, recipe.classes)
+    split_by_groups(chosen, fold_recipe)
+    for cand in test:
+        cand.split = TEST
+    outputs = name_outputs(chosen + test, recipe.classes)
 
     prepare_output(out, overwrite=True, splits=FOLD_SPLITS)
     write_outputs(out, outputs, recipe.classes, recipe.link, progress, splits=FOLD_SPLITS)
@@ -106,7 +107,7 @@ def build_fold(recipe: Recipe, held_out: str, out: str | Path, scans: list[Sourc
     types = sorted({recipe.classes[c.target] for c in chosen if c.target is not None},
                    key=recipe.classes.index)
     report = FoldReport(held_out=held_out, sources=[s.id for s in fold_recipe.sources], counts=counts,
-                        held_out_copies=[{"image": str(c.path), "source": c.source} for c in near_test],
+                        held_out_copies=[{"image": c.path, "source": c.source} for c in near_test],
                         types_in_training=types)
     if verify:
         check = verify_dataset(out / "data.yaml", leak_threshold=recipe.dedup.threshold,

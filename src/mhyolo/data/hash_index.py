@@ -27,6 +27,7 @@ KEY_BITS = 62  # longest chunk key (an int64); a longer chunk is looked up by it
 MAX_PROBES = 4096  # most keys probed per hash and chunk
 MAX_FRACTION = 1 / 8  # an index that compares more than this share of all pairs is not worth it
 _BATCH = 1 << 19  # candidate pairs expanded at a time (bounds memory: a few tens of MB)
+_ITEMS = 1 << 15  # hashes probed at a time (their temporaries take a few MB, not bytes per hash)
 # Seconds per key looked up (in a table of bucket starts / by binary search) and per candidate
 # pair compared, measured with numpy on one core of an AMD EPYC; they only rank chunkings.
 _TABLE_COST, _SEARCH_COST, _CANDIDATE_COST = 5e-8, 2.2e-7, 2.2e-8
@@ -115,16 +116,33 @@ def max_threshold(bits: int) -> int:
 
 
 def pack_bits(hashes: np.ndarray) -> np.ndarray:
-    """(n, bits) booleans -> (n, words) uint64, for popcount distances."""
+    """(n, bits) booleans -> (n, words) uint64 where bit b of a hash is bit b % 64 of word b // 64."""
     n, bits = hashes.shape
-    padded = np.zeros((n, -(-bits // 64) * 64), dtype=bool)
-    padded[:, :bits] = hashes
-    return np.packbits(padded, axis=1, bitorder="little").view(np.uint64).reshape(n, -1)
+    words = np.zeros((n, -(-bits // 64) * 8), dtype=np.uint8)
+    words[:, :-(-bits // 8)] = np.packbits(hashes, axis=1, bitorder="little")
+    return words.view("<u8").reshape(n, -1)
 
 
-def _keys(hashes: np.ndarray, chunk: Chunk) -> np.ndarray:
-    weights = np.left_shift(np.int64(1), np.arange(chunk.length, dtype=np.int64))
-    return hashes[:, chunk.start:chunk.start + chunk.length].astype(np.int64) @ weights
+# Each byte with its bits in reverse order: numpy's packed rows put a hash's first bit highest.
+_REVERSED = np.array([int(f"{v:08b}"[::-1], 2) for v in range(256)], dtype=np.uint8)
+
+
+def packed_words(packed: np.ndarray, bits: int) -> np.ndarray:
+    """`pack_bits` of the hashes whose rows `numpy.packbits` packed (`mhyolo.data.dedup.pack_hashes`),
+    without unpacking them to one byte per bit."""
+    n = len(packed)
+    words = np.zeros((n, -(-bits // 64) * 8), dtype=np.uint8)
+    words[:, :packed.shape[1]] = _REVERSED[packed]
+    return words.view("<u8").reshape(n, -1)
+
+
+def _keys(words: np.ndarray, chunk: Chunk) -> np.ndarray:
+    """The chunk's bits as integers (its bit b is worth 2**b), shifted out of the packed words."""
+    word, shift = divmod(chunk.start, 64)
+    keys = words[:, word] >> np.uint64(shift)
+    if shift + chunk.length > 64:  # the chunk runs on into the next word
+        keys |= words[:, word + 1] << np.uint64(64 - shift)
+    return (keys & np.uint64((1 << chunk.length) - 1)).astype(np.int64)
 
 
 def _masks(length: int, radius: int) -> Iterator[np.int64]:
@@ -177,29 +195,32 @@ def _candidates(keys_a: np.ndarray, keys_b: np.ndarray, chunk: Chunk, same: bool
     (a is b) every unordered pair once and no pair of an item with itself."""
     table = _SortedKeys(keys_b, chunk.length)
     items = np.arange(len(keys_a), dtype=np.int64)
+    pos = np.empty(0, dtype=np.int64)
+    if same:  # each item's place in the sorted order
+        pos = np.empty(len(items), dtype=np.int64)
+        pos[table.order] = items
     for mask in _masks(chunk.length, chunk.radius):
-        probe = keys_a ^ mask
-        if same and mask == 0:
-            # equal keys: partners after the item's own place in the sorted order
-            pos = np.empty(len(items), dtype=np.int64)
-            pos[table.order] = np.arange(len(items))
-            src, lo, hi = items, pos + 1, table.bounds(probe)[1]
-        else:
-            src = items[probe > keys_a] if same else items  # each unordered pair from its smaller key
-            lo, hi = table.bounds(probe[src])
-        for i, position in _expand(src, lo, hi):
-            yield i, table.order[position]
+        for start in range(0, len(items), _ITEMS):  # a block of items at a time: bounded temporaries
+            part, keys = items[start:start + _ITEMS], keys_a[start:start + _ITEMS]
+            probe = keys ^ mask
+            if same and mask == 0:
+                # equal keys: partners after the item's own place in the sorted order
+                src, lo, hi = part, pos[start:start + _ITEMS] + 1, table.bounds(probe)[1]
+            else:
+                src = part[probe > keys] if same else part  # each unordered pair from its smaller key
+                lo, hi = table.bounds(probe[src - start])
+            for i, position in _expand(src, lo, hi):
+                yield i, table.order[position]
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(a ^ b).sum(axis=1, dtype=np.int64)
 
 
-def _search(a: np.ndarray, b: np.ndarray, plan: SearchPlan, same: bool
+def _search(words_a: np.ndarray, words_b: np.ndarray, plan: SearchPlan, same: bool
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    words_a, words_b = pack_bits(a), pack_bits(b)
-    keys_a = [_keys(a, c) for c in plan.chunks]
-    keys_b = keys_a if same else [_keys(b, c) for c in plan.chunks]
+    keys_a = [_keys(words_a, c) for c in plan.chunks]
+    keys_b = keys_a if same else [_keys(words_b, c) for c in plan.chunks]
     found_i, found_j, found_d = [], [], []
     for index, chunk in enumerate(plan.chunks):
         for i, j in _candidates(keys_a[index], keys_b[index], chunk, same):
@@ -219,12 +240,25 @@ def _search(a: np.ndarray, b: np.ndarray, plan: SearchPlan, same: bool
     return i[order], j[order], d[order]
 
 
+def index_word_pairs(words: np.ndarray, plan: SearchPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays (i, j, distance), i < j, sorted, of rows of packed `words` (`pack_bits`, `packed_words`)
+    within the plan's threshold."""
+    return _search(words, words, plan, same=True)
+
+
+def index_word_cross_pairs(words_a: np.ndarray, words_b: np.ndarray, plan: SearchPlan
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays (i, j, distance), sorted, with row i of `words_a` and row j of `words_b` within the plan's
+    threshold."""
+    return _search(words_a, words_b, plan, same=False)
+
+
 def index_pairs(hashes: np.ndarray, plan: SearchPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Arrays (i, j, distance), i < j, sorted, of rows of `hashes` within the plan's threshold."""
-    return _search(hashes, hashes, plan, same=True)
+    """Arrays (i, j, distance), i < j, sorted, of rows of boolean `hashes` within the plan's threshold."""
+    return index_word_pairs(pack_bits(hashes), plan)
 
 
 def index_cross_pairs(a: np.ndarray, b: np.ndarray, plan: SearchPlan
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Arrays (i, j, distance), sorted, with row i of `a` and row j of `b` within the plan's threshold."""
-    return _search(a, b, plan, same=False)
+    return index_word_cross_pairs(pack_bits(a), pack_bits(b), plan)

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import glob
 import os
-from collections import defaultdict
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mhyolo.data.pathstr import label_file_for, path_order, sort_paths, suffix
 from mhyolo.data.spec import FOLDER, IMAGE, IMAGE_SUFFIXES, LIST, MISSING, DataSpec, SplitEntry, label_path_for
 from mhyolo.errors import DataError
 
@@ -55,15 +57,17 @@ class Resolver:
         if name in ("", os.curdir, os.pardir):
             return os.path.realpath(text)
         full = os.path.join(self.folder(head or os.curdir), name)
-        return os.path.realpath(full) if os.path.islink(full) else full
+        if os.path.islink(full):
+            return os.path.realpath(full)
+        return text if full == text else full  # the same string when nothing is linked: no second copy
 
 
 @dataclass(frozen=True, slots=True)
 class Pair:
     """An image and the label file YOLO reads for it (which may not exist: a negative)."""
 
-    image: Path
-    label: Path
+    image: str
+    label: str
 
 
 @dataclass(frozen=True)
@@ -82,29 +86,34 @@ class SplitIssue:
 
 @dataclass
 class SplitFiles:
-    """One split read: usable image/label pairs (sorted by image path), issues, and its folders."""
+    """One split read: its usable images (sorted as paths), issues, and its folders.
+
+    Images are plain strings and each label is derived from its image when asked (`pairs`): a
+    split of 100,000 images holds 100,000 short strings, not 200,000 `Path` objects.
+    """
 
     yaml_path: Path
     split: str
-    pairs: list[Pair] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
     issues: list[SplitIssue] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)  # folder entries, for the orphan-label check
     resolve: Resolver = field(default_factory=Resolver, repr=False, compare=False)
+    # Label files in the split's folders that no image of the split refers to (lists pick images on
+    # purpose, so only folder entries are checked); None unless read with `split_files(..., orphans=True)`.
+    orphans: list[str] | None = None
 
-    @property
-    def images(self) -> list[Path]:
-        return [p.image for p in self.pairs]
+    def pairs(self) -> Iterator[Pair]:
+        """Each image with its label file, in image order."""
+        return (Pair(image, label_file_for(image)) for image in self.images)
 
-    def orphan_labels(self) -> list[Path]:
-        """Label files in the split's folders that no image of the split refers to (lists pick
-        images on purpose, so only folder entries are checked)."""
-        known = {self.resolve(p.label) for p in self.pairs}
-        known |= {self.resolve(i.file) for i in self.issues if i.kind == SAME_STEM}
-        found: dict[str, Path] = {}
+    def find_orphans(self, known: AbstractSet[str]) -> None:
+        """Set `orphans`, given the resolved label of every image listed (pairing has them at hand:
+        looking them up again would make a second string per image)."""
+        found: dict[str, str] = {}
         for folder in self.folders:
             for label in orphan_labels(folder, known, self.resolve):
                 found.setdefault(self.resolve(label), label)
-        return sorted(found.values())
+        self.orphans = sorted(found.values(), key=path_order)
 
     def checked(self) -> SplitFiles:
         """Self, or a DataError listing every issue (for readers that must not skip anything)."""
@@ -116,15 +125,28 @@ class SplitFiles:
         return self
 
 
+def _image_files(folder: str) -> Iterator[str]:
+    """Image files under `folder`, recursively (links followed, hidden names skipped), as found."""
+    for path in glob.iglob(glob.escape(folder) + "/**/*", recursive=True):
+        if suffix(path).lower() in IMAGE_SUFFIXES and os.path.isfile(path):
+            yield path
+
+
+def image_files(folder: Path) -> list[str]:
+    """Image files under `folder`, recursively (links followed, hidden names skipped), sorted as paths."""
+    images = list(_image_files(str(folder)))
+    sort_paths(images)
+    return images
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files under `folder`, recursively (links followed, hidden names skipped), sorted by path."""
-    found = glob.glob(glob.escape(str(folder)) + "/**/*", recursive=True)
-    return sorted(Path(p) for p in found if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file())
+    """`image_files` as `Path` objects, for callers that handle a few images."""
+    return [Path(image) for image in image_files(folder)]
 
 
-def _list_file_images(entry: SplitEntry, root: Path) -> tuple[list[Path], list[SplitIssue]]:
+def _list_file_images(entry: SplitEntry, root: Path) -> tuple[list[str], list[SplitIssue]]:
     """Images named by a `.txt` list, and one issue per line that names no image."""
-    images: list[Path] = []
+    images: list[str] = []
     issues: list[SplitIssue] = []
     try:
         lines = entry.path.read_text(encoding="utf-8").splitlines()
@@ -143,65 +165,75 @@ def _list_file_images(entry: SplitEntry, root: Path) -> tuple[list[Path], list[S
         elif not path.is_file():
             issues.append(SplitIssue(MISSING_KIND, str(entry.path), number, f"image {path} does not exist"))
         else:
-            images.append(path)
+            images.append(str(path))
     return images, issues
 
 
-def pair_images(images: list[Path], resolve: Resolver | None = None) -> tuple[list[Pair], list[SplitIssue]]:
-    """Each image with its label file; images that share an existing label file are left out, as one issue.
+def pair_images(images: list[str], resolve: Resolver | None = None
+                ) -> tuple[list[str], list[SplitIssue], AbstractSet[str]]:
+    """The images that can be used, sorted as paths; images that share an existing label file are left
+    out, as one issue; and the resolved label files of all of them.
 
     An image listed twice (also through a link) is kept once. Comparisons use resolved paths, so a
-    linked folder and its target pair the same way.
+    linked folder and its target pair the same way. Each resolved label keeps the first image that
+    uses it; a list is made only for a label that a second image uses, which is rare.
     """
     resolve = resolve or Resolver()
-    seen: set[tuple[str, str]] = set()
-    by_label: dict[str, list[Pair]] = defaultdict(list)
+    first: dict[str, str] = {}  # resolved label -> the first image using it
+    shared: dict[str, list[str]] = {}  # resolved label -> its distinct images, where a second one uses it
     for image in images:
-        pair = Pair(image, label_path_for(image))
-        key = (resolve(image), resolve(pair.label))
-        if key not in seen:
-            seen.add(key)
-            by_label[key[1]].append(pair)
-    pairs: list[Pair] = []
-    issues: list[SplitIssue] = []
-    for group in by_label.values():
-        if len(group) == 1 or not group[0].label.is_file():
-            pairs.extend(group)  # one image per label, or negatives that share no label
+        label = resolve(label_file_for(image))
+        other = first.get(label)
+        if other is None:
+            first[label] = image
             continue
-        names = [str(p.image) for p in group]
+        group = shared.setdefault(label, [other])
+        real = resolve(image)
+        if all(resolve(member) != real for member in group):
+            group.append(image)
+    kept: list[str] = []
+    issues: list[SplitIssue] = []
+    for label, image in first.items():
+        group = shared.get(label, [image])
+        if len(group) == 1 or not os.path.isfile(label_file_for(group[0])):
+            kept.extend(group)  # one image per label, or negatives that share no label
+            continue
         unused = "neither is used" if len(group) == 2 else "none of them is used"
-        issues.append(SplitIssue(SAME_STEM, str(group[0].label), 0,
-                                 f"one label file for {len(group)} images with one stem ({', '.join(names)}): "
+        issues.append(SplitIssue(SAME_STEM, label_file_for(group[0]), 0,
+                                 f"one label file for {len(group)} images with one stem ({', '.join(group)}): "
                                  f"it fits at most one and does not say which; {unused} (keep one image per stem)",
-                                 images=tuple(names)))
-    pairs.sort(key=lambda p: p.image)
+                                 images=tuple(group)))
+    sort_paths(kept)
     issues.sort(key=lambda i: i.file)
-    return pairs, issues
+    return kept, issues, first.keys()
 
 
-def split_files(spec: DataSpec, split: str) -> SplitFiles:
-    """Read every entry of `split` and pair its images with their labels."""
+def split_files(spec: DataSpec, split: str, orphans: bool = False) -> SplitFiles:
+    """Read every entry of `split` and pair its images with their labels; with `orphans`, also find
+    the label files no image refers to."""
     result = SplitFiles(yaml_path=spec.yaml_path, split=split)
-    images: list[Path] = []
+    images: list[str] = []
     for entry in spec.entries(split):
         if entry.kind == FOLDER:
             result.folders.append(entry.path)
-            images += list_images(entry.path)
+            images += image_files(entry.path)
         elif entry.kind == LIST:
             listed, issues = _list_file_images(entry, spec.root)
             images += listed
             result.issues += issues
         elif entry.kind == IMAGE:
-            images.append(entry.path)
+            images.append(str(entry.path))
         elif entry.kind == MISSING:
             result.issues.append(SplitIssue(MISSING_KIND, str(entry.yaml_path), entry.line, entry.missing_reason()))
-    result.pairs, clashes = pair_images(images, result.resolve)
+    result.images, clashes, labels = pair_images(images, result.resolve)
     result.issues += clashes
+    if orphans:
+        result.find_orphans(labels)
     return result
 
 
-def orphan_labels(images_dir: Path, known: set[str], resolve: Resolver | None = None) -> list[Path]:
-    """Label files for images under `images_dir` whose resolved path is not in `known`.
+def orphan_labels(images_dir: Path, known: AbstractSet[str], resolve: Resolver | None = None) -> list[str]:
+    """Label files for images under `images_dir` whose resolved path is not in `known`, sorted as paths.
 
     Labels live in the matching `labels` folder, or beside the images where there is none; beside
     images, only folders holding images are looked at (a README.txt elsewhere is no label).
@@ -212,8 +244,11 @@ def orphan_labels(images_dir: Path, known: set[str], resolve: Resolver | None = 
     labels_dir = label_path_for(images_dir / "probe.jpg").parent
     beside = not labels_dir.is_dir() or labels_dir.resolve() == images_dir.resolve()
     top = images_dir if beside else labels_dir
-    candidates = [Path(p) for p in glob.glob(glob.escape(str(top)) + "/**/*.txt", recursive=True)]
-    if beside:
-        with_images = {resolve.folder(p.parent) for p in list_images(images_dir)}
-        candidates = [p for p in candidates if resolve.folder(p.parent) in with_images]
-    return sorted(p for p in candidates if p.name != "classes.txt" and p.is_file() and resolve(p) not in known)
+    with_images = {resolve.folder(os.path.dirname(p)) for p in _image_files(str(images_dir))} if beside else None
+    found: list[str] = []
+    for label in glob.iglob(glob.escape(str(top)) + "/**/*.txt", recursive=True):
+        if with_images is not None and resolve.folder(os.path.dirname(label)) not in with_images:
+            continue
+        if os.path.basename(label) != "classes.txt" and os.path.isfile(label) and resolve(label) not in known:
+            found.append(label)
+    return sorted(found, key=path_order)

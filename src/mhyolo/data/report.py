@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mhyolo.data.labels import boxes_from_bytes
 from mhyolo.data.select import Duplicate, GroupStats
 from mhyolo.data.sources import Drop
 
@@ -37,7 +39,36 @@ class OutputImage:
     source: str
     origin: str  # the source file it was copied from
     group: int  # near-duplicate group id (shared by copies that must stay in one split)
-    boxes: np.ndarray  # (n, 5) [cls, cx, cy, w, h]
+    packed_boxes: bytes  # `boxes` as float32 bytes (kept for every image written)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(n, 5) [cls, cx, cy, w, h], read-only."""
+        return boxes_from_bytes(self.packed_boxes)
+
+
+class _Streamed(list):
+    """A list that `json.dump` writes one made item at a time: its encoder walks a list (subclasses
+    too) with a for loop, so the entries of 100,000 images are never all in memory at once."""
+
+    def __init__(self, items: Sequence[Any], make: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._items, self._make = items, make
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self._make, self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _listed(items: Sequence[Any], make: Callable[[Any], Any]) -> list[Any]:
+    return [make(item) for item in items]
+
+
+def _image_entry(image: OutputImage) -> dict[str, Any]:
+    return {"file": image.file, "split": image.split, "class": image.cls, "source": image.source,
+            "origin": image.origin, "group": image.group, "boxes": len(image.boxes)}
 
 
 @dataclass
@@ -91,9 +122,9 @@ class BuildReport:
         """Histograms (and medians) of box width and height as a share of the image, per class."""
         result: dict[str, Any] = {"edges": SIZE_EDGES, "width": {}, "height": {}, "median_width": {},
                                   "median_height": {}}
+        every = boxes_from_bytes(b"".join(img.packed_boxes for img in self.images))  # in image order
         for cls, name in enumerate(self.classes):
-            boxes = [img.boxes[img.boxes[:, 0] == cls] for img in self.images]
-            arr = np.concatenate(boxes) if boxes else np.zeros((0, 5), np.float32)
+            arr = every[every[:, 0] == cls]
             for key, col in (("width", 3), ("height", 4)):
                 result[key][name] = np.histogram(arr[:, col], bins=SIZE_EDGES)[0].tolist()
                 result[f"median_{key}"][name] = round(float(np.median(arr[:, col])), 4) if len(arr) else None
@@ -104,6 +135,10 @@ class BuildReport:
         return {stage: counts[stage] for stage in STAGE_ORDER if counts[stage]}
 
     def to_dict(self) -> dict[str, Any]:
+        return self._as_dict(_listed)
+
+    def _as_dict(self, listing: Callable[[Sequence[Any], Callable[[Any], Any]], list[Any]]) -> dict[str, Any]:
+        """The JSON report, with the per-drop and per-image lists made by `listing(items, make)`."""
         return {
             "out": self.out,
             "classes": self.classes,
@@ -116,9 +151,8 @@ class BuildReport:
             "sources": {k: asdict(v) for k, v in self.sources.items()},
             "duplicates": {"groups": asdict(self.groups), "cross_source_dropped": [asdict(d) for d in self.duplicates]},
             "drop_counts": self.drop_counts(),
-            "drops": [asdict(d) for d in self.drops],
-            "images": [{"file": i.file, "split": i.split, "class": i.cls, "source": i.source, "origin": i.origin,
-                        "group": i.group, "boxes": len(i.boxes)} for i in self.images],
+            "drops": listing(self.drops, asdict),
+            "images": listing(self.images, _image_entry),
             "verify": self.verify,
         }
 
@@ -190,8 +224,8 @@ class BuildReport:
 
     def write(self, folder: Path) -> None:
         """Write report.json, report.md and box_sizes.png into `folder`."""
-        with open(folder / REPORT_JSON, "w", encoding="utf-8") as f:  # streamed: no second copy as one string
-            json.dump(self.to_dict(), f, indent=1)
+        with open(folder / REPORT_JSON, "w", encoding="utf-8") as f:  # streamed: no copy as one string or dicts
+            json.dump(self._as_dict(_Streamed), f, indent=1)
             f.write("\n")
         (folder / REPORT_MD).write_text(self.markdown(), encoding="utf-8")
         plot_box_sizes(self.box_sizes(), folder / BOX_PLOT)

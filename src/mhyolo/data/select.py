@@ -20,10 +20,11 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
-from mhyolo.data.dedup import group_ids, near_pairs
+from mhyolo.data.dedup import group_ids, packed_near_pairs
 from mhyolo.data.recipe import ALL, MIN, Recipe
 from mhyolo.data.sources import Candidate, Drop
 from mhyolo.errors import ConfigError
@@ -58,31 +59,46 @@ def _rng(recipe: Recipe, *parts: object) -> random.Random:
     return random.Random("/".join([str(recipe.seed), *map(str, parts)]))
 
 
-def _stable(items: list[Candidate]) -> list[Candidate]:
-    return sorted(items, key=lambda c: (c.source_index, c.rel))
+def stable_order(items: list[Candidate]) -> list[Candidate]:
+    """`items` by (source, path inside the source): two stable sorts on stored fields, so no key
+    tuple is made per image."""
+    return sorted(sorted(items, key=attrgetter("rel")), key=attrgetter("source_index"))
 
 
 def spread_order(items: list[Candidate], rng: random.Random) -> list[Candidate]:
     """A seeded shuffle where the k-th image of any group comes after the (k-1)-th of every group."""
-    order = _stable(items)
+    order = stable_order(items)
     rng.shuffle(order)
-    rank: Counter = Counter()
-    keyed = []
+    seen: Counter = Counter()
+    rank = np.zeros(len(order), dtype=np.int64)  # how many of its group come before it
     for pos, cand in enumerate(order):
-        keyed.append((rank[cand.group], pos, cand))
-        rank[cand.group] += 1
-    return [cand for _, _, cand in sorted(keyed, key=lambda t: (t[0], t[1]))]
+        rank[pos] = seen[cand.group]
+        seen[cand.group] += 1
+    return [order[pos] for pos in np.argsort(rank, kind="stable")]
 
 
-def group_candidates(cands: list[Candidate], threshold: int) -> tuple[list[tuple[int, int, int]], GroupStats]:
-    """Set `group` on every candidate (index of its group's first member in `cands`); returns the pairs."""
-    pairs = near_pairs(np.stack([c.hash for c in cands]), threshold) if cands else []
+def candidate_hashes(cands: list[Candidate], bits: int) -> np.ndarray:
+    """The packed hashes of `cands`, one row each (`mhyolo.data.dedup.pack_hashes`)."""
+    return np.frombuffer(b"".join(c.hash for c in cands), dtype=np.uint8).reshape(len(cands), -(-bits // 8))
+
+
+def _shared_groups(cands: list[Candidate], pairs: list[tuple[int, int, int]]) -> list[list[int]]:
+    """The groups of two or more images, each as its indices into `cands` in order: only images in a
+    near-duplicate pair belong to one, so the many single images cost nothing here."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in sorted({k for pair in pairs for k in pair[:2]}):
+        members[cands[i].group].append(i)
+    return list(members.values())
+
+
+def group_candidates(cands: list[Candidate], threshold: int, bits: int
+                     ) -> tuple[list[tuple[int, int, int]], GroupStats]:
+    """Set `group` on every candidate (index of its group's first member in `cands`) from their `bits`-bit
+    hashes; returns the pairs."""
+    pairs = packed_near_pairs(candidate_hashes(cands, bits), bits, threshold) if cands else []
     for cand, gid in zip(cands, group_ids(len(cands), pairs)):
         cand.group = gid
-    members: dict[int, list[Candidate]] = defaultdict(list)
-    for cand in cands:
-        members[cand.group].append(cand)
-    multi = [m for m in members.values() if len(m) > 1]
+    multi = [[cands[i] for i in idx] for idx in _shared_groups(cands, pairs)]
     stats = GroupStats(pairs=len(pairs), groups=len(multi), images=sum(len(m) for m in multi),
                        largest=max((len(m) for m in multi), default=0),
                        cross_source=sum(len({c.source for c in m}) > 1 for m in multi),
@@ -93,15 +109,13 @@ def group_candidates(cands: list[Candidate], threshold: int) -> tuple[list[tuple
 
 def drop_cross_source(cands: list[Candidate], pairs: list[tuple[int, int, int]]
                       ) -> tuple[list[Candidate], list[Drop], list[Duplicate]]:
-    """Keep one source's copies of each group that spans sources; report every copy dropped."""
-    members: dict[int, list[int]] = defaultdict(list)
-    for i, cand in enumerate(cands):
-        members[cand.group].append(i)
+    """Keep one source's copies of each group that spans sources; report every copy dropped (`pairs`:
+    the near-duplicate pairs `group_candidates` made the groups from)."""
     distance: dict[tuple[int, int], int] = {}
     for i, j, d in pairs:
         distance[(i, j)] = distance[(j, i)] = d
     drop_idx: dict[int, Duplicate] = {}
-    for idx in members.values():
+    for idx in _shared_groups(cands, pairs):
         if len({cands[i].source for i in idx}) < 2:
             continue
         winner = min((cands[i].target is None, cands[i].source_index) for i in idx)[1]
@@ -112,7 +126,7 @@ def drop_cross_source(cands: list[Candidate], pairs: list[tuple[int, int, int]]
             # name the kept copy closest to this one (a direct pair if there is one)
             best = min(kept, key=lambda k: (distance.get((i, k), 10 ** 6), k))
             dup = cands[i]
-            drop_idx[i] = Duplicate(dropped=str(dup.path), dropped_source=dup.source, kept=str(cands[best].path),
+            drop_idx[i] = Duplicate(dropped=dup.path, dropped_source=dup.source, kept=cands[best].path,
                                     kept_source=cands[best].source, distance=distance.get((i, best), -1))
     drops = [Drop(cands[i].source, d.dropped, 0, "duplicate",
                   f"near-duplicate of {d.kept_source} image {d.kept}"
@@ -126,13 +140,13 @@ def _take(pool: list[Candidate], count: int | str, rng: random.Random, where: st
           ) -> tuple[list[Candidate], list[Candidate]]:
     """Split `pool` into (taken, left) by `count` ("all" or a number) in spread order."""
     if count == ALL:
-        return _stable(pool), []
+        return stable_order(pool), []
     count = int(count)
     if count > len(pool):
         raise ConfigError(f"{where}: asks for {count} {what} but only {len(pool)} remain after verification "
                           "and dedup")
     order = spread_order(pool, rng)
-    return _stable(order[:count]), order[count:]
+    return stable_order(order[:count]), order[count:]
 
 
 def sample_sources(cands: list[Candidate], recipe: Recipe, cap: bool = False) -> tuple[list[Candidate], list[Drop]]:
@@ -150,18 +164,20 @@ def sample_sources(cands: list[Candidate], recipe: Recipe, cap: bool = False) ->
             taken, left = _take(pool, count, _rng(recipe, "sample", src.id, name),
                                 f"sources[{index}] ({src.id}).sample.{name}", f"'{name}' images")
             chosen += taken
-            drops += [Drop(src.id, str(c.path), 0, "sample", f"not sampled: {src.id} '{name}' sample is {count} "
-                           f"of {len(pool)}") for c in _stable(left)]
+            reason = f"not sampled: {src.id} '{name}' sample is {count} of {len(pool)}"  # one string for all
+            drops += [Drop(c.source, c.path, 0, "sample", reason) for c in stable_order(left)]
         pool = [c for c in mine if c.target is None]
         negatives = min(int(src.negatives), len(pool)) if cap and src.negatives != ALL else src.negatives
         taken, left = _take(pool, negatives, _rng(recipe, "negatives", src.id),
                             f"sources[{index}] ({src.id}).negatives", "negative images")
         chosen += taken
-        for c in _stable(left):
-            why = f"only dropped classes ({', '.join(c.dropped)})" if c.dropped else "no boxes"
-            drops.append(Drop(src.id, str(c.path), 0, "negatives",
-                              f"negative ({why}); negatives is {src.negatives} of {len(pool)}"))
-    return _stable(chosen), drops
+        reasons: dict[tuple[str, ...], str] = {}  # one string per set of dropped classes, not one per image
+        for c in stable_order(left):
+            if c.dropped not in reasons:
+                why = f"only dropped classes ({', '.join(c.dropped)})" if c.dropped else "no boxes"
+                reasons[c.dropped] = f"negative ({why}); negatives is {src.negatives} of {len(pool)}"
+            drops.append(Drop(c.source, c.path, 0, "negatives", reasons[c.dropped]))
+    return stable_order(chosen), drops
 
 
 def balance_classes(chosen: list[Candidate], recipe: Recipe, skip_empty: bool = False
@@ -193,33 +209,36 @@ def balance_classes(chosen: list[Candidate], recipe: Recipe, skip_empty: bool = 
         count = min(target, len(pool)) if skip_empty else target
         taken, left = _take(pool, count, _rng(recipe, "balance", name), f"per_class ({name})", f"'{name}' images")
         kept += taken
-        drops += [Drop(c.source, str(c.path), 0, "balance", f"per_class keeps {target} of {len(pool)} '{name}' images")
-                  for c in _stable(left)]
-    return _stable(kept), drops, target
+        reason = f"per_class keeps {target} of {len(pool)} '{name}' images"
+        drops += [Drop(c.source, c.path, 0, "balance", reason) for c in stable_order(left)]
+    return stable_order(kept), drops, target
 
 
-def split_by_groups(chosen: list[Candidate], recipe: Recipe) -> dict[int, str]:
-    """Split name per candidate (keyed by id()): whole groups go to val until each stratum has its share."""
+def split_by_groups(chosen: list[Candidate], recipe: Recipe) -> None:
+    """Set `split` on every candidate: whole groups go to val until each stratum has its share.
+
+    Groups are counted in arrays (one row per group), not in a list of members each.
+    """
     fractions = {src.id: recipe.val_fraction if src.val_fraction is None else src.val_fraction
                  for src in recipe.sources}
-    groups: dict[int, list[Candidate]] = defaultdict(list)
-    for cand in _stable(chosen):
-        groups[cand.group].append(cand)
-    strata: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for gid, members in groups.items():
-        first = members[0]
-        strata[(first.source, -1 if first.target is None else first.target)].append(gid)
-    assignment: dict[int, str] = {}
-    for (source, cls), gids in sorted(strata.items()):
-        gids.sort()
-        _rng(recipe, "split", source, cls).shuffle(gids)
-        total = sum(len(groups[g]) for g in gids)
+    order = stable_order(chosen)
+    group_of = np.fromiter((c.group for c in order), dtype=np.int64, count=len(order))
+    gids, first, sizes = np.unique(group_of, return_index=True, return_counts=True)  # sorted by group id
+    strata: dict[tuple[str, int], list[int]] = defaultdict(list)  # -> rows of `gids`, in group id order
+    for row, pos in enumerate(first.tolist()):
+        cand = order[pos]  # the group's first member decides its stratum
+        strata[(cand.source, -1 if cand.target is None else cand.target)].append(row)
+    in_val = np.zeros(len(gids), dtype=bool)
+    for (source, cls), rows in sorted(strata.items()):
+        _rng(recipe, "split", source, cls).shuffle(rows)
+        total = int(sizes[rows].sum())
         want = int(total * fractions[source] + 0.5)
-        in_val = 0
-        for gid in gids:
-            size = len(groups[gid])
-            split = VAL if in_val + size <= want else TRAIN
-            in_val += size if split == VAL else 0
-            for cand in groups[gid]:
-                assignment[id(cand)] = split
-    return assignment
+        taken = 0
+        for row in rows:
+            size = int(sizes[row])
+            if taken + size <= want:
+                in_val[row] = True
+                taken += size
+    rows_of = np.searchsorted(gids, group_of)
+    for cand, row in zip(order, rows_of.tolist()):
+        cand.split = VAL if in_val[row] else TRAIN

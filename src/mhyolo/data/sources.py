@@ -8,6 +8,9 @@ image whose file is unchanged since an earlier build takes its hash from the
 hash cache (`mhyolo.data.hash_cache`) instead. Boxes of source classes mapped to
 a target class are kept (renumbered); boxes of classes mapped to null are dropped
 and counted. Nothing leaves the scan without a `Drop` record saying why.
+
+A build keeps one `Candidate` per image from here to the writing, so its fields are
+compact: paths as strings, boxes and the hash as bytes (a few hundred bytes an image).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mhyolo.data.hash_cache import HashStore, file_stamp
-from mhyolo.data.hashing import THUMB_SIZE, Checked, check_images
-from mhyolo.data.labels import read_labels
-from mhyolo.data.pairing import SAME_STEM, Pair, SplitFiles, split_files
+from mhyolo.data.hash_cache import HashStore, file_stamps
+from mhyolo.data.hashing import THUMB_SIZE, check_images
+from mhyolo.data.labels import boxes_from_bytes, boxes_to_bytes, read_labels
+from mhyolo.data.pairing import SAME_STEM, SplitFiles, split_files
+from mhyolo.data.pathstr import label_file_for
 from mhyolo.data.recipe import Recipe, SourceRecipe
 from mhyolo.data.spec import MISSING, load_data_spec
 from mhyolo.data.stages import Stages
@@ -47,14 +51,30 @@ class Candidate:
 
     source: str
     source_index: int  # position of the source in the recipe (earlier wins duplicates)
-    path: Path
-    rel: str  # path inside the source folder, for reports and stable ordering
-    boxes: np.ndarray  # (n, 5) [target_cls, cx, cy, w, h]
+    path: str  # as listed (links kept)
+    rel_start: int  # where `rel` starts in `path`; -1 for a path that leaves the source folder (a link)
+    packed_boxes: bytes  # `boxes` as float32 bytes
     target: int | None  # target class for sampling; None: a negative
-    hash: np.ndarray
+    hash: bytes  # perceptual hash, packed bits (`mhyolo.data.dedup.pack_hashes`)
     source_split: str  # data.yaml split key the image came from
     dropped: tuple[str, ...] = ()  # source class names whose boxes were dropped from this image
-    group: int = -1
+    group: int = -1  # near-duplicate group, set by `mhyolo.data.select.group_candidates`
+    split: str = ""  # the output split, set by `mhyolo.data.select.split_by_groups`
+    outside_rel: str = ""  # `rel` of a path that leaves the source folder
+
+    @property
+    def rel(self) -> str:
+        """The path inside the source folder, for reports and stable ordering: cut from `path` when
+        asked rather than kept as a second string per image."""
+        if self.rel_start < 0:
+            return self.outside_rel
+        rel = self.path[self.rel_start:]
+        return rel if os.sep == "/" else rel.replace(os.sep, "/")
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(n, 5) [target_cls, cx, cy, w, h], read-only."""
+        return boxes_from_bytes(self.packed_boxes)
 
 
 @dataclass
@@ -113,36 +133,83 @@ def source_splits(src: SourceRecipe, root: Path, where: str) -> tuple[list[str],
         missing = [e for e in spec.entries(split) if e.kind == MISSING]
         if missing:
             raise DataError(f"{missing[0].where}: {missing[0].missing_reason()}")
-        result.append(split_files(spec, split))
+        result.append(split_files(spec, split, orphans=True))
     return spec.names, result
 
 
-# Decoded-image results of one build, keyed by resolved file: (hash or None, error or None).
-HashCache = dict[str, Checked]
+# Decoded-image results of one build, keyed by resolved file: the packed hash, or why the image is unusable.
+HashCache = dict[str, bytes | str]
 
 
-def hash_source(recipe: Recipe, root: Path, images: dict[str, Path], cache: HashCache, progress: bool = True,
-                desc: str = "hash") -> None:
-    """Put the (hash, error) of every image (resolved path -> the path it is read by) into `cache`:
-    from `cache` itself, from the hash cache of an earlier build where the file is unchanged, else
-    by decoding it over `recipe.scan.workers` processes."""
+def hash_source(recipe: Recipe, root: Path, keys: list[str], images: list[str], cache: HashCache,
+                progress: bool = True, desc: str = "hash") -> None:
+    """Put the packed hash, or the reason it is unusable, of every image into `cache` under its
+    resolved path `keys[i]` (`images[i]`: the path it is read by): from `cache` itself, from the
+    hash cache of an earlier build where the file is unchanged, else by decoding it over
+    `recipe.scan.workers` processes."""
     dedup = recipe.dedup
-    todo = {key: image for key, image in images.items() if key not in cache}
+    todo = np.flatnonzero(np.fromiter((key not in cache for key in keys), dtype=bool, count=len(keys)))
     store = HashStore(root, dedup.method, dedup.hash_size, THUMB_SIZE) if recipe.scan.cache else None
-    stamps = {key: file_stamp(key) for key in images} if store else {}
-    if store and todo:
-        stored = store.load()
-        for key in list(todo):
-            entry = stored.get(key)
-            if entry is not None and stamps[key] is not None and entry[0] == stamps[key]:
-                cache[key] = (entry[1], None)
-                del todo[key]
-    results = check_images(list(todo.values()), dedup.method, dedup.hash_size, workers=recipe.scan.workers,
+    stamps = file_stamps(keys) if store else np.zeros((0, 3), np.int64)
+    if store and len(todo):
+        found, packed = store.lookup([keys[i] for i in todo], stamps[todo])
+        for i, row in zip(todo[found], packed[found]):
+            cache[keys[i]] = row.tobytes()
+        todo = todo[~found]
+    decoded = check_images([images[i] for i in todo], dedup.method, dedup.hash_size, workers=recipe.scan.workers,
                            progress=progress, desc=desc)
-    cache.update(zip(todo, results))
+    hashed = decoded.hashed()
+    for k, i in enumerate(todo.tolist()):
+        cache[keys[i]] = decoded.packed[k].tobytes() if hashed[k] else decoded.errors.get(k, "image does not decode")
     if store:
-        store.save({key: (stamp, cache[key][0]) for key, stamp in stamps.items()
-                    if stamp is not None and cache[key][0] is not None})
+        packed = np.zeros((len(keys), store.width), np.uint8)
+        usable = np.zeros(len(keys), dtype=bool)
+        for i, key in enumerate(keys):
+            value = cache[key]
+            if isinstance(value, bytes):
+                packed[i] = np.frombuffer(value, dtype=np.uint8)
+                usable[i] = True
+        store.save(keys, stamps, packed, usable)
+
+
+def _list_source(scan: SourceScan, splits: list[SplitFiles]
+                 ) -> tuple[list[tuple[str, list[Drop], list[str], list[str]]], dict[str, str]]:
+    """Per split: the drops listing found, and the resolved paths and paths of the images to read;
+    plus every image to read once (resolved path -> path). Plain strings only: the split files
+    are let go before the images are read."""
+    seen_labels: set[str] = set()  # resolved orphan labels: a file in several splits counts in the first
+    seen_issues: set[tuple[str, str, int]] = set()
+    to_read: dict[str, str] = {}  # resolved -> as listed, every image to read
+    listed: list[tuple[str, list[Drop], list[str], list[str]]] = []
+    for files in splits:
+        drops: list[Drop] = []
+        for issue in files.issues:  # list lines naming no image, and images that share one label file
+            if (issue.kind, issue.file, issue.line) in seen_issues:
+                continue
+            seen_issues.add((issue.kind, issue.file, issue.line))
+            if issue.kind == SAME_STEM:
+                scan.images_seen += len(issue.images)
+                drops += [Drop(scan.source, image, 0, SAME_STEM, issue.reason) for image in issue.images]
+            else:
+                scan.images_seen += 1
+                drops.append(Drop(scan.source, issue.file, issue.line, "verify", issue.reason))
+        for label in files.orphans or []:
+            key = files.resolve(label)
+            if key not in seen_labels and key not in to_read:
+                seen_labels.add(key)
+                drops.append(Drop(scan.source, label, 0, "orphan-label", "label file without an image"))
+        keys: list[str] = []
+        images: list[str] = []
+        for image in files.images:  # an image in an earlier split counts there
+            key = files.resolve(image)
+            if key not in to_read and key not in seen_labels:
+                keys.append(key)
+                images.append(image)
+        for key, image in zip(keys, images):
+            to_read.setdefault(key, image)
+        scan.images_seen += len(keys)
+        listed.append((files.split, drops, keys, images))
+    return listed, to_read
 
 
 def scan_source(recipe: Recipe, index: int, progress: bool = True, cache: HashCache | None = None,
@@ -163,65 +230,45 @@ def scan_source(recipe: Recipe, index: int, progress: bool = True, cache: HashCa
         base = root if root.is_dir() else root.parent
         mapping = class_map(src, names, recipe.classes, where)
         scan = SourceScan(source=src.id, root=base, names=names)
-        seen: set[str] = set()  # resolved images and labels: a file in several splits counts in the first
-        seen_issues: set[tuple[str, str, int]] = set()
-        # per split: the drops listing found, and the (resolved image, pair) to read
-        listed: list[tuple[str, list[Drop], list[tuple[str, Pair]]]] = []
-        images: dict[str, Path] = {}  # resolved -> as listed, every image to read
-        for files in splits:
-            drops: list[Drop] = []
-            for issue in files.issues:  # list lines naming no image, and images that share one label file
-                if (issue.kind, issue.file, issue.line) in seen_issues:
-                    continue
-                seen_issues.add((issue.kind, issue.file, issue.line))
-                if issue.kind == SAME_STEM:
-                    scan.images_seen += len(issue.images)
-                    drops += [Drop(src.id, image, 0, SAME_STEM, issue.reason) for image in issue.images]
-                else:
-                    scan.images_seen += 1
-                    drops.append(Drop(src.id, issue.file, issue.line, "verify", issue.reason))
-            for label in files.orphan_labels():
-                if files.resolve(label) not in seen:
-                    seen.add(files.resolve(label))
-                    drops.append(Drop(src.id, str(label), 0, "orphan-label", "label file without an image"))
-            pairs = [(key, p) for key, p in ((files.resolve(p.image), p) for p in files.pairs) if key not in seen]
-            seen |= {key for key, _ in pairs}
-            for key, pair in pairs:
-                images.setdefault(key, pair.image)
-            scan.images_seen += len(pairs)
-            listed.append((files.split, drops, pairs))
+        listed, to_read = _list_source(scan, splits)
+        del splits
     with stages("hash"):
-        hash_source(recipe, base, images, cache, progress, desc=f"hash {src.id}")
+        hash_source(recipe, base, list(to_read), list(to_read.values()), cache, progress, desc=f"hash {src.id}")
+        del to_read
     with stages("scan"):
-        for split, drops, pairs in listed:
+        for split, drops, keys, images in listed:
             scan.drops += drops
-            for key, pair in tqdm(pairs, desc=f"scan {src.id}/{split}", unit="img", disable=not progress,
-                                  leave=False):
-                _scan_image(recipe, src, pair, split, index, mapping, scan, cache[key])
+            for key, image in tqdm(zip(keys, images), total=len(keys), desc=f"scan {src.id}/{split}", unit="img",
+                                   disable=not progress, leave=False):
+                _scan_image(recipe, image, split, index, mapping, scan, cache[key])
     return scan
 
 
-def _relative(path: Path, root: Path) -> str:
-    """`path` inside `root` for reports and ordering; through resolved paths when a link leads out."""
-    if path.is_relative_to(root):
-        return path.relative_to(root).as_posix()
-    real, real_root = path.resolve(), root.resolve()
+def _relative(path: str, root: Path) -> tuple[int, str]:
+    """Where the part of `path` inside `root` starts, or -1 and that part found through resolved
+    paths when a link leads out (`Candidate.rel`)."""
+    prefix = os.path.join(root, "")
+    if path.startswith(prefix):
+        return len(prefix), ""
+    real, real_root = Path(path).resolve(), root.resolve()
     if real.is_relative_to(real_root):
-        return real.relative_to(real_root).as_posix()
-    return Path(os.path.relpath(real, real_root)).as_posix()
+        return -1, real.relative_to(real_root).as_posix()
+    return -1, Path(os.path.relpath(real, real_root)).as_posix()
 
 
-def _scan_image(recipe: Recipe, src: SourceRecipe, pair: Pair, split: str, index: int,
-                mapping: list[int | None], scan: SourceScan, checked: Checked) -> None:
-    image, label = pair.image, pair.label
-    digest, error = checked
-    if error or digest is None:
-        scan.drops.append(Drop(src.id, str(image), 0, "verify", error or "image does not decode"))
+def _scan_image(recipe: Recipe, image: str, split: str, index: int, mapping: list[int | None], scan: SourceScan,
+                found: bytes | str) -> None:
+    """Read one image's labels and make it a candidate, or a drop saying why not (`found`: its packed
+    hash, or why it does not decode)."""
+    if isinstance(found, str):
+        scan.drops.append(Drop(scan.source, image, 0, "verify", found))
         return
+    label = label_file_for(image)
     boxes, issues = read_labels(label, nc=len(scan.names))
     if issues:  # one drop per image; its reason lists every bad line
         detail = "; ".join(f"line {i.line}: {i.reason}" if i.line else i.reason for i in issues)
-        scan.drops.append(Drop(src.id, str(label), issues[0].line, "verify", f"{detail} (image {image.name} left out)"))
+        scan.drops.append(Drop(scan.source, label, issues[0].line, "verify",
+                               f"{detail} (image {os.path.basename(image)} left out)"))
         return
     source_ids = boxes[:, 0].astype(int)
     keep = np.array([mapping[c] is not None for c in source_ids], dtype=bool)
@@ -229,16 +276,17 @@ def _scan_image(recipe: Recipe, src: SourceRecipe, pair: Pair, split: str, index
     scan.dropped_boxes.update(scan.names[c] for c in source_ids[~keep])
     kept = boxes[keep].copy()
     kept[:, 0] = [mapping[c] for c in source_ids[keep]]
-    rel = _relative(image, scan.root)
+    rel_start, outside_rel = _relative(image, scan.root)
     target: int | None = None
     if len(kept):
         target, mixed = _image_target(kept, recipe.mixed)
         scan.mixed += int(mixed)
         if target is None:
             present = ", ".join(recipe.classes[c] for c in sorted(set(kept[:, 0].astype(int))))
-            scan.drops.append(Drop(src.id, str(image), 0, "mixed",
+            scan.drops.append(Drop(scan.source, image, 0, "mixed",
                                    f"boxes of several target classes ({present}) and mixed: skip"))
             return
     dropped = tuple(sorted({scan.names[c] for c in source_ids[~keep]}))
-    scan.candidates.append(Candidate(source=src.id, source_index=index, path=image, rel=rel, boxes=kept,
-                                     target=target, hash=digest, source_split=split, dropped=dropped))
+    scan.candidates.append(Candidate(source=scan.source, source_index=index, path=image, rel_start=rel_start,
+                                     packed_boxes=boxes_to_bytes(kept), target=target, hash=found,
+                                     source_split=split, dropped=dropped, outside_rel=outside_rel))

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from mhyolo.config import read_yaml
+from mhyolo.data.pathstr import label_file_for
 from mhyolo.errors import DataError
 from mhyolo.paths import absolute_path
 
@@ -90,17 +91,12 @@ class DataSpec:
         """Images of a split that have an unambiguous label; any problem with the split is a DataError."""
         from mhyolo.data.pairing import split_files  # pairing reads entries of this module
 
-        return split_files(self, split).checked().images
+        return [Path(image) for image in split_files(self, split).checked().images]
 
 
 def label_path_for(image_path: Path) -> Path:
     """YOLO convention: the last `images` folder in the path becomes `labels`, suffix `.txt`."""
-    parts = list(image_path.parts)
-    for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            return Path(*parts).with_suffix(".txt")
-    return image_path.with_suffix(".txt")
+    return Path(label_file_for(str(image_path)))
 
 
 def _value_lines(yaml_path: Path) -> dict[str, list[int]]:

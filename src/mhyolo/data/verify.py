@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mhyolo.data.dedup import DEFAULT_METHOD, cross_pairs
+from mhyolo.data.dedup import DEFAULT_METHOD, packed_cross_pairs
 from mhyolo.data.hashing import check_images
 from mhyolo.data.labels import read_labels
 from mhyolo.data.pairing import SAME_STEM, split_files
@@ -98,7 +98,7 @@ def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_m
         spec = load_data_spec(data_yaml)
     problems: list[Problem] = []
     summaries: dict[str, SplitSummary] = {}
-    hashes: dict[str, list[tuple[str, np.ndarray]]] = {}
+    hashes: dict[str, tuple[list[str], np.ndarray]] = {}  # split -> images to compare, their packed hashes
     entries_seen: dict[tuple[Path, ...], str] = {}
     split_of_image: dict[str, str] = {}  # resolved image -> first split holding it
     for split in spec.splits:
@@ -111,35 +111,35 @@ def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_m
                 summaries[split] = replace(summaries[entries_seen[same]])  # same files, same counts
                 continue
             entries_seen[same] = split
-            files = split_files(spec, split)
+            files = split_files(spec, split, orphans=True)
             for issue in files.issues:
                 problems.append(Problem(issue.kind, issue.file, issue.line, issue.reason))
                 if issue.kind == SAME_STEM:
                     summary.same_stem += len(issue.images)
                 else:
                     summary.missing += 1
-            also: dict[str, list[Path]] = {}
-            first_here: list[bool] = []  # the image is not in an earlier split (those are reported, not hashed)
-            for pair in files.pairs:
-                first = split_of_image.setdefault(files.resolve(pair.image), split)
-                first_here.append(first == split)
+            also: dict[str, list[str]] = {}
+            # the image is not in an earlier split (those are reported, not compared)
+            first_here = np.zeros(len(files.images), dtype=bool)
+            for i, image in enumerate(files.images):
+                first = split_of_image.setdefault(files.resolve(image), split)
+                first_here[i] = first == split
                 if first != split:
-                    also.setdefault(first, []).append(pair.image)
+                    also.setdefault(first, []).append(image)
             for other, shared in also.items():
                 more = f" and {len(shared) - 1} more" if len(shared) > 1 else ""
-                problems.append(Problem("shared-image", str(shared[0]), 0, f"also in split '{other}'{more}"))
+                problems.append(Problem("shared-image", shared[0], 0, f"also in split '{other}'{more}"))
         with stages("hash"):
-            checked = check_images([p.image for p in files.pairs], None if leak_threshold is None else hash_method,
+            checked = check_images(files.images, None if leak_threshold is None else hash_method,
                                    hash_size, workers=workers, progress=progress, desc=f"verify {split}")
         with stages("scan"):
-            split_hashes = hashes[split] = []
-            for pair, (digest, error), here in tqdm(list(zip(files.pairs, checked, first_here)),
-                                                    desc=f"labels {split}", unit="img", disable=not progress,
-                                                    leave=False):
-                image = pair.image
+            usable = np.zeros(len(files.images), dtype=bool)  # decodes and its labels parse
+            for k, pair in enumerate(tqdm(files.pairs(), total=len(files.images), desc=f"labels {split}", unit="img",
+                                          disable=not progress, leave=False)):
+                error = checked.errors.get(k)
                 if error:
                     summary.bad_images += 1
-                    problems.append(Problem("image", str(image), 0, error))
+                    problems.append(Problem("image", pair.image, 0, error))
                     continue
                 boxes, issues = read_labels(pair.label, nc=spec.nc)
                 if issues:
@@ -151,33 +151,34 @@ def verify_dataset(data_yaml: str | Path, leak_threshold: int | None = 6, hash_m
                 summary.negatives += int(len(boxes) == 0)
                 for cls in boxes[:, 0].astype(int):
                     summary.class_boxes[spec.names[cls]] = summary.class_boxes.get(spec.names[cls], 0) + 1
-                if digest is not None and here:  # images shared with an earlier split are reported above
-                    split_hashes.append((str(image), digest))
-            for label in files.orphan_labels():
+                usable[k] = True
+            compared = usable & first_here & checked.hashed()  # images shared with an earlier split are reported above
+            hashes[split] = ([image for image, keep in zip(files.images, compared) if keep], checked.packed[compared])
+            for label in files.orphans or []:
                 summary.orphan_labels += 1
-                problems.append(Problem("orphan-label", str(label), 0, "label file without an image"))
+                problems.append(Problem("orphan-label", label, 0, "label file without an image"))
     if leak_threshold is not None:
         with stages("dedup"):
-            problems.extend(_leaks(hashes, leak_threshold))
+            problems.extend(_leaks(hashes, leak_threshold, hash_size * hash_size))
     return VerifyReport(data_yaml=str(spec.yaml_path), names=spec.names, splits=summaries, problems=problems,
                         leak_threshold=leak_threshold)
 
 
-def _leaks(hashes: dict[str, list[tuple[str, np.ndarray]]], threshold: int) -> list[Problem]:
+def _leaks(hashes: dict[str, tuple[list[str], np.ndarray]], threshold: int, bits: int) -> list[Problem]:
     """One problem per image that has a near-duplicate in an earlier split, naming the closest one."""
     found: list[Problem] = []
     splits = list(hashes)
     for i, first in enumerate(splits):
         for second in splits[i + 1:]:
-            a, b = hashes[first], hashes[second]
+            (a, packed_a), (b, packed_b) = hashes[first], hashes[second]
             if not a or not b:
                 continue
             matches: dict[int, list[tuple[int, int]]] = {}
-            for ia, ib, dist in cross_pairs(np.stack([h for _, h in a]), np.stack([h for _, h in b]), threshold):
+            for ia, ib, dist in packed_cross_pairs(packed_a, packed_b, bits, threshold):
                 matches.setdefault(ib, []).append((dist, ia))
             for ib in sorted(matches):
                 dist, ia = min(matches[ib])
                 more = f" and {len(matches[ib]) - 1} more" if len(matches[ib]) > 1 else ""
-                found.append(Problem("leak", b[ib][0], 0, f"near-duplicate of {first} image {a[ia][0]} "
-                                                          f"(distance {dist}){more}"))
+                found.append(Problem("leak", b[ib], 0, f"near-duplicate of {first} image {a[ia]} "
+                                                      f"(distance {dist}){more}"))
     return found
