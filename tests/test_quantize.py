@@ -80,6 +80,14 @@ def person(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def person_ov_int8(person, calib, tmp_path_factory):
+    """The NNCF default INT8 IR of `person`, made once for the tests that read it."""
+    from mhyolo.deploy.quantize_openvino import quantize_openvino
+
+    return quantize_openvino(person, tmp_path_factory.mktemp("ov_int8") / "person.xml", calib)
+
+
+@pytest.fixture(scope="module")
 def person_int8(person, calib):
     """Every block INT8 (no SQNR fallback), so which ops stay float is known exactly."""
     return quantize_onnx_static(person, person.with_name("person_int8.onnx"), calib, progress=False, min_sqnr_db=None)
@@ -256,11 +264,11 @@ def test_ort_percentile_calibration_without_pre_processing(ball_onnx, tiny_data,
 
 @needs_shared
 @needs_openvino
-def test_openvino_int8_default(person, calib, tmp_path):
-    from mhyolo.deploy.quantize_openvino import fake_quantize_count, float_convolutions, quantize_openvino
+def test_openvino_int8_default(person, calib, person_ov_int8):
+    from mhyolo.deploy.quantize_openvino import fake_quantize_count, float_convolutions
     from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
 
-    xml = quantize_openvino(person, tmp_path / "int8" / "person.xml", calib)
+    xml = person_ov_int8
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
     # every conv takes INT8 input except the three that write the box logits (NNCF's ignored scope)
     assert fake_quantize_count(xml) > 60
@@ -391,16 +399,16 @@ def test_accuracy_aware_items_leave_out_ball_free_images(ball_onnx, tiny_data, t
 
 @needs_shared
 @needs_openvino
-def test_openvino_int8_runs_int8_convolution_kernels(person, calib, tmp_path):
+def test_openvino_int8_runs_int8_convolution_kernels(person, person_ov_int8):
     """The executed graph, not the IR, says whether INT8 pays: its convolutions must run as 8-bit
     kernels (all but the float box convolutions), the FP32 IR's as none."""
-    from mhyolo.deploy.quantize_openvino import float_convolutions, quantize_openvino
+    from mhyolo.deploy.quantize_openvino import float_convolutions
     from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
     from mhyolo.machine import cpu_info
 
     if not cpu_info().has("avx2"):
         pytest.skip("OpenVINO's CPU plugin has INT8 convolution kernels from AVX2 up; this CPU has no AVX2")
-    xml = quantize_openvino(person, tmp_path / "int8" / "person.xml", calib)
+    xml = person_ov_int8
     for precision in ("auto", "f32"):
         kernels = OpenVinoBackend(xml, precision=precision).kernels()
         assert kernels.int8_convolutions == kernels.total - len(float_convolutions(xml)) > 50, kernels.describe()
