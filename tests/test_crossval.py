@@ -134,3 +134,81 @@ def test_type_accuracy_counts_only_types_seen_in_training() -> None:
     assert seen["typed_map50"] is None  # a held-out type was never seen: typed mAP says nothing
     every = _seen_type_scores({"type_names": names, "confusion_matrix": matrix, "typed_map50": 0.4}, names)
     assert every["cls_accuracy"] == pytest.approx(5 / 8) and every["typed_map50"] == 0.4
+
+
+def _fold_scores(values: dict[str, float]) -> dict:
+    """A fold's `runs` whose held-out typed mAPs give these fitness values (0.1 mAP50 + 0.9 mAP50-95)."""
+    return {"runs": {run: {"scores": {"64": {"map50": 0.5, "map50_95": 0.3, "typed_map50": v, "typed_map50_95": v}}}
+                     for run, v in values.items()}}
+
+
+def test_distillation_is_decided_on_the_held_out_means_over_folds() -> None:
+    from mhyolo.pipeline.config import DistillConfig
+    from mhyolo.pipeline.crossval_candidates import distill_on_held_out
+
+    config = DistillConfig(enabled=True, seeds=[0, 1], variants={"kd": {}})
+    folds = {"a": _fold_scores({"distill/teacher": 0.6, "distill/student-s0": 0.40, "distill/student-s1": 0.42,
+                                "distill/kd-s0": 0.50, "distill/kd-s1": 0.52}),
+             "b": _fold_scores({"distill/teacher": 0.2, "distill/student-s0": 0.20, "distill/student-s1": 0.20,
+                                "distill/kd-s0": 0.20, "distill/kd-s1": 0.20})}
+    summary = distill_on_held_out(folds, config, "64")
+    student, kd = summary["candidates"]["student"], summary["candidates"]["kd"]
+    assert student["fitness"]["values"] == pytest.approx([0.30, 0.31])  # per seed: mean over the two folds
+    assert student["fitness"]["spread"] == pytest.approx(0.01)
+    assert kd["fitness"]["mean"] == pytest.approx(0.355) and kd["per_fold"]["a"]["fitness"] == pytest.approx(0.51)
+    assert summary["candidates"]["teacher"]["fitness"]["mean"] == pytest.approx(0.4)
+    assert summary["candidates"]["teacher"]["fitness"]["spread"] is None  # one teacher per fold, no seeds
+    assert summary["decision"]["chosen"] == "kd" and "+0.0500" in summary["decision"]["reason"]
+
+    folds["b"]["runs"].pop("distill/kd-s1")  # a fold not finished: no decision yet, the rest still reported
+    partial = distill_on_held_out(folds, config, "64")
+    assert "decision" not in partial and partial["candidates"]["kd"]["runs"] == ["distill/kd-s0"]
+
+
+@pytest.mark.slow
+def test_crossval_of_a_distillation_trains_a_teacher_per_fold(shared: Path, tmp_path: Path, official_weights: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    _recipe(shared, tmp_path)
+    fast = {"epochs": 1, "batch": 8, "workers": 0, "close_mosaic": 0}
+    pipeline = {"recipe": "recipe.yaml", "imgsz": 64, "detector": {"enabled": False},
+                "head": {"enabled": False}, "joint": {"enabled": False},
+                "distill": {"enabled": True, "teacher": {"hyp": "multihead", "overrides": fast},
+                            "student": {"hyp": "multihead", "overrides": fast},
+                            "variants": {"kd": {"response_kd": {"weight": 0.1}}}, "seeds": [0]}}
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(pipeline))
+    out = tmp_path / "cv"
+    assert main(["crossval", str(config), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "crossval.json").read_text())
+    for name, fold in summary["folds"].items():
+        assert set(fold["runs"]) == {"distill/teacher", "distill/student-s0", "distill/kd-s0"}
+        assert fold["scores"] == fold["runs"]["distill/student-s0"]["scores"]  # the main table: the student
+        teacher = Path(fold["runs"]["distill/teacher"]["weights"])
+        assert teacher == out / name / "distill" / "teacher" / "weights" / "best.safetensors"
+        kd = json.loads((out / name / "distill" / "kd-s0" / "done.json").read_text())["config"]
+        assert kd["teacher"] == str(teacher)  # the fold's own teacher, never one that saw the held-out source
+    assert set(summary["distill"]["candidates"]) == {"teacher", "student", "kd"}
+    assert summary["distill"]["decision"]["chosen"] in ("student", "kd")
+    assert "Distillation on the held-out sources" in (out / "crossval.md").read_text()
+    assert "Distillation on the held-out sources" in (out / "report.html").read_text()
+
+    capsys.readouterr()
+    assert main(["crossval", str(config), "--out", str(out), "--quiet"]) == 0
+    assert "training (" not in capsys.readouterr().out  # every run of every fold resumes as done
+
+
+def test_crossval_of_a_distillation_refuses_a_given_teacher_and_epochs(shared: Path, tmp_path: Path) -> None:
+    _recipe(shared, tmp_path)
+    pipeline = {"recipe": "recipe.yaml", "detector": {"enabled": False}, "head": {"enabled": False},
+                "joint": {"enabled": False}, "distill": {"enabled": True, "teacher_weights": "teacher.safetensors"}}
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(pipeline))
+    from mhyolo.pipeline.crossval import CrossvalSettings, plan
+
+    with pytest.raises(ConfigError, match="teacher per fold"):
+        plan(CrossvalSettings(config=config, out=tmp_path / "cv"))
+    pipeline["distill"].pop("teacher_weights")
+    config.write_text(yaml.safe_dump(pipeline))
+    with pytest.raises(ConfigError, match="--epochs"):
+        plan(CrossvalSettings(config=config, out=tmp_path / "cv", epochs=3))
+    assert len(plan(CrossvalSettings(config=config, out=tmp_path / "cv"))[2][0].runs) == 1 + 3  # teacher, 3 runs

@@ -6,6 +6,11 @@ fold (`DIR/<source>/{data,train}/`, `score.json`), each step leaving `done.json`
 pipeline's stages, so a re-run skips finished folds and an interrupted training resumes.
 The table of held-out scores is the project's measure of how a recipe generalises to
 photos from elsewhere: defaults are chosen by it, not by the val split of seen sources.
+
+A pipeline whose final stage is `distill` is cross-validated whole: each fold trains its own
+teacher (one trained on every source would have seen the held-out one), then per seed the
+undistilled student and each variant, and every one of them is scored on the held-out source
+(`crossval_candidates` turns those scores into the distillation's held-out decision).
 """
 
 from __future__ import annotations
@@ -39,11 +44,19 @@ class CrossvalSettings:
     progress: bool = True
 
 
+PRIMARY = "train"  # the one run of an ordinary fold (its folder and the fold's row)
+
+
 @dataclass
 class Fold:
     held_out: str
     folder: Path
-    train: TrainConfig
+    runs: dict[str, TrainConfig]  # run folder (under the fold) -> settings, in training order
+    primary: str = PRIMARY  # the run whose scores are the fold's row of the main table
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.runs[self.primary]
 
 
 def _stage(config: PipelineConfig) -> StageConfig:
@@ -52,9 +65,19 @@ def _stage(config: PipelineConfig) -> StageConfig:
     name = final_stage(config)
     if name in (None, "head", "joint"):
         name = "multihead"  # the frozen-head paths need a detector run first: cross-validate the one-run model
-    if name == "distill":  # the student's recipe; distilling per fold would need a teacher per fold
-        return config.distill.student
     return getattr(config, name)
+
+
+def _fold_runs(config: PipelineConfig, folder: Path, extra: dict[str, Any]) -> tuple[dict[str, TrainConfig], str]:
+    """The runs a fold trains and which of them makes its row: the final stage's one run, or for a
+    distillation the teacher, the students and the variants (the row: the undistilled student's first seed)."""
+    if final_stage(config) != "distill":
+        return {PRIMARY: train_config(config, _stage(config), folder / "data", None, extra)}, PRIMARY
+    from mhyolo.pipeline.config import STUDENT
+    from mhyolo.pipeline.distill import run_name
+    from mhyolo.pipeline.stages import distillation_plan
+
+    return distillation_plan(config, folder), run_name(STUDENT, config.distill.seeds[0])
 
 
 def plan(settings: CrossvalSettings) -> tuple[PipelineConfig, Recipe, list[Fold]]:
@@ -71,14 +94,21 @@ def plan(settings: CrossvalSettings) -> tuple[PipelineConfig, Recipe, list[Fold]
         raise ConfigError(f"--sources: {', '.join(unknown)} not in the recipe (sources: {', '.join(ids)})")
     if len(ids) < 2:
         raise ConfigError(f"{config.path(config.recipe)}: leave-one-source-out needs at least two sources")
-    stage = _stage(config)
     extra: dict[str, Any] = {"freeze": None}
+    if final_stage(config) == "distill":
+        if config.distill.teacher_weights:
+            raise ConfigError(f"{settings.config}: distill.teacher_weights: a given teacher was trained on every "
+                              "source, the held-out one too; cross-validation trains a teacher per fold "
+                              "(remove teacher_weights)")
+        if settings.epochs is not None:
+            raise ConfigError(f"{settings.config}: --epochs: a distillation's teacher and student train for "
+                              "different numbers of epochs; set them in the pipeline file's distill stage")
     if settings.epochs is not None:
         extra["epochs"] = settings.epochs
     folds = []
     for source in wanted:
         folder = settings.out / source
-        folds.append(Fold(source, folder, train_config(config, stage, folder / "data", None, extra)))
+        folds.append(Fold(source, folder, *_fold_runs(config, folder, extra)))
     return config, recipe, folds
 
 
@@ -116,7 +146,8 @@ def _seen_type_scores(types: dict[str, Any], trained: list[str]) -> dict[str, An
     present = [i for i, row in enumerate(matrix) if sum(row)]
     all_seen = all(i in seen for i in present)
     return {"cls_accuracy": correct / matched if matched else None, "typed_boxes": matched,
-            "typed_map50": types.get("typed_map50") if all_seen else None}
+            "typed_map50": types.get("typed_map50") if all_seen else None,
+            "typed_map50_95": types.get("typed_map50_95") if all_seen else None}
 
 
 def run_crossval(settings: CrossvalSettings) -> dict[str, Any]:
@@ -137,26 +168,43 @@ def run_crossval(settings: CrossvalSettings) -> dict[str, Any]:
             scans = scans if scans is not None else scan_all(recipe, settings.progress)
             report = build_fold(recipe, fold.held_out, data, scans=scans, progress=settings.progress)
             mark_done(data, {"held_out": fold.held_out, "seed": recipe.seed, "counts": report.counts})
-        started = time.perf_counter()
-        trained = train_stage("train", fold.train, fold.folder, settings.progress)
-        seconds = None if trained.skipped else time.perf_counter() - started
         score_path = fold.folder / SCORE_JSON
-        sizes = [fold.train.imgsz, *[s for s in settings.eval_imgsz if s != fold.train.imgsz]]
         previous = json.loads(score_path.read_text()) if score_path.is_file() else {}
-        if not previous or any(str(s) not in previous.get("scores", {}) for s in sizes):
-            scores = {**previous.get("scores", {}), **score_fold(fold, trained.weights, sizes, settings.progress)}
-            counts = json.loads((data / "done.json").read_text())["counts"]
-            previous = {"held_out": fold.held_out, "weights": str(trained.weights), "imgsz": fold.train.imgsz,
-                        "counts": counts, "train_seconds": seconds or previous.get("train_seconds"),
-                        "scores": scores}
-            score_path.write_text(json.dumps(previous, indent=2))
-        rows[fold.held_out] = previous
+        sizes = [fold.train.imgsz, *[s for s in settings.eval_imgsz if s != fold.train.imgsz]]
+        counts = json.loads((data / "done.json").read_text())["counts"]
+        runs = previous.get("runs", {PRIMARY: previous} if previous else {})
+        for name, train in fold.runs.items():
+            started = time.perf_counter()
+            trained = train_stage(name, train, fold.folder, settings.progress)
+            seconds = None if trained.skipped else time.perf_counter() - started
+            done = runs.get(name, {})
+            if not done or any(str(s) not in done.get("scores", {}) for s in sizes):
+                scores = {**done.get("scores", {}), **score_fold(fold, trained.weights, sizes, settings.progress)}
+                runs[name] = {"weights": str(trained.weights), "train_seconds": seconds or done.get("train_seconds"),
+                              "scores": scores}
+                score_path.write_text(json.dumps(_fold_row(fold, counts, runs), indent=2))
+        rows[fold.held_out] = _fold_row(fold, counts, runs)
     summary = {"config": str(settings.config), "recipe": str(config.path(config.recipe)), "seed": config.seed,
                "imgsz": config.imgsz, "train": _train_summary(folds[0].train), "folds": rows}
+    if final_stage(config) == "distill":
+        from mhyolo.pipeline.crossval_candidates import distill_on_held_out
+
+        summary["distill"] = distill_on_held_out(rows, config.distill, str(config.imgsz))
     paths = write_crossval_report(settings.out, summary)
     paths["html"] = write_html_report(settings.out)
     print(paths["markdown"].read_text())
     return {**summary, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _fold_row(fold: Fold, counts: dict[str, Any], runs: dict[str, Any]) -> dict[str, Any]:
+    """`score.json` of a fold: its primary run's scores at the top (the main table), and with more than
+    one run every run's under `runs`."""
+    primary = runs.get(fold.primary, {})
+    row = {"held_out": fold.held_out, "weights": primary.get("weights"), "imgsz": fold.train.imgsz,
+           "counts": counts, "train_seconds": primary.get("train_seconds"), "scores": primary.get("scores", {})}
+    if len(fold.runs) > 1:
+        row["runs"] = {name: runs[name] for name in fold.runs if name in runs}
+    return row
 
 
 def _train_summary(train: TrainConfig) -> dict[str, Any]:

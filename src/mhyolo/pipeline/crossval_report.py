@@ -58,7 +58,49 @@ def markdown(summary: dict[str, Any]) -> str:
         mean = mean_row(rows)
         lines.append(f"| **{MEAN}** | | | " + " | ".join(f"**{_cell(mean[key])}**" for key, _ in COLUMNS) + " |")
         lines.append("")
+    if summary.get("distill"):
+        lines += distill_markdown(summary["distill"], list(folds))
     return "\n".join(lines)
+
+
+DISTILL_COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type acc"),
+                   ("typed_map50", "typed mAP50"), ("fitness", "fitness"))
+
+
+def spread_cell(stat: dict[str, Any]) -> str:
+    """`mean (spread)` over seeds; the mean alone for one seed."""
+    if stat.get("mean") is None:
+        return "–"
+    return f"{stat['mean']:.3f}" + (f" ({stat['spread']:.3f})" if stat.get("spread") is not None else "")
+
+
+def distill_table(distill: dict[str, Any], sources: list[str]) -> tuple[list[str], list[list[str]]]:
+    """One row per candidate: held-out mAP50 per source, then the means over folds as mean (spread) over
+    seeds, and the training time of all folds together (one seed)."""
+    headers = ["candidate", "seeds", *(f"{s} mAP50" for s in sources), *(label for _, label in DISTILL_COLUMNS),
+               "training min (all folds)"]
+    rows = []
+    for name, cand in distill["candidates"].items():
+        seconds = cand.get("train_seconds")
+        rows.append([name, str(len(cand["runs"])),
+                     *(_cell(cand["per_fold"].get(s, {}).get("map50")) for s in sources),
+                     *(spread_cell(cand[key]) for key, _ in DISTILL_COLUMNS),
+                     "–" if seconds is None else f"{seconds / 60:.1f}"])
+    return headers, rows
+
+
+def distill_markdown(distill: dict[str, Any], sources: list[str]) -> list[str]:
+    headers, rows = distill_table(distill, sources)
+    lines = [f"## Distillation on the held-out sources (scored at {distill['imgsz']} px)", "",
+             "Each fold trains its own teacher on the other sources, then the student with and without each "
+             "distillation per seed; each cell: the mean over the held-out sources, as mean (max − min) over the "
+             "seeds. Fitness is the filter's (typed mAP where every held-out type was seen, else ball mAP).", "",
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    decision = distill.get("decision")
+    lines += ["", f"Decision on the held-out sources: **{decision['chosen']}** — {decision['reason']}."
+              if decision else "Decision: not every run has been scored yet.", ""]
+    return lines
 
 
 def plot(summary: dict[str, Any], path: Path) -> Path:

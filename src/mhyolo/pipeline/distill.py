@@ -9,6 +9,7 @@ split; `decide` only reads those scores.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from statistics import mean
 from typing import Any
@@ -62,17 +63,19 @@ class DistillDecision:
         return asdict(self)
 
 
-def decide(rows: dict[str, dict[str, Any]], distill: DistillConfig) -> DistillDecision:
+def decide(rows: dict[str, dict[str, Any]], distill: DistillConfig,
+           fitness: Callable[[dict[str, Any]], float] = fitness_of) -> DistillDecision:
     """The best variant by mean fitness over the seeds is kept only if its mean beats the student's
     by more than the larger of the two seed-to-seed spreads (with one seed there is no spread to
-    measure and any gain counts; the reason says so)."""
+    measure and any gain counts; the reason says so). `fitness` reads a run's row: the val split's
+    by default, the held-out sources' in cross-validation."""
     groups: dict[str, GroupScore] = {}
     for group in (STUDENT, *distill.variants):
         runs = [run_name(group, seed) for seed in distill.seeds]
         missing = [name for name in runs if name not in rows]
         if missing:
             raise ConfigError(f"distillation: no scores for {', '.join(missing)}")
-        groups[group] = GroupScore(runs, [fitness_of(rows[name]) for name in runs])
+        groups[group] = GroupScore(runs, [fitness(rows[name]) for name in runs])
     student = groups[STUDENT]
     best = max(distill.variants, key=lambda name: groups[name].mean)
     margin = max(student.spread, groups[best].spread)

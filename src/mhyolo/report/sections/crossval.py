@@ -78,4 +78,19 @@ class Crossval(Section):
         chart = self.run.file("crossval.png")
         if chart:
             parts.append(figure(chart, "Held-out mAP50 and mAP50-95 per source and their mean.", "crossval.png"))
+        distill = summary.get("distill")
+        if isinstance(distill, dict) and isinstance(distill.get("candidates"), dict):
+            parts += self._distillation(distill, list(folds))
         return join(parts)
+
+    def _distillation(self, distill: dict[str, Any], sources: list[str]) -> list[Html]:
+        from mhyolo.pipeline.crossval_report import distill_table
+
+        headers, rows = distill_table(distill, sources)
+        decision = distill.get("decision") or {}
+        return [tag("h3", f"Distillation on the held-out sources (scored at {distill.get('imgsz', '?')} px)"),
+                paragraph("Each fold trains its own teacher, then the student with and without each distillation "
+                          "per seed; cells: mean over the held-out sources, as mean (max − min) over seeds."),
+                table(headers, rows),
+                paragraph("Decision on the held-out sources: ", tag("strong", decision["chosen"]), f" — {decision['reason']}.")
+                if decision else paragraph("Decision: not every run has been scored yet.")]
