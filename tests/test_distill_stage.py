@@ -59,6 +59,26 @@ def test_missing_scores_and_reserved_names_are_errors() -> None:
         DistillConfig(enabled=True, variants={"student": {}})
 
 
+def test_per_type_table_is_the_mean_and_spread_over_seeds() -> None:
+    from mhyolo.pipeline.distill_tables import per_type_table
+
+    def row(total: float, basket: float, tennis: float) -> dict:
+        return {"typed_map50": total, "typed_map50_95": total / 2,
+                "typed_per_type": {"basketball": {"ap50": basket, "ap50_95": basket / 2},
+                                   "tennis-ball": {"ap50": tennis, "ap50_95": None}}}
+
+    rows = {"distill/teacher": row(0.9, 0.8, 1.0), "distill/student-s0": row(0.6, 0.4, 0.8),
+            "distill/student-s1": row(0.7, 0.6, 0.8), "distill/kd-s0": row(0.8, 0.7, 0.9)}
+    decision = {"groups": {"student": {"runs": ["distill/student-s0", "distill/student-s1"]},
+                           "kd": {"runs": ["distill/kd-s0"]}}}
+    headers, table = per_type_table(rows, decision)
+    assert headers == ["model", "metric", "all", "basketball", "tennis-ball"]
+    assert table[0] == ["teacher", "AP50", "0.900", "0.800", "1.000"]
+    assert table[2] == ["student", "AP50", "0.650 (0.100)", "0.500 (0.200)", "0.800 (0.000)"]
+    assert table[3] == ["student", "AP50-95", "0.325 (0.050)", "0.250 (0.100)", "–"]  # no AP: a dash, not 0
+    assert table[4] == ["kd", "AP50", "0.800", "0.700", "0.900"]
+
+
 @pytest.mark.slow
 def test_tiny_distillation_pipeline(shared: Path, tmp_path: Path, official_weights: Path) -> None:
     recipe = {"classes": ["basketball", "football", "tennis-ball"], "seed": 0, "val_fraction": 0.25,
@@ -90,3 +110,8 @@ def test_tiny_distillation_pipeline(shared: Path, tmp_path: Path, official_weigh
     assert report["models"]["distill/teacher"]["latency_ms"] > 0
     page = (run / "report.html").read_text()
     assert '<h2 id="distill">' in page and "distill/student-s0" in page and decision["reason"] in page
+    assert "Typed AP per ball type" in page
+    assert set(report["models"]["distill/imitation-s0"]["typed_per_type"]) == {"basketball", "football",
+                                                                               "tennis-ball"}
+    markdown = (run / "report.md").read_text()
+    assert "## Distillation (evaluate and filter)" in markdown and "| both | AP50-95 |" in markdown

@@ -182,9 +182,13 @@ def test_to_dict_is_plain_and_complete():
     d = evaluate([typed(**FOUR)]).to_dict()
     assert set(d) == {"type_names", "iou", "conf", "cls_accuracy", "matched", "gt_boxes", "detection_recall",
                       "image_accuracy", "images", "images_without_prediction", "typed_map50",
-                      "typed_map50_95", "per_type", "macro", "confusion_matrix", "image_per_type",
-                      "image_confusion_matrix"}
+                      "typed_map50_95", "typed_per_type", "per_type", "macro", "confusion_matrix",
+                      "image_per_type", "image_confusion_matrix"}
     assert d["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]
+    # each type's AP of the typed mAP, as hand-computed in test_below_conf_detection_is_kept_for_typed_map
+    assert {name: row["ap50"] for name, row in d["typed_per_type"].items()} == \
+        pytest.approx({"basketball": 0.5, "football": 1.0, "tennis-ball": 0.0})
+    assert [row["instances"] for row in d["typed_per_type"].values()] == [2, 1, 1]
     assert d["matched"] == 3 and d["gt_boxes"] == 4
     assert d["image_accuracy"] == 1.0  # equal areas -> first box A (basketball); top box NEAR_D says basketball
     assert yaml.safe_load(yaml.safe_dump(d)) == d

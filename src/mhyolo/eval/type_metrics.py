@@ -206,6 +206,9 @@ class TypeMetrics:
             "image_accuracy": num(self.image_accuracy), "images": self.images,
             "images_without_prediction": self.images_without_prediction,
             "typed_map50": num(self.typed_map50), "typed_map50_95": num(self.typed_map50_95),
+            # each type's own AP in the typed mAP (seed 001's per-class table)
+            "typed_per_type": {c.name: {"ap50": num(c.ap50), "ap50_95": num(c.ap50_95), "instances": c.instances}
+                               for c in (self.typed.per_class if self.typed is not None else [])},
             "per_type": scores(self.per_type),
             "macro": {k: num(v) for k, v in self.macro.items()},
             "confusion_matrix": np.asarray(self.confusion_matrix).astype(int).tolist(),

@@ -32,7 +32,7 @@ def score(weights: Path, data_yaml: Path, imgsz: int, classifier: Path | None = 
     if result.types is not None:
         row.update({k: v for k, v in result.types.to_dict().items()
                     if k in ("cls_accuracy", "image_accuracy", "typed_map50", "typed_map50_95",
-                             "detection_recall", "per_type", "confusion_matrix")})
+                             "detection_recall", "per_type", "typed_per_type", "confusion_matrix")})
     return row
 
 
@@ -58,6 +58,10 @@ def write_report(run: Path, rows: dict[str, dict[str, Any]], extra: dict[str, An
     text = markdown(rows, "mhyolo pipeline report")
     if "head_overhead" in extra:
         text += f"\nType head latency overhead (same run, interleaved): x{extra['head_overhead']:.3f}\n"
+    if isinstance(extra.get("distill"), dict):
+        from mhyolo.pipeline.distill_tables import distill_markdown
+
+        text += "\n" + distill_markdown(rows, extra["distill"])
     table = Path(extra.get("benchmark", {}).get("markdown", ""))
     if table.is_file():
         text += "\n## Every format (mhyolo benchmark)\n\n" + table.read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mhyolo.report.html import DASH, Html, join, number, paragraph, table, tag
+from mhyolo.report.html import DASH, Html, join, paragraph, table, tag
 from mhyolo.report.sections import Section, register
 
 
@@ -27,19 +27,24 @@ class Distillation(Section):
         return {"distillation": str(decision.get("chosen", DASH))}
 
     def render(self) -> Html:
+        from mhyolo.pipeline.distill_tables import fitness_table, per_type_table
+
         decision = self._decision() or {}
         chosen = decision.get("chosen")
-        headers = ["model", "runs", "fitness per seed", "mean", "spread"]
-        rows, classes = [], []
-        for name, group in decision["groups"].items():
-            runs = group.get("runs") or []
-            rows.append([name + (" (kept)" if name == chosen else ""), ", ".join(str(r) for r in runs),
-                         ", ".join(number(v, 4) for v in group.get("fitness") or []),
-                         number(group.get("mean"), 4), number(group.get("spread"), 4)])
-            classes.append("final" if name == chosen else None)
-        return join([paragraph("The student without distillation and with each distillation variant, the same "
-                               "data, epochs and seeds, scored on the validation split; fitness is 0.1 x mAP50 + "
-                               "0.9 x mAP50-95 of the typed mAP (detection and type together). A distilled "
-                               "student is kept only if its mean beats the undistilled one's by more than the "
-                               "seed-to-seed spread."),
-                     table(headers, rows, classes), paragraph(tag("strong", "Choice: "), decision.get("reason", ""))])
+        headers, rows = fitness_table(decision)
+        classes = ["final" if name == chosen else None for name in decision["groups"]]
+        report = self.run.json("report.json")
+        models = report.get("models") if isinstance(report, dict) else None
+        parts = [paragraph("The student without distillation and with each distillation variant, the same "
+                           "data, epochs and seeds, scored on the validation split; fitness is 0.1 x mAP50 + "
+                           "0.9 x mAP50-95 of the typed mAP (detection and type together). A distilled "
+                           "student is kept only if its mean beats the undistilled one's by more than the "
+                           "seed-to-seed spread."),
+                 table(headers, rows, classes), paragraph(tag("strong", "Choice: "), decision.get("reason", ""))]
+        if isinstance(models, dict):
+            type_headers, type_rows = per_type_table(models, decision)
+            if len(type_headers) > 3:  # the models type their balls
+                parts += [tag("h3", "Typed AP per ball type"),
+                          paragraph("Each type's AP within the typed mAP, mean (max − min) over the seeds."),
+                          table(type_headers, type_rows)]
+        return join(parts)
