@@ -13,8 +13,9 @@ as before.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
-from mhyolo.deploy.layout import FLOAT_RGB_NCHW, UINT8_BGR_NHWC, ExportMetadata
+from mhyolo.deploy.layout import FLOAT_RGB_NCHW, METADATA_KEY, UINT8_BGR_NHWC, ExportMetadata
 from mhyolo.errors import ConfigError, MhyoloError
 
 
@@ -63,3 +64,21 @@ def uint8_input(model, meta: ExportMetadata, source: str = "model"):
     new_meta = replace(meta, input_kind=UINT8_BGR_NHWC, extra=dict(meta.extra),
                        input_format="uint8 BGR NHWC (0-255), letterboxed with grey 114")
     return built, new_meta
+
+
+def save_uint8_input(xml: str | Path, out_xml: str | Path) -> Path:
+    """Write the mhyolo IR `xml` (FP32 or INT8, float input) again at `out_xml`, taking uint8 BGR NHWC:
+    an INT8 IR gets the new input without being calibrated again."""
+    import openvino as ov
+
+    from mhyolo.deploy.quantize_openvino import read_model_and_metadata
+
+    xml, out_xml = Path(xml), Path(out_xml)
+    if xml.suffix.lower() != ".xml":
+        raise ConfigError(f"{xml}: the uint8 input is written into an OpenVINO IR (.xml); export one first")
+    model, meta = read_model_and_metadata(xml)
+    model, meta = uint8_input(model, meta, str(xml))
+    model.set_rt_info(meta.to_json(), [METADATA_KEY])
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(out_xml), compress_to_fp16=False)
+    return out_xml
