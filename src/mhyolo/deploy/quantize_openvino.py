@@ -30,7 +30,7 @@ loads the INT8 IR like the FP32 one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +96,15 @@ def box_convolutions(model) -> list[str]:
 
 class CompiledModelBackend(ExportedBackend):
     """An already compiled OpenVINO model as an `InferenceBackend`: what NNCF hands the
-    validation function, scored with the same `reconstruct` as every other runtime."""
+    validation function, scored with the same `reconstruct` as every other runtime. Its input form
+    is the compiled graph's (a saved uint8-input IR scored with the float model's metadata is fed
+    uint8 letterboxes)."""
 
     def __init__(self, compiled, metadata: ExportMetadata, path: str | Path = "<compiled model>") -> None:
+        takes_uint8 = compiled.input(metadata.input_name).get_element_type().to_dtype() == np.uint8
+        kind = UINT8_BGR_NHWC if takes_uint8 else FLOAT_RGB_NCHW
+        if kind != metadata.input_kind:
+            metadata = replace(metadata, input_kind=kind)
         super().__init__(path, metadata)
         self.compiled = compiled
         self.request = compiled.create_infer_request()
