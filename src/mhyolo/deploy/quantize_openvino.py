@@ -202,7 +202,8 @@ def quantize_openvino(model_path: str | Path, out_xml: str | Path, calib: Sequen
         raise ConfigError(f"{model_path}: no calibration images to quantize with")
     model, meta = read_model_and_metadata(model_path)
     if meta.input_kind != FLOAT_RGB_NCHW:
-        raise ConfigError(f"{model_path}: quantization starts from a float-input model, this one takes {meta.input_kind}")
+        raise ConfigError(f"{model_path}: quantization starts from a float-input model, "
+                          f"this one takes {meta.input_kind}")
     shape = (1, 3, meta.imgsz, meta.imgsz)
     bad = [tuple(b.shape) for b in calib if tuple(b.shape) != shape]
     if bad:
