@@ -3,9 +3,8 @@
 Our float input (RGB NCHW in [0, 1]) costs twice outside the graph and once inside it: NumPy turns
 the uint8 letterbox into floats (channel flip, transpose, /255), and the INT8 IR's first node
 quantizes those floats back to u8 (its FakeQuantize and the f32 -> u8 reorder, 3-9 % of the INT8
-call at 320). Here
-`openvino.preprocess.PrePostProcessor` writes that conversion into the graph (u8 NHWC BGR tensor ->
-f32 -> RGB -> x 1/255 -> NCHW), in front of the first FakeQuantize, where the CPU plugin merges it
+call at 320). Here `openvino.preprocess.PrePostProcessor` writes that conversion into the graph
+(u8 NHWC BGR tensor -> f32 -> RGB -> x 1/255 -> NCHW), in front of the first FakeQuantize, where the CPU plugin merges it
 with the input's quantization. The metadata records the new input (`ExportMetadata.input_kind`),
 and every consumer asks the backend for it (`infer.preprocess.model_input`), so a float IR is fed
 as before.
