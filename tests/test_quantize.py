@@ -30,7 +30,7 @@ from mhyolo.data.dataset import read_image
 from mhyolo.data.spec import load_data_spec
 from mhyolo.errors import DataError
 from mhyolo.infer.postprocess import non_max_suppression
-from mhyolo.infer.preprocess import letterbox, to_tensor
+from mhyolo.infer.preprocess import letterbox, model_input, to_tensor
 from mhyolo.paths import shared_dir
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'mhyolo[deploy]')")
@@ -81,10 +81,19 @@ def person(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def person_ov_int8(person, calib, tmp_path_factory):
-    """The NNCF default INT8 IR of `person`, made once for the tests that read it."""
+    """The NNCF default INT8 IR of `person` (taking the uint8 letterbox), made once for the tests that read it."""
     from mhyolo.deploy.quantize_openvino import quantize_openvino
 
     return quantize_openvino(person, tmp_path_factory.mktemp("ov_int8") / "person.xml", calib)
+
+
+@pytest.fixture(scope="module")
+def person_ov_float(person, calib, tmp_path_factory):
+    """The same INT8 IR taking the float batch as exported (same calibration, same NNCF settings)."""
+    from mhyolo.deploy.quantize_openvino import quantize_openvino
+
+    return quantize_openvino(person, tmp_path_factory.mktemp("ov_float") / "person.xml", calib,
+                             input_kind="float32_rgb_nchw")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +117,8 @@ def ball_onnx(tmp_path_factory):
 
 
 def _detections(backend, images):
-    x = to_tensor([letterbox(image, IMGSZ)[0] for image in images])
+    """NMS'd detections of `images`, each backend fed the input form it takes (`model_input`)."""
+    x = model_input(backend).from_letterbox([letterbox(image, IMGSZ)[0] for image in images])
     return non_max_suppression(backend.predict(x)["detection"], CONF, 0.45)
 
 
@@ -279,9 +289,88 @@ def test_openvino_int8_default(person, calib, person_ov_int8):
     assert meta.output_names == read_onnx_metadata(person).output_names and meta.type_names
     assert meta.extra["quantization"]["tool"] == "nncf" and meta.extra["quantization"]["preset"] == "mixed"
     assert len(meta.extra["quantization"]["float_convolutions"]) == 3
-    assert all(v.dtype == np.float32 for v in int8.run(calib[0]).values())
+    # by default the IR takes the letterbox itself: uint8 BGR NHWC, said by the graph and the metadata
+    assert meta.input_kind == meta.extra["quantization"]["input"] == "uint8_bgr_nhwc"
+    graph_input = int8.compiled.inputs[0]
+    assert graph_input.get_element_type().to_dtype() == np.uint8 and list(graph_input.get_shape()) == [1, IMGSZ,
+                                                                                                        IMGSZ, 3]
+    pixels = np.rint(calib[0] * 255).astype(np.uint8)[:, ::-1].transpose(0, 2, 3, 1)  # the BGR letterbox again
+    assert all(v.dtype == np.float32 for v in int8.run(pixels).values())
     images = read_images(IMAGES)
     _assert_close(_detections(OpenVinoBackend(person, precision="f32"), images), _detections(int8, images))
+
+
+@needs_shared
+@needs_openvino
+def test_openvino_uint8_input_gives_the_float_input_detections(person_ov_int8, person_ov_float):
+    """The conversion moved into the graph (and the input's exact [0, 1] range) changes nothing a user
+    sees beyond INT8 rounding: the same boxes on real photos, whichever input the IR takes; the
+    predictor hands each IR its own form (uint8 letterbox or float batch)."""
+    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+    from mhyolo.infer.predictor import Predictor
+
+    u8, f32 = OpenVinoBackend(person_ov_int8, precision="auto"), OpenVinoBackend(person_ov_float, precision="auto")
+    assert (u8.input_kind, f32.input_kind) == ("uint8_bgr_nhwc", "float32_rgb_nchw")
+    images = read_images(IMAGES)
+    _assert_close(_detections(f32, images), _detections(u8, images))
+    x_u8, _ = Predictor(u8, imgsz=IMGSZ).prepare(images[:1])
+    x_f32, _ = Predictor(f32, imgsz=IMGSZ).prepare(images[:1])
+    assert x_u8.dtype == torch.uint8 and tuple(x_u8.shape) == (1, IMGSZ, IMGSZ, 3)
+    assert x_f32.dtype == torch.float32 and tuple(x_f32.shape) == (1, 3, IMGSZ, IMGSZ)
+    assert torch.equal(x_u8.permute(0, 3, 1, 2).flip(1).float() / 255, x_f32)  # the same pixels
+    predicted = Predictor(u8, imgsz=IMGSZ, conf=CONF).predict(images)
+    assert sum(len(p) for p in predicted) >= 4 and all(p.has_types for p in predicted)
+
+
+@needs_shared
+@needs_openvino
+def test_float_input_ir_without_input_kind_still_loads_and_runs(person_ov_float, calib, tmp_path):
+    """An IR written before `input_kind` existed has none in its metadata: it takes floats, as before."""
+    import openvino as ov
+
+    from mhyolo.deploy.layout import METADATA_KEY
+    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+
+    model = ov.Core().read_model(str(person_ov_float))
+    meta = json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
+    del meta["input_kind"]
+    model.set_rt_info(json.dumps(meta), [METADATA_KEY])
+    old = tmp_path / "old.xml"
+    ov.save_model(model, str(old), compress_to_fp16=False)
+    backend, current = OpenVinoBackend(old, precision="auto"), OpenVinoBackend(person_ov_float, precision="auto")
+    assert backend.input_kind == "float32_rgb_nchw" and model_input(backend).key == "float32_rgb_nchw"
+    got, want = backend.run(calib[0]), current.run(calib[0])
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert sum(len(d) for d in _detections(backend, read_images(IMAGES))) >= 4
+
+
+@needs_shared
+@needs_openvino
+def test_uint8_input_ir_refuses_wrong_input(person_ov_int8, calib, tmp_path):
+    import openvino as ov
+
+    from mhyolo.deploy.layout import METADATA_KEY
+    from mhyolo.deploy.openvino_input import save_uint8_input
+    from mhyolo.errors import ConfigError, WeightsError
+    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+
+    backend = OpenVinoBackend(person_ov_int8, precision="auto")
+    with pytest.raises(ConfigError, match=f"{person_ov_int8.name}: takes the letterboxed image as uint8 BGR "
+                                          f"\\(B, {IMGSZ}, {IMGSZ}, 3\\), got float32"):
+        backend.run(calib[0])
+    with pytest.raises(ConfigError, match=f"expects input \\(B, {IMGSZ}, {IMGSZ}, 3\\) uint8 BGR .* got "
+                                          f"\\(1, 3, {IMGSZ}, {IMGSZ}\\)"):
+        backend.run(np.zeros((1, 3, IMGSZ, IMGSZ), np.uint8))
+    with pytest.raises(ConfigError, match="already uint8_bgr_nhwc"):  # converted twice
+        save_uint8_input(person_ov_int8, tmp_path / "twice.xml")
+    model = ov.Core().read_model(str(person_ov_int8))
+    meta = json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
+    model.set_rt_info(json.dumps({**meta, "input_kind": "uint16_planar"}), [METADATA_KEY])
+    odd = tmp_path / "odd.xml"
+    ov.save_model(model, str(odd), compress_to_fp16=False)
+    with pytest.raises(WeightsError, match="odd.xml: input kind 'uint16_planar' unknown"):
+        OpenVinoBackend(odd)
+    assert not (tmp_path / "twice.xml").exists()
 
 
 @needs_shared
@@ -358,6 +447,7 @@ def test_cli_quantize_openvino_reports_type_scores(tiny_data, tmp_path, capsys):
                  "--out", str(out), "--calib-images", "4"]) == 0
     report = json.loads(out.with_suffix(".quant.json").read_text())
     assert report["mode"] == "default" and report["fake_quantize_nodes"] > 60
+    assert report["input"] == "uint8_bgr_nhwc"  # scored through validation's uint8 batches
     fp32, int8 = report["rows"]
     assert (fp32["format"], int8["format"]) == ("fp32 openvino", "int8 openvino")
     for key in ("map50", "map50_95", "cls_accuracy", "typed_map50", "typed_map50_95"):

@@ -43,7 +43,8 @@ def folder(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def models(official_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same model as a checkpoint, an ONNX graph and an OpenVINO IR."""
+    """The same model as a checkpoint, an ONNX graph and an OpenVINO IR (taking floats, and taking the
+    uint8 letterbox)."""
     pytest.importorskip("onnxruntime")
     from mhyolo.deploy.onnx_export import export_onnx, export_openvino
     from mhyolo.model.weights import save_checkpoint
@@ -54,6 +55,9 @@ def models(official_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> 
              "onnxruntime": export_onnx(model, out / "person.onnx", imgsz=IMGSZ).path}
     try:
         files["openvino"] = export_openvino(files["onnxruntime"], out / "ir" / "person.xml")
+        from mhyolo.deploy.openvino_input import save_uint8_input
+
+        files["openvino-uint8"] = save_uint8_input(files["openvino"], out / "ir_u8" / "person.xml")
     except ImportError:  # pragma: no cover - depends on the environment
         pass
     return files
@@ -66,7 +70,7 @@ def _predict(capsys, source: Path, weights: Path, out: Path, *extra: str) -> tup
     return code, [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")], captured.err
 
 
-@pytest.mark.parametrize("runtime", ["pytorch", "onnxruntime", "openvino"])
+@pytest.mark.parametrize("runtime", ["pytorch", "onnxruntime", "openvino", "openvino-uint8"])
 def test_throughput_predict_writes_what_one_at_a_time_writes(runtime, models, folder, tmp_path, capsys):
     if runtime not in models:
         pytest.skip("openvino is not installed")
@@ -161,3 +165,24 @@ def test_each_runtime_overlaps_its_own_way(models):
         model_calls(Predictor(torch_model, imgsz=IMGSZ).inference, streams=0)
     with pytest.raises(ConfigError, match="batch size 1"):
         StreamPredictor(Predictor(torch_model, imgsz=IMGSZ, batch_size=2))
+
+
+def test_uint8_input_ir_predicts_what_the_float_ir_predicts(models, folder):
+    """The FP32 IR with the conversion inside the graph: the same boxes and scores as the float IR, the
+    stream feeding it uint8 letterboxes."""
+    if "openvino-uint8" not in models:
+        pytest.skip("openvino is not installed")
+    from mhyolo.infer.backends import load_backend
+
+    images = [cv2.imread(str(p)) for p in sorted(folder.iterdir()) if "broken" not in p.name]
+    floats = Predictor(load_backend(models["openvino"], threads=1), imgsz=IMGSZ, conf=0.1).predict(images)
+    u8 = load_backend(models["openvino-uint8"], threads=1)
+    assert u8.input_kind == "uint8_bgr_nhwc"
+    with StreamPredictor(Predictor(u8, imgsz=IMGSZ, conf=0.1)) as stream:
+        streamed = [p for _, p in stream.predict(enumerate(images))]
+    assert sum(len(p) for p in floats) >= 8
+    for a, b in zip(floats, streamed):
+        assert len(a) == len(b) and a.class_ids.tolist() == b.class_ids.tolist()
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        assert a.type_ids.tolist() == b.type_ids.tolist()

@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration image draw (default 0)")
     parser.add_argument("--mode", choices=("default", "accuracy"), default="default",
                         help="openvino: plain NNCF quantization or accuracy-aware (default: default)")
+    parser.add_argument("--input", choices=("uint8", "float"), default="uint8",
+                        help="openvino: what the INT8 IR takes: the letterboxed uint8 BGR image, converted inside "
+                             "the graph (default, faster), or float RGB NCHW in [0, 1] as exported")
     parser.add_argument("--max-drop", type=float, default=0.01,
                         help="accuracy mode: largest absolute drop of mAP@0.5:0.95 (typed for a typed model)")
     parser.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
@@ -177,9 +180,13 @@ def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
     from mhyolo.deploy.quantize_openvino import accuracy_target, fake_quantize_count, quantize_openvino
 
     target = accuracy_target(args.calib, meta, args.split) if args.mode == "accuracy" else None
+    from mhyolo.deploy.quantize_openvino import INPUTS
+
     quantize_openvino(args.weights, args.out, calib, mode=args.mode, max_drop=args.max_drop,
-                      validate_fn=target.fn if target else None, validation_data=target.items if target else None)
+                      validate_fn=target.fn if target else None, validation_data=target.items if target else None,
+                      input_kind=INPUTS[args.input])
     info["fake_quantize_nodes"] = fake_quantize_count(args.out)
+    info["input"] = INPUTS[args.input]
     if target is not None:
         info["accuracy_metric"] = target.metric
     return info

@@ -19,7 +19,7 @@ from mhyolo.deploy.graph import ExportGraph
 from mhyolo.errors import DataError, MhyoloError
 from mhyolo.infer.inference import Inference, Kept
 from mhyolo.infer.postprocess import Detections
-from mhyolo.infer.preprocess import letterbox, to_tensor
+from mhyolo.infer.preprocess import letterbox, model_input, to_tensor
 from mhyolo.model.yolo import YoloModel
 from mhyolo.paths import shared_dir
 
@@ -118,9 +118,11 @@ def check_backend(model: YoloModel, backend, images: Sequence[np.ndarray], atol:
     """Compare `backend` (an `ExportedBackend`) with `model` on BGR `images` at the backend's size."""
     model = model.cpu().float().eval()
     imgsz = backend.imgsz
-    x = to_tensor([letterbox(image, imgsz)[0] for image in images])
+    padded = [letterbox(image, imgsz)[0] for image in images]
+    x = to_tensor(padded)
+    fed = model_input(backend).from_letterbox(padded)  # the float batch, or the uint8 letterbox
     reference = ExportGraph(model, imgsz, fuse=False).named_outputs(x)
-    outputs = backend.run(x)
+    outputs = backend.run(fed)
     diffs, problems = [], []
     for name, ref in reference.items():
         if name not in outputs:
@@ -135,7 +137,7 @@ def check_backend(model: YoloModel, backend, images: Sequence[np.ndarray], atol:
             problems.append(f"output {name}: max abs diff {diff:.3g} > {atol:g}")
         diffs.append(OutputDiff(name, tuple(ref.shape), diff))
     ref_kept = Inference(model, conf, iou).run(x)
-    cand_kept = Inference(backend, conf, iou).run(x)
+    cand_kept = Inference(backend, conf, iou).run(fed)
     for b, (ref, cand) in enumerate(zip(ref_kept, cand_kept)):
         problems += compare_detections(ref.det, cand.det, _type_ids(ref), _type_ids(cand), conf, f"image {b}")
     return ExportCheck(diffs=diffs, detections=[len(k) for k in ref_kept], problems=problems, atol=atol)

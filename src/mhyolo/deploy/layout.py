@@ -31,6 +31,7 @@ import torch
 
 from mhyolo import __version__
 from mhyolo.errors import WeightsError
+from mhyolo.infer.preprocess import MODEL_INPUTS, FloatRgbNchw, Uint8BgrNhwc
 from mhyolo.model.heads import decode_levels
 from mhyolo.model.type_heads import flatten_levels
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 METADATA_KEY = "mhyolo"
 LAYOUT_VERSION = 2  # 2: types_pN are logits (1: per-anchor softmax in the graph)
 INPUT_NAME = "images"
+FLOAT_RGB_NCHW = FloatRgbNchw.key  # (B, 3, H, W) float RGB in [0, 1]: every exported graph by default
+UINT8_BGR_NHWC = Uint8BgrNhwc.key  # (B, H, W, 3) uint8 BGR, the letterbox itself: an OpenVINO IR option
 BOX_OUTPUT_PREFIX = "boxes_"  # boxes_p3, boxes_p4...: the outputs whose logits need resolution
 LAYOUT_DESCRIPTION = (
     "boxes_pN (B,na*4,H,W) sigmoid xywh offsets, channel a*4+j; scores_pN (B,na*(1+nc),H,W) sigmoid "
@@ -65,6 +68,7 @@ class ExportMetadata:
     dynamic_batch: bool = False
     input_name: str = INPUT_NAME
     input_format: str = "float32 RGB NCHW in [0, 1], letterboxed with grey 114"
+    input_kind: str = FLOAT_RGB_NCHW  # what `infer.preprocess.model_input` feeds (absent before: float)
     layout: str = LAYOUT_DESCRIPTION
     layout_version: int = LAYOUT_VERSION
     mhyolo_version: str = __version__
@@ -112,6 +116,10 @@ class ExportMetadata:
         missing = [k for k in ("names", "strides", "anchors_px", "imgsz") if k not in data]
         if missing:
             raise WeightsError(f"{source}: '{METADATA_KEY}' metadata lacks {', '.join(missing)}")
+        kind = data.get("input_kind", FLOAT_RGB_NCHW)
+        if kind not in MODEL_INPUTS:
+            raise WeightsError(f"{source}: input kind {kind!r} unknown to this mhyolo (it reads "
+                               f"{', '.join(MODEL_INPUTS)})")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -25,7 +25,7 @@ from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetric
 from mhyolo.infer.inference import Inference
 from mhyolo.infer.predictor import InferenceBackend, Predictor
 from mhyolo.infer.slicing import SliceSettings, SlicedPredictor
-from mhyolo.infer.preprocess import scale_boxes_to_original
+from mhyolo.infer.preprocess import model_input, scale_boxes_to_original
 
 
 TYPE_CONF = 0.25  # detections counted for type accuracy: what `mhyolo predict` would show
@@ -75,8 +75,9 @@ def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], 
                           classes_as_types=not class_agnostic, classifier=classifier)
     type_evaluator = TypeEvaluator(list(getattr(backend, "type_names", None) or names), conf=TYPE_CONF)
     out = ValidationResult(metrics=None)  # type: ignore[arg-type]
+    form = model_input(backend)
     for batch in tqdm(loader, desc="val", unit="batch", leave=False, disable=not progress):
-        images = batch.images.float().div_(255.0)
+        images = form.from_rgb_chw(batch.images)
         kept = inference.run(images, batch.infos, originals=lambda paths=batch.paths: [_bgr(p) for p in paths])
         for i, (item, info, path) in enumerate(zip(kept, batch.infos, batch.paths)):
             det = item.det

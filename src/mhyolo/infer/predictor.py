@@ -18,14 +18,15 @@ import torch
 
 from mhyolo.errors import ConfigError
 from mhyolo.infer.inference import Inference
-from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
+from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, model_input
 
 
 @runtime_checkable
 class InferenceBackend(Protocol):
     """What a runtime must offer to be used by `Predictor`.
 
-    `predict` takes a float RGB tensor (B, 3, H, W) in [0, 1] and returns at least
+    `predict` takes a float RGB tensor (B, 3, H, W) in [0, 1] (or, for a backend whose
+    `input_kind` says so, another `infer.preprocess.ModelInput` form) and returns at least
     `"detection"`: (B, N, 5 + nc) rows `[cx, cy, w, h, obj, cls...]` in input pixels,
     probabilities already applied. An optional `"type"` output holds type
     probabilities, (B, N, n_types) aligned with the detection rows (per-object head)
@@ -124,6 +125,7 @@ class Predictor:
         self.rect = rect and accepts_any_shape(model)
         self.square_fallback = rect and not self.rect
         self.device, self.dtype = _input_placement(model)
+        self.input_form = model_input(model)  # float RGB NCHW, or what the exported graph's metadata says
         # forward, NMS once, and the type seam on the kept boxes: the model's type head, a crop
         # `classifier`, or (`classes_as_types`, for scoring an nc>1 detector) the class itself
         self.inference = Inference(model, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic,
@@ -160,9 +162,12 @@ class Predictor:
             return self.finish(self.inference.call(x), images, infos)
 
     def prepare(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[LetterboxInfo]]:
-        """Letterboxed input batch of `images` on the model's device, and how each was mapped."""
+        """Letterboxed input batch of `images` in the form the model takes (float on a PyTorch model's
+        device, or the uint8 letterbox for a graph that converts it itself), and how each was mapped."""
         boxed = self._letterbox(images)
-        x = to_tensor([padded for padded, _ in boxed]).to(self.device, self.dtype)
+        x = self.input_form.from_letterbox([padded for padded, _ in boxed])
+        if x.is_floating_point():
+            x = x.to(self.device, self.dtype)
         return x, [info for _, info in boxed]
 
     def finish(self, raw: Any, images: Sequence[np.ndarray], infos: Sequence[LetterboxInfo]) -> list[Prediction]:

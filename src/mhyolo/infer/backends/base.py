@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mhyolo.deploy.layout import ExportMetadata, reconstruct
-from mhyolo.errors import ConfigError
+from mhyolo.infer.preprocess import ModelInput, model_input
 
 
 class ExportedBackend:
@@ -35,17 +35,22 @@ class ExportedBackend:
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    @property
+    def input_kind(self) -> str:
+        """The input form the graph takes (`infer.preprocess.MODEL_INPUTS`), from its metadata."""
+        return self.metadata.input_kind
+
+    @property
+    def input_form(self) -> ModelInput:
+        return model_input(self)
+
     def checked_input(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        """An input (B, 3, imgsz, imgsz) float RGB in [0, 1] as the contiguous float32 array the graph takes."""
-        array = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
-        size = self.imgsz
-        if array.ndim != 4 or array.shape[1] != 3 or array.shape[2:] != (size, size):
-            raise ConfigError(f"{self.path}: expects input (B, 3, {size}, {size}) as exported, got "
-                              f"{tuple(array.shape)}; use --imgsz {size} or export again at the size you need")
-        return np.ascontiguousarray(array, dtype=np.float32)
+        """An input batch in the graph's form (float RGB NCHW in [0, 1] unless its metadata says
+        otherwise) as the contiguous array the graph takes."""
+        return self.input_form.check(x, self.imgsz, str(self.path))
 
     def run(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-        """Named graph outputs for an input (B, 3, imgsz, imgsz) float RGB in [0, 1]."""
+        """Named graph outputs for an input batch in the graph's form (`checked_input`)."""
         array = self.checked_input(x)
         if self.metadata.dynamic_batch or array.shape[0] == 1:
             return self._infer(array)
