@@ -177,11 +177,9 @@ def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
                                "dequantize_linear": coverage.dequantize_linear,
                                "int8_ops": dict(coverage.quantized_ops), "float_ops": dict(coverage.float_ops)}
         return info
-    from mhyolo.deploy.quantize_openvino import accuracy_target, fake_quantize_count, quantize_openvino
+    from mhyolo.deploy.quantize_openvino import INPUTS, accuracy_target, fake_quantize_count, quantize_openvino
 
     target = accuracy_target(args.calib, meta, args.split) if args.mode == "accuracy" else None
-    from mhyolo.deploy.quantize_openvino import INPUTS
-
     quantize_openvino(args.weights, args.out, calib, mode=args.mode, max_drop=args.max_drop,
                       validate_fn=target.fn if target else None, validation_data=target.items if target else None,
                       input_kind=INPUTS[args.input])
