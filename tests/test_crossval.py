@@ -36,6 +36,18 @@ def _recipe(shared: Path, folder: Path) -> Path:
     return path
 
 
+FAST = {"epochs": 1, "batch": 8, "workers": 0, "close_mosaic": 0}
+
+
+def _pipeline(folder: Path, **stages: dict) -> Path:
+    """A pipeline file on the recipe of `_recipe` at 64 px with only `stages` training."""
+    pipeline = {"recipe": "recipe.yaml", "imgsz": 64, "detector": {"enabled": False},
+                "head": {"enabled": False}, "joint": {"enabled": False}, **stages}
+    config = folder / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(pipeline))
+    return config
+
+
 def _hashes(folder: Path) -> tuple[list[Path], np.ndarray]:
     images = list_images(folder)
     return images, np.stack([image_hash(decode_image(p)[0]) for p in images])
@@ -83,12 +95,7 @@ def test_fold_refuses_an_unknown_source(shared: Path, tmp_path: Path) -> None:
 def test_crossval_command_one_row_per_source_and_resumes(shared: Path, tmp_path: Path, official_weights: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     _recipe(shared, tmp_path)
-    fast = {"epochs": 1, "batch": 8, "workers": 0, "close_mosaic": 0}
-    pipeline = {"recipe": "recipe.yaml", "imgsz": 64, "detector": {"enabled": False},
-                "head": {"enabled": False}, "joint": {"enabled": False},
-                "multihead": {"enabled": True, "hyp": "multihead", "overrides": fast}}
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(pipeline))
+    config = _pipeline(tmp_path, multihead={"enabled": True, "hyp": "multihead", "overrides": FAST})
     out = tmp_path / "cv"
     assert main(["crossval", str(config), "--out", str(out), "--quiet", "--eval-imgsz", "96"]) == 0
     summary = json.loads((out / "crossval.json").read_text())
@@ -169,14 +176,9 @@ def test_distillation_is_decided_on_the_held_out_means_over_folds() -> None:
 def test_crossval_of_a_distillation_trains_a_teacher_per_fold(shared: Path, tmp_path: Path, official_weights: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     _recipe(shared, tmp_path)
-    fast = {"epochs": 1, "batch": 8, "workers": 0, "close_mosaic": 0}
-    pipeline = {"recipe": "recipe.yaml", "imgsz": 64, "detector": {"enabled": False},
-                "head": {"enabled": False}, "joint": {"enabled": False},
-                "distill": {"enabled": True, "teacher": {"hyp": "multihead", "overrides": fast},
-                            "student": {"hyp": "multihead", "overrides": fast},
-                            "variants": {"kd": {"response_kd": {"weight": 0.1}}}, "seeds": [0]}}
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(pipeline))
+    config = _pipeline(tmp_path, distill={"enabled": True, "teacher": {"hyp": "multihead", "overrides": FAST},
+                                          "student": {"hyp": "multihead", "overrides": FAST},
+                                          "variants": {"kd": {"response_kd": {"weight": 0.1}}}, "seeds": [0]})
     out = tmp_path / "cv"
     assert main(["crossval", str(config), "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "crossval.json").read_text())
@@ -198,17 +200,13 @@ def test_crossval_of_a_distillation_trains_a_teacher_per_fold(shared: Path, tmp_
 
 
 def test_crossval_of_a_distillation_refuses_a_given_teacher_and_epochs(shared: Path, tmp_path: Path) -> None:
-    _recipe(shared, tmp_path)
-    pipeline = {"recipe": "recipe.yaml", "detector": {"enabled": False}, "head": {"enabled": False},
-                "joint": {"enabled": False}, "distill": {"enabled": True, "teacher_weights": "teacher.safetensors"}}
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(pipeline))
     from mhyolo.pipeline.crossval import CrossvalSettings, plan
 
+    _recipe(shared, tmp_path)
+    config = _pipeline(tmp_path, distill={"enabled": True, "teacher_weights": "teacher.safetensors"})
     with pytest.raises(ConfigError, match="teacher per fold"):
         plan(CrossvalSettings(config=config, out=tmp_path / "cv"))
-    pipeline["distill"].pop("teacher_weights")
-    config.write_text(yaml.safe_dump(pipeline))
+    config = _pipeline(tmp_path, distill={"enabled": True})
     with pytest.raises(ConfigError, match="--epochs"):
         plan(CrossvalSettings(config=config, out=tmp_path / "cv", epochs=3))
     assert len(plan(CrossvalSettings(config=config, out=tmp_path / "cv"))[2][0].runs) == 1 + 3  # teacher, 3 runs

@@ -1,14 +1,6 @@
-"""INT8 quantization: calibration images, ONNX Runtime static QDQ, OpenVINO/NNCF (default
-and accuracy-aware) and `mhyolo quantize`, on real images and the official weights.
-
-Tolerance for INT8 vs FP32 detections on the sample images at 320: every detection
-scoring at least CONF + MARGIN on one side is found on the other with IoU > 0.8 and a
-score within 0.1. Activations are rounded to 256 levels of their calibrated range
-(about 1/255 of it), which moves box offsets by a fraction of a pixel per layer and
-sigmoid scores by a few percent; a box shifted by a few pixels on a 100-pixel person
-still has IoU > 0.9, so 0.8 and 0.1 leave room for that but not for a wrong or lost box.
-Calibration uses 8 seed_balls images (what a ball model would be calibrated on), not
-the test images themselves.
+"""INT8 quantization: calibration images, ONNX Runtime static QDQ, OpenVINO/NNCF accuracy-aware
+mode and `mhyolo quantize`, on real images and the official weights (the NNCF default IR itself, its
+uint8 input and the kernels it runs: test_openvino_int8.py; tolerances: helpers/quantize.py).
 """
 
 from __future__ import annotations
@@ -18,19 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers.models import sports_ball_model
-from helpers.optional import needs
+from helpers.quantize import (CALIB_IMAGES, IMGSZ, SEED_BALLS, SMALL, assert_close, ball_model, calib,  # noqa: F401
+                              detections, needs_openvino, needs_shared, person)
 from helpers.tiny_data import tiny_ball_dataset
-from test_export import IMAGES, TYPEHEAD_CFG, WEIGHTS, typehead_person_model
-from torchvision.ops import box_iou
+from test_export import IMAGES, WEIGHTS
 
 from mhyolo.cli import main
 from mhyolo.data.dataset import read_image
 from mhyolo.data.spec import load_data_spec
 from mhyolo.errors import DataError
-from mhyolo.infer.postprocess import non_max_suppression
-from mhyolo.infer.preprocess import letterbox, model_input, to_tensor
+from mhyolo.infer.preprocess import letterbox, to_tensor
 from mhyolo.paths import shared_dir
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'mhyolo[deploy]')")
@@ -42,58 +31,6 @@ from mhyolo.deploy.onnx_export import export_onnx, read_onnx_metadata  # noqa: E
 from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static  # noqa: E402
 from mhyolo.infer.backends import load_backend  # noqa: E402
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-
-needs_openvino = needs("nncf", "openvino")
-
-SEED_BALLS = shared_dir() / "data" / "seed_balls" / "data.yaml"
-needs_shared = pytest.mark.skipif(not WEIGHTS.is_file() or not SEED_BALLS.is_file() or
-                                  not all(p.is_file() for p in IMAGES),
-                                  reason=f"shared folder absent: needs {WEIGHTS}, {SEED_BALLS} and sample images")
-IMGSZ = 320
-SMALL = 160  # the accuracy-aware and CLI tests: scores on a few images, speed matters more than resolution
-CALIB_IMAGES = 8
-CONF, MARGIN = 0.25, 0.1
-MIN_IOU, SCORE_TOL = 0.8, 0.1
-
-
-def ball_model(typed: bool = False):
-    """Official YOLOv5n cut down to COCO's "sports ball": a real ball detector whose mAP on
-    seed_balls is far from 0, so a quantization that breaks it shows. `typed` adds the
-    per-object type head (seeded random weights: its scores exist, they are not meant to be good)."""
-    return sports_ball_model(WEIGHTS, TYPEHEAD_CFG if typed else "yolov5n")
-
-
-@pytest.fixture(scope="module")
-def calib():
-    if not SEED_BALLS.is_file():
-        pytest.skip(f"shared data absent: {SEED_BALLS}")
-    return calibration_batches(SEED_BALLS, IMGSZ, count=CALIB_IMAGES, seed=0, progress=False)
-
-
-@pytest.fixture(scope="module")
-def person(tmp_path_factory):
-    """The type-head person model exported at 320 (FP32 .onnx)."""
-    if not WEIGHTS.is_file():
-        pytest.skip(f"official weights absent: {WEIGHTS}")
-    folder = tmp_path_factory.mktemp("quant")
-    return export_onnx(typehead_person_model(), folder / "person.onnx", imgsz=IMGSZ).path
-
-
-@pytest.fixture(scope="module")
-def person_ov_int8(person, calib, tmp_path_factory):
-    """The NNCF default INT8 IR of `person` (taking the uint8 letterbox), made once for the tests that read it."""
-    from mhyolo.deploy.quantize_openvino import quantize_openvino
-
-    return quantize_openvino(person, tmp_path_factory.mktemp("ov_int8") / "person.xml", calib)
-
-
-@pytest.fixture(scope="module")
-def person_ov_float(person, calib, tmp_path_factory):
-    """The same INT8 IR taking the float batch as exported (same calibration, same NNCF settings)."""
-    from mhyolo.deploy.quantize_openvino import quantize_openvino
-
-    return quantize_openvino(person, tmp_path_factory.mktemp("ov_float") / "person.xml", calib,
-                             input_kind="float32_rgb_nchw")
 
 
 @pytest.fixture(scope="module")
@@ -114,31 +51,6 @@ def ball_onnx(tmp_path_factory):
     if not WEIGHTS.is_file():
         pytest.skip(f"official weights absent: {WEIGHTS}")
     return export_onnx(ball_model(), tmp_path_factory.mktemp("ball") / "ball.onnx", imgsz=SMALL).path
-
-
-def _detections(backend, images):
-    """NMS'd detections of `images`, each backend fed the input form it takes (`model_input`)."""
-    x = model_input(backend).from_letterbox([letterbox(image, IMGSZ)[0] for image in images])
-    return non_max_suppression(backend.predict(x)["detection"], CONF, 0.45)
-
-
-def _assert_close(reference, candidate):
-    """Each confident box on either side has a partner of the same class (IoU, score)."""
-    total = 0
-    for ref, cand in zip(reference, candidate):
-        for a, b, side in ((ref, cand, "FP32"), (cand, ref, "INT8")):
-            iou = box_iou(a.boxes, b.boxes) if len(a) and len(b) else torch.zeros(len(a), len(b))
-            for i in range(len(a)):
-                if float(a.scores[i]) < CONF + MARGIN:
-                    continue
-                total += 1
-                same = b.classes == a.classes[i]
-                scores = torch.where(same, iou[i], torch.zeros_like(iou[i])) if len(b) else iou[i]
-                assert len(b) and float(scores.max()) > MIN_IOU, f"{side} box {a.boxes[i].tolist()} has no partner"
-                j = int(scores.argmax())
-                assert abs(float(a.scores[i]) - float(b.scores[j])) < SCORE_TOL, (
-                    f"{side} score {float(a.scores[i]):.3f} vs {float(b.scores[j]):.3f}")
-    assert total >= 4  # the sample images hold several confident persons: the test compared something
 
 
 @needs_shared
@@ -245,7 +157,7 @@ def test_ort_int8_keeps_named_blocks_float(person, calib, tmp_path):
 @needs_shared
 def test_ort_int8_detections_match_fp32(person, person_int8):
     images = read_images(IMAGES)
-    _assert_close(_detections(OnnxRuntimeBackend(person), images), _detections(OnnxRuntimeBackend(person_int8), images))
+    assert_close(detections(OnnxRuntimeBackend(person), images), detections(OnnxRuntimeBackend(person_int8), images))
 
 
 @needs_shared
@@ -270,107 +182,6 @@ def test_ort_percentile_calibration_without_pre_processing(ball_onnx, tiny_data,
     fp32, int8 = OnnxRuntimeBackend(ball_onnx).run(calib[0]), OnnxRuntimeBackend(out).run(calib[0])
     for name, value in fp32.items():  # probabilities: INT8 stays near FP32 on a calibration image
         assert int8[name].dtype == np.float32 and np.abs(int8[name] - value).mean() < 0.02, name
-
-
-@needs_shared
-@needs_openvino
-def test_openvino_int8_default(person, calib, person_ov_int8):
-    from mhyolo.deploy.quantize_openvino import fake_quantize_count, float_convolutions
-    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-
-    xml = person_ov_int8
-    assert xml.is_file() and xml.with_suffix(".bin").is_file()
-    # every conv takes INT8 input except the three that write the box logits (NNCF's ignored scope)
-    assert fake_quantize_count(xml) > 60
-    assert sorted(float_convolutions(xml)) == [f"/adapters.24/box.{i}/Conv/WithoutBiases" for i in range(3)]
-    int8 = OpenVinoBackend(xml, precision="f32")  # loads like the FP32 IR: metadata in rt_info
-    assert int8.quantized and not OpenVinoBackend(person, precision="auto").quantized
-    meta = int8.metadata
-    assert meta.output_names == read_onnx_metadata(person).output_names and meta.type_names
-    assert meta.extra["quantization"]["tool"] == "nncf" and meta.extra["quantization"]["preset"] == "mixed"
-    assert len(meta.extra["quantization"]["float_convolutions"]) == 3
-    # by default the IR takes the letterbox itself: uint8 BGR NHWC, said by the graph and the metadata
-    assert meta.input_kind == meta.extra["quantization"]["input"] == "uint8_bgr_nhwc"
-    graph_input = int8.compiled.inputs[0]
-    assert graph_input.get_element_type().to_dtype() == np.uint8 and list(graph_input.get_shape()) == [1, IMGSZ,
-                                                                                                        IMGSZ, 3]
-    pixels = np.rint(calib[0] * 255).astype(np.uint8)[:, ::-1].transpose(0, 2, 3, 1)  # the BGR letterbox again
-    assert all(v.dtype == np.float32 for v in int8.run(pixels).values())
-    images = read_images(IMAGES)
-    _assert_close(_detections(OpenVinoBackend(person, precision="f32"), images), _detections(int8, images))
-
-
-@needs_shared
-@needs_openvino
-def test_openvino_uint8_input_gives_the_float_input_detections(person_ov_int8, person_ov_float):
-    """The conversion moved into the graph (and the input's exact [0, 1] range) changes nothing a user
-    sees beyond INT8 rounding: the same boxes on real photos, whichever input the IR takes; the
-    predictor hands each IR its own form (uint8 letterbox or float batch)."""
-    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-    from mhyolo.infer.predictor import Predictor
-
-    u8, f32 = OpenVinoBackend(person_ov_int8, precision="auto"), OpenVinoBackend(person_ov_float, precision="auto")
-    assert (u8.input_kind, f32.input_kind) == ("uint8_bgr_nhwc", "float32_rgb_nchw")
-    images = read_images(IMAGES)
-    _assert_close(_detections(f32, images), _detections(u8, images))
-    x_u8, _ = Predictor(u8, imgsz=IMGSZ).prepare(images[:1])
-    x_f32, _ = Predictor(f32, imgsz=IMGSZ).prepare(images[:1])
-    assert x_u8.dtype == torch.uint8 and tuple(x_u8.shape) == (1, IMGSZ, IMGSZ, 3)
-    assert x_f32.dtype == torch.float32 and tuple(x_f32.shape) == (1, 3, IMGSZ, IMGSZ)
-    assert torch.equal(x_u8.permute(0, 3, 1, 2).flip(1).float() / 255, x_f32)  # the same pixels
-    predicted = Predictor(u8, imgsz=IMGSZ, conf=CONF).predict(images)
-    assert sum(len(p) for p in predicted) >= 4 and all(p.has_types for p in predicted)
-
-
-@needs_shared
-@needs_openvino
-def test_float_input_ir_without_input_kind_still_loads_and_runs(person_ov_float, calib, tmp_path):
-    """An IR written before `input_kind` existed has none in its metadata: it takes floats, as before."""
-    import openvino as ov
-
-    from mhyolo.deploy.layout import METADATA_KEY
-    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-
-    model = ov.Core().read_model(str(person_ov_float))
-    meta = json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
-    del meta["input_kind"]
-    model.set_rt_info(json.dumps(meta), [METADATA_KEY])
-    old = tmp_path / "old.xml"
-    ov.save_model(model, str(old), compress_to_fp16=False)
-    backend, current = OpenVinoBackend(old, precision="auto"), OpenVinoBackend(person_ov_float, precision="auto")
-    assert backend.input_kind == "float32_rgb_nchw" and model_input(backend).key == "float32_rgb_nchw"
-    got, want = backend.run(calib[0]), current.run(calib[0])
-    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
-    assert sum(len(d) for d in _detections(backend, read_images(IMAGES))) >= 4
-
-
-@needs_shared
-@needs_openvino
-def test_uint8_input_ir_refuses_wrong_input(person_ov_int8, calib, tmp_path):
-    import openvino as ov
-
-    from mhyolo.deploy.layout import METADATA_KEY
-    from mhyolo.deploy.openvino_input import save_uint8_input
-    from mhyolo.errors import ConfigError, WeightsError
-    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-
-    backend = OpenVinoBackend(person_ov_int8, precision="auto")
-    with pytest.raises(ConfigError, match=f"{person_ov_int8.name}: takes the letterboxed image as uint8 BGR "
-                                          f"\\(B, {IMGSZ}, {IMGSZ}, 3\\), got float32"):
-        backend.run(calib[0])
-    with pytest.raises(ConfigError, match=f"expects input \\(B, {IMGSZ}, {IMGSZ}, 3\\) uint8 BGR .* got "
-                                          f"\\(1, 3, {IMGSZ}, {IMGSZ}\\)"):
-        backend.run(np.zeros((1, 3, IMGSZ, IMGSZ), np.uint8))
-    with pytest.raises(ConfigError, match="already uint8_bgr_nhwc"):  # converted twice
-        save_uint8_input(person_ov_int8, tmp_path / "twice.xml")
-    model = ov.Core().read_model(str(person_ov_int8))
-    meta = json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
-    model.set_rt_info(json.dumps({**meta, "input_kind": "uint16_planar"}), [METADATA_KEY])
-    odd = tmp_path / "odd.xml"
-    ov.save_model(model, str(odd), compress_to_fp16=False)
-    with pytest.raises(WeightsError, match="odd.xml: input kind 'uint16_planar' unknown"):
-        OpenVinoBackend(odd)
-    assert not (tmp_path / "twice.xml").exists()
 
 
 @needs_shared
@@ -485,23 +296,3 @@ def test_accuracy_aware_items_leave_out_ball_free_images(ball_onnx, tiny_data, t
     (data / "labels" / "val" / "negative_0001.txt").write_text("")
     target = accuracy_target(data / "data.yaml", read_onnx_metadata(ball_onnx))
     assert len(target.items) == 3  # 4 val images, one without a ball: NNCF may score items one by one
-
-
-@needs_shared
-@needs_openvino
-def test_openvino_int8_runs_int8_convolution_kernels(person, person_ov_int8):
-    """The executed graph, not the IR, says whether INT8 pays: its convolutions must run as 8-bit
-    kernels (all but the float box convolutions), the FP32 IR's as none."""
-    from mhyolo.deploy.quantize_openvino import float_convolutions
-    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-    from mhyolo.machine import cpu_info
-
-    if not cpu_info().has("avx2"):
-        pytest.skip("OpenVINO's CPU plugin has INT8 convolution kernels from AVX2 up; this CPU has no AVX2")
-    xml = person_ov_int8
-    for precision in ("auto", "f32"):
-        kernels = OpenVinoBackend(xml, precision=precision).kernels()
-        assert kernels.int8_convolutions == kernels.total - len(float_convolutions(xml)) > 50, kernels.describe()
-        assert all(name.endswith("_I8") for name, _ in kernels.convolutions.most_common(2)), kernels.describe()
-    fp32 = OpenVinoBackend(person, precision="auto")
-    assert fp32.precision == "f32" and fp32.kernels().int8_convolutions == 0

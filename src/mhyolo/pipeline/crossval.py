@@ -68,10 +68,14 @@ def _stage(config: PipelineConfig) -> StageConfig:
     return getattr(config, name)
 
 
+def _distills(config: PipelineConfig) -> bool:
+    return final_stage(config) == "distill"
+
+
 def _fold_runs(config: PipelineConfig, folder: Path, extra: dict[str, Any]) -> tuple[dict[str, TrainConfig], str]:
     """The runs a fold trains and which of them makes its row: the final stage's one run, or for a
     distillation the teacher, the students and the variants (the row: the undistilled student's first seed)."""
-    if final_stage(config) != "distill":
+    if not _distills(config):
         return {PRIMARY: train_config(config, _stage(config), folder / "data", None, extra)}, PRIMARY
     from mhyolo.pipeline.config import STUDENT
     from mhyolo.pipeline.distill import run_name
@@ -95,7 +99,7 @@ def plan(settings: CrossvalSettings) -> tuple[PipelineConfig, Recipe, list[Fold]
     if len(ids) < 2:
         raise ConfigError(f"{config.path(config.recipe)}: leave-one-source-out needs at least two sources")
     extra: dict[str, Any] = {"freeze": None}
-    if final_stage(config) == "distill":
+    if _distills(config):
         if config.distill.teacher_weights:
             raise ConfigError(f"{settings.config}: distill.teacher_weights: a given teacher was trained on every "
                               "source, the held-out one too; cross-validation trains a teacher per fold "
@@ -186,7 +190,7 @@ def run_crossval(settings: CrossvalSettings) -> dict[str, Any]:
         rows[fold.held_out] = _fold_row(fold, counts, runs)
     summary = {"config": str(settings.config), "recipe": str(config.path(config.recipe)), "seed": config.seed,
                "imgsz": config.imgsz, "train": _train_summary(folds[0].train), "folds": rows}
-    if final_stage(config) == "distill":
+    if _distills(config):
         from mhyolo.pipeline.crossval_candidates import distill_on_held_out
 
         summary["distill"] = distill_on_held_out(rows, config.distill, str(config.imgsz))

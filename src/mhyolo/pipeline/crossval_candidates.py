@@ -14,6 +14,7 @@ from typing import Any
 from mhyolo.pipeline.config import STUDENT, DistillConfig
 from mhyolo.pipeline.crossval_report import mean_row
 from mhyolo.pipeline.distill import TEACHER_RUN, decide, fitness_of, run_name
+from mhyolo.pipeline.distill_tables import spread_stats
 
 TEACHER = "teacher"
 METRICS = ("map50", "map50_95", "cls_accuracy", "typed_map50", "fitness")
@@ -34,12 +35,6 @@ def _run_scores(folds: dict[str, Any], run: str, size: str) -> dict[str, Any] | 
             "train_seconds": sum(seconds) if all(isinstance(x, (int, float)) for x in seconds) else None}
 
 
-def _spread(values: list[float | None]) -> dict[str, Any]:
-    known = [v for v in values if v is not None]
-    return {"values": values, "mean": mean(known) if known else None,
-            "spread": max(known) - min(known) if len(known) > 1 else None}
-
-
 def distill_on_held_out(folds: dict[str, Any], distill: DistillConfig, size: str) -> dict[str, Any]:
     """Each candidate's held-out figures (mean and spread over seeds, and per source) and the
     evaluate-and-filter decision taken on them."""
@@ -54,13 +49,10 @@ def distill_on_held_out(folds: dict[str, Any], distill: DistillConfig, size: str
             continue
         summary["candidates"][group] = {
             "runs": [r for r in runs if scores[r] is not None],
-            **{key: _spread([s["mean"][key] for s in done]) for key in METRICS},
-            "per_fold": {source: {key: mean(s["per_fold"][source][key] for s in done
-                                            if s["per_fold"][source].get(key) is not None)
-                                  if any(s["per_fold"][source].get(key) is not None for s in done) else None
-                                  for key in METRICS}
-                         for source in folds},
-            "train_seconds": _spread([s["train_seconds"] for s in done])["mean"],
+            **{key: spread_stats([s["mean"][key] for s in done]) for key in METRICS},
+            "per_fold": {source: {key: spread_stats([s["per_fold"][source].get(key) for s in done])["mean"]
+                                  for key in METRICS} for source in folds},
+            "train_seconds": spread_stats([s["train_seconds"] for s in done])["mean"],
         }
     if all(scores[r] is not None for g, runs in groups.items() if g != TEACHER for r in runs):
         rows = {run: {"fitness": s["mean"]["fitness"], "weights": None} for run, s in scores.items() if s}

@@ -67,16 +67,11 @@ DISTILL_COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy"
                    ("typed_map50", "typed mAP50"), ("fitness", "fitness"))
 
 
-def spread_cell(stat: dict[str, Any]) -> str:
-    """`mean (spread)` over seeds; the mean alone for one seed."""
-    if stat.get("mean") is None:
-        return "–"
-    return f"{stat['mean']:.3f}" + (f" ({stat['spread']:.3f})" if stat.get("spread") is not None else "")
-
-
 def distill_table(distill: dict[str, Any], sources: list[str]) -> tuple[list[str], list[list[str]]]:
     """One row per candidate: held-out mAP50 per source, then the means over folds as mean (spread) over
     seeds, and the training time of all folds together (one seed)."""
+    from mhyolo.pipeline.distill_tables import spread_cell
+
     headers = ["candidate", "seeds", *(f"{s} mAP50" for s in sources), *(label for _, label in DISTILL_COLUMNS),
                "training min (all folds)"]
     rows = []
@@ -90,13 +85,13 @@ def distill_table(distill: dict[str, Any], sources: list[str]) -> tuple[list[str
 
 
 def distill_markdown(distill: dict[str, Any], sources: list[str]) -> list[str]:
-    headers, rows = distill_table(distill, sources)
+    from mhyolo.data.report import format_table
+
     lines = [f"## Distillation on the held-out sources (scored at {distill['imgsz']} px)", "",
              "Each fold trains its own teacher on the other sources, then the student with and without each "
              "distillation per seed; each cell: the mean over the held-out sources, as mean (max − min) over the "
              "seeds. Fitness is the filter's (typed mAP where every held-out type was seen, else ball mAP).", "",
-             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+             format_table(*distill_table(distill, sources))]
     decision = distill.get("decision")
     lines += ["", f"Decision on the held-out sources: **{decision['chosen']}** — {decision['reason']}."
               if decision else "Decision: not every run has been scored yet.", ""]

@@ -12,11 +12,22 @@ from mhyolo.pipeline.distill import TEACHER_RUN
 METRICS = (("ap50", "typed_map50", "AP50"), ("ap50_95", "typed_map50_95", "AP50-95"))
 
 
-def _stat(values: list[float]) -> str:
-    if not values:
+def spread_stats(values: list[float | None]) -> dict[str, Any]:
+    """The values over seeds, their mean and spread (max - min; None for fewer than two known values)."""
+    known = [v for v in values if v is not None]
+    return {"values": values, "mean": mean(known) if known else None,
+            "spread": max(known) - min(known) if len(known) > 1 else None}
+
+
+def spread_cell(stat: dict[str, Any]) -> str:
+    """`mean (spread)` over seeds; the mean alone for one seed, a dash for none."""
+    if stat.get("mean") is None:
         return "–"
-    text = f"{mean(values):.3f}"
-    return text + (f" ({max(values) - min(values):.3f})" if len(values) > 1 else "")
+    return f"{stat['mean']:.3f}" + (f" ({stat['spread']:.3f})" if stat.get("spread") is not None else "")
+
+
+def _stat(values: list[float]) -> str:
+    return spread_cell(spread_stats(values))
 
 
 def _groups(rows: dict[str, dict[str, Any]], decision: dict[str, Any]) -> dict[str, list[str]]:
@@ -57,12 +68,10 @@ def per_type_table(rows: dict[str, dict[str, Any]], decision: dict[str, Any]) ->
 
 
 def distill_markdown(rows: dict[str, dict[str, Any]], decision: dict[str, Any]) -> str:
-    def md(headers: list[str], body: list[list[str]]) -> list[str]:
-        return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-                *("| " + " | ".join(r) + " |" for r in body)]
+    from mhyolo.data.report import format_table
 
-    lines = ["## Distillation (evaluate and filter)", "", *md(*fitness_table(decision)), "",
+    lines = ["## Distillation (evaluate and filter)", "", format_table(*fitness_table(decision)), "",
              f"Choice: {decision.get('reason', '')}", "",
              "Typed AP per ball type on the validation split, mean (max − min) over the seeds:", "",
-             *md(*per_type_table(rows, decision)), ""]
+             format_table(*per_type_table(rows, decision)), ""]
     return "\n".join(lines)
