@@ -252,3 +252,56 @@ def test_cli_export_fails_loudly_when_the_runtime_disagrees(tmp_path, monkeypatc
     captured = capsys.readouterr()
     assert code != 0
     assert "disagrees with PyTorch" in captured.err and "boxes_p5" in captured.err
+
+
+def test_cli_converts_an_exported_onnx_to_openvino_checked_against_onnx_runtime(tmp_path, capsys):
+    """The README's `mhyolo export --weights model.onnx --format openvino`: the ONNX file is the reference."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'mhyolo[deploy]')")
+    from mhyolo.cli import main
+    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+
+    onnx_path = tmp_path / "yolov5n.onnx"
+    assert main(["export", "--weights", str(WEIGHTS), "--out", str(onnx_path), "--imgsz", "160"]) == 0
+    capsys.readouterr()
+    xml = tmp_path / "ir" / "model.xml"
+    code = main(["export", "--weights", str(onnx_path), "--format", "openvino", "--out", str(xml)])
+    printed = capsys.readouterr()
+    assert code == 0 and xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert "vs ONNX Runtime" in printed.out and "detections per image (OnnxRuntimeBackend)" in printed.out
+    line = next(row for row in printed.out.splitlines() if row.startswith("scores_p3"))
+    assert float(line.split()[-1]) <= OUTPUT_ATOL
+    backend = OpenVinoBackend(xml, precision="f32")
+    assert backend.imgsz == 160 and backend.names[:2] == ["person", "bicycle"]
+
+
+def test_cli_onnx_conversion_fails_loudly_when_openvino_disagrees(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'mhyolo[deploy]')")
+    from mhyolo.cli import main
+    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+
+    onnx_path = tmp_path / "yolov5n.onnx"
+    assert main(["export", "--weights", str(WEIGHTS), "--out", str(onnx_path), "--imgsz", "160"]) == 0
+    original = OpenVinoBackend._infer
+
+    def broken(self, batch):
+        out = original(self, batch)
+        out["boxes_p4"] = out["boxes_p4"] + 3.0
+        return out
+
+    monkeypatch.setattr(OpenVinoBackend, "_infer", broken)
+    capsys.readouterr()
+    code = main(["export", "--weights", str(onnx_path), "--format", "openvino", "--out", str(tmp_path / "m.xml")])
+    err = capsys.readouterr().err
+    assert code != 0 and "disagrees with ONNX Runtime" in err and "boxes_p4" in err
+
+
+@pytest.mark.parametrize("extra, message", [(["--format", "onnx"], "already ONNX"),
+                                            (["--format", "openvino", "--imgsz", "320"], "fixed at export")])
+def test_cli_onnx_source_refuses_what_it_cannot_do(tmp_path, capsys, extra, message):
+    from mhyolo.cli import main
+
+    onnx_path = tmp_path / "yolov5n.onnx"
+    assert main(["export", "--weights", str(WEIGHTS), "--out", str(onnx_path), "--imgsz", "160"]) == 0
+    capsys.readouterr()
+    code = main(["export", "--weights", str(onnx_path), *extra, "--out", str(tmp_path / "x")])
+    assert code == 2 and message in capsys.readouterr().err

@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export", help="export weights to ONNX or OpenVINO and validate the result",
         description="Export a model to ONNX (one self-contained file) or OpenVINO IR, then check it "
                     "against PyTorch on real images (max abs difference per output, same detections).")
-    parser.add_argument("--weights", required=True, help="official .pt or mhyolo .safetensors")
+    parser.add_argument("--weights", required=True,
+                        help="official .pt or mhyolo .safetensors; or an exported .onnx, converted to OpenVINO "
+                             "(--format openvino) and checked against ONNX Runtime")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="target format (default: onnx)")
     parser.add_argument("--out", type=Path,
                         help="output .onnx file, or for openvino a .xml file or a folder for model.xml "
@@ -49,6 +51,8 @@ def _run(args: argparse.Namespace) -> int:
     from mhyolo.infer.backends import input_size
     from mhyolo.model.weights import load_model
 
+    if Path(str(args.weights)).suffix.lower() == ".onnx":
+        return _from_onnx(args)
     model = load_model(args.weights)
     imgsz = input_size(model, args.imgsz)
     images = read_images(args.images or default_images())
@@ -59,4 +63,25 @@ def _run(args: argparse.Namespace) -> int:
     print(done.check.table())
     slim = "simplified with onnxslim" if done.simplified else "not simplified"
     print(f"exported {done.path} ({done.size_mb:.1f} MB, {slim}); outputs match PyTorch", file=sys.stderr)
+    return 0
+
+
+def _from_onnx(args: argparse.Namespace) -> int:
+    """An exported ONNX file: only the conversion to OpenVINO IR is left to do; its size and graph are fixed."""
+    from mhyolo.deploy.check import default_images, read_images
+    from mhyolo.deploy.export import convert_onnx_checked, default_target
+    from mhyolo.errors import ConfigError
+
+    source = Path(str(args.weights))
+    if args.format != "openvino":
+        raise ConfigError(f"{source}: already ONNX; from an .onnx file `mhyolo export` converts to --format openvino")
+    if args.imgsz is not None:
+        raise ConfigError(f"{source}: --imgsz {args.imgsz}: an ONNX file's input size is fixed at export; "
+                          "export again from the .safetensors/.pt weights for another size")
+    images = read_images(args.images or default_images())
+    target = default_target(source.stem, "openvino", args.out)
+    done = convert_onnx_checked(source, target, images)
+    print(f"{done.runtime} vs ONNX Runtime on {len(images)} image(s) at {done.imgsz}:")
+    print(done.check.table())
+    print(f"converted {source} -> {done.path} ({done.size_mb:.1f} MB); outputs match ONNX Runtime", file=sys.stderr)
     return 0

@@ -45,6 +45,7 @@ class ExportCheck:
     detections: list[int]  # reference detections per image
     problems: list[str] = field(default_factory=list)
     atol: float = OUTPUT_ATOL
+    reference: str = "PyTorch"  # what the outputs were compared with
 
     @property
     def ok(self) -> bool:
@@ -56,7 +57,7 @@ class ExportCheck:
         for d in self.diffs:
             flag = "" if d.max_abs_diff <= self.atol else "  > tolerance"
             lines.append(f"{d.name:<{width}}  {str(d.shape):<20}  {d.max_abs_diff:.3g}{flag}")
-        lines.append(f"detections per image (PyTorch): {self.detections}")
+        lines.append(f"detections per image ({self.reference}): {self.detections}")
         return "\n".join(lines)
 
 
@@ -120,8 +121,28 @@ def check_backend(model: YoloModel, backend, images: Sequence[np.ndarray], atol:
     imgsz = backend.imgsz
     padded = [letterbox(image, imgsz)[0] for image in images]
     x = to_tensor(padded)
-    fed = model_input(backend).from_letterbox(padded)  # the float batch, or the uint8 letterbox
     reference = ExportGraph(model, imgsz, fuse=False).named_outputs(x)
+    return _compare(reference, Inference(model, conf, iou).run(x), backend, padded, atol, conf, iou)
+
+
+@torch.no_grad()
+def check_against_runtime(reference_backend, backend, images: Sequence[np.ndarray], atol: float = OUTPUT_ATOL,
+                          conf: float = CHECK_CONF, iou: float = CHECK_IOU) -> ExportCheck:
+    """Compare `backend` with another exported model (`reference_backend`, e.g. the `.onnx` it was
+    converted from) on BGR `images`: the same outputs and detections, where no PyTorch model exists."""
+    padded = [letterbox(image, backend.imgsz)[0] for image in images]
+    fed = model_input(reference_backend).from_letterbox(padded)
+    reference = {name: torch.from_numpy(np.asarray(value, dtype=np.float32))
+                 for name, value in reference_backend.run(fed).items()}
+    check = _compare(reference, Inference(reference_backend, conf, iou).run(fed), backend, padded, atol, conf, iou)
+    check.reference = type(reference_backend).__name__
+    return check
+
+
+def _compare(reference: dict[str, torch.Tensor], ref_kept: list[Kept], backend, padded: list[np.ndarray],
+             atol: float, conf: float, iou: float) -> ExportCheck:
+    """Every reference output and detection against what `backend` gives on the same letterboxes."""
+    fed = model_input(backend).from_letterbox(padded)  # the float batch, or the uint8 letterbox
     outputs = backend.run(fed)
     diffs, problems = [], []
     for name, ref in reference.items():
@@ -130,13 +151,12 @@ def check_backend(model: YoloModel, backend, images: Sequence[np.ndarray], atol:
             continue
         got = torch.from_numpy(np.asarray(outputs[name], dtype=np.float32))
         if tuple(got.shape) != tuple(ref.shape):
-            problems.append(f"output {name}: shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}")
+            problems.append(f"output {name}: shape {tuple(got.shape)}, reference {tuple(ref.shape)}")
             continue
         diff = float((got - ref).abs().max()) if ref.numel() else 0.0
         if not np.isfinite(diff) or diff > atol:
             problems.append(f"output {name}: max abs diff {diff:.3g} > {atol:g}")
         diffs.append(OutputDiff(name, tuple(ref.shape), diff))
-    ref_kept = Inference(model, conf, iou).run(x)
     cand_kept = Inference(backend, conf, iou).run(fed)
     for b, (ref, cand) in enumerate(zip(ref_kept, cand_kept)):
         problems += compare_detections(ref.det, cand.det, _type_ids(ref), _type_ids(cand), conf, f"image {b}")

@@ -87,3 +87,23 @@ def export_checked(model, target: Path, fmt: str, imgsz: int, images: Sequence[n
         raise MhyoloError(f"{final}: {runtime} disagrees with PyTorch: {'; '.join(check.problems[:5])}\n"
                           f"{check.table()}")
     return CheckedExport(path=final, check=check, simplified=result.simplified, runtime=runtime, imgsz=imgsz)
+
+
+def convert_onnx_checked(onnx_path: Path, target: Path, images: Sequence[np.ndarray]) -> CheckedExport:
+    """An exported `.onnx` converted to OpenVINO IR and checked against ONNX Runtime on `images`
+    (no PyTorch model is needed: the ONNX file is the reference); raises `MhyoloError` when they disagree."""
+    from mhyolo.deploy.check import check_against_runtime
+    from mhyolo.deploy.onnx_export import export_openvino
+
+    onnx_path, target = Path(onnx_path), Path(target)
+    if not onnx_path.is_file():
+        raise ConfigError(f"{onnx_path}: no such ONNX file")
+    reference = _runtime(onnx_path, "onnx")
+    final = export_openvino(onnx_path, target)
+    backend = _runtime(final, "openvino")
+    check = check_against_runtime(reference, backend, images)
+    runtime = type(backend).__name__
+    if not check.ok:
+        raise MhyoloError(f"{final}: {runtime} disagrees with ONNX Runtime on {onnx_path}: "
+                          f"{'; '.join(check.problems[:5])}\n{check.table()}")
+    return CheckedExport(path=final, check=check, simplified=False, runtime=runtime, imgsz=backend.imgsz)
