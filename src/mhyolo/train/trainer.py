@@ -31,6 +31,7 @@ from mhyolo.eval.validate import validate
 from mhyolo.model.weights import load_checkpoint, save_checkpoint
 from mhyolo.train.config import TrainConfig
 from mhyolo.train.distill import Teacher
+from mhyolo.train.early_stop import EarlyStopping
 from mhyolo.train.ema import ModelEMA
 from mhyolo.train.multiscale import MultiScale
 from mhyolo.model.freezing import FreezeSpec
@@ -171,7 +172,7 @@ class Trainer:
         batches = len(self.loader)
         warmup = max(round(cfg.optim.warmup_epochs * batches), 100) if cfg.optim.warmup_epochs > 0 else 0
         last_step = self.start_epoch * batches - 1
-        bad_epochs = 0
+        stopper = EarlyStopping(cfg.patience, best_epoch=self.start_epoch - 1)
         for epoch in range(self.start_epoch, cfg.epochs):
             started = time.perf_counter()
             self.train_set.set_mosaic(cfg.epochs - epoch > cfg.close_mosaic)
@@ -203,8 +204,7 @@ class Trainer:
             rows.append(row)
             for hook in self.hooks:
                 hook.after_epoch(self, epoch, row)
-            bad_epochs = 0 if improved else bad_epochs + 1
-            if cfg.patience and bad_epochs >= cfg.patience:
+            if self._agree(stopper.update(epoch, improved) if self.dist.main else False):
                 break
         if self.dist.world_size > 1:
             dist.barrier()
@@ -216,10 +216,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model)
 
-    def _end_of_epoch(self, epoch: int, row: dict[str, float], started: float) -> bool:
-        """Validate, log and checkpoint on rank 0; returns whether fitness improved."""
+    def _agree(self, stop: bool) -> bool:
+        """Rank 0's stop decision, the same on every rank (each rank must leave the loop together)."""
+        if self.dist.world_size == 1:
+            return stop
+        flag = torch.tensor([1 if stop else 0], dtype=torch.int32)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def _end_of_epoch(self, epoch: int, row: dict[str, float], started: float) -> bool | None:
+        """Validate, log and checkpoint on rank 0; returns whether fitness improved, None when this
+        epoch was not validated here (another rank, or not a validation epoch)."""
         cfg = self.config
-        improved = False
+        improved: bool | None = None
         if self.dist.main:
             last_epoch = epoch == cfg.epochs - 1
             if (epoch + 1) % cfg.val_every == 0 or last_epoch:
