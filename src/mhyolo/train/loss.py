@@ -14,9 +14,23 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert, complete_box_iou_loss
 
+from mhyolo.errors import ConfigError
 from mhyolo.train.assign import LevelTargets, assign_targets
 
-LEVEL_BALANCE = (4.0, 1.0, 0.4)  # objectness weight of P3, P4, P5 (small objects are rarer per cell)
+# Objectness weight per level, finest first (a fine level has many more cells per object, so each
+# cell's negatives weigh less): YOLOv5's weights for three levels, and for four or five
+# (P2-P5, P3-P6, P2-P6) its longer list, cut to the number of levels.
+LEVEL_BALANCE = {3: (4.0, 1.0, 0.4)}
+LEVEL_BALANCE_MANY = (4.0, 1.0, 0.25, 0.06, 0.02)
+
+
+def level_balance(nl: int) -> tuple[float, ...]:
+    """The objectness weights of `nl` levels, finest first; more levels than YOLOv5 weighs are refused."""
+    weights = LEVEL_BALANCE.get(nl, LEVEL_BALANCE_MANY[:nl])
+    if len(weights) != nl:
+        raise ConfigError(f"the detection loss weighs at most {len(LEVEL_BALANCE_MANY)} levels, "
+                          f"this detector has {nl}")
+    return weights
 
 
 @dataclass
@@ -54,6 +68,7 @@ class DetectionLoss(nn.Module):
         self.box_gain = self.config.box * 3 / nl
         self.cls_gain = self.config.cls * nc / 80 * 3 / nl
         self.obj_gain = self.config.obj * (imgsz / 640) ** 2 * 3 / nl
+        self.balance = level_balance(nl)
         self.register_buffer("anchors", anchors.detach().clone())
         self.bce = nn.BCEWithLogitsLoss()
 
@@ -82,7 +97,7 @@ class DetectionLoss(nn.Module):
                     cls_target = torch.full_like(logits, negative_value)
                     cls_target[torch.arange(len(positives), device=device), positives.label] = positive_value
                     cls_loss = cls_loss + self.bce(logits, cls_target)
-            obj_loss = obj_loss + self.bce(pred[..., 4], obj_target) * LEVEL_BALANCE[level]
+            obj_loss = obj_loss + self.bce(pred[..., 4], obj_target) * self.balance[level]
         box_loss, obj_loss, cls_loss = box_loss * self.box_gain, obj_loss * self.obj_gain, cls_loss * self.cls_gain
         batch = raw[0].shape[0]
         total = (box_loss + obj_loss + cls_loss) * batch
