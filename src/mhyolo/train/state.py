@@ -16,12 +16,12 @@ from torch import nn
 
 from mhyolo.errors import ConfigError, WeightsError
 from mhyolo.model.weights import import_official, load_checkpoint, resolve_weights, save_checkpoint
-from mhyolo.model.heads import Detect
-from mhyolo.model.yolo import YoloModel, config_activation, load_model_config
+from mhyolo.model.heads import Detect, DetectionHead
+from mhyolo.model.yolo import YoloModel, config_activation, load_model_config, parse_rows
 
 
-def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor],
-                     seed_class: int | None = None) -> tuple[int, list[str]]:
+def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor], seed_class: int | None = None,
+                     source_config: dict[str, Any] | None = None) -> tuple[int, list[str]]:
     """Copy every tensor whose name and shape match; return the count and the names skipped
     (e.g. the Detect output convolutions when the number of classes changes).
 
@@ -35,6 +35,12 @@ def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor],
     probabilities sigmoid(a + b) ~ sigmoid(a) sigmoid(b)), so the new detector starts out
     as that class's detector rather than a detector of any COCO object; with several
     classes, every new class row starts as that class's row.
+
+    Which pretrained Detect conv a level inherits from is found by `detection_sources`: with
+    `source_config` (the pretrained model's config), the one reading the same feature row, so a
+    model with more levels or its Detect on another row (`yolov5n-p2`: row 28 reading rows 27,
+    17, 20, 23 where COCO's row 24 reads 17, 20, 23) still gets COCO's P3-P5 rows, and a level
+    the pretrained head lacks keeps its bias prior; without it, the level of the same index.
 
     Both need the coupled `Detect`: another detection head (`DecoupledDetect`) has no such rows,
     its new layers start from their own initialisation, and `seed_class` is refused.
@@ -50,22 +56,62 @@ def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor],
     model.load_state_dict(matched, strict=False)
     skipped = sorted(k for k in own if k not in matched)
     if isinstance(detect, Detect):
-        _inherit_box_and_objectness(model, detect, state, skipped)
+        prefix = _module_name(model, detect)
+        sources = detection_sources(prefix, detect, source_config)
+        _inherit_box_and_objectness(detect, prefix, sources, state, skipped)
         if seed_class is not None:
-            _seed_from_class(model, detect, state, seed_class)
+            _seed_from_class(detect, sources, state, seed_class)
     return len(matched), skipped
 
 
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+def new_detection_strides(model: YoloModel, source_config: dict[str, Any]) -> list[int]:
+    """Strides of the Detect levels that inherit nothing from a pretrained model of `source_config`
+    (they start from YOLOv5's bias prior): what the training source names next to the tensor count."""
+    detect = model.detect
+    if not isinstance(detect, Detect):
+        return []
+    sources = detection_sources(_module_name(model, detect), detect, source_config)
+    return [int(stride) for stride, source in zip(detect.stride.tolist(), sources) if source is None]
+
+
+def _absolute_rows(module: nn.Module) -> list[int]:
+    """The rows a head reads, as absolute indices (`from` may say -1 for the row before)."""
+    rows = module.f if isinstance(module.f, (list, tuple)) else [module.f]
+    return [r if r >= 0 else module.i + r for r in rows]
+
+
+def detection_sources(prefix: str, detect: Detect, source_config: dict[str, Any] | None) -> list[str | None]:
+    """Per level of `detect`, the state-dict prefix of the pretrained Detect conv it inherits from
+    (`model.24.m.0`), or None where the pretrained head has no level on that feature row (a new
+    level, such as P2 on COCO's weights: it keeps YOLOv5's bias prior).
+
+    With `source_config`, the pretrained head is found in its rows (built, not run) and levels pair
+    up by the feature row they read; without it, the pretrained head is taken to sit where this
+    one does, with the same levels. `prefix` is `detect`'s own name in its model (`model.28`)."""
+    if source_config is None:
+        return [f"{prefix}.m.{level}" for level in range(detect.nl)]
+    layers, _ = parse_rows(source_config)
+    heads = [m for m in layers if isinstance(m, DetectionHead)]
+    if not heads:
+        return [None] * detect.nl
+    source_rows = _absolute_rows(heads[0])
+    root = prefix.rsplit(".", 1)[0]  # "model": rows are named model.<index> in both
+    return [f"{root}.{heads[0].i}.m.{source_rows.index(row)}" if row in source_rows else None
+            for row in _absolute_rows(detect)]
+
+
 @torch.no_grad()
-def _inherit_box_and_objectness(model: nn.Module, detect: Detect, state: dict[str, torch.Tensor],
-                                skipped: list[str]) -> None:
-    prefix = next(name for name, module in model.named_modules() if module is detect)
-    for level, conv in enumerate(detect.m):
+def _inherit_box_and_objectness(detect: Detect, prefix: str, sources: list[str | None],
+                                state: dict[str, torch.Tensor], skipped: list[str]) -> None:
+    for level, (conv, source_prefix) in enumerate(zip(detect.m, sources)):
         for kind in ("weight", "bias"):
-            key = f"{prefix}.m.{level}.{kind}"
-            if key not in skipped or key not in state:
+            source = state.get(f"{source_prefix}.{kind}") if source_prefix else None
+            if source is None or f"{prefix}.m.{level}.{kind}" not in skipped:
                 continue
-            source = state[key]
             if source.shape[0] % detect.na or source.shape[1:] != getattr(conv, kind).shape[1:]:
                 continue
             source_no = source.shape[0] // detect.na
@@ -76,11 +122,16 @@ def _inherit_box_and_objectness(model: nn.Module, detect: Detect, state: dict[st
 
 
 @torch.no_grad()
-def _seed_from_class(model: nn.Module, detect: Detect, state: dict[str, torch.Tensor], source_class: int) -> None:
-    prefix = next(name for name, module in model.named_modules() if module is detect)
-    for level, conv in enumerate(detect.m):
+def _seed_from_class(detect: Detect, sources: list[str | None], state: dict[str, torch.Tensor],
+                     source_class: int) -> None:
+    if not any(sources):
+        raise WeightsError("class_init: the pretrained detector has no level on the feature rows this model's "
+                           "Detect reads")
+    for conv, source_prefix in zip(detect.m, sources):
+        if source_prefix is None:  # a level the pretrained detector lacks keeps its prior
+            continue
         for kind in ("weight", "bias"):
-            key = f"{prefix}.m.{level}.{kind}"
+            key = f"{source_prefix}.{kind}"
             if key not in state:
                 raise WeightsError(f"class_init: the pretrained weights have no detection layer {key}")
             source = state[key]
@@ -130,8 +181,11 @@ def build_training_model(weights: str | None, architecture: str | None, names: l
     if seed_class is not None and not state:
         raise WeightsError("class_init needs pretrained weights whose class it starts from")
     if state:
-        count, skipped = transfer_weights(model, state, seed_class)
+        count, skipped = transfer_weights(model, state, seed_class, weights_config)
         source = f"{source} ({count}/{len(model.state_dict())} tensors; new: {len(skipped)})"
+        fresh = new_detection_strides(model, weights_config)
+        if fresh:
+            source += f"; new detection level at stride {', '.join(map(str, fresh))} (bias prior)"
     if weights_act is not None and weights_act != model.act:
         source = f"{source}; activation {weights_act} -> {model.act}"
         if frozen:
