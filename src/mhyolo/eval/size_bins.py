@@ -13,6 +13,7 @@ Public API:
     SIZE_BINS                            tiny, small, medium, large
     SizeBinMetrics(name, map50, map50_95, boxes)   one bin's scores (nan AP: no ground truth)
     bin_cell(entry, detail=False) -> str           "0.512 (34)" or "– (0)"; the stored dict form
+    bin_cells(size_bins, detail=False) -> list[str]  one cell per bin of a stored `size_bins` dict
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MISSING", "SIZE_BINS", "SizeBin", "SizeBinMetrics", "bin_cell"]
+__all__ = ["MISSING", "SIZE_BINS", "SizeBin", "SizeBinMetrics", "bin_cell", "bin_cells"]
 
 COCO_MAX_SIDE = 1e5  # the upper bound of COCO's "all" area range is 1e5 ** 2
 MISSING = "–"  # what a score without ground truth is shown as (never 0)
@@ -87,3 +88,9 @@ def bin_cell(entry: dict[str, Any] | None, detail: bool = False) -> str:
     text = " / ".join(MISSING if not isinstance(v, (int, float)) or math.isnan(v) else f"{v:.3f}" for v in scores)
     boxes = entry.get("boxes")
     return text if boxes is None else f"{text} ({boxes})"
+
+
+def bin_cells(size_bins: dict[str, Any] | None, detail: bool = False) -> list[str]:
+    """A stored `size_bins` dict ({bin: {map50, map50_95, boxes}}) as one cell per bin, in `SIZE_BINS` order."""
+    size_bins = size_bins if isinstance(size_bins, dict) else {}
+    return [bin_cell(size_bins.get(b.name), detail) for b in SIZE_BINS]
