@@ -51,7 +51,7 @@ def markdown(rows: dict[str, dict[str, Any]], title: str) -> str:
              "|---|" + "---|" * len(COLUMNS)]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
-    return "\n".join(lines) + "\n" + size_bin_markdown(rows)
+    return "\n".join(lines) + "\n"
 
 
 def size_bin_markdown(rows: dict[str, dict[str, Any]]) -> str:
@@ -63,7 +63,7 @@ def size_bin_markdown(rows: dict[str, dict[str, Any]]) -> str:
         return ""
     table = format_table(["model", *(b.title for b in SIZE_BINS)],
                          [[name, *bin_cells(bins, detail=True)] for name, bins in scored.items()])
-    return ("\n## Per ball size\n\nsqrt of the box area in the original image's pixels; mAP50 / mAP50-95 "
+    return ("\n## Per ball size\n\nSize: the square root of the box area in the original image's pixels; mAP50 / mAP50-95 "
             "(ground-truth boxes); – : no ball of that size.\n\n" + table + "\n")
 
 
@@ -73,6 +73,7 @@ def write_report(run: Path, rows: dict[str, dict[str, Any]], extra: dict[str, An
     text = markdown(rows, "mhyolo pipeline report")
     if "head_overhead" in extra:
         text += f"\nType head latency overhead (same run, interleaved): x{extra['head_overhead']:.3f}\n"
+    text += size_bin_markdown(rows)
     if isinstance(extra.get("distill"), dict):
         from mhyolo.pipeline.distill_tables import distill_markdown
 
