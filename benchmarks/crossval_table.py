@@ -1,7 +1,8 @@
 """Several `mhyolo crossval` runs side by side: held-out mAP per source and the mean, one row per run;
 with `--bins`, a second table of the mean held-out mAP50 per ball size (ground-truth boxes of all folds).
 
-    .venv/bin/python benchmarks/crossval_table.py runs/cv/demo-s0 runs/cv/demo-s1 runs/cv/scale-s0 [--imgsz 320] [--bins]
+    .venv/bin/python benchmarks/crossval_table.py runs/cv/demo-s0 runs/cv/demo-s1 runs/cv/scale-s0 [--imgsz 320]
+    .venv/bin/python benchmarks/crossval_table.py runs/cv/demo-s0 runs/cv/demo-s1 --bins
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def size_bin_rows(folds: dict[str, Any], size: int, detail: bool) -> list[list[s
     if not rows:
         return None
     mean = mean_bins(list(rows.values()))
-    return [[name, *bin_cells(row["size_bins"], detail)] for name, row in rows.items()] + [[MEAN, *bin_cells(mean, detail)]]
+    table = [[name, *bin_cells(row["size_bins"], detail)] for name, row in rows.items()]
+    return table + [[MEAN, *bin_cells(mean, detail)]]
 
 
 def _cell(value: Any) -> str:

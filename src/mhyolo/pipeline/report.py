@@ -63,8 +63,8 @@ def size_bin_markdown(rows: dict[str, dict[str, Any]]) -> str:
         return ""
     table = format_table(["model", *(b.title for b in SIZE_BINS)],
                          [[name, *bin_cells(bins, detail=True)] for name, bins in scored.items()])
-    return ("\n## Per ball size\n\nSize: the square root of the box area in the original image's pixels; mAP50 / mAP50-95 "
-            "(ground-truth boxes); – : no ball of that size.\n\n" + table + "\n")
+    return ("\n## Per ball size\n\nSize: the square root of the box area in the original image's pixels; "
+            "mAP50 / mAP50-95 (ground-truth boxes); – : no ball of that size.\n\n" + table + "\n")
 
 
 def write_report(run: Path, rows: dict[str, dict[str, Any]], extra: dict[str, Any]) -> tuple[Path, Path]:
