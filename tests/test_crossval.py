@@ -105,9 +105,13 @@ def test_crossval_command_one_row_per_source_and_resumes(shared: Path, tmp_path:
         row = fold["scores"]["64"]
         assert 0.0 <= row["map50"] <= 1.0 and 0.0 <= row["map50_95"] <= row["map50"]
         assert row["images"] == fold["counts"]["test"]["images"]
+        assert list(row["size_bins"]) == ["tiny", "small", "medium", "large"]
+        assert sum(b["boxes"] for b in row["size_bins"].values()) >= row["boxes"]  # every ball in a bin
     assert summary["folds"]["seed"]["scores"]["64"]["types_in_training"] == ["tennis-ball"]
     assert set(summary["mean"]) >= {"map50", "map50_95"}
+    assert set(summary["size_bins_mean"]) == {"tiny", "small", "medium", "large"}
     markdown = (out / "crossval.md").read_text()
+    assert "Per ball size at 64 px" in markdown and "Per ball size at 96 px" in markdown
     assert "| seed |" in markdown and "| tennis |" in markdown and "**mean**" in markdown
     assert (out / "crossval.png").stat().st_size > 10_000
     page = (out / "report.html").read_text()
@@ -120,6 +124,19 @@ def test_crossval_command_one_row_per_source_and_resumes(shared: Path, tmp_path:
     assert main(["crossval", str(config), "--out", str(out), "--quiet"]) == 0
     assert "training (" not in capsys.readouterr().out  # finished folds are not trained again
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # a folder scored before the per-ball-size scores existed gains them when resumed, without training
+    for path in out.glob("*/score.json"):
+        stored = json.loads(path.read_text())
+        for row in stored["scores"].values():
+            del row["size_bins"]
+        path.write_text(json.dumps(stored))
+    assert main(["crossval", str(config), "--out", str(out), "--quiet"]) == 0
+    assert "training (" not in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    for path in out.glob("*/score.json"):
+        assert all("size_bins" in row for row in json.loads(path.read_text())["scores"].values()), path
+    assert "Per ball size at 96 px" in (out / "crossval.md").read_text()
 
 
 def test_crossval_refuses_an_unknown_source_name(shared: Path, tmp_path: Path) -> None:

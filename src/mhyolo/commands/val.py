@@ -1,4 +1,5 @@
-"""`mhyolo val`: precision, recall, mAP@0.5 and mAP@0.5:0.95 of any weights on a dataset split."""
+"""`mhyolo val`: precision, recall, mAP@0.5 and mAP@0.5:0.95 of any weights on a dataset split, overall and
+per ball size (original-image pixels)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(m.table())
+        print(m.size_table())
         negatives = result.negatives
         if negatives.images:
             print(f"negative images: {negatives.images}, detections at conf >= {negatives.conf}: "

@@ -11,6 +11,10 @@ Classes without any ground-truth box have nan metrics and are left out of every
 mean, as COCO does; images without ground truth still count, so predictions on
 them are false positives.
 
+The same COCO run also scores each ball-size bin of `mhyolo.eval.size_bins` (sqrt of the
+box area in original-image pixels) as one of its area ranges; a bin's mAP is the mean over
+the classes with ground truth in it, nan when none has.
+
 Public API:
     ImageResult(gt_boxes, gt_classes, pred_boxes, pred_scores, pred_classes,
                 width, height, name="")            # one image, pixels, xyxy
@@ -21,8 +25,9 @@ Public API:
         .compute() -> DetectionMetrics
     DetectionMetrics: names, map50, map50_95, precision, recall, f1, conf_threshold,
         images, boxes, predictions, per_class: list[ClassMetrics],
-        recall_grid (101,), pr_precision (K, 101) at IoU 0.5;
-        .to_dict() -> dict (plain floats, for YAML/JSON), .table() -> str
+        recall_grid (101,), pr_precision (K, 101) at IoU 0.5,
+        size_bins: list[SizeBinMetrics] (one per `size_bins.SIZE_BINS`);
+        .to_dict() -> dict (plain floats, for YAML/JSON), .table() -> str, .size_table() -> str
     ClassMetrics: name, ap50, ap50_95, precision, recall, f1, instances, predictions
     classification_report(y_true, y_pred, names) -> dict   (re-exported)
     confusion_matrix(y_true, y_pred, num_classes) -> np.ndarray   (re-exported)
@@ -41,6 +46,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from mhyolo.errors import DataError
 from mhyolo.eval.classification import classification_report, confusion_matrix
 from mhyolo.eval.matching import best_f1_point, match_predictions
+from mhyolo.eval.size_bins import MISSING, SIZE_BINS, SizeBinMetrics
 
 __all__ = [
     "ClassMetrics",
@@ -139,6 +145,7 @@ class DetectionMetrics:
     per_class: list[ClassMetrics]
     recall_grid: np.ndarray = field(repr=False)  # (101,) COCO recall thresholds
     pr_precision: np.ndarray = field(repr=False)  # (K, 101) interpolated precision at IoU 0.5
+    size_bins: list[SizeBinMetrics] = field(default_factory=list)  # one per SIZE_BINS, in its order
 
     def to_dict(self) -> dict:
         """Plain Python numbers (nan becomes None) so the result can go to YAML or JSON."""
@@ -156,6 +163,7 @@ class DetectionMetrics:
                          "predictions": c.predictions}
                 for c in self.per_class
             },
+            "size_bins": {b.name: b.to_dict() for b in self.size_bins},
         }
 
     def table(self) -> str:
@@ -166,6 +174,16 @@ class DetectionMetrics:
         for c in self.per_class:
             rows.append(f"{c.name:<16}{'':>8}{c.instances:>8}{c.precision:>8.3f}{c.recall:>8.3f}"
                         f"{c.ap50:>8.3f}{c.ap50_95:>10.3f}")
+        return "\n".join(rows)
+
+    def size_table(self) -> str:
+        """A fixed-width text table, one row per ball-size bin; a bin without ground truth shows a dash."""
+        def cell(x: float, width: int) -> str:
+            return f"{MISSING:>{width}}" if math.isnan(x) else f"{x:>{width}.3f}"
+
+        titles = {b.name: b.title for b in SIZE_BINS}
+        rows = [f"{'ball size':<20}{'boxes':>8}{'mAP50':>8}{'mAP50-95':>10}"]
+        rows += [f"{titles[b.name]:<20}{b.boxes:>8}{cell(b.map50, 8)}{cell(b.map50_95, 10)}" for b in self.size_bins]
         return "\n".join(rows)
 
 
@@ -211,7 +229,7 @@ class DetectionEvaluator:
         pred_classes = np.concatenate([r.pred_classes for r in self._results])
         n_pred = np.bincount(pred_classes, minlength=k)
 
-        precision, recall_grid = self._coco_precision()  # (T, R, K), (R,)
+        precision, recall_grid, bin_precision = self._coco_precision()  # (T, R, K), (R,), per bin
         has_gt = instances > 0
         ap50 = np.where(has_gt, precision[0].mean(axis=0), np.nan)
         ap50_95 = np.where(has_gt, precision.mean(axis=(0, 1)), np.nan)
@@ -236,7 +254,27 @@ class DetectionEvaluator:
             f1=point.mean_f1, conf_threshold=point.conf,
             images=len(self._results), boxes=int(instances.sum()), predictions=int(len(scores)),
             per_class=per_class, recall_grid=recall_grid, pr_precision=pr_precision,
+            size_bins=self._size_bins(bin_precision),
         )
+
+    def _size_bins(self, bin_precision: list[np.ndarray]) -> list[SizeBinMetrics]:
+        """Each bin's AP from COCO's precision for its area range, over the classes with ground truth
+        in the bin (counted by the bin's own rule, the one COCO applies)."""
+        k = len(self.eval_names)
+        classes = np.concatenate([r.gt_classes for r in self._results])
+        boxes = np.concatenate([r.gt_boxes for r in self._results])
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        out = []
+        for size_bin, precision in zip(SIZE_BINS, bin_precision):
+            inside = size_bin.contains(areas)
+            has_gt = np.bincount(classes[inside], minlength=k) > 0
+            if not has_gt.any():
+                out.append(SizeBinMetrics(size_bin.name, math.nan, math.nan, 0))
+                continue
+            ap50 = precision[0].mean(axis=0)[has_gt]
+            ap50_95 = precision.mean(axis=(0, 1))[has_gt]
+            out.append(SizeBinMetrics(size_bin.name, float(ap50.mean()), float(ap50_95.mean()), int(inside.sum())))
+        return out
 
     def _coco_dicts(self) -> tuple[dict, list[dict]]:
         """Ground truth as a COCO dataset dict and predictions as a COCO results list (ids from 1)."""
@@ -254,8 +292,9 @@ class DetectionEvaluator:
         categories = [{"id": i + 1, "name": n} for i, n in enumerate(self.eval_names)]
         return {"images": images, "annotations": annotations, "categories": categories}, detections
 
-    def _coco_precision(self) -> tuple[np.ndarray, np.ndarray]:
-        """COCO's interpolated precision, shape (IoU thresholds, recall thresholds, classes)."""
+    def _coco_precision(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """COCO's interpolated precision, shape (IoU thresholds, recall thresholds, classes), for all
+        boxes and for each size bin (COCO's own area ranges: "all", then one per bin)."""
         gt, detections = self._coco_dicts()
 
         def quiet(*_args: object, **_kwargs: object) -> None:
@@ -265,6 +304,10 @@ class DetectionEvaluator:
             coco_gt = COCO(gt, print_function=quiet)
             coco_dt = coco_gt.loadRes(detections)
             coco_eval = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=quiet)
+            params = coco_eval.params
+            everything = params.areaRng[params.areaRngLbl.index("all")]
+            params.areaRng = [everything, *(b.area_range for b in SIZE_BINS)]
+            params.areaRngLbl = ["all", *(b.name for b in SIZE_BINS)]
             coco_eval.evaluate()
             coco_eval.accumulate()
         params = coco_eval.params
@@ -272,5 +315,7 @@ class DetectionEvaluator:
             raise RuntimeError(f"unexpected COCO IoU thresholds {params.iouThrs}")
         area = params.areaRngLbl.index("all")
         max_det = list(params.maxDets).index(MAX_DETS)
-        precision = np.asarray(coco_eval.eval["precision"])[:, :, :, area, max_det]
-        return precision, np.asarray(params.recThrs, dtype=np.float64)
+        every = np.asarray(coco_eval.eval["precision"])
+        precision = every[:, :, :, area, max_det]
+        bins = [every[:, :, :, params.areaRngLbl.index(b.name), max_det] for b in SIZE_BINS]
+        return precision, np.asarray(params.recThrs, dtype=np.float64), bins

@@ -51,6 +51,7 @@ class ValidationResult:
                                **self.negatives.to_dict()}
         if self.types is not None:
             out.update(self.types.to_dict())
+        out["size_bins"] = m.to_dict()["size_bins"]  # per ball size, original-image pixels
         return out
 
 

@@ -131,12 +131,21 @@ def score_fold(fold: Fold, weights: Path, sizes: list[int], progress: bool) -> d
         m = result.metrics
         row: dict[str, Any] = {"map50": m.map50, "map50_95": m.map50_95, "precision": m.precision,
                                "recall": m.recall, "images": m.images, "boxes": m.boxes,
-                               **result.negatives.to_dict()}
+                               **result.negatives.to_dict(), "size_bins": m.to_dict()["size_bins"]}
         if result.types is not None:
             row.update(_seen_type_scores(result.types.to_dict(), types_trained))
         row["types_in_training"] = types_trained
         scores[str(size)] = row
     return scores
+
+
+def sizes_to_score(done: dict[str, Any], sizes: list[int]) -> list[int]:
+    """The sizes a run's model must be scored at (again), given its stored `done` entry: each asked-for size
+    without a score, and every stored size scored before the per-ball-size scores existed (no `size_bins`),
+    so a finished fold of an older folder gains them by scoring alone, without training again."""
+    scores = done.get("scores", {})
+    wanted = [*sizes, *(int(s) for s in scores if int(s) not in sizes)]
+    return [s for s in wanted if "size_bins" not in scores.get(str(s), {})]
 
 
 def _seen_type_scores(types: dict[str, Any], trained: list[str]) -> dict[str, Any]:
@@ -182,8 +191,9 @@ def run_crossval(settings: CrossvalSettings) -> dict[str, Any]:
             trained = train_stage(name, train, fold.folder, settings.progress)
             seconds = None if trained.skipped else time.perf_counter() - started
             done = runs.get(name, {})
-            if not done or any(str(s) not in done.get("scores", {}) for s in sizes):
-                scores = {**done.get("scores", {}), **score_fold(fold, trained.weights, sizes, settings.progress)}
+            todo = sizes_to_score(done, sizes)
+            if todo:
+                scores = {**done.get("scores", {}), **score_fold(fold, trained.weights, todo, settings.progress)}
                 runs[name] = {"weights": str(trained.weights), "train_seconds": seconds or done.get("train_seconds"),
                               "scores": scores}
                 score_path.write_text(json.dumps(_fold_row(fold, counts, runs), indent=2))

@@ -1,5 +1,6 @@
 """The cross-validation report: one row per held-out source and their mean, as
-`crossval.json`, a Markdown table (`crossval.md`) and a bar chart (`crossval.png`)."""
+`crossval.json`, a Markdown table (`crossval.md`) and a bar chart (`crossval.png`); the same
+per ball size (`eval.size_bins`) where the folds were scored per size."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from mhyolo.eval.size_bins import SIZE_BINS, bin_cells
 
 COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"), ("recall", "R"),
            ("false_positives_per_negative_image", "FP / negative image"), ("cls_accuracy", "type acc"),
@@ -25,6 +28,34 @@ def mean_row(rows: list[dict[str, Any]]) -> dict[str, float | None]:
         values = [v for v in (_number(r.get(key)) for r in rows) if v is not None]
         out[key] = sum(values) / len(values) if values else None
     return out
+
+
+def mean_bins(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per ball-size bin: mAP50 and mAP50-95 as the plain mean over the folds with ground truth in the bin
+    (None where no fold has any), boxes summed; empty when no fold was scored per size."""
+    scored = [r["size_bins"] for r in rows if isinstance(r.get("size_bins"), dict)]
+    if not scored:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for size_bin in SIZE_BINS:
+        entries = [b[size_bin.name] for b in scored if isinstance(b.get(size_bin.name), dict)]
+        out[size_bin.name] = {"boxes": sum(int(e.get("boxes") or 0) for e in entries)}
+        for key in ("map50", "map50_95"):
+            values = [v for v in (_number(e.get(key)) for e in entries) if v is not None]
+            out[size_bin.name][key] = sum(values) / len(values) if values else None
+    return out
+
+
+def size_bin_rows(folds: dict[str, Any], size: int, detail: bool) -> list[list[str]] | None:
+    """The per-ball-size table at `size`: one row per fold scored per size, then the mean over them
+    (cells from `size_bins.bin_cell`); None when no fold at this size was."""
+    rows = {name: fold["scores"][str(size)] for name, fold in folds.items()
+            if isinstance(fold["scores"].get(str(size), {}).get("size_bins"), dict)}
+    if not rows:
+        return None
+    mean = mean_bins(list(rows.values()))
+    table = [[name, *bin_cells(row["size_bins"], detail)] for name, row in rows.items()]
+    return table + [[MEAN, *bin_cells(mean, detail)]]
 
 
 def _cell(value: Any) -> str:
@@ -58,9 +89,23 @@ def markdown(summary: dict[str, Any]) -> str:
         mean = mean_row(rows)
         lines.append(f"| **{MEAN}** | | | " + " | ".join(f"**{_cell(mean[key])}**" for key, _ in COLUMNS) + " |")
         lines.append("")
+        lines += _size_bin_markdown(folds, size)
     if summary.get("distill"):
         lines += distill_markdown(summary["distill"], list(folds))
     return "\n".join(lines)
+
+
+def _size_bin_markdown(folds: dict[str, Any], size: int) -> list[str]:
+    from mhyolo.data.report import format_table
+
+    rows = size_bin_rows(folds, size, detail=True)
+    if rows is None:
+        return []
+    rows[-1] = [f"**{cell}**" for cell in rows[-1]]
+    return [f"Per ball size at {size} px (sqrt of the box area in the original image's pixels): "
+            "mAP50 / mAP50-95 (ground-truth boxes); the mean is over the folds with balls of that size, "
+            "boxes summed; – : no ball of that size.", "",
+            format_table(["held-out source", *(b.title for b in SIZE_BINS)], rows), ""]
 
 
 DISTILL_COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type acc"),
@@ -134,7 +179,8 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
 def write_crossval_report(out: Path, summary: dict[str, Any]) -> dict[str, Path]:
     folds = summary["folds"]
     size = str(summary["imgsz"])
-    summary = {**summary, "mean": mean_row([f["scores"][size] for f in folds.values() if size in f["scores"]])}
+    rows = [f["scores"][size] for f in folds.values() if size in f["scores"]]
+    summary = {**summary, "mean": mean_row(rows), "size_bins_mean": mean_bins(rows)}
     paths = {"json": out / "crossval.json", "markdown": out / "crossval.md", "plot": out / "crossval.png"}
     paths["json"].write_text(json.dumps(summary, indent=2))
     paths["markdown"].write_text(markdown(summary))

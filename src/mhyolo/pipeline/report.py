@@ -1,12 +1,14 @@
 """The pipeline's report: every stage's model scored on the same validation split, the
 latency of the detector alone against the detector with its heads (same process, same
-input), as `report.json` and a Markdown table in `report.md`."""
+input), as `report.json` and a Markdown table in `report.md`, with each model's mAP per ball size."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from mhyolo.eval.size_bins import SIZE_BINS, bin_cells
 
 COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type acc (objects)"),
            ("image_accuracy", "type acc (images)"), ("typed_map50", "typed mAP50"),
@@ -28,7 +30,7 @@ def score(weights: Path, data_yaml: Path, imgsz: int, classifier: Path | None = 
                          classifier=crop_classifier)
     row: dict[str, Any] = {"weights": str(weights), "map50": result.metrics.map50,
                            "map50_95": result.metrics.map50_95, "precision": result.metrics.precision,
-                           "recall": result.metrics.recall}
+                           "recall": result.metrics.recall, "size_bins": result.metrics.to_dict()["size_bins"]}
     if result.types is not None:
         row.update({k: v for k, v in result.types.to_dict().items()
                     if k in ("cls_accuracy", "image_accuracy", "typed_map50", "typed_map50_95",
@@ -52,12 +54,26 @@ def markdown(rows: dict[str, dict[str, Any]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def size_bin_markdown(rows: dict[str, dict[str, Any]]) -> str:
+    """Each model's mAP50 / mAP50-95 (ground-truth boxes) per ball size; empty when no row has them."""
+    from mhyolo.data.report import format_table
+
+    scored = {name: row["size_bins"] for name, row in rows.items() if isinstance(row.get("size_bins"), dict)}
+    if not scored:
+        return ""
+    table = format_table(["model", *(b.title for b in SIZE_BINS)],
+                         [[name, *bin_cells(bins, detail=True)] for name, bins in scored.items()])
+    return ("\n## Per ball size\n\nSize: the square root of the box area in the original image's pixels; "
+            "mAP50 / mAP50-95 (ground-truth boxes); – : no ball of that size.\n\n" + table + "\n")
+
+
 def write_report(run: Path, rows: dict[str, dict[str, Any]], extra: dict[str, Any]) -> tuple[Path, Path]:
     json_path, md_path = run / "report.json", run / "report.md"
     json_path.write_text(json.dumps({"models": rows, **extra}, indent=2))
     text = markdown(rows, "mhyolo pipeline report")
     if "head_overhead" in extra:
         text += f"\nType head latency overhead (same run, interleaved): x{extra['head_overhead']:.3f}\n"
+    text += size_bin_markdown(rows)
     if isinstance(extra.get("distill"), dict):
         from mhyolo.pipeline.distill_tables import distill_markdown
 

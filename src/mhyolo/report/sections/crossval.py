@@ -46,7 +46,8 @@ class Crossval(Section):
         return out
 
     def render(self) -> Html:
-        from mhyolo.pipeline.crossval_report import COLUMNS, MEAN
+        from mhyolo.eval.size_bins import SIZE_BINS
+        from mhyolo.pipeline.crossval_report import COLUMNS, MEAN, size_bin_rows
 
         summary = self._summary()
         folds = summary["folds"]
@@ -75,6 +76,13 @@ class Crossval(Section):
             rows.append([MEAN, "", "", *(number(mean[key]) for key, _ in COLUMNS)])
             classes.append("mean")
             parts += [tag("h3", f"Scored at {size} px"), table(headers, rows, classes)]
+            by_size = size_bin_rows(folds, size, detail=False)
+            if by_size is not None:
+                parts += [paragraph(f"Per ball size at {size} px (sqrt of the box area in the original image's "
+                                    "pixels): mAP50 (ground-truth boxes); the mean is over the folds with balls of "
+                                    "that size."),
+                          table(["held-out source", *(b.title for b in SIZE_BINS)], by_size,
+                                [None] * (len(by_size) - 1) + ["mean"])]
         chart = self.run.file("crossval.png")
         if chart:
             parts.append(figure(chart, "Held-out mAP50 and mAP50-95 per source and their mean.", "crossval.png"))

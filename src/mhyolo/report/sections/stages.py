@@ -77,8 +77,23 @@ class Stages(Section):
                      if isinstance(report.get(key), (int, float))]
         if overheads:
             parts.append(paragraph("Latency over the detector alone (same run): " + ", ".join(overheads) + "."))
+        parts.append(self._per_size(report["models"]))
         parts.append(self._per_type(final, report["models"].get(final) or {}))
         return join(parts)
+
+    @staticmethod
+    def _per_size(models: dict[str, Any]) -> Html:
+        """Each stage's mAP50 per ball size with its ground-truth boxes; nothing for a report made before."""
+        from mhyolo.eval.size_bins import SIZE_BINS, bin_cells
+
+        rows = [[name, *bin_cells(row["size_bins"])] for name, row in models.items()
+                if isinstance(row, dict) and isinstance(row.get("size_bins"), dict)]
+        if not rows:
+            return Html("")
+        return join([tag("h3", "Per ball size"),
+                     paragraph("mAP50 on the same split per ball size (sqrt of the box area in the original "
+                               f"image's pixels), ground-truth boxes in brackets; {DASH}: no ball of that size."),
+                     table(["stage", *(b.title for b in SIZE_BINS)], rows)])
 
     @staticmethod
     def _per_type(name: str | None, row: dict[str, Any]) -> Html:
