@@ -1,0 +1,122 @@
+"""Inference rules scored on held-out sources: which input size (or sizes, or slicing) finds balls of
+every size in photos from sources a model never saw.
+
+Each fold model of one or more `mhyolo crossval` runs scores its held-out source under each rule;
+the table gives per source and per ball-size bin (original-image pixels) AP@0.5, then the mean over
+the folds. Scores are kept in `RUN/<fold>/rules.json`, so a rule is scored once per fold.
+
+    .venv/bin/python benchmarks/inference_rules.py runs/cv5/demo-s0 --rules size=320 size=640 size=1280 slice=320
+
+Rules: `size=N` (the whole image at N px), `slice=N` (native-resolution tiles of N px plus the whole image,
+each at the training size), `scales=320,640` with optional `merge=wbf|nms|size` and `flip` (`scales=320,640
+merge=size` as one argument, words separated by spaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+BINS = ("tiny", "small", "medium", "large")
+
+
+def parse_rule(text: str) -> dict[str, Any]:
+    """`size=640`, `slice=320`, `scales=320,640 merge=wbf flip` -> a dict of settings."""
+    rule: dict[str, Any] = {}
+    for word in text.split():
+        key, _, value = word.partition("=")
+        if key == "flip" and not value:
+            rule["flip"] = True
+        elif key in ("size", "slice"):
+            rule[key] = int(value)
+        elif key == "scales":
+            rule[key] = [float(v) if "." in v else int(v) for v in value.split(",")]
+        elif key == "merge":
+            rule[key] = value
+        else:
+            raise SystemExit(f"rule {text!r}: unknown word {word!r}")
+    if sum(k in rule for k in ("size", "slice", "scales")) != 1:
+        raise SystemExit(f"rule {text!r}: give exactly one of size=, slice=, scales=")
+    return rule
+
+
+def score_rule(weights: str, data: Path, rule: dict[str, Any], trained: int) -> dict[str, Any]:
+    """The held-out test split scored under `rule`: the `val --json` summary."""
+    from mhyolo.data.spec import load_data_spec
+    from mhyolo.eval.validate import score_split
+    from mhyolo.infer.backends import load_backend
+    from mhyolo.infer.slicing import SliceSettings
+
+    backend = load_backend(weights)
+    spec = load_data_spec(data)
+    if "size" in rule:
+        result = score_split(backend, spec, rule["size"], split="test", progress=True)
+    elif "slice" in rule:
+        result = score_split(backend, spec, trained, split="test", progress=True,
+                             slicing=SliceSettings(size=rule["slice"]))
+    else:
+        from mhyolo.infer.multiscale import parse_scales, ScaleSettings
+
+        settings = ScaleSettings(sizes=parse_scales(rule["scales"], trained, 32), flip=rule.get("flip", False),
+                                 merge=rule.get("merge", "wbf"))
+        result = score_split(backend, spec, trained, split="test", progress=True, scales=settings)
+    return result.summary()
+
+
+def fold_folders(run: Path) -> list[Path]:
+    return sorted(p for p in run.iterdir() if (p / "score.json").is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="crossval output folders")
+    parser.add_argument("--rules", nargs="+", required=True, help="inference rules (see above)")
+    parser.add_argument("--json", type=Path, help="also write every score here")
+    args = parser.parse_args()
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in args.runs:
+        for folder in fold_folders(run):
+            fold = json.loads((folder / "score.json").read_text())
+            cache_path = folder / "rules.json"
+            cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+            for text in args.rules:
+                if text not in cache:
+                    print(f"{run.name}/{folder.name}: {text}", flush=True)
+                    cache[text] = score_rule(fold["weights"], folder / "data" / "data.yaml", parse_rule(text),
+                                             int(fold["imgsz"]))
+                    cache_path.write_text(json.dumps(cache, indent=2))
+                table.setdefault(f"{run.name} | {text}", {})[folder.name] = cache[text]
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=2))
+    print(render(table))
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _mean(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def render(table: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One row per run and rule: mAP50 per held-out source, their mean, and the mean per size bin."""
+    sources = sorted({s for folds in table.values() for s in folds})
+    head = ["run | rule", *sources, "mean mAP50", "mean mAP50-95", "mean type acc",
+            *[f"{b} AP50" for b in BINS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, folds in table.items():
+        rows = [folds.get(s, {}) for s in sources]
+        bins = [_mean([(r.get("size_bins") or {}).get(b, {}).get("map50") for r in rows]) for b in BINS]
+        cells = [name, *[_cell(r.get("map50")) for r in rows], _cell(_mean([r.get("map50") for r in rows])),
+                 _cell(_mean([r.get("map50_95") for r in rows])), _cell(_mean([r.get("cls_accuracy") for r in rows])),
+                 *[_cell(b) for b in bins]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
