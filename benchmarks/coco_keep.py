@@ -83,8 +83,9 @@ def main() -> None:
             trainer._optimizer_step()
             logged = {k: float(v) for result in results.values() for k, v in result.logged.items()}
             n = images.shape[0]
+            totals = float(supervised.detach()) / n, float(kept.detach()) / n
             print(f"| {step_index} | {logged['box']:.4f} | {logged['obj']:.4f} | {logged['type']:.3f} | "
-                  f"{logged['coco_ball']:.5f} | {float(supervised.detach()) / n:.4f} | {float(kept.detach()) / n:.5f} | "
+                  f"{logged['coco_ball']:.5f} | {totals[0]:.4f} | {totals[1]:.5f} | "
                   f"{grads[0] / n:.4f} | {grads[1] / n:.4f} | {time.perf_counter() - started:.1f} |", flush=True)
             step_index += 1
 
