@@ -16,11 +16,16 @@ Loss per cell: KL(t ‖ p) = BCE(p, t) − H(t), the soft-target binary cross-en
 entropy. Its gradient is BCE's, but its value is 0 exactly where the student scores as COCO does, so
 the logged column reads as "how far from COCO" instead of being dominated by COCO's own uncertainty,
 which no student can change. Mean over every cell and anchor of the levels both models share (the
-normalisation of YOLOv5's objectness loss, so the weight reads against `obj`), with a per-cell weight
-1 + focus · t: COCO is mostly zeros, and where both say "no ball" KL and its gradient vanish by
-themselves, so the cells that count are the disagreements. Of those, a ball COCO sees and the student
-lost (what the term is for) counts 1 + focus · t, and a ball the student learnt from the labels that
-COCO does not see counts 1, so the term leans on remembering rather than on unlearning the new balls.
+normalisation of YOLOv5's objectness loss: at 320, weight 1 is about the labels' objectness target per
+P3 cell), with a per-cell weight 1 + focus · t: COCO is mostly zeros, and where both say "no ball" KL
+and its gradient vanish by themselves, so the cells that count are the disagreements. Of those, a ball
+COCO sees and the student lost (what the term is for) counts 1 + focus · t, and a ball the student
+learnt from the labels that COCO does not see counts 1, so the term leans on remembering rather than
+on unlearning the new balls. COCO's score on the ball photos at 320 stays below ~0.3, so the default
+focus 10 makes its ball cells count up to ~4 times.
+
+The `class_init: 32` start is near this term's minimum, not at it: its objectness logit is COCO's
+obj + class-32 logits, and σ(a + b) ≥ σ(a) · σ(b) overstates COCO where COCO is confident.
 
 The COCO model is a frozen passenger (`distill.Teacher`): loaded once, never a submodule of what
 trains (no optimizer, DDP, `.train()` or checkpoint reaches it), no gradient, eval mode on every call,
