@@ -13,13 +13,15 @@ moved by their four corners, clipped, and filtered with YOLOv5's rule (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 
+from mhyolo.data.copy_paste import CopyPasteConfig
+from mhyolo.data.slices import SliceConfig
 from mhyolo.errors import ConfigError
 from mhyolo.infer.preprocess import PAD_VALUE
 
@@ -61,10 +63,19 @@ class AugmentConfig:
     # JPEG re-compression at quality 30-90; both off by default
     blur: float = 0.0
     jpeg: float = 0.0
+    # native-resolution windows of large images (slice-aided training, `data/slices.py`); off at prob 0
+    slices: SliceConfig = field(default_factory=SliceConfig)
+    # balls of the split pasted onto samples (`data/copy_paste.py`); off at prob 0
+    copy_paste: CopyPasteConfig = field(default_factory=CopyPasteConfig)
 
     def __post_init__(self) -> None:
+        for name, section in (("slices", SliceConfig), ("copy_paste", CopyPasteConfig)):
+            if not isinstance(getattr(self, name), section):  # each section checks its own values
+                raise ConfigError(f"augment.{name}: expected a mapping of its settings, got {getattr(self, name)!r}")
         for f in fields(self):
             value = getattr(self, f.name)
+            if is_dataclass(value):
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"augment.{f.name}: expected a non-negative number, got {value!r}")
         for name in _PROBABILITIES:

@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from mhyolo.config import to_dict
 from mhyolo.data.labels import write_labels
+from mhyolo.data.naming import NEGATIVE, output_stem
 from mhyolo.data.pathstr import suffix
 from mhyolo.data.recipe import Recipe
-from mhyolo.data.report import BOX_PLOT, NEGATIVE, REPORT_JSON, REPORT_MD, BuildReport, OutputImage, SourceSummary
+from mhyolo.data.report import BOX_PLOT, REPORT_JSON, REPORT_MD, BuildReport, OutputImage, SourceSummary
 from mhyolo.data.select import (TRAIN, VAL, balance_classes, drop_cross_source, group_candidates, sample_sources,
                                 split_by_groups, stable_order)
 from mhyolo.data.sources import Candidate, HashCache, SourceScan, scan_source
@@ -89,7 +90,7 @@ def name_outputs(chosen: list[Candidate], classes: list[str]) -> list[OutputImag
         cands.reverse()  # taken from the end, in order
         for n in range(1, len(cands) + 1):
             cand = cands.pop()
-            name = f"{cls}_{source}_{n:0{width}d}{suffix(cand.path).lower()}"
+            name = f"{output_stem(cls, source, n, width)}{suffix(cand.path).lower()}"
             outputs.append(OutputImage(file=f"images/{cand.split}/{name}", split=cand.split, cls=cls,
                                        source=source, origin=cand.path, group=cand.group,
                                        packed_boxes=cand.packed_boxes))

@@ -21,12 +21,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from mhyolo.data.augment import AugmentConfig, Augmenter
+from mhyolo.data.copy_paste import CopyPaste, CropBank
 from mhyolo.data.labels import read_labels
 from mhyolo.data.mosaic import mixup, mosaic4
+from mhyolo.data.naming import source_of
 from mhyolo.data.pairing import split_files
+from mhyolo.data.slices import Tile, choose_window, cut_window, is_large
 from mhyolo.data.spec import DataSpec
-from mhyolo.errors import DataError
-from mhyolo.infer.preprocess import LetterboxInfo, letterbox
+from mhyolo.errors import ConfigError, DataError
+from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox
 
 # Show a progress bar when reading at least this many label files.
 _PROGRESS_MIN_FILES = 500
@@ -34,6 +37,9 @@ _PROGRESS_MIN_FILES = 500
 _ISSUES_SHOWN = 10
 # YOLOv5 blends mixup partners with a ratio drawn from Beta(32, 32) (close to 0.5).
 _MIXUP_BETA = 32.0
+# Random streams of a sample besides its main one, so switching an option on changes no other draw
+# (not 0: numpy seeds [seed, epoch, index, 0] as [seed, epoch, index], the main stream).
+_WINDOW_STREAM, _PASTE_STREAM = 1, 2
 
 
 @dataclass
@@ -117,7 +123,11 @@ class YoloDataset(Dataset):
     With `augment=None` (validation) each image is letterboxed to `imgsz`. With an
     `AugmentConfig` (training) samples follow YOLOv5: mosaic of four images (or a
     single letterboxed image once `set_mosaic(False)`), random affine, optional
-    mixup, HSV jitter and flips.
+    mixup, HSV jitter and flips. Two options for small balls, both off by default:
+    `augment.slices` lets a large image (the single image or any mosaic tile) be a
+    native-resolution window instead of the whole image shrunk (`data/slices.py`), and
+    `augment.copy_paste` pastes crops of the split's balls onto the sample after the
+    affine step (`data/copy_paste.py`; the crop bank is read here, once).
     """
 
     def __init__(self, spec: DataSpec, split: str, imgsz: int, augment: AugmentConfig | None = None,
@@ -136,7 +146,10 @@ class YoloDataset(Dataset):
         # Class ids are type ids; a multi-head data.yaml may name the types separately.
         self.num_types = len(spec.type_names) if spec.type_names else spec.nc
         self.labels = load_split_labels([Path(p.label) for p in pairs], self.num_types, progress)
+        # the source of each image (a built dataset's names say it; else its folder): copy-paste favours others
+        self.sources = [source_of(path, spec.names) for path in self.files]
         self._augmenter = Augmenter(augment, self.imgsz) if augment is not None else None
+        self._copy_paste = self._make_copy_paste(progress) if augment is not None else None
         # [epoch, mosaic on] in shared memory: visible to (persistent) worker processes.
         self._state = torch.tensor([0, 1], dtype=torch.int64).share_memory_()
 
@@ -173,8 +186,19 @@ class YoloDataset(Dataset):
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index])
+    def _rng(self, index: int, stream: int | None = None) -> np.random.Generator:
+        key = [self.seed, self.epoch, index] + ([stream] if stream is not None else [])
+        return np.random.default_rng(key)
+
+    def _make_copy_paste(self, progress: bool) -> CopyPaste | None:
+        assert self.augment is not None
+        cfg = self.augment.copy_paste
+        if not cfg.enabled:
+            return None
+        if cfg.max_px > self.imgsz:
+            raise ConfigError(f"augment.copy_paste.max_px: {cfg.max_px} is larger than the training size {self.imgsz}")
+        bank = CropBank.from_split(self.files, self.labels, self.sources, cfg, self.seed, read_image, progress)
+        return CopyPaste(cfg, bank)
 
     def _pixel_boxes(self, index: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """Labels of image `index` as pixel xyxy for an image of the given size, plus type ids."""
@@ -190,9 +214,22 @@ class YoloDataset(Dataset):
         boxes = boxes * info.ratio + np.array([*info.pad, *info.pad], np.float32)
         return image, boxes, types, info
 
-    def _resized(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image with its long side scaled to imgsz (aspect kept), as mosaic tiles are."""
+    def _tile(self, index: int, windows: np.random.Generator | None) -> Tile:
+        """Image `index` with its long side imgsz: shrunk whole, or, for a large image when
+        `windows` (the sample's window stream; None: slices off) draws it, an imgsz x imgsz
+        window at native resolution (`data/slices.py`)."""
         image = read_image(self.files[index])
+        if windows is not None:
+            assert self.augment is not None
+            cfg = self.augment.slices
+            if is_large(image.shape, self.imgsz, cfg.min_ratio) and windows.random() < cfg.prob:
+                boxes, types = self._pixel_boxes(index, image.shape[1], image.shape[0])
+                choice = choose_window(image.shape, boxes, self.imgsz, windows, cfg.ball_prob)
+                return cut_window(image, boxes, types, choice.window, self.imgsz, PAD_VALUE)
+        return self._shrunk(index, image)
+
+    def _shrunk(self, index: int, image: np.ndarray) -> Tile:
+        """Image with its long side scaled to imgsz (aspect kept), as mosaic tiles are."""
         h0, w0 = image.shape[:2]
         ratio = self.imgsz / max(h0, w0)
         if ratio != 1:
@@ -201,28 +238,32 @@ class YoloDataset(Dataset):
         boxes, types = self._pixel_boxes(index, image.shape[1], image.shape[0])
         return image, boxes, types
 
-    def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`index` plus three random images around a random centre on a 2*imgsz canvas."""
+    def _mosaic(self, index: int, rng: np.random.Generator, windows: np.random.Generator | None) -> Tile:
+        """`index` plus three random images around a random centre on a 2*imgsz canvas (each
+        tile a window or not on its own draw)."""
         indices = [index, *rng.integers(0, len(self), size=3).tolist()]
         rng.shuffle(indices)
         center = rng.integers(self.imgsz // 2, self.imgsz * 3 // 2, size=2, endpoint=True)
-        return mosaic4([self._resized(i) for i in indices], self.imgsz, (int(center[0]), int(center[1])))
+        return mosaic4([self._tile(i, windows) for i in indices], self.imgsz, (int(center[0]), int(center[1])))
 
     def _augmented(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self._augmenter is not None and self.augment is not None
         cfg, aug = self.augment, self._augmenter
+        windows = self._rng(index, _WINDOW_STREAM) if cfg.slices.enabled else None
         use_mosaic = self.mosaic_enabled and rng.random() < cfg.mosaic
         if use_mosaic:
-            sample = aug.geometric(*self._mosaic(index, rng), seed=_draw_seed(rng))
+            sample = aug.geometric(*self._mosaic(index, rng, windows), seed=_draw_seed(rng))
             if rng.random() < cfg.mixup:
                 partner = int(rng.integers(0, len(self)))
-                other = aug.geometric(*self._mosaic(partner, rng), seed=_draw_seed(rng))
+                other = aug.geometric(*self._mosaic(partner, rng, windows), seed=_draw_seed(rng))
                 sample = mixup(sample, other, float(rng.beta(_MIXUP_BETA, _MIXUP_BETA)))
         else:
-            image, boxes, types = self._resized(index)
+            image, boxes, types = self._tile(index, windows)
             padded, info = letterbox(image, self.imgsz)  # long side is imgsz already: pads only
             boxes = boxes * info.ratio + np.array([*info.pad, *info.pad], np.float32)
             sample = aug.geometric(padded, boxes, types, seed=_draw_seed(rng))
+        if self._copy_paste is not None:
+            sample = self._copy_paste(*sample, rng=self._rng(index, _PASTE_STREAM), source=self.sources[index])
         return aug.photometric(*sample, seed=_draw_seed(rng))
 
 

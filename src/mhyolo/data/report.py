@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from mhyolo.data.labels import boxes_from_bytes
+from mhyolo.data.naming import NEGATIVE
 from mhyolo.data.select import Duplicate, GroupStats
 from mhyolo.data.sources import Drop
 
 REPORT_JSON, REPORT_MD, BOX_PLOT = "report.json", "report.md", "box_sizes.png"
-NEGATIVE = "negative"
 # Box width / height as a share of the image, in bins of 0.025.
 SIZE_EDGES = [round(x, 3) for x in np.linspace(0.0, 1.0, 41)]
 STAGE_ORDER = ("orphan-label", "verify", "same-stem", "mixed", "duplicate", "negatives", "sample", "balance")

@@ -5,7 +5,7 @@ letterboxed to 320: nothing is left to find. Cutting the frame into tiles of `si
 pixels (each letterboxed to the model's input on its own) shows the ball at its native
 size or larger; the whole image is run too, so balls larger than a tile are still found.
 A box that touches an inner edge of its tile (an edge that is not the image's) is a ball
-cut by the tile: it is dropped, since the overlap shows that ball whole in the neighbouring
+cut by the tile (`data.windows`, the rule slice-aided training labels its windows by): it is dropped, since the overlap shows that ball whole in the neighbouring
 tile (or the whole-image pass does, for balls larger than the overlap). The rest are
 shifted back into the image and merged per class by NMS (torchvision's) at the predictor's
 IoU threshold. `merge="nmm"` is SAHI's greedy merge instead: the best box absorbs every box
@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torchvision
 
+from mhyolo.data.windows import cut_by_window
 from mhyolo.errors import ConfigError
 from mhyolo.infer.predictor import Prediction, Predictor, model_stride
 
 MAX_OVERLAP = 0.9
 DEFAULT_OVERLAP = 0.2
 MERGES = ("nms", "nmm")
-EDGE_MARGIN = 2.0  # pixels: a box this close to an inner tile edge is cut by the tile
 
 
 @dataclass(frozen=True)
@@ -83,20 +83,10 @@ def _select(prediction: Prediction, keep: np.ndarray) -> Prediction:
 
 
 def place_tile(prediction: Prediction, window: tuple[int, int, int, int], shape: tuple[int, int]) -> Prediction:
-    """A tile's boxes in image pixels, without those cut by an inner edge of the tile."""
-    x0, y0, x1, y1 = window
-    height, width = shape
-    boxes = prediction.boxes
-    cut = np.zeros(len(boxes), bool)
-    if x0 > 0:
-        cut |= boxes[:, 0] <= EDGE_MARGIN
-    if y0 > 0:
-        cut |= boxes[:, 1] <= EDGE_MARGIN
-    if x1 < width:
-        cut |= boxes[:, 2] >= (x1 - x0) - EDGE_MARGIN
-    if y1 < height:
-        cut |= boxes[:, 3] >= (y1 - y0) - EDGE_MARGIN
-    kept = _select(prediction, ~cut)
+    """A tile's boxes in image pixels, without those cut by an inner edge of the tile (the rule
+    training windows follow too: `data.windows.cut_by_window`)."""
+    x0, y0 = window[:2]
+    kept = _select(prediction, ~cut_by_window(prediction.boxes, window, shape))
     return replace(kept, boxes=kept.boxes + np.array([x0, y0, x0, y0], np.float32), image_shape=shape)
 
 

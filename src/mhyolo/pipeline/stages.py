@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mhyolo.config import load_config, to_dict
+from mhyolo.config import load_config, merge, to_dict
 from mhyolo.errors import ConfigError
 from mhyolo.pipeline.config import STUDENT, PipelineConfig, StageConfig, stage_runs
 from mhyolo.train.config import TrainConfig
@@ -60,8 +60,10 @@ def _resolve_model(value: str | None, places: list[Path]) -> str | None:
 
 def train_config(config: PipelineConfig, stage: StageConfig, data: Path, weights: str | None,
                  extra: dict[str, Any] | None = None) -> TrainConfig:
-    overrides = {"imgsz": config.imgsz, "seed": config.seed, "act": config.act, **stage.overrides, **(extra or {}),
-                 "data": str(data / "data.yaml")}
+    # nested sections merge key by key: `augment: {slices: {prob: 0.5}}` keeps the training file's other settings
+    overrides = merge(merge({"imgsz": config.imgsz, "seed": config.seed, "act": config.act}, stage.overrides),
+                      extra or {})
+    overrides["data"] = str(data / "data.yaml")
     if weights is not None:
         overrides["weights"] = weights
     hyp = config.training_file(stage.hyp) if stage.hyp else None
