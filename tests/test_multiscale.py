@@ -213,7 +213,7 @@ def test_bad_scales_are_refused_naming_the_value(value) -> None:
 def test_scales_resolve_factors_and_pixel_sizes() -> None:
     assert resolve_scales([0.5, 1, 2], 320, 32) == (160, 320, 640)
     assert resolve_scales(["640", "1", 320], 320, 32) == (320, 640)  # duplicates once, smallest first
-    assert resolve_scales([1.3], 320, 32) == (416,)  # 416 = 13 x 32, the nearest multiple of the stride
+    assert resolve_scales([1.33], 320, 32) == (416,)  # 425.6 px: 416 = 13 x 32 is the nearest multiple of the stride
 
 
 def _parsed(command: list[str]) -> argparse.Namespace:
@@ -326,3 +326,46 @@ def test_scoring_at_one_scale_matches_plain_validation_and_every_rule_scores(bal
         assert "cls_accuracy" in summary  # types reach the type evaluator through the merge
     with pytest.raises(ConfigError, match="flip needs scales"):
         model.val(data, flip=True)
+
+
+def test_the_benchmark_times_every_rule_beside_single_scale(official_weights: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'mhyolo[deploy]')")
+    from mhyolo.bench.report import multiscale_table
+
+    out = tmp_path / "out"
+    code = main(["benchmark", "--weights", str(official_weights), "--no-accuracy", "--imgsz", "160", "--out", str(out),
+                 "--formats", "torch", "onnx", "--runs", "2", "--warmup", "1", "--threads", "1", "--calib-images", "2",
+                 "--no-detector", "--quiet", "--scales", "1", "2", "--flip"])
+    assert code == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    scaled = report["settings"]["multiscale"]
+    assert scaled["rules"] == list(MERGE_RULES) and scaled["flip"] is True
+    for row_id in ("torch", "onnx"):  # ONNX Runtime's fixed 160 px graph runs 320 as tiles
+        entry = scaled["rows"][row_id]
+        assert entry["sizes"] == [160, 320] and entry["note"] is None
+        assert set(entry["ms"]) == set(MERGE_RULES) and min(entry["ms"].values()) > 0
+    text = (out / "benchmark.md").read_text()
+    assert "Multi-scale: --scales 1 2 (160, 320 px) + flip" in text
+    assert "| format | single scale: end-to-end ms | nms: ms (boxes) | wbf: ms (boxes) | size: ms (boxes) | note |" \
+        in text
+    # without --scales nothing of it is written
+    assert multiscale_table([], {k: v for k, v in report["settings"].items() if k != "multiscale"}) == []
+
+
+def test_the_api_predicts_at_several_scales(ball_model, shared: Path) -> None:
+    import mhyolo
+
+    weights, _ = ball_model
+    model = mhyolo.load(weights)
+    photo = sorted((shared / "data" / "seed_balls" / "images").iterdir())[0]
+    plain = model.predict(photo, conf=0.1)[0]
+    single = model.predict(photo, conf=0.1, scales=[320])[0]
+    assert json.dumps(single.to_json()) == json.dumps(plain.to_json())
+    for merge in MERGE_RULES:
+        (result,) = model.predict(photo, conf=0.1, scales=[1, 2], flip=True, merge=merge, size_band=(8, 200),
+                                  scale_weights=[0.8, 1.0])
+        assert result.types is not None and len(result.types) == len(result)
+    with pytest.raises(ConfigError, match="--scales 'abc'"):
+        model.predict(photo, scales=["abc"])
+    with pytest.raises(ConfigError, match="do not combine"):
+        model.predict(photo, scales=[1, 2], slice_size=256)
