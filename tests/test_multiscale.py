@@ -22,7 +22,7 @@ import torch
 from mhyolo.cli import build_parser, main
 from mhyolo.commands.scale_args import multiscale_settings
 from mhyolo.errors import ConfigError
-from mhyolo.infer.multiscale import MultiScalePredictor, MultiScaleSettings, flip_back, resolve_scales
+from mhyolo.infer.multiscale import MultiScalePredictor, ScaleSettings, flip_back, parse_scales
 from mhyolo.infer.predictor import Prediction, Predictor
 from mhyolo.infer.scale_merge import MERGE_RULES, MergeOptions, ScalePass, in_band
 
@@ -89,8 +89,8 @@ def _scene() -> np.ndarray:
     return _image(480, 640, [(SMALL, WHITE), (LARGE, YELLOW), (MEDIUM, WHITE)])
 
 
-def _settings(merge: str, **kwargs) -> MultiScaleSettings:
-    return MultiScaleSettings(scales=(1, 2), merge=merge, **kwargs)  # 320 and 640 at imgsz 320
+def _settings(merge: str, **kwargs) -> ScaleSettings:
+    return ScaleSettings(sizes=(1, 2), merge=merge, **kwargs)  # 320 and 640 at imgsz 320
 
 
 def _match(prediction: Prediction, square: tuple[int, int, int, int]) -> list[int]:
@@ -127,7 +127,7 @@ def test_a_fixed_size_graph_runs_a_larger_scale_as_tiles_and_refuses_a_smaller_o
     for square in (SMALL, LARGE, MEDIUM):
         assert len(_match(merged, square)) == 1
     with pytest.raises(ConfigError, match=r"fixed 320 px input; a smaller scale \(160 px\)"):
-        MultiScalePredictor(predictor, MultiScaleSettings(scales=(0.5, 1)))
+        MultiScalePredictor(predictor, ScaleSettings(sizes=(0.5, 1)))
 
 
 def test_a_box_found_only_on_the_flipped_pass_maps_back_to_its_place() -> None:
@@ -135,9 +135,9 @@ def test_a_box_found_only_on_the_flipped_pass_maps_back_to_its_place() -> None:
     image = _image(480, 640, [(left, WHITE)])
     predictor = Predictor(BandBackend(low=8, right_half_only=True), imgsz=640, conf=0.25, rect=True)
     assert len(predictor.predict([image])[0]) == 0
-    unflipped = MultiScalePredictor(predictor, MultiScaleSettings(scales=(1, 0.5), merge="nms"))
+    unflipped = MultiScalePredictor(predictor, ScaleSettings(sizes=(1, 0.5), merge="nms"))
     assert len(unflipped.predict([image])[0]) == 0
-    (found,) = MultiScalePredictor(predictor, MultiScaleSettings(scales=(1, 0.5), merge="nms", flip=True)
+    (found,) = MultiScalePredictor(predictor, ScaleSettings(sizes=(1, 0.5), merge="nms", flip=True)
                                    ).predict([image])
     assert len(found) == 1
     np.testing.assert_allclose(found.boxes[0], left, atol=1.0)
@@ -207,13 +207,13 @@ def test_wbf_fuses_by_score_and_takes_the_type_of_its_best_member() -> None:
 @pytest.mark.parametrize("value", [0, -1, "abc", 100, "0", "-1", "nan", 0.01])
 def test_bad_scales_are_refused_naming_the_value(value) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"--scales {value!r}")):
-        resolve_scales([1, value], imgsz=320, stride=32)
+        parse_scales([1, value], imgsz=320, stride=32)
 
 
 def test_scales_resolve_factors_and_pixel_sizes() -> None:
-    assert resolve_scales([0.5, 1, 2], 320, 32) == (160, 320, 640)
-    assert resolve_scales(["640", "1", 320], 320, 32) == (320, 640)  # duplicates once, smallest first
-    assert resolve_scales([1.33], 320, 32) == (416,)  # 425.6 px: 416 = 13 x 32 is the nearest multiple of the stride
+    assert parse_scales([0.5, 1, 2], 320, 32) == (160, 320, 640)
+    assert parse_scales(["640", "1", 320], 320, 32) == (320, 640)  # duplicates once, smallest first
+    assert parse_scales([1.33], 320, 32) == (416,)  # 425.6 px: 416 = 13 x 32 is the nearest multiple of the stride
 
 
 def _parsed(command: list[str]) -> argparse.Namespace:
@@ -264,7 +264,7 @@ def test_one_scale_is_the_predictor_alone_byte_for_byte() -> None:
     predictor = Predictor(BandBackend(), imgsz=320, conf=0.25, rect=True)
     alone = predictor.predict([image])[0]
     for merge in MERGE_RULES:
-        (single,) = MultiScalePredictor(predictor, MultiScaleSettings(scales=(1,), merge=merge)).predict([image])
+        (single,) = MultiScalePredictor(predictor, ScaleSettings(sizes=(1,), merge=merge)).predict([image])
         assert json.dumps(single.to_json("x.jpg")) == json.dumps(alone.to_json("x.jpg"))
         np.testing.assert_array_equal(single.boxes, alone.boxes)
 
@@ -277,10 +277,10 @@ def test_a_real_model_at_two_scales_with_flip(official_weights: Path, shared: Pa
     images = [cv2.imread(str(p)) for p in photos]
     predictor = Predictor(model, imgsz=320, conf=0.1, rect=True)
     alone = predictor.predict(images)
-    single = MultiScalePredictor(predictor, MultiScaleSettings(scales=(320,))).predict(images)
+    single = MultiScalePredictor(predictor, ScaleSettings(sizes=(320,))).predict(images)
     assert [json.dumps(p.to_json("i")) for p in single] == [json.dumps(p.to_json("i")) for p in alone]
     for merge in MERGE_RULES:
-        merged = MultiScalePredictor(predictor, MultiScaleSettings(scales=(1, 2), flip=True, merge=merge)
+        merged = MultiScalePredictor(predictor, ScaleSettings(sizes=(1, 2), flip=True, merge=merge)
                                      ).predict(images)
         for prediction, image in zip(merged, images):
             height, width = image.shape[:2]
@@ -316,7 +316,7 @@ def test_scoring_at_one_scale_matches_plain_validation_and_every_rule_scores(bal
     backend, spec = load_backend(weights), load_data_spec(data)
     with torch.no_grad():
         plain = score_split(backend, spec, 320, progress=False)
-        single = score_split(backend, spec, 320, progress=False, scales=MultiScaleSettings(scales=(1,)))
+        single = score_split(backend, spec, 320, progress=False, scales=ScaleSettings(sizes=(1,)))
     keys = ("map50", "map50_95", "precision", "recall", "cls_accuracy", "typed_map50", "typed_map50_95")
     assert [single.summary()[k] for k in keys] == pytest.approx([plain.summary()[k] for k in keys], abs=1e-6)
     model = mhyolo.load(weights)

@@ -20,7 +20,7 @@ from mhyolo.errors import ConfigError, DataError
 from mhyolo.infer.predictor import Prediction
 
 if TYPE_CHECKING:
-    from mhyolo.infer.multiscale import MultiScaleSettings
+    from mhyolo.infer.multiscale import ScaleSettings
 
 ImageLike = Union[str, Path, np.ndarray]
 Source = Union[ImageLike, Sequence[ImageLike]]
@@ -83,17 +83,17 @@ class Result:
         return f"Result({self.name!r}: {len(self)} detection(s){': ' + ', '.join(kinds) if kinds else ''})"
 
 
-def multiscale_settings(scales: Sequence[float | int] | MultiScaleSettings | None, flip: bool = False,
+def multiscale_settings(scales: Sequence[float | int] | ScaleSettings | None, flip: bool = False,
                         merge: str | None = None, merge_iou: float | None = None, wbf_conf: str | None = None,
                         wbf_skip: float | None = None, size_band: tuple[float, float] | None = None,
                         size_then: str | None = None, scale_weights: Sequence[float] | None = None
-                        ) -> MultiScaleSettings | None:
-    """The API's multi-scale keywords (named as the command line's flags) as `MultiScaleSettings`, None
+                        ) -> ScaleSettings | None:
+    """The API's multi-scale keywords (named as the command line's flags) as `ScaleSettings`, None
     without `scales`: `merge` the rule ("wbf", "nms", "size"), `merge_iou` its match threshold,
     `wbf_conf` / `wbf_skip` weighted box fusion's score kind and skip threshold, `size_band` /
     `size_then` the size rule's [min, max] px and what merges after it, `scale_weights` a score
-    factor per scale (smallest first). A ready `MultiScaleSettings` is taken as it is."""
-    from mhyolo.infer.multiscale import DEFAULT_MERGE, MultiScaleSettings
+    factor per scale (smallest first). A ready `ScaleSettings` is taken as it is."""
+    from mhyolo.infer.multiscale import DEFAULT_MERGE, ScaleSettings
     from mhyolo.infer.scale_merge import MergeOptions
 
     given = {"iou": merge_iou, "wbf_conf": wbf_conf, "skip": wbf_skip,
@@ -101,9 +101,9 @@ def multiscale_settings(scales: Sequence[float | int] | MultiScaleSettings | Non
     named = [k for k, v in {"merge": merge, "merge_iou": merge_iou, "wbf_conf": wbf_conf, "wbf_skip": wbf_skip,
                             "size_band": size_band, "size_then": size_then, "scale_weights": scale_weights}.items()
              if v is not None] + (["flip"] if flip else [])
-    if isinstance(scales, MultiScaleSettings):
+    if isinstance(scales, ScaleSettings):
         if named:
-            raise ConfigError(f"{', '.join(named)}: already set by the MultiScaleSettings given as scales")
+            raise ConfigError(f"{', '.join(named)}: already set by the ScaleSettings given as scales")
         return scales
     if scales is None:
         if named:
@@ -111,7 +111,7 @@ def multiscale_settings(scales: Sequence[float | int] | MultiScaleSettings | Non
         return None
     if isinstance(scales, (str, int, float)):
         scales = [scales]
-    return MultiScaleSettings(scales=tuple(scales), flip=flip, merge=merge or DEFAULT_MERGE,
+    return ScaleSettings(sizes=tuple(scales), flip=flip, merge=merge or DEFAULT_MERGE,
                               options=MergeOptions(**{k: v for k, v in given.items() if v is not None}),
                               weights=tuple(scale_weights) if scale_weights is not None else None)
 
@@ -177,7 +177,7 @@ class Model:
     def predict(self, source: Source, conf: float = 0.25, iou: float = 0.45, imgsz: int | None = None,
                 max_det: int = 300, batch_size: int = 1, slice_size: int | None = None,
                 slice_overlap: float | None = None, stream: bool = False,
-                scales: Sequence[float | int] | MultiScaleSettings | None = None, flip: bool = False,
+                scales: Sequence[float | int] | ScaleSettings | None = None, flip: bool = False,
                 merge: str | None = None, **merge_options: Any) -> list[Result] | Iterator[Result]:
         """Detections for an image file, a folder, a video, a BGR array, or a list of them.
 
@@ -237,7 +237,7 @@ class Model:
 
     def val(self, data: str | Path, split: str = "val", imgsz: int | None = None, conf: float = 0.001,
             iou: float = 0.6, batch_size: int = 8, slice_size: int | None = None,
-            progress: bool = False, scales: Sequence[float | int] | MultiScaleSettings | None = None,
+            progress: bool = False, scales: Sequence[float | int] | ScaleSettings | None = None,
             flip: bool = False, merge: str | None = None, **merge_options: Any) -> dict[str, Any]:
         """Precision, recall, mAP50, mAP50-95 (and type accuracy, typed mAP for a type head) on a
         split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints; `scales`, `flip`,

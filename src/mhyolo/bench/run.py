@@ -53,7 +53,7 @@ class BenchSettings:
     balls: Sequence[int] | None = None  # with a dataset: also time whole images holding this many balls
     # (None: 1, 4, 16 for a two-stage benchmark, none otherwise)
     streams: int | None = None  # throughput mode: calls in flight (None: the runtime's choice)
-    multiscale: Sequence[Any] = ()  # `MultiScaleSettings`, one per merge rule: each timed end to end per row
+    multiscale: Sequence[Any] = ()  # `ScaleSettings`, one per merge rule: each timed end to end per row
 
     @property
     def ball_counts(self) -> tuple[int, ...]:
@@ -347,7 +347,7 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
                  "machine": cpu_info(threads).to_dict()}
     if settings.multiscale:  # only then: a benchmark without --scales writes what it always wrote
         first = settings.multiscale[0]
-        described["multiscale"] = {"scales": [str(v) for v in first.scales], "flip": first.flip,
+        described["multiscale"] = {"scales": [str(v) for v in first.sizes], "flip": first.flip,
                                    "rules": [s.merge for s in settings.multiscale], "rows": multiscale}
     result = BenchResult(rows=rows, settings=described)
     result.paths = write_all(rows, described, Path(settings.out))

@@ -1,6 +1,6 @@
 """The multi-scale options shared by `predict`, `val` and `benchmark` (`--scales`, `--flip`, `--merge`, ...).
 
-Parsing only: the values become `infer.multiscale.MultiScaleSettings`, which checks them (a bad
+Parsing only: the values become `infer.multiscale.ScaleSettings`, which checks them (a bad
 scale or rule is a `ConfigError` naming it) before any model is loaded; the sizes are resolved
 against the model's input size and stride when the predictor is built.
 """
@@ -47,15 +47,16 @@ def add_multiscale_arguments(parser: argparse.ArgumentParser, several_merges: bo
     group.add_argument("--size-band", type=float, nargs=2, metavar=("MIN", "MAX"),
                        help="size rule: box side in a scale's input pixels it keeps: from MIN (every scale but the "
                             "largest) to MAX (every scale but the smallest) (default: 8 160)")
-    group.add_argument("--size-then", metavar="RULE", help="size rule: what merges the boxes left: wbf (default) or nms")
+    group.add_argument("--size-then", metavar="RULE",
+                       help="size rule: what merges the boxes left: wbf (default) or nms")
     group.add_argument("--scale-weights", type=float, nargs="+", metavar="W",
                        help="a score factor in (0, 1] per scale, smallest scale first (default: 1 each)")
 
 
 def multiscale_settings(args: argparse.Namespace, every_rule_by_default: bool = False) -> list:
-    """One `MultiScaleSettings` per merge rule asked for (one, outside the benchmark, whose default is
+    """One `ScaleSettings` per merge rule asked for (one, outside the benchmark, whose default is
     every registered rule); an empty list without --scales. Checked before any model loads."""
-    from mhyolo.infer.multiscale import DEFAULT_MERGE, MultiScaleSettings
+    from mhyolo.infer.multiscale import DEFAULT_MERGE, ScaleSettings
     from mhyolo.infer.scale_merge import MERGE_RULES, MergeOptions
 
     if args.scales is None:
@@ -72,6 +73,6 @@ def multiscale_settings(args: argparse.Namespace, every_rule_by_default: bool = 
         merges = list(MERGE_RULES) if every_rule_by_default else [DEFAULT_MERGE]
     else:
         merges = list(dict.fromkeys(args.merge if isinstance(args.merge, list) else [args.merge]))
-    return [MultiScaleSettings(scales=tuple(args.scales), flip=bool(args.flip), merge=merge, options=options,
+    return [ScaleSettings(sizes=tuple(args.scales), flip=bool(args.flip), merge=merge, options=options,
                                weights=tuple(args.scale_weights) if args.scale_weights is not None else None)
             for merge in merges]

@@ -23,7 +23,7 @@ from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResul
 from mhyolo.eval.negatives import NegativeStats, negative_stats
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
 from mhyolo.infer.inference import Inference
-from mhyolo.infer.multiscale import MultiScalePredictor, MultiScaleSettings
+from mhyolo.infer.multiscale import MultiScalePredictor, ScaleSettings
 from mhyolo.infer.predictor import InferenceBackend, Predictor
 from mhyolo.infer.slicing import SliceSettings, SlicedPredictor
 from mhyolo.infer.preprocess import model_input, scale_boxes_to_original
@@ -123,7 +123,7 @@ def validate_sliced(backend: InferenceBackend, dataset: YoloDataset, names: list
 
 @torch.inference_mode()
 def validate_multiscale(backend: InferenceBackend, dataset: YoloDataset, names: list[str],
-                        scales: MultiScaleSettings, conf: float = 0.001, iou: float = 0.6, max_det: int = 300,
+                        scales: ScaleSettings, conf: float = 0.001, iou: float = 0.6, max_det: int = 300,
                         class_agnostic: bool = True, progress: bool = True, batch_size: int = 8,
                         classifier: Any = None) -> ValidationResult:
     """`validate` with multi-scale inference: each original image run at every scale (factors of
@@ -178,7 +178,7 @@ def class_mismatch(nc: int, spec: DataSpec) -> str | None:
 
 def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: str = "val",
                 progress: bool = True, slicing: SliceSettings | None = None,
-                scales: MultiScaleSettings | None = None, **options) -> ValidationResult:
+                scales: ScaleSettings | None = None, **options) -> ValidationResult:
     """`validate` on a split of `spec`, judged the way the backend's classes call for: a
     one-class detector class-agnostically (the label ids are ball types), a multi-class one
     against the dataset's names, which must then line up with its own. With `slicing` the images

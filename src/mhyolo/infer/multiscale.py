@@ -49,7 +49,7 @@ def scale_value(value: Any) -> float:
     return number
 
 
-def resolve_scales(values: Sequence[Any], imgsz: int, stride: int) -> tuple[int, ...]:
+def parse_scales(values: Sequence[Any], imgsz: int, stride: int) -> tuple[int, ...]:
     """Input sizes in pixels, smallest first, duplicates once: factors (< 32) of `imgsz` rounded to a
     multiple of `stride`, pixel sizes (>= 32) as given, which must be multiples of `stride`."""
     if not values:
@@ -72,11 +72,11 @@ def resolve_scales(values: Sequence[Any], imgsz: int, stride: int) -> tuple[int,
 
 
 @dataclass(frozen=True)
-class MultiScaleSettings:
+class ScaleSettings:
     """What `--scales`, `--flip`, `--merge` and the merge options ask for (runtime-free; the sizes
     are resolved against the model when the predictor is built)."""
 
-    scales: tuple[Any, ...]  # factors (< 32) and/or pixel sizes, as given
+    sizes: tuple[Any, ...]  # input sizes as given: factors (< 32) of the model's input size and/or pixel sizes
     flip: bool = False  # also run each scale on the horizontally mirrored image
     merge: str = DEFAULT_MERGE  # a rule of `scale_merge.MERGE_RULES`
     weights: tuple[float, ...] | None = None  # per-scale score factor in (0, 1], smallest scale first
@@ -84,9 +84,12 @@ class MultiScaleSettings:
     options: MergeOptions = field(default_factory=MergeOptions)
 
     def __post_init__(self) -> None:
-        if not self.scales:
+        object.__setattr__(self, "sizes", tuple(self.sizes))  # a list is taken too
+        if self.weights is not None:
+            object.__setattr__(self, "weights", tuple(self.weights))
+        if not self.sizes:
             raise ConfigError("--scales needs at least one value")
-        for value in self.scales:
+        for value in self.sizes:
             scale_value(value)
         merge_rule(self.merge)
         if self.weights is not None:
@@ -133,7 +136,8 @@ class TiledScale:
             height, width = image.shape[:2]
             factor = self.size / max(height, width)
             new_w, new_h = max(1, int(round(width * factor))), max(1, int(round(height * factor)))
-            resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR if factor > 1 else cv2.INTER_AREA)
+            interpolation = cv2.INTER_LINEAR if factor > 1 else cv2.INTER_AREA  # as the letterbox resizes
+            resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
             prediction = sliced.predict([resized])[0]
             boxes = prediction.boxes * np.array([width / new_w, height / new_h] * 2, np.float32)
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
@@ -169,10 +173,10 @@ def flip_back(prediction: Prediction) -> Prediction:
 class MultiScalePredictor:
     """A `Predictor` run at several input sizes (and mirrored), merged into one `Prediction` per image."""
 
-    def __init__(self, predictor: Predictor, settings: MultiScaleSettings) -> None:
+    def __init__(self, predictor: Predictor, settings: ScaleSettings) -> None:
         self.predictor = predictor
         self.settings = settings
-        self.sizes = resolve_scales(settings.scales, predictor.imgsz, predictor.stride)
+        self.sizes = parse_scales(settings.sizes, predictor.imgsz, predictor.stride)
         if settings.weights is not None and len(settings.weights) != len(self.sizes):
             raise ConfigError(f"--scale-weights: {len(settings.weights)} factor(s) for {len(self.sizes)} scale(s) "
                               f"({' '.join(map(str, self.sizes))} px)")
@@ -197,7 +201,8 @@ class MultiScalePredictor:
                     if flipped:
                         prediction = flip_back(prediction)
                     if self.settings.weights is not None:
-                        prediction = replace(prediction, scores=prediction.scores * np.float32(self.settings.weights[i]))
+                        factor = np.float32(self.settings.weights[i])
+                        prediction = replace(prediction, scores=prediction.scores * factor)
                     passes[k].append(ScalePass(prediction, runner.size, runner.size / max(image.shape[:2]),
                                                flipped=flipped, smallest=i == 0, largest=i == last))
         if self.passes_per_image == 1:
