@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from mhyolo.errors import ConfigError, DataError
 from mhyolo.infer.predictor import Prediction
+
+if TYPE_CHECKING:
+    from mhyolo.infer.multiscale import ScaleSettings
 
 ImageLike = Union[str, Path, np.ndarray]
 Source = Union[ImageLike, Sequence[ImageLike]]
@@ -80,6 +83,39 @@ class Result:
         return f"Result({self.name!r}: {len(self)} detection(s){': ' + ', '.join(kinds) if kinds else ''})"
 
 
+def multiscale_settings(scales: Sequence[float | int] | ScaleSettings | None, flip: bool = False,
+                        merge: str | None = None, merge_iou: float | None = None, wbf_conf: str | None = None,
+                        wbf_skip: float | None = None, size_band: tuple[float, float] | None = None,
+                        size_then: str | None = None, scale_weights: Sequence[float] | None = None
+                        ) -> ScaleSettings | None:
+    """The API's multi-scale keywords (named as the command line's flags) as `ScaleSettings`, None
+    without `scales`: `merge` the rule ("wbf", "nms", "size"), `merge_iou` its match threshold,
+    `wbf_conf` / `wbf_skip` weighted box fusion's score kind and skip threshold, `size_band` /
+    `size_then` the size rule's [min, max] px and what merges after it, `scale_weights` a score
+    factor per scale (smallest first). A ready `ScaleSettings` is taken as it is."""
+    from mhyolo.infer.multiscale import DEFAULT_MERGE, ScaleSettings
+    from mhyolo.infer.scale_merge import MergeOptions
+
+    given = {"iou": merge_iou, "wbf_conf": wbf_conf, "skip": wbf_skip,
+             "band": tuple(size_band) if size_band is not None else None, "then": size_then}
+    named = [k for k, v in {"merge": merge, "merge_iou": merge_iou, "wbf_conf": wbf_conf, "wbf_skip": wbf_skip,
+                            "size_band": size_band, "size_then": size_then, "scale_weights": scale_weights}.items()
+             if v is not None] + (["flip"] if flip else [])
+    if isinstance(scales, ScaleSettings):
+        if named:
+            raise ConfigError(f"{', '.join(named)}: already set by the ScaleSettings given as scales")
+        return scales
+    if scales is None:
+        if named:
+            raise ConfigError(f"{', '.join(named)} need{'s' if len(named) == 1 else ''} scales")
+        return None
+    if isinstance(scales, (str, int, float)):
+        scales = [scales]
+    return ScaleSettings(sizes=tuple(scales), flip=flip, merge=merge or DEFAULT_MERGE,
+                              options=MergeOptions(**{k: v for k, v in given.items() if v is not None}),
+                              weights=tuple(scale_weights) if scale_weights is not None else None)
+
+
 def _frames(source: Source) -> Iterator[tuple[np.ndarray, str, Path | None]]:
     """(BGR image, name, path) for an array, an image file, a folder, a video, or a list of them."""
     from mhyolo.infer.sources import open_source
@@ -140,11 +176,16 @@ class Model:
 
     def predict(self, source: Source, conf: float = 0.25, iou: float = 0.45, imgsz: int | None = None,
                 max_det: int = 300, batch_size: int = 1, slice_size: int | None = None,
-                slice_overlap: float | None = None, stream: bool = False) -> list[Result] | Iterator[Result]:
+                slice_overlap: float | None = None, stream: bool = False,
+                scales: Sequence[float | int] | ScaleSettings | None = None, flip: bool = False,
+                merge: str | None = None, **merge_options: Any) -> list[Result] | Iterator[Result]:
         """Detections for an image file, a folder, a video, a BGR array, or a list of them.
 
         `slice_size` also runs overlapping tiles of that many pixels (small, distant objects);
-        `stream=True` returns an iterator, for videos and folders too large to hold in memory."""
+        `scales` runs the model at several input sizes (factors below 32 of `imgsz`, else pixel sizes;
+        `flip` adds each mirrored) merged by `merge` ("wbf", "nms" or "size"; keyword options as
+        `multiscale_settings` takes them); `stream=True` returns an iterator, for videos and folders
+        too large to hold in memory."""
         from mhyolo.infer.backends import input_size
         from mhyolo.infer.predictor import Predictor
 
@@ -153,14 +194,21 @@ class Model:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
         predictor: Any = Predictor(self.backend, imgsz=input_size(self.backend, imgsz), conf=conf, iou=iou,
                                    max_det=max_det, batch_size=batch_size, rect=True, classifier=self.classifier)
+        scaled = multiscale_settings(scales, flip, merge, **merge_options)
         if slice_size is not None:
             from mhyolo.infer.slicing import DEFAULT_OVERLAP, SlicedPredictor, SliceSettings
 
+            if scaled is not None:
+                raise ConfigError("scales and slice_size do not combine: choose one")
             overlap = DEFAULT_OVERLAP if slice_overlap is None else slice_overlap
             predictor = SlicedPredictor(predictor, SliceSettings(size=slice_size, overlap=overlap))
             batch_size = 1  # tiles are per image
         elif slice_overlap is not None:
             raise ConfigError("slice_overlap needs slice_size")
+        if scaled is not None:
+            from mhyolo.infer.multiscale import MultiScalePredictor
+
+            predictor = MultiScalePredictor(predictor, scaled)
         results = self._stream(predictor, _frames(source), batch_size)
         return results if stream else list(results)
 
@@ -189,9 +237,11 @@ class Model:
 
     def val(self, data: str | Path, split: str = "val", imgsz: int | None = None, conf: float = 0.001,
             iou: float = 0.6, batch_size: int = 8, slice_size: int | None = None,
-            progress: bool = False) -> dict[str, Any]:
+            progress: bool = False, scales: Sequence[float | int] | ScaleSettings | None = None,
+            flip: bool = False, merge: str | None = None, **merge_options: Any) -> dict[str, Any]:
         """Precision, recall, mAP50, mAP50-95 (and type accuracy, typed mAP for a type head) on a
-        split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints."""
+        split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints; `scales`, `flip`,
+        `merge` and the merge options as in `predict`."""
         import torch
 
         from mhyolo.data.spec import load_data_spec
@@ -206,6 +256,7 @@ class Model:
         with torch.no_grad():
             result = score_split(self.backend, load_data_spec(data), input_size(self.backend, imgsz), split,
                                  progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing,
+                                 scales=multiscale_settings(scales, flip, merge, **merge_options),
                                  classifier=self.classifier)
         return result.summary()
 

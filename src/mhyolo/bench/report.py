@@ -152,6 +152,7 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
             cells.append(row.note)
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines += ball_table(rows, settings)
+    lines += multiscale_table(rows, settings)
     overhead = head_overhead(rows)
     if overhead:
         lines += ["", "Type-head overhead (model / detector median model call, same run): "
@@ -179,6 +180,32 @@ def ball_table(rows: list[Row], settings: dict[str, Any]) -> list[str]:
             boxes = row.ball_detections.get(counts[-1], 0) - row.ball_detections.get(counts[0], 0)
             cells.append(_num((last - first) / boxes if first is not None and last is not None and boxes else None, 2))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def multiscale_table(rows: list[Row], settings: dict[str, Any]) -> list[str]:
+    """End-to-end ms of one image at several scales, per merge rule, beside the row's single-scale
+    end-to-end time; only when the benchmark was asked for `--scales`."""
+    spec = settings.get("multiscale")
+    if not spec:
+        return []
+    rules, results = spec["rules"], spec["rows"]
+    sizes = next((entry["sizes"] for entry in results.values() if entry.get("sizes")), None)
+    head = ["format", "single scale: end-to-end ms", *[f"{rule}: ms (boxes)" for rule in rules], "note"]
+    lines = ["", f"Multi-scale: --scales {' '.join(spec['scales'])}"
+             + (f" ({', '.join(map(str, sizes))} px)" if sizes else "") + (" + flip" if spec["flip"] else "")
+             + f": the end-to-end image at every scale (letterbox, model, NMS and types per pass), then each merge "
+             f"rule, median ms, interleaved with the calls above; in brackets the boxes kept (conf "
+             f"{settings.get('ball_conf')}). A fixed-size graph runs a larger scale as tiles of its size and "
+             "cannot run a smaller one.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        entry = results.get(row.id)
+        if row.status != "ok" or entry is None:
+            continue
+        cells = [row.label, _num(row.e2e_median_ms, 1),
+                 *[f"{_num(entry['ms'].get(rule), 1)} ({entry['boxes'].get(rule, '–')})" for rule in rules],
+                 entry.get("note") or ""]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return lines
 
 

@@ -53,6 +53,7 @@ class BenchSettings:
     balls: Sequence[int] | None = None  # with a dataset: also time whole images holding this many balls
     # (None: 1, 4, 16 for a two-stage benchmark, none otherwise)
     streams: int | None = None  # throughput mode: calls in flight (None: the runtime's choice)
+    multiscale: Sequence[Any] = ()  # `ScaleSettings`, one per merge rule: each timed end to end per row
 
     @property
     def ball_counts(self) -> tuple[int, ...]:
@@ -207,6 +208,29 @@ def _ball_calls(timed: dict[str, Timed], images: dict[int, Any], settings: Bench
     return calls
 
 
+def _multiscale_calls(timed: dict[str, Timed], frames: list[Any], settings: BenchSettings,
+                      results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One image end to end at every scale of each merge rule, per row (`row@scales:rule`); a row whose
+    runtime cannot run those scales (a fixed graph asked for a smaller one) gets the reason instead."""
+    from mhyolo.infer.multiscale import MultiScalePredictor
+    from mhyolo.infer.predictor import Predictor
+
+    calls = {}
+    for row_id, item in timed.items():
+        entry = results.setdefault(row_id, {"ms": {}, "boxes": {}, "note": None, "sizes": None})
+        base = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier)
+        for scaled in settings.multiscale:
+            try:
+                predictor = MultiScalePredictor(base, scaled)
+                entry["boxes"][scaled.merge] = len(predictor.predict(frames[:1])[0])
+            except Exception as exc:  # noqa: BLE001 - this row's multi-scale cells only
+                entry["note"] = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+                break
+            entry["sizes"] = list(predictor.sizes)
+            calls[f"{row_id}@scales:{scaled.merge}"] = lambda p=predictor: p.predict(frames[:1])
+    return calls
+
+
 def _stream(item: Timed, predictor: Any, settings: BenchSettings) -> Any:
     """The row's throughput-mode predictor, or None (with the reason in the row) when it cannot be made."""
     from mhyolo.infer.stream import StreamPredictor
@@ -220,9 +244,11 @@ def _stream(item: Timed, predictor: Any, settings: BenchSettings) -> Any:
     return item.stream
 
 
-def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, Any], frames: list[Any]) -> None:
-    """Batch-1 model call and end-to-end time on a real image, throughput-mode frames/s on `frames`, and
-    whole images with 1, 4, 16 balls, of every backend, all interleaved in one run."""
+def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, Any], frames: list[Any],
+          multiscale: dict[str, dict[str, Any]]) -> None:
+    """Batch-1 model call and end-to-end time on a real image, throughput-mode frames/s on `frames`,
+    whole images with 1, 4, 16 balls, and the real image at several scales per merge rule (into
+    `multiscale`), of every backend, all interleaved in one run."""
     from mhyolo.infer.predictor import Predictor
 
     calls = {}
@@ -235,6 +261,7 @@ def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, An
         if stream is not None:
             calls[f"{row_id}@stream"] = lambda s=stream: list(s.predict(enumerate(frames)))
     calls.update(_ball_calls(timed, images, settings))
+    calls.update(_multiscale_calls(timed, frames, settings, multiscale))
     _say(settings, f"timing {len(timed)} format(s): {settings.warmup} warm-up + {settings.runs} rounds of the model "
                    f"call, one image end to end and {len(frames)} in throughput mode"
                    + (f", images with {', '.join(map(str, images))} balls" if images else ""))
@@ -244,6 +271,13 @@ def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, An
         for item in timed.values():
             if item.stream is not None:
                 item.stream.close()
+    for row_id, entry in multiscale.items():
+        for scaled in settings.multiscale:
+            key = f"{row_id}@scales:{scaled.merge}"
+            if key in times:
+                entry["ms"][scaled.merge] = Timing.from_times(times[key]).median_ms
+            elif key in errors:
+                entry["note"] = f"timing failed: {errors[key].splitlines()[0]}"
     for row_id, item in timed.items():
         row = item.row
         for count in images:
@@ -293,8 +327,9 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
         images = ball_images(spec, settings.ball_counts, side=max(IMAGE_SIDE, settings.imgsz)) \
             if spec is not None and settings.ball_counts else {}
         frames, frames_from = sample_frames(Path(settings.data) if settings.data is not None else calibration)
+        multiscale: dict[str, dict[str, Any]] = {}
         if timed:
-            _time(timed, settings, images, frames)
+            _time(timed, settings, images, frames, multiscale)
     finally:
         torch.set_num_threads(previous_threads)
         torch.set_grad_enabled(grad)
@@ -310,6 +345,10 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
                  "balls": list(images), "ball_image_side": max(IMAGE_SIDE, settings.imgsz) if images else None,
                  "ball_conf": BALL_CONF,
                  "machine": cpu_info(threads).to_dict()}
+    if settings.multiscale:  # only then: a benchmark without --scales writes what it always wrote
+        first = settings.multiscale[0]
+        described["multiscale"] = {"scales": [str(v) for v in first.sizes], "flip": first.flip,
+                                   "rules": [s.merge for s in settings.multiscale], "rows": multiscale}
     result = BenchResult(rows=rows, settings=described)
     result.paths = write_all(rows, described, Path(settings.out))
     return result

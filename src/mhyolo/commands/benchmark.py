@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from mhyolo.bench.formats import FORMATS
@@ -56,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--streams", type=int, metavar="N",
                         help="throughput mode: model calls in flight (default: the runtime's choice; OpenVINO's "
                              "throughput hint, 2 elsewhere)")
+    add_multiscale_arguments(parser, several_merges=True)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
@@ -64,13 +67,15 @@ def run(args: argparse.Namespace) -> int:
     from mhyolo.bench.run import BenchSettings, run_benchmark
     from mhyolo.model.weights import trained_imgsz
 
+    multiscale = multiscale_settings(args, every_rule_by_default=True)
     imgsz = args.imgsz or trained_imgsz(args.weights) or 640
     settings = BenchSettings(weights=Path(args.weights), data=args.data, imgsz=imgsz, out=args.out,
                              formats=args.formats, runs=args.runs, warmup=args.warmup, threads=args.threads,
                              calib_images=args.calib_images, detector=args.detector,
                              own_detector=not args.no_detector, progress=not args.quiet,
                              accuracy=not args.no_accuracy, calib_dir=args.calib_dir, classifier=args.classifier,
-                             balls=tuple(args.balls) if args.balls is not None else None, streams=args.streams)
+                             balls=tuple(args.balls) if args.balls is not None else None, streams=args.streams,
+                             multiscale=tuple(multiscale))
     result = run_benchmark(settings)
     print(result.paths["markdown"].read_text())
     return 0

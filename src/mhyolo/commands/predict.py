@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
 from mhyolo.errors import ConfigError, MhyoloError
 
 if TYPE_CHECKING:  # heavy imports stay out of `mhyolo --help`
@@ -42,11 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True,
                         help="on a folder or a video, keep several frames in flight: model calls overlapped with "
                              "reading, letterboxing and post-processing; the same results, in order (default: on; "
-                             "not with --slice or --batch-size above 1)")
+                             "not with --slice, --scales or --batch-size above 1)")
     parser.add_argument("--streams", type=int, metavar="N",
                         help="throughput mode: model calls in flight (default: the runtime's choice; OpenVINO's "
                              "throughput hint, 2 elsewhere)")
     add_slice_arguments(parser)
+    add_multiscale_arguments(parser)
     parser.add_argument("--square", action="store_true",
                         help="square inputs (imgsz x imgsz) instead of rectangular ones (long side imgsz, the "
                              "short side padded only to the stride); exported graphs always take their square")
@@ -168,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{flag} must be between 0 and 1, got {value}")
     slicing = slice_settings(args)
+    scaled = multiscale_settings(args)
     source = open_source(args.source)
     device = _device(args.device)
     model = load_backend(args.weights, device=device)
@@ -182,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
         from mhyolo.infer.slicing import SlicedPredictor
 
         predictor = SlicedPredictor(predictor, slicing)
+    if scaled:
+        from mhyolo.infer.multiscale import MultiScalePredictor
+
+        predictor = MultiScalePredictor(predictor, scaled[0])
+        print(f"mhyolo predict: scales {predictor.describe()}", file=sys.stderr)
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(prediction.to_json(frame.name)), flush=True)
         counts["done"] += 1
 
-    streaming = args.throughput and slicing is None and args.batch_size == 1 and (source.is_video or len(source) > 1)
+    streaming = (args.throughput and slicing is None and not scaled and args.batch_size == 1
+                 and (source.is_video or len(source) > 1))
     try:
         if streaming:
             from mhyolo.infer.stream import StreamPredictor

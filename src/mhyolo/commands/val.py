@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from mhyolo.commands.predict import add_slice_arguments, slice_settings, two_stage_classifier
+from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--classifier", help="crop classifier (.safetensors from `mhyolo classify train`, or its "
                                              ".onnx) typing each box of the one-class --weights: the two-stage model")
     add_slice_arguments(parser)
+    add_multiscale_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="also write PR curve and prediction grid here")
     parser.set_defaults(func=run)
@@ -45,13 +47,15 @@ def _run(args: argparse.Namespace) -> int:
     from mhyolo.infer.backends import input_size, load_backend
 
     slicing = slice_settings(args)
+    scaled = multiscale_settings(args)
     model = load_backend(args.weights, device=args.device)
     imgsz = input_size(model, args.imgsz)
     spec = load_data_spec(args.data)
     classifier = two_stage_classifier(args.classifier, model, spec, device=args.device)
     class_agnostic = len(model.names) == 1
     result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
-                         conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing, classifier=classifier)
+                         conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing,
+                         scales=scaled[0] if scaled else None, classifier=classifier)
     m = result.metrics
     summary = result.summary()
     if args.plots:

@@ -23,6 +23,7 @@ from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResul
 from mhyolo.eval.negatives import NegativeStats, negative_stats
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
 from mhyolo.infer.inference import Inference
+from mhyolo.infer.multiscale import MultiScalePredictor, ScaleSettings
 from mhyolo.infer.predictor import InferenceBackend, Predictor
 from mhyolo.infer.slicing import SliceSettings, SlicedPredictor
 from mhyolo.infer.preprocess import model_input, scale_boxes_to_original
@@ -117,14 +118,35 @@ def validate_sliced(backend: InferenceBackend, dataset: YoloDataset, names: list
     predictor = Predictor(backend, imgsz=dataset.imgsz, conf=conf, iou=iou, max_det=max_det,
                           batch_size=batch_size, agnostic=class_agnostic, classes_as_types=not class_agnostic,
                           classifier=classifier)
-    sliced = SlicedPredictor(predictor, slicing)
+    return validate_images(SlicedPredictor(predictor, slicing), backend, dataset, names, class_agnostic,
+                           progress, "val (sliced)")
+
+
+@torch.inference_mode()
+def validate_multiscale(backend: InferenceBackend, dataset: YoloDataset, names: list[str],
+                        scales: ScaleSettings, conf: float = 0.001, iou: float = 0.6, max_det: int = 300,
+                        class_agnostic: bool = True, progress: bool = True, batch_size: int = 8,
+                        classifier: Any = None) -> ValidationResult:
+    """`validate` with multi-scale inference: each original image run at every scale (factors of
+    `dataset.imgsz`, square letterbox as `validate` uses) and the merged boxes scored."""
+    predictor = Predictor(backend, imgsz=dataset.imgsz, conf=conf, iou=iou, max_det=max_det,
+                          batch_size=batch_size, agnostic=class_agnostic, classes_as_types=not class_agnostic,
+                          classifier=classifier)
+    return validate_images(MultiScalePredictor(predictor, scales), backend, dataset, names, class_agnostic,
+                           progress, "val (multi-scale)")
+
+
+def validate_images(predictor: Any, backend: InferenceBackend, dataset: YoloDataset, names: list[str],
+                    class_agnostic: bool, progress: bool, desc: str) -> ValidationResult:
+    """Score anything that maps an original BGR image to a `Prediction` (`predictor.predict([image])`)
+    over every image of `dataset`, one image at a time."""
     evaluator = DetectionEvaluator(names, class_agnostic=class_agnostic)
     type_evaluator = TypeEvaluator(list(getattr(backend, "type_names", None) or names), conf=TYPE_CONF)
     out = ValidationResult(metrics=None)  # type: ignore[arg-type]
-    for path, labels in tqdm(list(zip(dataset.files, dataset.labels)), desc="val (sliced)", unit="img",
+    for path, labels in tqdm(list(zip(dataset.files, dataset.labels)), desc=desc, unit="img",
                              leave=False, disable=not progress):
         image = cv2.imread(str(path))
-        prediction = sliced.predict([image])[0]
+        prediction = predictor.predict([image])[0]
         h0, w0 = image.shape[:2]
         cxcywh = labels[:, 1:5] * np.array([w0, h0, w0, h0], np.float32)
         gt_boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
@@ -156,10 +178,14 @@ def class_mismatch(nc: int, spec: DataSpec) -> str | None:
 
 
 def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: str = "val",
-                progress: bool = True, slicing: SliceSettings | None = None, **options) -> ValidationResult:
+                progress: bool = True, slicing: SliceSettings | None = None,
+                scales: ScaleSettings | None = None, **options) -> ValidationResult:
     """`validate` on a split of `spec`, judged the way the backend's classes call for: a
     one-class detector class-agnostically (the label ids are ball types), a multi-class one
-    against the dataset's names, which must then line up with its own."""
+    against the dataset's names, which must then line up with its own. With `slicing` the images
+    are scored sliced, with `scales` at several input sizes (not both)."""
+    if slicing is not None and scales is not None:
+        raise ConfigError("sliced and multi-scale scoring do not combine: choose one")
     mismatch = class_mismatch(len(backend.names), spec)
     if mismatch:
         raise ConfigError(mismatch)
@@ -172,6 +198,9 @@ def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: st
     if slicing is not None:
         return validate_sliced(backend, dataset, list(spec.names), slicing, class_agnostic=class_agnostic,
                                progress=progress, **options)
+    if scales is not None:
+        return validate_multiscale(backend, dataset, list(spec.names), scales, class_agnostic=class_agnostic,
+                                   progress=progress, **options)
     return validate(backend, dataset, list(spec.names), class_agnostic=class_agnostic, progress=progress, **options)
 
 

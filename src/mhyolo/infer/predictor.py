@@ -9,7 +9,8 @@ because they all share this pre- and post-processing their results are comparabl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
@@ -58,6 +59,16 @@ class Prediction:
     @property
     def has_types(self) -> bool:
         return self.type_ids is not None
+
+    def subset(self, keep: np.ndarray) -> Prediction:
+        """The detections selected by `keep` (a boolean mask or indices), in that order, types too."""
+        index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, np.int64)
+        out = replace(self, boxes=self.boxes[index], scores=self.scores[index], class_ids=self.class_ids[index],
+                      class_names=[self.class_names[i] for i in index])
+        if self.has_types:
+            out.type_ids, out.type_scores = self.type_ids[index], self.type_scores[index]
+            out.type_names = [self.type_names[i] for i in index]
+        return out
 
     def to_json(self, image_name: str) -> dict[str, Any]:
         """The `--json` line: plain Python types, boxes to 2 decimals, scores to 4."""
@@ -130,6 +141,15 @@ class Predictor:
         # `classifier`, or (`classes_as_types`, for scoring an nc>1 detector) the class itself
         self.inference = Inference(model, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic,
                                    classes_as_types=classes_as_types, classifier=classifier)
+
+    def at_size(self, imgsz: int) -> Predictor:
+        """This predictor at another input size: the same backend, thresholds and type source (the
+        `Inference` is shared), for multi-scale inference on a runtime that takes any shape."""
+        if imgsz <= 0 or imgsz % self.stride:
+            raise ConfigError(f"image size {imgsz} must be a positive multiple of the model stride {self.stride}")
+        other = copy.copy(self)
+        other.imgsz = imgsz
+        return other
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """BGR uint8 images (H, W, 3), any sizes -> one `Prediction` per image, same order."""

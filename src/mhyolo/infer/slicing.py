@@ -72,21 +72,11 @@ def tile_windows(height: int, width: int, size: int, overlap: float) -> list[tup
     return [(x, y, min(x + size, width), min(y + size, height)) for y in starts(height) for x in starts(width)]
 
 
-def _select(prediction: Prediction, keep: np.ndarray) -> Prediction:
-    out = replace(prediction, boxes=prediction.boxes[keep], scores=prediction.scores[keep],
-                  class_ids=prediction.class_ids[keep],
-                  class_names=[n for n, k in zip(prediction.class_names, keep) if k])
-    if prediction.has_types:
-        out.type_ids, out.type_scores = prediction.type_ids[keep], prediction.type_scores[keep]
-        out.type_names = [n for n, k in zip(prediction.type_names, keep) if k]
-    return out
-
-
 def place_tile(prediction: Prediction, window: tuple[int, int, int, int], shape: tuple[int, int]) -> Prediction:
     """A tile's boxes in image pixels, without those cut by an inner edge of the tile (the rule
     training windows follow too: `data.windows.cut_by_window`)."""
     x0, y0 = window[:2]
-    kept = _select(prediction, ~cut_by_window(prediction.boxes, window, shape))
+    kept = prediction.subset(~cut_by_window(prediction.boxes, window, shape))
     return replace(kept, boxes=kept.boxes + np.array([x0, y0, x0, y0], np.float32), image_shape=shape)
 
 

@@ -1,0 +1,216 @@
+"""Multi-scale (and flip) inference: one image through the model at several input sizes, merged.
+
+A model trained at 320 px sees large balls well at 320 and small ones only once the image is
+fed larger. `MultiScalePredictor` wraps a `Predictor` and runs every scale (and, with `flip`,
+each scale on the horizontally mirrored image, its boxes mirrored back), maps every pass's
+boxes to the original pixels (the Predictor's own letterbox does) and merges them with a rule
+of `infer.scale_merge` (`wbf` by default, `nms`, `size`).
+
+Scales: a value below 32 is a factor of the model's input size (0.5 1 2 at 320 -> 160 320 640,
+rounded to a multiple of the stride); a value from 32 up is a pixel size, which must be a
+multiple of the stride. How a scale runs depends on the runtime:
+
+* a runtime that takes any shape (PyTorch, `accepts_any_shape`) runs the Predictor at that size;
+* a fixed-size exported graph runs its own size as usual, and a larger scale as tiles of its
+  size over the image resized to that scale (`infer.slicing`'s tiles, merged by NMS within
+  the scale); a smaller scale cannot be shown to it and is refused.
+
+One pass (one scale, no flip) is returned as the Predictor gives it, untouched by any merge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from mhyolo.errors import ConfigError
+from mhyolo.infer.predictor import Prediction, Predictor, accepts_any_shape
+from mhyolo.infer.scale_merge import MergeOptions, ScalePass, merge_rule
+from mhyolo.infer.slicing import DEFAULT_OVERLAP, MAX_OVERLAP, SlicedPredictor, SliceSettings
+
+FACTOR_LIMIT = 32  # scale values below this are factors of the input size, from it up pixel sizes
+DEFAULT_MERGE = "wbf"
+
+
+def scale_value(value: Any) -> float:
+    """One `--scales` value as a positive finite number; a `ConfigError` naming it otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--scales {value!r}: not a number (give factors of the input size below "
+                          f"{FACTOR_LIMIT}, e.g. 0.5 1 2, or pixel sizes, e.g. 320 640)") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"--scales {value!r}: a scale must be a positive number")
+    return number
+
+
+def parse_scales(values: Sequence[Any], imgsz: int, stride: int) -> tuple[int, ...]:
+    """Input sizes in pixels, smallest first, duplicates once: factors (< 32) of `imgsz` rounded to a
+    multiple of `stride`, pixel sizes (>= 32) as given, which must be multiples of `stride`."""
+    if not values:
+        raise ConfigError("--scales needs at least one value")
+    sizes = set()
+    for value in values:
+        number = scale_value(value)
+        if number < FACTOR_LIMIT:
+            size = int(round(imgsz * number / stride)) * stride
+            if size < stride:
+                raise ConfigError(f"--scales {value!r}: {number:g} x {imgsz} px is smaller than the model stride "
+                                  f"({stride} px)")
+        else:
+            if number != int(number) or int(number) % stride:
+                raise ConfigError(f"--scales {value!r}: a pixel size must be a multiple of the model stride "
+                                  f"({stride} px)")
+            size = int(number)
+        sizes.add(size)
+    return tuple(sorted(sizes))
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    """What `--scales`, `--flip`, `--merge` and the merge options ask for (runtime-free; the sizes
+    are resolved against the model when the predictor is built)."""
+
+    sizes: tuple[Any, ...]  # input sizes as given: factors (< 32) of the model's input size and/or pixel sizes
+    flip: bool = False  # also run each scale on the horizontally mirrored image
+    merge: str = DEFAULT_MERGE  # a rule of `scale_merge.MERGE_RULES`
+    weights: tuple[float, ...] | None = None  # per-scale score factor in (0, 1], smallest scale first
+    tile_overlap: float = DEFAULT_OVERLAP  # fixed-size graphs: overlap of the tiles of a larger scale
+    options: MergeOptions = field(default_factory=MergeOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", tuple(self.sizes))  # a list is taken too
+        if self.weights is not None:
+            object.__setattr__(self, "weights", tuple(self.weights))
+        if not self.sizes:
+            raise ConfigError("--scales needs at least one value")
+        for value in self.sizes:
+            scale_value(value)
+        merge_rule(self.merge)
+        if self.weights is not None:
+            bad = [w for w in self.weights if not 0.0 < w <= 1.0]
+            if bad:
+                raise ConfigError(f"--scale-weights {bad[0]:g}: a score factor must be in (0, 1]")
+        if not 0.0 <= self.tile_overlap < MAX_OVERLAP:
+            raise ConfigError(f"tile overlap {self.tile_overlap}: must be in [0, {MAX_OVERLAP})")
+
+
+class ScaleRunner(Protocol):
+    """Predictions at one scale, in each original image's pixels."""
+
+    size: int
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
+
+
+@dataclass
+class DirectScale:
+    """A runtime that takes any shape (or a graph at its own size): the Predictor at `size`."""
+
+    predictor: Predictor
+    size: int
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        return self.predictor.predict(images)
+
+
+@dataclass
+class TiledScale:
+    """A fixed-size graph at a larger scale: the image resized so its long side is `size`, cut into
+    tiles of the graph's size (`SlicedPredictor`, no whole-image pass), boxes mapped back."""
+
+    predictor: Predictor  # at the graph's own size
+    size: int
+    overlap: float = DEFAULT_OVERLAP
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        sliced = SlicedPredictor(self.predictor, SliceSettings(size=self.predictor.imgsz, overlap=self.overlap,
+                                                               whole_image=False, merge="nms"))
+        out = []
+        for image in images:
+            height, width = image.shape[:2]
+            factor = self.size / max(height, width)
+            new_w, new_h = max(1, int(round(width * factor))), max(1, int(round(height * factor)))
+            interpolation = cv2.INTER_LINEAR if factor > 1 else cv2.INTER_AREA  # as the letterbox resizes
+            resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+            prediction = sliced.predict([resized])[0]
+            boxes = prediction.boxes * np.array([width / new_w, height / new_h] * 2, np.float32)
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+            out.append(replace(prediction, boxes=boxes.astype(np.float32), image_shape=(height, width)))
+        return out
+
+
+def scale_runner(predictor: Predictor, size: int, overlap: float = DEFAULT_OVERLAP) -> ScaleRunner:
+    """How `predictor`'s model runs at `size`: directly, or as tiles on a fixed-size graph; a scale
+    below a fixed graph's size is refused."""
+    if accepts_any_shape(predictor.model):
+        return DirectScale(predictor.at_size(size) if size != predictor.imgsz else predictor, size)
+    fixed = predictor.imgsz
+    if size == fixed:
+        return DirectScale(predictor, size)
+    if size > fixed:
+        return TiledScale(predictor, size, overlap)
+    where = getattr(predictor.model, "path", "the model")
+    raise ConfigError(f"--scales: {where} takes a fixed {fixed} px input; a smaller scale ({size} px) cannot run "
+                      f"on it (larger scales run as {fixed} px tiles): export it again at {size} px, or drop "
+                      "that scale")
+
+
+def flip_back(prediction: Prediction) -> Prediction:
+    """Boxes found on the horizontally mirrored image, in the original image's pixels."""
+    width = prediction.image_shape[1]
+    boxes = prediction.boxes.copy()
+    boxes[:, 0], boxes[:, 2] = width - prediction.boxes[:, 2], width - prediction.boxes[:, 0]
+    return replace(prediction, boxes=boxes)
+
+
+class MultiScalePredictor:
+    """A `Predictor` run at several input sizes (and mirrored), merged into one `Prediction` per image."""
+
+    def __init__(self, predictor: Predictor, settings: ScaleSettings) -> None:
+        self.predictor = predictor
+        self.settings = settings
+        self.sizes = parse_scales(settings.sizes, predictor.imgsz, predictor.stride)
+        if settings.weights is not None and len(settings.weights) != len(self.sizes):
+            raise ConfigError(f"--scale-weights: {len(settings.weights)} factor(s) for {len(self.sizes)} scale(s) "
+                              f"({' '.join(map(str, self.sizes))} px)")
+        self.rule = merge_rule(settings.merge)
+        self.options = replace(settings.options, predictor_iou=predictor.iou, max_det=predictor.max_det,
+                               agnostic=predictor.agnostic)
+        self.runners = [scale_runner(predictor, size, settings.tile_overlap) for size in self.sizes]
+
+    @property
+    def passes_per_image(self) -> int:
+        return len(self.sizes) * (2 if self.settings.flip else 1)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """BGR uint8 images -> one merged `Prediction` per image, same order."""
+        Predictor.check_images(images)
+        passes: list[list[ScalePass]] = [[] for _ in images]
+        last = len(self.runners) - 1
+        for i, runner in enumerate(self.runners):
+            for flipped in (False, True) if self.settings.flip else (False,):
+                inputs = [np.ascontiguousarray(image[:, ::-1]) for image in images] if flipped else images
+                for k, (image, prediction) in enumerate(zip(images, runner.predict(inputs))):
+                    if flipped:
+                        prediction = flip_back(prediction)
+                    if self.settings.weights is not None:
+                        factor = np.float32(self.settings.weights[i])
+                        prediction = replace(prediction, scores=prediction.scores * factor)
+                    passes[k].append(ScalePass(prediction, runner.size, runner.size / max(image.shape[:2]),
+                                               flipped=flipped, smallest=i == 0, largest=i == last))
+        if self.passes_per_image == 1:
+            return [found[0].prediction for found in passes]  # one pass: the Predictor's result as it is
+        return [self.rule.merge(found, self.options) for found in passes]
+
+    def describe(self) -> str:
+        """'320, 640 px + flip, merged by wbf': the run's scales as the commands print them."""
+        flip = " + flip" if self.settings.flip else ""
+        return f"{', '.join(map(str, self.sizes))} px{flip}, merged by {self.settings.merge}"
+
