@@ -50,7 +50,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def markdown(summary: dict[str, Any]) -> str:
+def _shown(path: str, run: Path) -> str:
+    """A path inside the run relative to it (`round1/student/...`), any other by its name."""
+    try:
+        return str(Path(path).relative_to(run))
+    except ValueError:
+        return Path(path).name
+
+
+def markdown(summary: dict[str, Any], run: Path) -> str:
     lines = ["# mhyolo adapt", "",
              f"- model: `{summary['weights']}`", f"- target: `{summary['images']}` "
              f"({summary['targets']} images{', sampled at ' + str(summary['fps']) + ' frames/s' if summary['video'] else ''})",
@@ -64,7 +72,7 @@ def markdown(summary: dict[str, Any]) -> str:
               "alone in time | images without a box |", "|---|---|---|---|---|---|---|---|---|"]
     for number, row in enumerate(summary["rounds"], start=1):
         threshold, pseudo = row["threshold"], row["pseudo"]
-        lines.append(f"| {number} | `{Path(row['teacher']).name}` | {threshold['keep']:.3f} | {threshold['how']} | "
+        lines.append(f"| {number} | `{_shown(row['teacher'], run)}` | {threshold['keep']:.3f} | {threshold['how']} | "
                      f"{pseudo['images']} | {pseudo['kept']} | {pseudo['ignored']} | {pseudo['lonely']} | "
                      f"{pseudo['negatives']} |")
     lines += ["", "Keep threshold: " + summary["rounds"][-1]["threshold"]["reason"] + ".", ""]
@@ -95,5 +103,5 @@ def write_report(run: Path, summary: dict[str, Any]) -> Path:
     if evaluation:
         before_after_figure(evaluation["before"], evaluation["after"], run / "before_after.png")
     path = run / "report.md"
-    path.write_text(markdown(summary), encoding="utf-8")
+    path.write_text(markdown(summary, run), encoding="utf-8")
     return path
