@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "classify",
     "pipeline",
     "crossval",
+    "adapt",
     "export",
     "quantize",
     "benchmark",

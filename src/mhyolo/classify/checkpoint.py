@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 
 from mhyolo.classify.model import ClassifierSpec, CropClassifierNet, build_classifier
 from mhyolo.errors import ConfigError, WeightsError
-from mhyolo.model.weights import write_safetensors
+from mhyolo.model.weights import CLASSIFIER_METADATA_KEY, write_safetensors
+from mhyolo.model.weights import METADATA_KEY as DETECTOR_METADATA_KEY
 
-METADATA_KEY = "mhyolo_classifier"
-DETECTOR_METADATA_KEY = "mhyolo"
+METADATA_KEY = CLASSIFIER_METADATA_KEY
 FORMAT_VERSION = 1
 
 

@@ -3,6 +3,11 @@
 Every label file's class id is the ball *type*; samples carry it unchanged and the
 trainer decides how to use it (the detector sees a single "ball" class).
 
+A dataset whose data.yaml says `ignore_regions: true` also reads each image's ignore regions
+(`mhyolo.data.spec`); they travel through letterbox, mosaic and every augmentation as boxes of
+type `IGNORE_TYPE` and leave as `Sample.ignore` / `Batch.ignore`, never among the targets, so
+nothing but the objectness loss (which leaves them out) sees them.
+
 Randomness is a pure function of (seed, epoch, index): the same sample comes out
 in any worker, in any order, on any run. Epoch and the mosaic switch live in a
 small shared-memory tensor, so `set_epoch` / `set_mosaic` called in the main
@@ -11,7 +16,7 @@ process reach persistent DataLoader workers too (call them before iterating).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -27,6 +32,7 @@ from mhyolo.data.mosaic import mixup, mosaic4
 from mhyolo.data.naming import source_of
 from mhyolo.data.pairing import split_files
 from mhyolo.data.slices import Tile, choose_window, cut_window, is_large
+from mhyolo.data.pathstr import ignore_file_for
 from mhyolo.data.spec import DataSpec
 from mhyolo.errors import ConfigError, DataError
 from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox
@@ -40,6 +46,12 @@ _MIXUP_BETA = 32.0
 # Random streams of a sample besides its main one, so switching an option on changes no other draw
 # (not 0: numpy seeds [seed, epoch, index, 0] as [seed, epoch, index], the main stream).
 _WINDOW_STREAM, _PASTE_STREAM = 1, 2
+# The type an ignore region carries through augmentation beside the real boxes (never a type id).
+IGNORE_TYPE = -1
+
+
+def _no_ignore() -> torch.Tensor:
+    return torch.zeros((0, 4), dtype=torch.float32)
 
 
 @dataclass
@@ -49,12 +61,14 @@ class Sample:
     `labels` rows are [type, cx, cy, w, h], normalised to the output image.
     `info` maps the output back to the original image; set for un-augmented
     (validation) samples only, as a mosaic has no single original.
+    `ignore` rows are [cx, cy, w, h] (normalised): areas that train neither way.
     """
 
     image: torch.Tensor  # uint8 (3, imgsz, imgsz), RGB
     labels: torch.Tensor  # float32 (n, 5)
     path: Path
     info: LetterboxInfo | None
+    ignore: torch.Tensor = field(default_factory=_no_ignore)  # float32 (m, 4)
 
     @property
     def original_shape(self) -> tuple[int, int] | None:
@@ -63,30 +77,35 @@ class Sample:
 
 @dataclass
 class Batch:
-    """Collated samples; `targets` rows are [batch_index, type, cx, cy, w, h] (normalised)."""
+    """Collated samples; `targets` rows are [batch_index, type, cx, cy, w, h] (normalised), `ignore`
+    rows [batch_index, cx, cy, w, h]."""
 
     images: torch.Tensor  # uint8 (B, 3, H, W), RGB
     targets: torch.Tensor  # float32 (N, 6)
     paths: list[Path]
     infos: list[LetterboxInfo | None]
+    ignore: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 5), dtype=torch.float32))  # (M, 5)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True)."""
-        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.paths, self.infos)
+        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.paths, self.infos,
+                     self.ignore.pin_memory())
 
 
 def collate_fn(batch: list[Sample]) -> Batch:
     """Stack images and concatenate labels, prefixing each row with its image's batch index."""
-    targets = []
+    targets, ignore = [], []
     for i, sample in enumerate(batch):
         index = torch.full((sample.labels.shape[0], 1), float(i), dtype=torch.float32)
         targets.append(torch.cat([index, sample.labels], dim=1))
+        ignore.append(torch.cat([torch.full((sample.ignore.shape[0], 1), float(i)), sample.ignore], dim=1))
     return Batch(images=torch.stack([s.image for s in batch]),
                  targets=torch.cat(targets) if targets else torch.zeros((0, 6), dtype=torch.float32),
-                 paths=[s.path for s in batch], infos=[s.info for s in batch])
+                 paths=[s.path for s in batch], infos=[s.info for s in batch],
+                 ignore=torch.cat(ignore) if ignore else torch.zeros((0, 5), dtype=torch.float32))
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -115,6 +134,20 @@ def load_split_labels(files: list[Path], num_types: int, progress: bool = True) 
         raise DataError(f"{len(issues)} bad label line(s); training does not skip them. "
                         f"Fix them or run `mhyolo data verify`:\n{shown}{more}")
     return labels
+
+
+def load_ignore_regions(images: list[str]) -> list[np.ndarray]:
+    """Every image's ignore regions, (m, 5) label rows (no file: none); a bad line is fatal, by file:line."""
+    regions, issues = [], []
+    for image in images:
+        path = ignore_file_for(image)
+        array, found = read_labels(path) if path is not None else (np.zeros((0, 5), np.float32), [])
+        regions.append(array)
+        issues.extend(found)
+    if issues:
+        shown = "\n".join(f"  {issue}" for issue in issues[:_ISSUES_SHOWN])
+        raise DataError(f"{len(issues)} bad ignore-region line(s):\n{shown}")
+    return regions
 
 
 class YoloDataset(Dataset):
@@ -148,6 +181,7 @@ class YoloDataset(Dataset):
         self.labels = load_split_labels([Path(p.label) for p in pairs], self.num_types, progress)
         # the source of each image (a built dataset's names say it; else its folder): copy-paste favours others
         self.sources = [source_of(path, spec.names) for path in self.files]
+        self.ignore = load_ignore_regions([p.image for p in pairs]) if spec.ignore_regions else None
         self._augmenter = Augmenter(augment, self.imgsz) if augment is not None else None
         self._copy_paste = self._make_copy_paste(progress) if augment is not None else None
         # [epoch, mosaic on] in shared memory: visible to (persistent) worker processes.
@@ -180,9 +214,12 @@ class YoloDataset(Dataset):
         else:
             image, boxes, types = self._augmented(index, self._rng(index))
             info = None
-        return Sample(image=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                      labels=_to_normalised(boxes, types, image.shape[1], image.shape[0]),
-                      path=self.files[index], info=info)
+        pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        rows = _to_normalised(boxes, types, image.shape[1], image.shape[0])
+        ignored = rows[:, 0] == IGNORE_TYPE
+        if not bool(ignored.any()):
+            return Sample(image=pixels, labels=rows, path=self.files[index], info=info)
+        return Sample(image=pixels, labels=rows[~ignored], path=self.files[index], info=info, ignore=rows[ignored, 1:])
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -201,8 +238,13 @@ class YoloDataset(Dataset):
         return CopyPaste(cfg, bank)
 
     def _pixel_boxes(self, index: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """Labels of image `index` as pixel xyxy for an image of the given size, plus type ids."""
+        """Labels of image `index` as pixel xyxy for an image of the given size, plus type ids (its
+        ignore regions, if any, follow as `IGNORE_TYPE`)."""
         labels = self.labels[index]
+        if self.ignore is not None and len(self.ignore[index]):
+            regions = self.ignore[index].copy()
+            regions[:, 0] = IGNORE_TYPE
+            labels = np.concatenate([labels, regions])
         cx, cy, w, h = labels[:, 1] * width, labels[:, 2] * height, labels[:, 3] * width, labels[:, 4] * height
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
         return boxes.reshape(-1, 4), labels[:, 0].astype(np.int64)

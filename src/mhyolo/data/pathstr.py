@@ -14,6 +14,7 @@ import os
 from itertools import pairwise
 
 IMAGES_FOLDER, LABELS_FOLDER, LABEL_SUFFIX = "images", "labels", ".txt"
+IGNORE_FOLDER = "ignore"  # ignore regions (see `mhyolo.data.spec`): label lines whose area trains neither way
 
 
 def suffix(path: str) -> str:
@@ -27,10 +28,23 @@ def suffix(path: str) -> str:
 def label_file_for(image: str) -> str:
     """YOLO convention: the last `images` folder in the path becomes `labels`, suffix `.txt`
     (the string form of `mhyolo.data.spec.label_path_for`)."""
+    return sidecar_file_for(image, LABELS_FOLDER)
+
+
+def ignore_file_for(image: str) -> str | None:
+    """Where an image's ignore regions are: its label path with `ignore` for the last `images` folder;
+    None for an image in no `images` folder (its label file lies beside it, and so would this one)."""
+    if IMAGES_FOLDER not in image.split(os.sep)[:-1]:
+        return None
+    return sidecar_file_for(image, IGNORE_FOLDER)
+
+
+def sidecar_file_for(image: str, folder: str) -> str:
+    """The last `images` folder in the path becomes `folder`, the suffix `.txt`."""
     parts = image.split(os.sep)
     for i in range(len(parts) - 2, -1, -1):
         if parts[i] == IMAGES_FOLDER:
-            parts[i] = LABELS_FOLDER
+            parts[i] = folder
             break
     name = parts[-1]
     parts[-1] = name[:len(name) - len(suffix(name))] + LABEL_SUFFIX

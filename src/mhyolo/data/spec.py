@@ -11,6 +11,10 @@ exports and hand-written files are read the same way:
   with `../` and is not found there is tried without it, as ultralytics does for Roboflow's exports.
 * `names`: a list, or an `{id: name}` mapping with ids 0..n-1; `nc` is optional and must agree.
   With `nc` alone the classes are called `class0`, `class1`, ... as YOLOv5 does.
+* `ignore_regions: true` (ours; other readers skip the key): an image may have areas that train
+  neither as a ball nor as background, in `ignore/NAME.txt` beside `labels/` (label lines; the class
+  column is kept for a person reading them and not used). A missing file means none. `mhyolo adapt`
+  writes them where its teacher was unsure.
 
 A form that cannot be read (a URL, a glob pattern, a file of another kind, a number) is refused
 with the key and line that holds it; nothing is dropped silently. An entry naming a missing
@@ -66,6 +70,7 @@ class DataSpec:
     names: list[str]
     splits: dict[str, list[SplitEntry]] = field(default_factory=dict)  # split name -> its entries
     type_names: list[str] | None = None  # optional: names of the type classes (multi-head datasets)
+    ignore_regions: bool = False  # images may have ignore regions (`ignore/` beside `labels/`)
 
     @property
     def nc(self) -> int:
@@ -195,5 +200,10 @@ def load_data_spec(path: str | Path) -> DataSpec:
         splits[split] = [_entry(yaml_path, root, key, v, key_lines[i] if i < len(key_lines) else 0)
                          for i, v in enumerate(values)]
     type_names = data.get("type_names")
+    ignore_regions = data.get("ignore_regions", False)
+    if not isinstance(ignore_regions, bool):
+        line = lines.get("ignore_regions", [0])[0]
+        raise DataError(f"{yaml_path}:{line}: 'ignore_regions' must be true or false, got {ignore_regions!r}")
     return DataSpec(yaml_path=yaml_path, root=root, names=names, splits=splits,
-                    type_names=[str(n) for n in type_names] if type_names else None)
+                    type_names=[str(n) for n in type_names] if type_names else None,
+                    ignore_regions=ignore_regions)

@@ -9,6 +9,7 @@ Public API:
     match_predictions(gt_boxes, gt_classes, pred_boxes, pred_scores, pred_classes,
                       iou_threshold=0.5) -> np.ndarray[bool]
     best_f1_point(scores, classes, true_positive, instances) -> OperatingPoint
+    score_at_precision(scores, true_positive, target) -> float | None
 """
 
 from __future__ import annotations
@@ -94,3 +95,23 @@ def best_f1_point(scores: np.ndarray, classes: np.ndarray, true_positive: np.nda
     best = int(mean_f1.argmax())  # first maximum = highest threshold
     return OperatingPoint(float(s[cuts[best]]), precision[best], recall[best], f1[best],
                           float(mean_f1[best]))
+
+
+def score_at_precision(scores: np.ndarray, true_positive: np.ndarray, target: float) -> float | None:
+    """The lowest confidence c whose kept predictions (score >= c) are right at least `target` of the
+    time: the threshold that finds the most objects at that precision. None when no c reaches it.
+
+    Every distinct score is a candidate (ties kept together, as in `best_f1_point`); precision is not
+    monotone in c, so the lowest qualifying c is taken, not the first one reached from above.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    true_positive = np.asarray(true_positive, dtype=bool).reshape(-1)
+    if len(scores) == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    s, t = scores[order], true_positive[order]
+    cuts = np.flatnonzero(np.append(s[1:] != s[:-1], True))
+    kept = cuts + 1.0
+    precision = np.cumsum(t)[cuts] / kept
+    good = np.flatnonzero(precision >= target)
+    return float(s[cuts[good[-1]]]) if len(good) else None

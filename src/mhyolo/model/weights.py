@@ -31,6 +31,7 @@ from mhyolo.paths import cache_dir, shared_dir
 RELEASE_URL = "https://github.com/ultralytics/yolov5/releases/download/v7.0/{name}"
 OFFICIAL_NAMES = tuple(f"yolov5{size}{suffix}.pt" for size in "nsmlx" for suffix in ("", "6"))
 METADATA_KEY = "mhyolo"
+CLASSIFIER_METADATA_KEY = "mhyolo_classifier"  # a crop classifier's checkpoint (`mhyolo classify`)
 FORMAT_VERSION = 1
 
 
@@ -217,9 +218,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
-            raw = (handle.metadata() or {}).get(METADATA_KEY)
+            stored = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors checkpoint (truncated or corrupt?): {exc}") from exc
+    raw = stored.get(METADATA_KEY)
+    if raw is None and CLASSIFIER_METADATA_KEY in stored:
+        raise WeightsError(f"{path}: a crop classifier checkpoint (`mhyolo classify`), not a detector")
     if raw is None:
         raise WeightsError(f"{path}: a safetensors file without mhyolo metadata: not one of our checkpoints")
     try:

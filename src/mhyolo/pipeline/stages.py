@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,10 @@ def distillation_plan(config: PipelineConfig, run: Path) -> dict[str, TrainConfi
     return plan
 
 
-def train_stage(name: str, train: TrainConfig, run: Path, progress: bool) -> StageResult:
+def train_stage(name: str, train: TrainConfig, run: Path, progress: bool,
+                finish: Callable[[Any, TrainConfig], None] | None = None) -> StageResult:
+    """Train `run/name` (resumed from its last checkpoint, skipped when done); `finish` writes what the
+    run leaves besides its weights (default `train.report.finish_run`: settings, curves, validation plots)."""
     from mhyolo.train.report import finish_run
     from mhyolo.train.trainer import Trainer
 
@@ -137,7 +141,7 @@ def train_stage(name: str, train: TrainConfig, run: Path, progress: bool) -> Sta
         shutil.rmtree(folder)  # a stage that died before its first checkpoint starts over
     print(f"\n== {name}: {'resuming' if resume else 'training'} ({train.epochs} epochs at {train.imgsz})")
     summary = Trainer(train, folder, progress=progress, resume=resume).run()
-    finish_run(summary, train)
+    (finish or finish_run)(summary, train)
     mark_done(folder, {"epochs": summary.epochs_run, "best_fitness": summary.best_fitness,
                        "config": to_dict(train)})
     return StageResult(name, folder, summary.best, skipped=False)

@@ -78,3 +78,32 @@ def assign_targets(targets: torch.Tensor, anchors: torch.Tensor, grid_shapes: Se
                                    box=torch.cat((gxy - cell, gwh), 1), anchor_wh=level_anchors[anchor],
                                    label=label, target=target))
     return levels
+
+
+IGNORE_REACH = 1.0  # cells: how far around an ignore box its cells reach (the assigner's neighbours lie within)
+
+
+def ignored_cells(ignore: torch.Tensor, batch: int, grid_shapes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Per level, a (batch, H, W) mask of the cells an ignore region covers.
+
+    ignore: (M, 5) [image index, cx, cy, w, h], normalised. A cell is covered when its centre lies
+    within the box grown by `IGNORE_REACH` cells on every side: its own cell and every neighbour the
+    assigner could have made a positive for a ball there, so the region's objectness is left out
+    wherever the model might predict it.
+    """
+    device = ignore.device
+    masks: list[torch.Tensor] = []
+    for height, width in grid_shapes:
+        counts = torch.zeros((batch, height, width), dtype=torch.int32, device=device)
+        if len(ignore):
+            image = ignore[:, 0].long()
+            cx, cy = ignore[:, 1] * width, ignore[:, 2] * height
+            half_w, half_h = ignore[:, 3] * width / 2 + IGNORE_REACH, ignore[:, 4] * height / 2 + IGNORE_REACH
+            centres_x = torch.arange(width, device=device, dtype=ignore.dtype) + 0.5
+            centres_y = torch.arange(height, device=device, dtype=ignore.dtype) + 0.5
+            inside_x = (centres_x[None] - cx[:, None]).abs() <= half_w[:, None]  # (M, W)
+            inside_y = (centres_y[None] - cy[:, None]).abs() <= half_h[:, None]  # (M, H)
+            covered = inside_y[:, :, None] & inside_x[:, None, :]  # (M, H, W)
+            counts.index_add_(0, image, covered.to(torch.int32))
+        masks.append(counts > 0)
+    return masks

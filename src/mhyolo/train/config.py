@@ -34,7 +34,7 @@ class OptimConfig:
 class TrainConfig:
     data: str = ""
     weights: str | None = "yolov5n.pt"  # official .pt, our .safetensors, or None for scratch
-    model: str = "yolov5n"  # architecture config (shipped name or YAML path)
+    model: str | None = "yolov5n"  # architecture config (shipped name or YAML path); null: the weights' own
     # activation of every convolution, replacing the architecture's `act:` (silu, relu, leakyrelu); null: as it says
     act: str | None = None
     epochs: int = 100

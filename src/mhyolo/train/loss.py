@@ -3,6 +3,11 @@ class BCE only when the detector has more than one class.
 
 With nc=1 (the generic "ball" detector) there is no class term at all: ball types
 are learnt by the type head with its own loss (see `mhyolo.train.type_loss`).
+
+Ignore regions (areas a teacher was unsure of, `mhyolo.data.dataset`) take no part in the
+objectness term: the cells they cover (`assign.ignored_cells`), except the positives of real
+boxes, are neither pushed towards a ball nor towards background, and the term is the mean over
+the cells left. A batch without ignore regions runs exactly the plain computation.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from torch import nn
 from torchvision.ops import box_convert, complete_box_iou_loss
 
 from mhyolo.errors import ConfigError
-from mhyolo.train.assign import LevelTargets, assign_targets
+from mhyolo.train.assign import LevelTargets, assign_targets, ignored_cells
 
 # Objectness weight per level, finest first (a fine level has many more cells per object, so each
 # cell's negatives weigh less): YOLOv5's weights for three levels, and for four or five
@@ -77,9 +82,13 @@ class DetectionLoss(nn.Module):
         return assign_targets(targets, self.anchors, shapes, self.config.anchor_t)
 
     def forward(self, raw: Sequence[torch.Tensor], targets: torch.Tensor,
-                assigned: list[LevelTargets] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                assigned: list[LevelTargets] | None = None,
+                ignore: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`ignore`: (M, 5) [image index, cx, cy, w, h] ignore regions (normalised), or None."""
         assigned = assigned if assigned is not None else self.assign(raw, targets)
         device = raw[0].device
+        skipped = (ignored_cells(ignore, int(raw[0].shape[0]), [(int(r.shape[2]), int(r.shape[3])) for r in raw])
+                   if ignore is not None and len(ignore) else None)
         box_loss = torch.zeros((), device=device)
         obj_loss = torch.zeros((), device=device)
         cls_loss = torch.zeros((), device=device)
@@ -97,8 +106,24 @@ class DetectionLoss(nn.Module):
                     cls_target = torch.full_like(logits, negative_value)
                     cls_target[torch.arange(len(positives), device=device), positives.label] = positive_value
                     cls_loss = cls_loss + self.bce(logits, cls_target)
-            obj_loss = obj_loss + self.bce(pred[..., 4], obj_target) * self.balance[level]
+            if skipped is None:
+                level_obj = self.bce(pred[..., 4], obj_target)
+            else:
+                level_obj = _masked_bce(pred[..., 4], obj_target, skipped[level], positives)
+            obj_loss = obj_loss + level_obj * self.balance[level]
         box_loss, obj_loss, cls_loss = box_loss * self.box_gain, obj_loss * self.obj_gain, cls_loss * self.cls_gain
         batch = raw[0].shape[0]
         total = (box_loss + obj_loss + cls_loss) * batch
         return total, {"box": box_loss.detach(), "obj": obj_loss.detach(), "cls": cls_loss.detach()}
+
+
+def _masked_bce(logits: torch.Tensor, target: torch.Tensor, skipped_cells: torch.Tensor,
+                positives: LevelTargets) -> torch.Tensor:
+    """Objectness BCE averaged over the (image, anchor, cell) entries outside the ignore regions;
+    a real box's positive counts even inside one. skipped_cells: (B, H, W) bool."""
+    counted = ~skipped_cells[:, None].expand_as(target)
+    if len(positives):
+        counted = counted.clone()
+        counted[positives.image, positives.anchor, positives.gy, positives.gx] = True
+    losses = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (losses * counted).sum() / counted.sum().clamp(min=1)

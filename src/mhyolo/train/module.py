@@ -33,9 +33,11 @@ class TrainingModule(nn.Module):
             self.freeze.hold(self.student)
         return self
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, images: torch.Tensor, targets: torch.Tensor,
+                ignore: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`ignore`: the batch's ignore regions (`data.dataset.Batch.ignore`), None without any."""
         raw, features = self.student.forward_with_features(images, self.objective.feature_rows)
-        return self.objective(raw, targets, features, images)
+        return self.objective(raw, targets, features, images, ignore)
 
     def term_state(self) -> dict[str, Any]:
         """The terms' own tensors (adapters; buffers such as anchors too): saved in `last` for resume,

@@ -65,10 +65,11 @@ class TrainingObjective(nn.Module):
         return self.terms[self.term_names.index(name)]
 
     def forward(self, raw: dict[str, Any], targets: torch.Tensor, features: dict[int, torch.Tensor] | None = None,
-                images: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                images: torch.Tensor | None = None,
+                ignore: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         step = Step(outputs=raw, targets=targets, features=features or {}, images=images,
                     assigner=self.term("detection").loss.assign, teacher=self.teacher,
-                    teacher_rows=self.teacher_rows)
+                    teacher_rows=self.teacher_rows, ignore=ignore)
         total: torch.Tensor | None = None
         parts: dict[str, torch.Tensor] = {}
         for term in self.terms:

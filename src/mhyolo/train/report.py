@@ -34,13 +34,19 @@ def write_validation_plots(result: ValidationResult, names: list[str], out_dir: 
     return written
 
 
-def finish_run(summary, config: TrainConfig) -> None:
-    """Write config.yaml, results.png, and plots of the best model's validation."""
+def write_run_files(summary, config: TrainConfig) -> None:
+    """Write config.yaml and results.png (the training curves)."""
     run_dir = Path(summary.run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     csv_path = run_dir / "results.csv"
     if csv_path.exists():
         plot_training_curves(csv_path, run_dir / "results.png")
+
+
+def finish_run(summary, config: TrainConfig) -> None:
+    """Write config.yaml, results.png, and plots of the best model's validation."""
+    run_dir = Path(summary.run_dir)
+    write_run_files(summary, config)
     if summary.best.exists():
         from mhyolo.data.dataset import YoloDataset
         from mhyolo.data.spec import load_data_spec

@@ -40,6 +40,7 @@ class Step:
     assigner: Callable[[Sequence[torch.Tensor], torch.Tensor], list[LevelTargets]] | None = None
     teacher: Any = None  # a `distill.Teacher`, run once per step on the same images when a term asks
     teacher_rows: tuple[int, ...] = ()
+    ignore: torch.Tensor | None = None  # (M, 5) ignore regions [image, cx, cy, w, h]; objectness leaves them out
 
     @property
     def batch(self) -> int:
@@ -127,7 +128,7 @@ class DetectionTerm(LossTerm):
         self.loss = DetectionLoss(model.detect.anchors, model.detect.nc, loss, imgsz)
 
     def compute(self, step: Step) -> TermResult:
-        total, parts = self.loss(step.outputs["detection"], step.targets, step.assigned)
+        total, parts = self.loss(step.outputs["detection"], step.targets, step.assigned, ignore=step.ignore)
         return TermResult(self.weight * total, parts)
 
 

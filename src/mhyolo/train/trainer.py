@@ -189,7 +189,8 @@ class Trainer:
                 if self.multi_scale is not None:
                     images = self.multi_scale(images, epoch, i)
                 targets = batch.targets.to(self.device)
-                loss, parts = self.net(images, targets)
+                ignore = batch.ignore.to(self.device) if len(batch.ignore) else None
+                loss, parts = self.net(images, targets, ignore)
                 (loss * self.dist.world_size).backward()
                 if step - last_step >= self.accumulate or i == batches - 1:
                     self._optimizer_step()
