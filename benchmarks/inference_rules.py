@@ -8,8 +8,11 @@ the folds. Scores are kept in `RUN/<fold>/rules.json`, so a rule is scored once 
     .venv/bin/python benchmarks/inference_rules.py runs/cv5/demo-s0 --rules size=320 size=640 size=1280 slice=320
 
 Rules: `size=N` (the whole image at N px), `slice=N` (native-resolution tiles of N px plus the whole image,
-each at the training size), `scales=320,640` with optional `merge=wbf|nms|size` and `flip` (`scales=320,640
-merge=size` as one argument, words separated by spaces).
+each at the training size), `scales=320,640` with optional `merge=wbf|nms|size`, `then=wbf|nms` (what merges
+the size rule's boxes), `band=MIN,MAX`, `wbfconf=avg|max|...` and `flip` (`scales=320,640 merge=size` as one
+argument, words separated by spaces). `native` stands for the held-out source's own image size (its long
+side, rounded to the stride, kept within [training size, 1280]): `size=native`, `scales=320,native`.
+A `size=N` rule the crossval already scored (with size bins) is read from its `score.json`.
 """
 
 from __future__ import annotations
@@ -29,17 +32,35 @@ def parse_rule(text: str) -> dict[str, Any]:
         key, _, value = word.partition("=")
         if key == "flip" and not value:
             rule["flip"] = True
-        elif key in ("size", "slice"):
+        elif key == "size":
+            rule[key] = value if value == "native" else int(value)
+        elif key == "slice":
             rule[key] = int(value)
         elif key == "scales":
-            rule[key] = [float(v) if "." in v else int(v) for v in value.split(",")]
-        elif key == "merge":
+            rule[key] = [v if v == "native" else float(v) if "." in v else int(v) for v in value.split(",")]
+        elif key == "band":
+            low, high = value.split(",")
+            rule[key] = (float(low), float(high))
+        elif key in ("merge", "then", "wbfconf"):
             rule[key] = value
         else:
             raise SystemExit(f"rule {text!r}: unknown word {word!r}")
     if sum(k in rule for k in ("size", "slice", "scales")) != 1:
         raise SystemExit(f"rule {text!r}: give exactly one of size=, slice=, scales=")
     return rule
+
+
+NATIVE_MAX = 1280
+STRIDE = 32
+
+
+def native_size(spec, trained: int) -> int:
+    """The held-out source's own image size: the long side of its first test image, on the stride grid."""
+    import cv2
+
+    image = cv2.imread(str(spec.image_files("test")[0]))
+    side = int(round(max(image.shape[:2]) / STRIDE)) * STRIDE
+    return min(max(side, trained), NATIVE_MAX)
 
 
 def score_rule(weights: str, data: Path, rule: dict[str, Any], trained: int) -> dict[str, Any]:
@@ -52,15 +73,20 @@ def score_rule(weights: str, data: Path, rule: dict[str, Any], trained: int) -> 
     backend = load_backend(weights)
     spec = load_data_spec(data)
     if "size" in rule:
-        result = score_split(backend, spec, rule["size"], split="test", progress=True)
+        size = native_size(spec, trained) if rule["size"] == "native" else rule["size"]
+        result = score_split(backend, spec, size, split="test", progress=True)
     elif "slice" in rule:
         result = score_split(backend, spec, trained, split="test", progress=True,
                              slicing=SliceSettings(size=rule["slice"]))
     else:
-        from mhyolo.infer.multiscale import parse_scales, ScaleSettings
+        from mhyolo.infer.multiscale import ScaleSettings
+        from mhyolo.infer.scale_merge import MergeOptions
 
-        settings = ScaleSettings(sizes=parse_scales(rule["scales"], trained, 32), flip=rule.get("flip", False),
-                                 merge=rule.get("merge", "wbf"))
+        sizes = [native_size(spec, trained) if v == "native" else v for v in rule["scales"]]
+        options = MergeOptions(**{k: v for k, v in (("then", rule.get("then")), ("band", rule.get("band")),
+                                                    ("wbf_conf", rule.get("wbfconf"))) if v is not None})
+        settings = ScaleSettings(sizes=tuple(dict.fromkeys(sizes)), flip=rule.get("flip", False),
+                                 merge=rule.get("merge", "wbf"), options=options)
         result = score_split(backend, spec, trained, split="test", progress=True, scales=settings)
     return result.summary()
 
@@ -82,9 +108,13 @@ def main() -> None:
             cache_path = folder / "rules.json"
             cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
             for text in args.rules:
+                rule = parse_rule(text)
+                scored = fold["scores"].get(str(rule.get("size")), {})
+                if text not in cache and isinstance(rule.get("size"), int) and "size_bins" in scored:
+                    cache[text] = scored  # the crossval's own score at that size
                 if text not in cache:
                     print(f"{run.name}/{folder.name}: {text}", flush=True)
-                    cache[text] = score_rule(fold["weights"], folder / "data" / "data.yaml", parse_rule(text),
+                    cache[text] = score_rule(fold["weights"], folder / "data" / "data.yaml", rule,
                                              int(fold["imgsz"]))
                     cache_path.write_text(json.dumps(cache, indent=2))
                 table.setdefault(f"{run.name} | {text}", {})[folder.name] = cache[text]
@@ -105,13 +135,13 @@ def _mean(values: list[Any]) -> float | None:
 def render(table: dict[str, dict[str, dict[str, Any]]]) -> str:
     """One row per run and rule: mAP50 per held-out source, their mean, and the mean per size bin."""
     sources = sorted({s for folds in table.values() for s in folds})
-    head = ["run | rule", *sources, "mean mAP50", "mean mAP50-95", "mean type acc",
+    head = ["run", "rule", *sources, "mean mAP50", "mean mAP50-95", "mean type acc",
             *[f"{b} AP50" for b in BINS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, folds in table.items():
         rows = [folds.get(s, {}) for s in sources]
         bins = [_mean([(r.get("size_bins") or {}).get(b, {}).get("map50") for r in rows]) for b in BINS]
-        cells = [name, *[_cell(r.get("map50")) for r in rows], _cell(_mean([r.get("map50") for r in rows])),
+        cells = [*name.split(" | ", 1), *[_cell(r.get("map50")) for r in rows], _cell(_mean([r.get("map50") for r in rows])),
                  _cell(_mean([r.get("map50_95") for r in rows])), _cell(_mean([r.get("cls_accuracy") for r in rows])),
                  *[_cell(b) for b in bins]]
         lines.append("| " + " | ".join(cells) + " |")
