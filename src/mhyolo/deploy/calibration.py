@@ -82,7 +82,7 @@ def stand_in_calibration_set(folder: Path, images: Path | None = None, count: in
             raise DataError(f"{images}: no images to calibrate on (a folder of {', '.join(IMAGE_SUFFIXES)} files)")
         train = images
     else:
-        train = folder / "random_images"
+        train = folder.resolve() / "random_images"  # the yaml reads paths from its own folder: absolute
         train.mkdir(exist_ok=True)
         rng = np.random.default_rng(seed)
         for i in range(count):
