@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
+from helpers.big_images import yolo_rows
 
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.data.dataset import Batch, YoloDataset, build_dataloader, collate_fn
@@ -56,13 +57,7 @@ def _write_dataset(root: Path, scenes: dict = SCENES) -> DataSpec:
     for name, (width, height, objects) in scenes.items():
         image, rows = _draw(width, height, objects)
         cv2.imwrite(str(root / "images" / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])
-        labels = np.zeros((len(rows), 5), np.float32)
-        labels[:, 0] = rows[:, 0]
-        labels[:, 1] = (rows[:, 1] + rows[:, 3]) / 2 / width
-        labels[:, 2] = (rows[:, 2] + rows[:, 4]) / 2 / height
-        labels[:, 3] = (rows[:, 3] - rows[:, 1]) / width
-        labels[:, 4] = (rows[:, 4] - rows[:, 2]) / height
-        write_labels(label_path_for(root / "images" / name), labels)
+        write_labels(label_path_for(root / "images" / name), yolo_rows(rows, width, height))
     (root / "data.yaml").write_text("train: images\nval: images\nnames: [basketball, football, tennis-ball]\n")
     return load_data_spec(root / "data.yaml")
 

@@ -66,13 +66,7 @@ def write_dataset(root: Path, scenes: dict[str, Scene] = SCENES, names: list[str
     for name, (width, height, balls) in scenes.items():
         image = draw_scene(width, height, balls)
         cv2.imwrite(str(root / "images" / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        rows = np.array(balls, np.float32).reshape(-1, 5)
-        labels = np.zeros((len(rows), 5), np.float32)
-        labels[:, 0] = rows[:, 0]
-        labels[:, 1] = (rows[:, 1] + rows[:, 3]) / 2 / width
-        labels[:, 2] = (rows[:, 2] + rows[:, 4]) / 2 / height
-        labels[:, 3] = (rows[:, 3] - rows[:, 1]) / width
-        labels[:, 4] = (rows[:, 4] - rows[:, 2]) / height
+        labels = yolo_rows(np.array(balls, np.float32).reshape(-1, 5), width, height)
         write_labels(label_path_for(root / "images" / name), labels)
     (root / "data.yaml").write_text(f"train: images\nval: images\nnames: [{', '.join(names)}]\n")
     return load_data_spec(root / "data.yaml")
@@ -82,3 +76,14 @@ def pixel_boxes(labels: np.ndarray, size: int) -> np.ndarray:
     """[type, cx, cy, w, h] normalised rows -> pixel xyxy of a `size` square sample."""
     cx, cy, w, h = (np.asarray(labels, np.float64)[:, 1:] * size).T
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).reshape(-1, 4)
+
+
+def yolo_rows(rows: np.ndarray, width: int, height: int) -> np.ndarray:
+    """[type, x1, y1, x2, y2] pixel rows -> YOLO label rows [type, cx, cy, w, h] normalised to the image."""
+    labels = np.zeros((len(rows), 5), np.float32)
+    labels[:, 0] = rows[:, 0]
+    labels[:, 1] = (rows[:, 1] + rows[:, 3]) / 2 / width
+    labels[:, 2] = (rows[:, 2] + rows[:, 4]) / 2 / height
+    labels[:, 3] = (rows[:, 3] - rows[:, 1]) / width
+    labels[:, 4] = (rows[:, 4] - rows[:, 2]) / height
+    return labels
