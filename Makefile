@@ -19,7 +19,10 @@ install: $(STAMP)
 # The whole pipeline on the default data (configs/pipeline/demo.yaml: the balanced ball set,
 # detector -> type head -> joint -> every export and INT8 format benchmarked -> report), then the
 # final model draws its detections and types on the validation images.
+# Without ../shared (or MHYOLO_SHARED), `mhyolo data fetch` first downloads the COCO weights and the
+# ball datasets into $MHYOLO_HOME/shared (SHA-256 checked); with them in place it does nothing.
 demo: $(STAMP)
+	$(BIN)/mhyolo data fetch --if-missing
 	-@$(MAKE) --no-print-directory rknn-env || echo "RKNN environment not created: the RKNN row will say so"
 	$(BIN)/mhyolo pipeline --config configs/pipeline/demo.yaml --out $(DEMO_OUT)
 	$(BIN)/mhyolo predict $(DEMO_OUT)/data/images/val --weights $(DEMO_OUT)/model.safetensors --imgsz 320 --out $(DEMO_OUT)/predictions

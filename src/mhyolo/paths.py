@@ -22,9 +22,28 @@ def repo_root() -> Path:
 
 
 def shared_dir() -> Path:
-    """`$MHYOLO_SHARED`, else `../shared` beside the checkout."""
+    """`$MHYOLO_SHARED`; else `../shared` beside the checkout when it exists; else
+    `$MHYOLO_HOME/shared` (where `mhyolo data fetch` puts it) when that exists; else `../shared`."""
     env = os.environ.get("MHYOLO_SHARED")
-    return Path(env).expanduser() if env else repo_root().parent / "shared"
+    if env:
+        return Path(env).expanduser()
+    beside = repo_root().parent / "shared"
+    if beside.is_dir():
+        return beside
+    fetched = fetched_shared_dir()
+    return fetched if fetched.is_dir() else beside
+
+
+def fetch_destination() -> Path:
+    """Where `mhyolo data fetch` writes by default: the shared folder mhyolo reads when there is
+    one (`$MHYOLO_SHARED`, `../shared`), else `$MHYOLO_HOME/shared`, which `shared_dir` then finds."""
+    current = shared_dir()
+    return current if os.environ.get("MHYOLO_SHARED") or current.is_dir() else fetched_shared_dir()
+
+
+def fetched_shared_dir() -> Path:
+    """Where `mhyolo data fetch` puts weights/, images/ and data/ when no shared folder exists."""
+    return cache_dir() / "shared"
 
 
 def absolute_path(path: str | Path, base: Path | None = None) -> Path:

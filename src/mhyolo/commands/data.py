@@ -1,4 +1,4 @@
-"""`mhyolo data build RECIPE --out DIR` and `mhyolo data verify DATA.yaml`."""
+"""`mhyolo data build RECIPE --out DIR`, `mhyolo data verify DATA.yaml` and `mhyolo data fetch`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from mhyolo.data.dedup import DEFAULT_METHOD
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="build a dataset from a recipe, or verify one",
-                                   description="Build a YOLO dataset from a recipe, or verify an existing one.")
+    parser = subparsers.add_parser("data", help="build a dataset from a recipe, verify one, or fetch the sources",
+                                   description="Build a YOLO dataset from a recipe, verify an existing one, or fetch "
+                                               "the ball datasets and COCO weights that ../shared holds.")
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -40,6 +41,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="processes decoding and hashing images (default: every core)")
     verify.add_argument("--no-progress", action="store_true", help="hide progress bars")
     verify.set_defaults(func=run_verify)
+
+    fetch = actions.add_parser(
+        "fetch", help="download the ball datasets and COCO weights (what ../shared holds), SHA-256 checked",
+        description="Download what ../shared holds (the COCO yolov5n.pt, the sample photos, the five ball datasets at "
+                    "their pinned commits) into the shared folder mhyolo reads, each file checked against the SHA-256 "
+                    "recorded in the package's manifest. Interrupted downloads resume; items already in place "
+                    "and verified are skipped.")
+    fetch.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                       help="fetch only these items (see --list)")
+    fetch.add_argument("--dest", type=Path, default=None,
+                       help="shared folder to fill (default: $MHYOLO_SHARED, else ../shared beside the checkout if it "
+                            "exists, else $MHYOLO_HOME/shared, where mhyolo then looks)")
+    fetch.add_argument("--list", action="store_true", help="list the items, their sources and licences, and exit")
+    fetch.add_argument("--check", action="store_true",
+                       help="only check what is in place against the manifest (no network); exit 1 if anything "
+                            "is missing or differs")
+    fetch.add_argument("--if-missing", action="store_true",
+                       help="leave alone (without hashing) every item already found in place: what `make demo` runs")
+    fetch.add_argument("--force", action="store_true",
+                       help="replace files or folders in the way that do not match the manifest")
+    fetch.add_argument("--keep-archives", action="store_true",
+                       help="keep the downloaded repository archives (DEST/.downloads) after extraction")
+    fetch.add_argument("--manifest", type=Path, default=None,
+                       help="another manifest in the same form (a mirror); default: the one in the package")
+    fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    fetch.set_defaults(func=run_fetch)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -86,3 +113,26 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"{problem.kind}: {problem}")
     print("ok" if report.ok else f"{len(report.problems)} problem(s) in {report.data_yaml}")
     return 0 if report.ok else 1
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from mhyolo.data.fetch import fetch, load_manifest, select_items
+    from mhyolo.paths import fetch_destination
+
+    if args.list:
+        for item in select_items(load_manifest(args.manifest), args.only):
+            print(f"{item.name}: {item.dest}/ from {item.describe()}")
+            if item.licence:
+                print(f"    licence: {item.licence}")
+        return 0
+    dest = args.dest.expanduser() if args.dest is not None else fetch_destination()
+    outcomes = fetch(dest, only=args.only, manifest=args.manifest, progress=not args.no_progress,
+                     force=args.force, keep_archives=args.keep_archives, if_missing=args.if_missing,
+                     check_only=args.check)
+    if args.check:
+        bad = [o for o in outcomes if o.status in ("missing", "differs")]
+        print("all in place and verified" if not bad else f"{len(bad)} item(s) missing or different in {dest}")
+        return 1 if bad else 0
+    if args.if_missing and all(o.status == "found" for o in outcomes):
+        print(f"everything found in {dest}; nothing fetched")
+    return 0
