@@ -218,6 +218,17 @@ def test_one_changed_file_in_the_archive_is_refused(server, tmp_path: Path) -> N
     assert _all_files(dest) == []
 
 
+def test_an_unreadable_archive_is_refused(server, tmp_path: Path) -> None:
+    state, base = server
+    _serve(state)
+    state.files["/toy.tar.gz"] = b"<html>not a tarball</html>"
+    manifest = _manifest(tmp_path, base)
+    dest = tmp_path / "shared"
+    with pytest.raises(FetchError, match="not a readable tar.gz"):
+        _run(dest, manifest, only=["toy"])
+    assert _all_files(dest) == []
+
+
 def test_an_existing_different_folder_is_kept_unless_forced(server, tmp_path: Path) -> None:
     state, base = server
     _serve(state)

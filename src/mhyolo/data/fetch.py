@@ -86,8 +86,8 @@ class Item:
     def describe(self) -> str:
         if self.kind == "files":
             return ", ".join(f.url for f in self.files)
-        where = f" {self.path}/" if self.path else ""
-        return f"{self.repository} at {self.commit[:12]}{where}"
+        where = f", folder {self.path}/" if self.path else ""
+        return f"{self.repository} at commit {self.commit[:12]}{where}"
 
 
 def load_manifest(path: str | Path | None = None) -> list[Item]:
@@ -248,12 +248,14 @@ def check_item(item: Item, dest: Path) -> Outcome:
 def offline_message(item: Item, exc: Unreachable, dest: Path) -> str:
     if item.kind == "files":
         what = ", ".join(f.name for f in item.files)
-        how = f"download {what} elsewhere ({', '.join(f.url for f in item.files)}) and copy it into {item_folder(item, dest)}"
+        urls = ", ".join(f.url for f in item.files)
+        how = f"download {what} elsewhere ({urls}) and copy it into {item_folder(item, dest)}"
     else:
         how = (f"copy the folder from a machine that has it (or from {item.repository}, commit {item.commit}, "
                f"folder {item.path or '/'}) to {item_folder(item, dest)}")
     return (f"{item.name}: cannot reach {exc.url} ({exc.reason}). Without internet, {how}; "
-            f"or point MHYOLO_SHARED at a folder that has weights/ and data/ (README, 'On a machine without ../shared')")
+            f"or point MHYOLO_SHARED at a folder that has weights/ and data/ "
+            f"(README, 'On a machine without ../shared')")
 
 
 def fetch_item(item: Item, dest: Path, progress: bool = True, force: bool = False, keep_archive: bool = False,
@@ -308,7 +310,7 @@ def _fetch_files(item: Item, dest: Path, get: Callable[..., Downloaded], force: 
                 break
             # joined from two answers that do not fit together: once more from the start
         if not staging.is_file():
-            raise FetchError(f"{item.name}: {remote.url} gave a file whose SHA-256 is {digest or 'wrong'}, "
+            raise FetchError(f"{item.name}: {remote.url} gave a file whose SHA-256 is {digest}, "
                              f"not the recorded {remote.sha256}; nothing was kept")
         os.replace(staging, target)
         fetched += 1
@@ -386,7 +388,8 @@ def _extract(item: Item, archive: Path, staging: Path, progress: bool) -> dict[s
                 entries[out] = digest.hexdigest()
                 bar.update(1)
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise FetchError(f"{item.name}: {archive.name} is not a readable tar.gz archive ({exc}); nothing was kept") from exc
+        raise FetchError(f"{item.name}: {archive.name} is not a readable tar.gz archive ({exc}); "
+                         f"nothing was kept") from exc
     for rel, text in item.write.items():
         if not _safe_rel(rel):
             raise FetchError(f"{item.name}: unsafe path in write: {rel}")
@@ -430,7 +433,8 @@ def source_note(item: Item) -> str:
     if item.repository:
         lines.append(f"- Repository: {item.repository}, commit {item.commit}, path {item.path or '/'}")
     lines.append(f"- Archive: {item.url}")
-    lines.append(f"- Content: {item.count} files; SHA-256 of the sorted `relpath sha256` listing: {item.listing_sha256}")
+    lines.append(f"- Content: {item.count} files; SHA-256 of the sorted `relpath sha256` listing: "
+                 f"{item.listing_sha256}")
     if item.licence:
         lines.append(f"- Licence: {item.licence}")
     if item.credit:
