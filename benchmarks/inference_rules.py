@@ -58,7 +58,9 @@ def native_size(spec, trained: int) -> int:
     """The held-out source's own image size: the long side of its first test image, on the stride grid."""
     import cv2
 
-    image = cv2.imread(str(spec.image_files("test")[0]))
+    from mhyolo.data.pairing import split_images
+
+    image = cv2.imread(str(split_images(spec, "test")[0]))
     side = int(round(max(image.shape[:2]) / STRIDE)) * STRIDE
     return min(max(side, trained), NATIVE_MAX)
 

@@ -18,6 +18,7 @@ import cv2
 import torch
 
 from mhyolo.bench.timing import interleaved_times
+from mhyolo.data.pairing import split_images
 from mhyolo.data.spec import load_data_spec
 from mhyolo.eval.validate import score_split
 from mhyolo.infer.backends import input_size, load_backend
@@ -52,7 +53,7 @@ def main() -> None:
         settings = SliceSettings(size=size, overlap=args.overlap)
         rows[f"sliced {size} px, overlap {args.overlap}"] = (scored(settings), settings)
 
-    images = [cv2.imread(str(p)) for p in spec.image_files(args.split)[:args.timing_images]]
+    images = [cv2.imread(str(p)) for p in split_images(spec, args.split)[:args.timing_images]]
     predictor = Predictor(backend, imgsz=imgsz, conf=0.25)
     calls = {"whole image": lambda: predictor.predict(images)}
     tiles = {"whole image": 1.0}

@@ -14,9 +14,9 @@ import torch
 from test_export import IMAGES, WEIGHTS, needs_shared, typehead_person_model
 
 from mhyolo.deploy.layout import ExportMetadata, graph_levels, reconstruct
-from mhyolo.infer.backends.base import ExportedBackend
+from mhyolo.infer.backends.base import ExportedBackend, GraphLevels
 from mhyolo.infer.inference import Inference
-from mhyolo.infer.levels import GraphLevels, ModelLevels, level_reader
+from mhyolo.infer.levels import ModelLevels, level_reader
 from mhyolo.infer.postprocess import suppress
 from mhyolo.infer.types import ImageHeadTypes, ObjectHeadTypes
 

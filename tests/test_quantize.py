@@ -17,6 +17,7 @@ from test_export import IMAGES, WEIGHTS
 
 from mhyolo.cli import main
 from mhyolo.data.dataset import read_image
+from mhyolo.data.pairing import split_images
 from mhyolo.data.spec import load_data_spec
 from mhyolo.errors import DataError
 from mhyolo.infer.preprocess import letterbox, to_tensor
@@ -57,7 +58,7 @@ def ball_onnx(tmp_path_factory):
 def test_calibration_images_are_seeded_letterboxed_train_images(tmp_path):
     files = calibration_files(SEED_BALLS, 5, seed=3)
     assert files == calibration_files(SEED_BALLS, 5, seed=3) and files != calibration_files(SEED_BALLS, 5, seed=4)
-    train = set(load_data_spec(SEED_BALLS).image_files("train"))
+    train = set(split_images(load_data_spec(SEED_BALLS), "train"))
     assert len(set(files)) == 5 and set(files) <= train
     raw = calibration_images_uint8(SEED_BALLS, 96, count=5, seed=3, progress=False)
     batches = calibration_batches(SEED_BALLS, 96, count=5, seed=3, progress=False)

@@ -24,6 +24,7 @@ from mhyolo.pipeline.crossval_report import mean_row, write_crossval_report
 from mhyolo.pipeline.report import write_report
 from mhyolo.report import render_page, write_html_report
 from mhyolo.report import sections as report_sections
+from mhyolo.report.sections import base as section_registry
 from mhyolo.report.html import Html, tag
 
 NAMES = ["basketball", "football", "tennis-ball"]
@@ -212,7 +213,7 @@ def test_bad_input_is_refused_by_name_and_the_previous_page_is_kept(pipeline_run
 
 def test_a_registered_section_renders_only_when_its_inputs_exist(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_sections, "SECTIONS", list(report_sections.SECTIONS))
+    monkeypatch.setattr(section_registry, "SECTIONS", list(section_registry.SECTIONS))
 
     @report_sections.register
     class Example(report_sections.Section):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mhyolo.data.pairing import split_images
 from mhyolo.data.spec import label_path_for, load_data_spec
 from mhyolo.errors import DataError
 from mhyolo.infer.sources import read_image
@@ -26,7 +27,7 @@ def sample_frames(data_yaml: Path, count: int = STREAM_FRAMES) -> tuple[list[np.
     split = "val" if "val" in spec.splits else "train"
     labelled: list[Path] = []
     others: list[Path] = []
-    for path in spec.image_files(split):
+    for path in split_images(spec, split):
         (labelled if _labelled(path) else others).append(path)
         if len(labelled) == count:
             break

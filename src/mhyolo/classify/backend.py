@@ -2,9 +2,9 @@
 Runtime (`.onnx`, FP32 or INT8 from `mhyolo classify export`).
 
 A backend takes crops as the classifier was trained on them (RGB uint8, `imgsz` square) and
-returns type probabilities; `classify_crops` batches any number of crops through it. Loading
-one also registers the crop-classifier type source, so a detector given a classifier types
-its boxes with it.
+returns type probabilities; `classify_crops` batches any number of crops through it. The type
+source that puts one behind a detector is `classify.types`, registered when `Inference` is given
+a classifier.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-import mhyolo.classify.types  # noqa: F401 - registers the crop classifier's type source
 from mhyolo.classify.data import to_input
 from mhyolo.classify.model import ClassifierSpec
 from mhyolo.errors import ConfigError, WeightsError
@@ -69,8 +68,7 @@ class OnnxClassifier(ClassifierBackend):
     """An exported classifier in ONNX Runtime's CPU provider (dynamic batch, output `probs`)."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        from mhyolo.classify.checkpoint import spec_from_metadata
-        from mhyolo.classify.export import read_classifier_onnx_metadata
+        from mhyolo.classify.checkpoint import read_classifier_onnx_metadata, spec_from_metadata
         from mhyolo.infer.backends.onnxruntime_backend import cpu_session
 
         meta = read_classifier_onnx_metadata(path)

@@ -2,7 +2,8 @@
 
 The metadata key (`mhyolo_classifier`) is not the detector's (`mhyolo`), so each loader can tell a
 detector checkpoint from a classifier one and say which it was given. Writes are atomic, as for
-detector checkpoints. Nothing is unpickled.
+detector checkpoints. Nothing is unpickled. The same metadata travel in an exported `.onnx`
+(`read_classifier_onnx_metadata`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from mhyolo.classify.model import ClassifierSpec, CropClassifierNet, build_classifier
-from mhyolo.errors import ConfigError, WeightsError
+from mhyolo.deploy.onnx_file import read_metadata_props
+from mhyolo.errors import ConfigError, MhyoloError, WeightsError
 from mhyolo.model.weights import CLASSIFIER_METADATA_KEY, write_safetensors
 from mhyolo.model.weights import METADATA_KEY as DETECTOR_METADATA_KEY
 
@@ -64,6 +66,16 @@ def read_classifier_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
         raise WeightsError(f"{path}: classifier metadata lack the 'spec' that rebuilds the network")
     return meta
+
+
+def read_classifier_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The classifier metadata of an exported `.onnx` (a detector export is named as one)."""
+    path = Path(path)
+    props = read_metadata_props(path)
+    if METADATA_KEY not in props:
+        what = "a detector export" if "mhyolo" in props else "an ONNX file without mhyolo metadata"
+        raise MhyoloError(f"{path}: {what}, not a crop classifier (`mhyolo classify export` writes one)")
+    return json.loads(props[METADATA_KEY])
 
 
 def spec_from_metadata(meta: dict[str, Any], source: str) -> ClassifierSpec:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mhyolo.classify.checkpoint import METADATA_KEY, load_classifier_checkpoint
-from mhyolo.deploy.onnx_file import read_metadata_props, trace_onnx, write_onnx_file
+from mhyolo.classify.checkpoint import METADATA_KEY, load_classifier_checkpoint, read_classifier_onnx_metadata
+from mhyolo.deploy.onnx_file import trace_onnx, write_onnx_file
 from mhyolo.errors import ConfigError, MhyoloError
 
 INPUT_NAME = "crops"
@@ -60,16 +60,6 @@ def _quiet_root_logger():
         yield
     finally:
         logging.disable(previous)
-
-
-def read_classifier_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The classifier metadata of an exported `.onnx` (a detector export is named as one)."""
-    path = Path(path)
-    props = read_metadata_props(path)
-    if METADATA_KEY not in props:
-        what = "a detector export" if "mhyolo" in props else "an ONNX file without mhyolo metadata"
-        raise MhyoloError(f"{path}: {what}, not a crop classifier (`mhyolo classify export` writes one)")
-    return json.loads(props[METADATA_KEY])
 
 
 def _compare(path: Path, reference: np.ndarray, crops: torch.Tensor) -> tuple[float, float]:

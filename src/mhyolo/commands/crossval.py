@@ -29,10 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mhyolo.pipeline.crossval import CrossvalSettings, run_crossval
+    from mhyolo.report import write_html_report
 
     result = run_crossval(CrossvalSettings(config=args.config, out=args.out, imgsz=args.imgsz, epochs=args.epochs,
                                            seed=args.seed, sources=args.sources, eval_imgsz=args.eval_imgsz,
-                                           progress=not args.quiet))
+                                           progress=not args.quiet), html_report=write_html_report)
     paths = result["paths"]
     print(f"report: {paths['html']}, {paths['markdown']}, {paths['json']}, {paths['plot']}")
     return 0

@@ -25,12 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mhyolo.pipeline.config import load_pipeline_config
     from mhyolo.pipeline.run import run_pipeline
+    from mhyolo.report import write_html_report
 
     config = load_pipeline_config(args.config)
     if args.plan:
         print_plan(config, args.out)
         return 0
-    result = run_pipeline(config, args.out, progress=not args.quiet)
+    result = run_pipeline(config, args.out, progress=not args.quiet, html_report=write_html_report)
     print(f"model: {result['model']}\nreport: {result['html']}, {result['report']} and {result['markdown']}")
     return 0
 

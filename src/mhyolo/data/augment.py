@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from mhyolo.data.copy_paste import CopyPasteConfig
+from mhyolo.data.letterbox import PAD_VALUE
 from mhyolo.data.slices import SliceConfig
 from mhyolo.errors import ConfigError
-from mhyolo.infer.preprocess import PAD_VALUE
 
 # A box survives augmentation only if it is still at least this many pixels wide and tall ...
 BOX_MIN_SIDE = 2.0

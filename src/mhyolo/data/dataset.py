@@ -28,6 +28,7 @@ from tqdm import tqdm
 from mhyolo.data.augment import AugmentConfig, Augmenter
 from mhyolo.data.copy_paste import CopyPaste, CropBank
 from mhyolo.data.labels import read_labels
+from mhyolo.data.letterbox import PAD_VALUE, LetterboxInfo, letterbox
 from mhyolo.data.mosaic import mixup, mosaic4
 from mhyolo.data.naming import source_of
 from mhyolo.data.pairing import split_files
@@ -35,7 +36,6 @@ from mhyolo.data.slices import Tile, choose_window, cut_window, is_large
 from mhyolo.data.pathstr import ignore_file_for
 from mhyolo.data.spec import DataSpec
 from mhyolo.errors import ConfigError, DataError
-from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox
 
 # Show a progress bar when reading at least this many label files.
 _PROGRESS_MIN_FILES = 500

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mhyolo.infer.preprocess import PAD_VALUE
+from mhyolo.data.letterbox import PAD_VALUE
 
 # One tile: an HWC image, its boxes as pixel xyxy (n, 4) and their type ids (n,).
 Tile = tuple[np.ndarray, np.ndarray, np.ndarray]

@@ -232,6 +232,11 @@ def split_files(spec: DataSpec, split: str, orphans: bool = False) -> SplitFiles
     return result
 
 
+def split_images(spec: DataSpec, split: str) -> list[Path]:
+    """Images of a split that have an unambiguous label; any problem with the split is a DataError."""
+    return [Path(image) for image in split_files(spec, split).checked().images]
+
+
 def orphan_labels(images_dir: Path, known: AbstractSet[str], resolve: Resolver | None = None) -> list[str]:
     """Label files for images under `images_dir` whose resolved path is not in `known`, sorted as paths.
 

@@ -92,12 +92,6 @@ class DataSpec:
             raise DataError(f"{self.yaml_path}: split '{split}' is not one images folder ({self.describe(split)})")
         return entries[0].path
 
-    def image_files(self, split: str) -> list[Path]:
-        """Images of a split that have an unambiguous label; any problem with the split is a DataError."""
-        from mhyolo.data.pairing import split_files  # pairing reads entries of this module
-
-        return [Path(image) for image in split_files(self, split).checked().images]
-
 
 def label_path_for(image_path: Path) -> Path:
     """YOLO convention: the last `images` folder in the path becomes `labels`, suffix `.txt`."""

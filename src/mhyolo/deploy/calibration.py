@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mhyolo.data.dataset import read_image
+from mhyolo.data.pairing import split_images
 from mhyolo.data.spec import IMAGE_SUFFIXES, load_data_spec
 from mhyolo.errors import DataError
 from mhyolo.infer.preprocess import letterbox
@@ -31,7 +32,7 @@ def calibration_files(data_yaml: str | Path, count: int = 50, seed: int = 0, spl
     if count <= 0:
         raise DataError(f"{data_yaml}: the number of calibration images must be positive, got {count}")
     spec = load_data_spec(data_yaml)
-    files = spec.image_files(split)
+    files = split_images(spec, split)
     if not files:
         raise DataError(f"{spec.yaml_path}: split '{split}' has no images in {spec.describe(split)} to calibrate on")
     rng = np.random.default_rng(seed)

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mhyolo import __version__
 from mhyolo.errors import WeightsError
 from mhyolo.infer.preprocess import MODEL_INPUTS, FloatRgbNchw, Uint8BgrNhwc
 from mhyolo.model.heads import decode_levels
 from mhyolo.model.type_heads import flatten_levels
+from mhyolo.version import __version__
 
 if TYPE_CHECKING:
     from mhyolo.infer.levels import LevelOutputs

@@ -71,7 +71,7 @@ def save_uint8_input(xml: str | Path, out_xml: str | Path) -> Path:
     an INT8 IR gets the new input without being calibrated again."""
     import openvino as ov
 
-    from mhyolo.deploy.quantize_openvino import read_model_and_metadata
+    from mhyolo.deploy.openvino_model import read_model_and_metadata
 
     xml, out_xml = Path(xml), Path(out_xml)
     if xml.suffix.lower() != ".xml":

@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Subset
 
 from mhyolo.deploy.layout import BOX_OUTPUT_PREFIX, FLOAT_RGB_NCHW, METADATA_KEY, UINT8_BGR_NHWC, ExportMetadata
-from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.deploy.openvino_model import openvino_modules, read_model_and_metadata
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.infer.backends.base import ExportedBackend
 
@@ -48,35 +48,6 @@ PRESETS = ("mixed", "performance")
 OVERFLOW_FIXES = ("enable", "first_layer", "disable")
 INPUTS = {"uint8": UINT8_BGR_NHWC, "float": FLOAT_RGB_NCHW}  # what the INT8 IR may take, by CLI name
 DEFAULT_INPUT = UINT8_BGR_NHWC  # measured faster and as accurate (docs/results/int8_cpu.md)
-
-
-def _openvino():
-    try:
-        import nncf
-        import openvino as ov
-    except ImportError as exc:
-        raise MhyoloError("OpenVINO quantization needs 'openvino' and 'nncf' (pip install 'mhyolo[deploy]')") from exc
-    return ov, nncf
-
-
-def read_model_and_metadata(model_path: str | Path):
-    """(ov.Model, ExportMetadata) from an exported `.onnx` or an mhyolo IR `.xml`."""
-    ov, _ = _openvino()
-    path = Path(model_path)
-    if path.suffix.lower() not in (".onnx", ".xml"):
-        raise ConfigError(f"{path}: OpenVINO quantization takes an exported .onnx or .xml model")
-    if not path.is_file():
-        raise MhyoloError(f"model file not found: {path}")
-    try:  # convert_model, as `export_openvino` does: it fuses Sigmoid * Mul into Swish, so NNCF
-        # quantizes the IR's graph (fewer FakeQuantize nodes, faster) whichever file it is given
-        model = ov.convert_model(str(path)) if path.suffix.lower() == ".onnx" else ov.Core().read_model(str(path))
-    except Exception as exc:  # noqa: BLE001 - OpenVINO raises generic RuntimeErrors
-        raise MhyoloError(f"{path}: OpenVINO cannot read it: {exc}") from exc
-    if path.suffix.lower() == ".onnx":
-        return model, read_onnx_metadata(path)
-    if not model.has_rt_info([METADATA_KEY]):
-        raise MhyoloError(f"{path}: an OpenVINO IR without '{METADATA_KEY}' metadata: not written by mhyolo export")
-    return model, ExportMetadata.from_json(model.get_rt_info([METADATA_KEY]).astype(str), str(path))
 
 
 def box_convolutions(model) -> list[str]:
@@ -183,7 +154,7 @@ def quantize_openvino(model_path: str | Path, out_xml: str | Path, calib: Sequen
     `input_kind` "uint8_bgr_nhwc" (the default) saves an IR that takes the uint8 letterbox
     (`deploy.openvino_input`), "float32_rgb_nchw" one that takes the float batch as exported.
     """
-    ov, nncf = _openvino()
+    ov, nncf = openvino_modules()
     from nncf.quantization.advanced_parameters import (
         AdvancedAccuracyRestorerParameters,
         AdvancedQuantizationParameters,
@@ -250,7 +221,7 @@ def quantize_openvino(model_path: str | Path, out_xml: str | Path, calib: Sequen
 
 def fake_quantize_count(xml_path: str | Path) -> int:
     """How many FakeQuantize nodes an IR holds (0 means nothing was quantized)."""
-    ov, _ = _openvino()
+    ov, _ = openvino_modules()
     model = ov.Core().read_model(str(xml_path))
     return sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
 
@@ -270,7 +241,7 @@ def _quantized(node) -> bool:
 
 def float_convolutions(xml_path: str | Path) -> list[str]:
     """Convolutions of an IR whose activation input is not quantized (they run in float)."""
-    ov, _ = _openvino()
+    ov, _ = openvino_modules()
     model = ov.Core().read_model(str(xml_path))
     return [op.get_friendly_name() for op in model.get_ops()
             if op.get_type_name() == "Convolution" and not _quantized(op.input_value(0).get_node())]

@@ -14,8 +14,9 @@ in full on first access, for anything that needs every row.
 
 How a backend's per-level outputs are made is a `LevelReader`: `call` is the model call alone
 (what the benchmark times as "model"), `levels` turns its result into `LevelOutputs`. Readers
-are classes registered with `register_level_reader`; a backend none applies to (a hand-made
-one with only `predict`) keeps the decoded path.
+are classes registered with `register_level_reader`: `ModelLevels` here, `GraphLevels` beside the
+exported backends (`infer.backends.base`); a backend none applies to (a hand-made one with only
+`predict`) keeps the decoded path.
 """
 
 from __future__ import annotations
@@ -192,28 +193,6 @@ def level_reader(backend: Any) -> LevelReader | None:
         if cls.applies(backend):
             return cls(backend)
     return None
-
-
-@register_level_reader
-class GraphLevels(LevelReader):
-    """An exported graph (ONNX Runtime, OpenVINO, RKNN): its named outputs, viewed per anchor."""
-
-    key = "graph"
-    priority = 10
-
-    @classmethod
-    def applies(cls, backend: Any) -> bool:
-        from mhyolo.infer.backends.base import ExportedBackend
-
-        return isinstance(backend, ExportedBackend)
-
-    def call(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        return self.backend.run(x)
-
-    def levels(self, raw: Mapping[str, np.ndarray]) -> LevelOutputs:
-        from mhyolo.deploy.layout import graph_levels
-
-        return graph_levels(raw, self.backend.metadata)
 
 
 @register_level_reader

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,12 +164,11 @@ def _seen_type_scores(types: dict[str, Any], trained: list[str]) -> dict[str, An
             "typed_map50_95": types.get("typed_map50_95") if all_seen else None}
 
 
-def run_crossval(settings: CrossvalSettings) -> dict[str, Any]:
+def run_crossval(settings: CrossvalSettings, *, html_report: Callable[[Path], Path]) -> dict[str, Any]:
     """Every fold (skipping finished steps), then `crossval.json`, `crossval.md`, `crossval.png` and
-    `report.html`."""
+    `report.html` (written by `html_report`, `report.write_html_report` as the command gives it)."""
     from mhyolo.data.folds import build_fold, scan_all
     from mhyolo.pipeline.crossval_report import write_crossval_report
-    from mhyolo.report import write_html_report
 
     config, recipe, folds = plan(settings)
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ def run_crossval(settings: CrossvalSettings) -> dict[str, Any]:
 
         summary["distill"] = distill_on_held_out(rows, config.distill, str(config.imgsz))
     paths = write_crossval_report(settings.out, summary)
-    paths["html"] = write_html_report(settings.out)
+    paths["html"] = html_report(settings.out)
     print(paths["markdown"].read_text())
     return {**summary, "paths": {k: str(v) for k, v in paths.items()}}
 

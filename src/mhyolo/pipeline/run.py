@@ -5,6 +5,7 @@ alternative) -> benchmark -> report (JSON, Markdown and the self-contained `repo
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ from mhyolo.pipeline.distill import TEACHER_RUN, decide
 from mhyolo.pipeline.report import score, write_report
 from mhyolo.pipeline.stages import (StageResult, benchmark_stage, build_data, train_stage, training_plan,
                                     two_stage)
-from mhyolo.report import write_html_report
 
 
-def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> dict[str, Any]:
+def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True, *,
+                 html_report: Callable[[Path], Path]) -> dict[str, Any]:
+    """Every stage in `run`, each skipped when done; the run's page is written last by `html_report`
+    (`report.write_html_report`, given by the command: the report reads what this package writes)."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     data = build_data(config, run, progress).folder
@@ -61,5 +64,5 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True) -> di
         extra["benchmark"] = benchmark_stage(config, run, final, data, progress)
     json_path, md_path = write_report(run, rows, extra)
     print(md_path.read_text())
-    html_path = write_html_report(run)
+    html_path = html_report(run)
     return {"report": json_path, "markdown": md_path, "html": html_path, "model": final, "rows": rows}

@@ -8,12 +8,12 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from mhyolo import __version__
 from mhyolo.errors import DataError
 from mhyolo.report.html import Html, join, tag
 from mhyolo.report.run_folder import RunFolder
-from mhyolo.report import sections as registry
-from mhyolo.report.sections import Section
+from mhyolo.report.sections import base as registry  # the package registers every section, in page order
+from mhyolo.report.sections.base import Section
+from mhyolo.version import __version__
 
 HTML_NAME = "report.html"
 

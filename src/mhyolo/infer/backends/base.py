@@ -3,17 +3,21 @@
 A runtime subclass only implements `_infer` (one input array -> named output
 arrays); shapes are checked, fixed-batch graphs are fed one image at a time, and
 `predict` goes through the shared `reconstruct`, so ONNX Runtime, OpenVINO (and
-RKNN) differ only in how they run the graph.
+RKNN) differ only in how they run the graph. `GraphLevels` reads their outputs per level
+(`infer.levels`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from mhyolo.deploy.layout import ExportMetadata, reconstruct
+from mhyolo.deploy.layout import ExportMetadata, graph_levels, reconstruct
+from mhyolo.infer.levels import LevelOutputs, LevelReader, register_level_reader
 from mhyolo.infer.preprocess import ModelInput, model_input
 
 
@@ -60,3 +64,21 @@ class ExportedBackend:
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decoded detections (and type probabilities) like `YoloModel.predict`."""
         return reconstruct(self.run(x), self.metadata)
+
+
+@register_level_reader
+class GraphLevels(LevelReader):
+    """An exported graph (ONNX Runtime, OpenVINO, RKNN): its named outputs, viewed per anchor."""
+
+    key = "graph"
+    priority = 10
+
+    @classmethod
+    def applies(cls, backend: Any) -> bool:
+        return isinstance(backend, ExportedBackend)
+
+    def call(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        return self.backend.run(x)
+
+    def levels(self, raw: Mapping[str, np.ndarray]) -> LevelOutputs:
+        return graph_levels(raw, self.backend.metadata)

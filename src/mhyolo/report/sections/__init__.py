@@ -1,54 +1,14 @@
 """The page's sections, in page order. A new kind of result gets its own `Section` subclass in
 a module of this package, registered with `@register`: it says whether the run holds its
 inputs, what it adds to the header's key figures, and renders its HTML. Sections whose inputs
-are absent are skipped. The modules are imported at the end of this file, in page order."""
+are absent are skipped. `Section`, `register` and `SECTIONS` live in `base`, which the section
+modules import; the modules are imported below, in page order."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-from mhyolo.report.html import DASH, Html
-from mhyolo.report.run_folder import RunFolder
-
-
-class Section:
-    """One part of the page; `key` is its anchor, `kind` names the run when this section's
-    input is what the run is about (the first available one names the page)."""
-
-    key: ClassVar[str] = ""
-    title: ClassVar[str] = ""
-    kind: ClassVar[str | None] = None
-
-    def __init__(self, run: RunFolder) -> None:
-        self.run = run
-
-    def available(self) -> bool:
-        raise NotImplementedError
-
-    def facts(self) -> dict[str, str]:
-        """Key figures for the header (label -> value); the first section to name a label wins."""
-        return {}
-
-    def render(self) -> Html:
-        raise NotImplementedError
-
-
-SECTIONS: list[type[Section]] = []
-
-
-def register(cls: type[Section]) -> type[Section]:
-    if not cls.key or any(s.key == cls.key for s in SECTIONS):
-        raise ValueError(f"section {cls.__name__}: key {cls.key!r} is empty or taken")
-    SECTIONS.append(cls)
-    return cls
-
-
-def score(value: Any) -> str:
-    """A header figure at three decimals; anything but a number is a dash."""
-    return DASH if not isinstance(value, (int, float)) else f"{value:.3f}"
-
+from mhyolo.report.sections.base import SECTIONS, Section, register, score  # noqa: F401
 
 # Importing a module registers its section: this order is the page's order.
-from mhyolo.report.sections import (  # noqa: E402,F401
+from mhyolo.report.sections import (  # noqa: F401
     stages, distillation, benchmark, crossval, dataset, training,
 )

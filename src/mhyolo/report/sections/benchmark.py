@@ -8,7 +8,7 @@ from typing import Any
 
 from mhyolo.errors import DataError
 from mhyolo.report.html import DASH, Html, code, figure, join, number, paragraph, signed, table
-from mhyolo.report.sections import Section, register
+from mhyolo.report.sections.base import Section, register
 
 
 @register

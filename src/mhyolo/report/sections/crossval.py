@@ -7,7 +7,7 @@ from typing import Any
 
 from mhyolo.errors import DataError
 from mhyolo.report.html import DASH, Html, code, figure, join, number, paragraph, table, tag
-from mhyolo.report.sections import Section, register, score
+from mhyolo.report.sections.base import Section, register, score
 
 
 @register

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mhyolo.report.html import Html, figure, join, paragraph, table
-from mhyolo.report.sections import Section, register
+from mhyolo.report.sections.base import Section, register
 
 
 @register

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mhyolo.report.html import DASH, Html, join, paragraph, table, tag
-from mhyolo.report.sections import Section, register
+from mhyolo.report.sections.base import Section, register
 
 
 @register

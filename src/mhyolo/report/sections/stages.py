@@ -8,7 +8,7 @@ from typing import Any
 from mhyolo.errors import DataError
 from mhyolo.report.html import DASH, Html, join, number, paragraph, table, tag
 from mhyolo.report.run_folder import RunFolder
-from mhyolo.report.sections import Section, register, score
+from mhyolo.report.sections.base import Section, register, score
 
 
 def _architecture(run: RunFolder, folder: Path) -> str | None:

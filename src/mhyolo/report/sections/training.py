@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mhyolo.report.html import Html, code, figure, figures, join, paragraph, tag
 from mhyolo.report.run_folder import RESULTS_CSV
-from mhyolo.report.sections import Section, register
+from mhyolo.report.sections.base import Section, register
 
 
 # The figures a training run leaves (train/report.py, eval/type_metrics.py), in page order.
