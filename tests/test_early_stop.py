@@ -9,6 +9,7 @@ import pytest
 
 from helpers.tiny_data import tiny_ball_dataset
 from mhyolo.data.augment import AugmentConfig
+from mhyolo.model.weights import load_checkpoint
 from mhyolo.train.config import OptimConfig, TrainConfig
 from mhyolo.train.early_stop import EarlyStopping
 
@@ -73,6 +74,8 @@ def _train(data, run: Path, monkeypatch, weights: Path, patience: int, val_every
 def test_trainer_stops_on_validated_fitness_and_keeps_the_first_best(data, tmp_path, monkeypatch, official_weights):
     summary = _train(data, tmp_path / "run", monkeypatch, official_weights, patience=2, val_every=1)
     assert summary.epochs_run == 3 and summary.best_fitness == 0.5
+    assert load_checkpoint(summary.best).metadata["epoch"] == 0  # `best` holds the first epoch's weights
+    assert load_checkpoint(summary.last).metadata["epoch"] == 2
     rows = (tmp_path / "run" / "results.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[1].split(",")[0] == "1"
 

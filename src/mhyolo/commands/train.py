@@ -55,11 +55,14 @@ def run(args: argparse.Namespace) -> int:
         overrides = {"data": args.data, "model": args.model, "act": args.act, "epochs": args.epochs,
                      "imgsz": args.imgsz, "batch": args.batch, "workers": args.workers, "seed": args.seed,
                      "device": args.device}
-        if args.weights is not None:
-            overrides["weights"] = None if args.weights.lower() == "none" else args.weights
+        scratch = args.weights is not None and args.weights.lower() == "none"
+        if args.weights is not None and not scratch:
+            overrides["weights"] = args.weights
         if args.types_as_classes:
             overrides["single_class"] = False
         config = load_config(TrainConfig, training_file(args.hyp) if args.hyp else None, overrides)
+        if scratch:  # set after loading: load_config takes a None override for a flag not given
+            config.weights = None
         if args.freeze or args.joint:
             config.freeze = args.freeze
         if args.type_weight is not None:

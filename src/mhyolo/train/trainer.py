@@ -137,7 +137,8 @@ class Trainer:
         self.module = TrainingModule(self.model, self.objective, freeze).to(self.device)
         self.result_columns = result_columns(self.objective.part_names)
         self.accumulate = max(round(cfg.optim.nominal_batch / (cfg.batch * self.dist.world_size)), 1)
-        self.optimizer = build_optimizer(self.module, cfg.optim, cfg.batch, self.accumulate)
+        # `batch` is per process: a step sees batch x world_size x accumulate images, which scales the decay
+        self.optimizer = build_optimizer(self.module, cfg.optim, cfg.batch * self.dist.world_size, self.accumulate)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau, copy_only=self.frozen)
         self.multi_scale = (MultiScale(cfg.imgsz, int(self.model.stride.max()), *cfg.multi_scale, seed=cfg.seed)
                             if cfg.multi_scale else None)
