@@ -10,8 +10,9 @@ the folds. Scores are kept in `RUN/<fold>/rules.json`, so a rule is scored once 
 Rules: `size=N` (the whole image at N px), `slice=N` (native-resolution tiles of N px plus the whole image,
 each at the training size), `scales=320,640` with optional `merge=wbf|nms|size`, `then=wbf|nms` (what merges
 the size rule's boxes), `band=MIN,MAX`, `wbfconf=avg|max|...` and `flip` (`scales=320,640 merge=size` as one
-argument, words separated by spaces). `native` stands for the held-out source's own image size (its long
-side, rounded to the stride, kept within [training size, 1280]): `size=native`, `scales=320,native`.
+argument, words separated by spaces). `size=native` runs each image at its own size (its long side, rounded
+to the stride, kept within [training size, 1280]: `--imgsz native`); in `scales=320,native` the word stands
+for the held-out source's size, taken from its first test image.
 A `size=N` rule the crossval already scored (with size bins) is read from its `score.json`.
 """
 
@@ -55,7 +56,8 @@ STRIDE = 32
 
 
 def native_size(spec, trained: int) -> int:
-    """The held-out source's own image size: the long side of its first test image, on the stride grid."""
+    """The held-out source's own image size (for `scales=`): the long side of its first test image, on the
+    stride grid."""
     import cv2
 
     from mhyolo.data.pairing import split_images
@@ -70,13 +72,16 @@ def score_rule(weights: str, data: Path, rule: dict[str, Any], trained: int) -> 
     from mhyolo.data.spec import load_data_spec
     from mhyolo.eval.validate import score_split
     from mhyolo.infer.backends import load_backend
+    from mhyolo.infer.input_size import NativeSize
     from mhyolo.infer.slicing import SliceSettings
 
     backend = load_backend(weights)
     spec = load_data_spec(data)
-    if "size" in rule:
-        size = native_size(spec, trained) if rule["size"] == "native" else rule["size"]
-        result = score_split(backend, spec, size, split="test", progress=True)
+    if rule.get("size") == "native":  # each image at its own size
+        result = score_split(backend, spec, trained, split="test", progress=True,
+                             native=NativeSize.from_low(trained))
+    elif "size" in rule:
+        result = score_split(backend, spec, rule["size"], split="test", progress=True)
     elif "slice" in rule:
         result = score_split(backend, spec, trained, split="test", progress=True,
                              slicing=SliceSettings(size=rule["slice"]))

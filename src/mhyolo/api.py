@@ -174,7 +174,7 @@ class Model:
 
         return input_size(self.backend, None)
 
-    def predict(self, source: Source, conf: float = 0.25, iou: float = 0.45, imgsz: int | None = None,
+    def predict(self, source: Source, conf: float = 0.25, iou: float = 0.45, imgsz: int | str | None = None,
                 max_det: int = 300, batch_size: int = 1, slice_size: int | None = None,
                 slice_overlap: float | None = None, stream: bool = False,
                 scales: Sequence[float | int] | ScaleSettings | None = None, flip: bool = False,
@@ -185,16 +185,20 @@ class Model:
         `scales` runs the model at several input sizes (factors below 32 of `imgsz`, else pixel sizes;
         `flip` adds each mirrored) merged by `merge` ("wbf", "nms" or "size"; keyword options as
         `multiscale_settings` takes them); `stream=True` returns an iterator, for videos and folders
-        too large to hold in memory."""
-        from mhyolo.infer.backends import input_size
+        too large to hold in memory. `imgsz="native"` runs each image at its own long side (rounded to
+        the stride, kept within [the model's size, 1280]): small objects in large frames stay visible."""
+        from mhyolo.infer.backends import input_rule
         from mhyolo.infer.predictor import Predictor
 
         for name, value in (("conf", conf), ("iou", iou)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
-        predictor: Any = Predictor(self.backend, imgsz=input_size(self.backend, imgsz), conf=conf, iou=iou,
-                                   max_det=max_det, batch_size=batch_size, rect=True, classifier=self.classifier)
+        size, native = input_rule(self.backend, imgsz)
         scaled = multiscale_settings(scales, flip, merge, **merge_options)
+        if native is not None and (scaled is not None or slice_size is not None):
+            raise ConfigError('imgsz="native" combines with neither scales nor slice_size: choose one')
+        predictor: Any = Predictor(self.backend, imgsz=size, conf=conf, iou=iou, max_det=max_det,
+                                   batch_size=batch_size, rect=True, classifier=self.classifier, native=native)
         if slice_size is not None:
             from mhyolo.infer.slicing import DEFAULT_OVERLAP, SlicedPredictor, SliceSettings
 
@@ -235,29 +239,30 @@ class Model:
         if batch:
             yield from flush()
 
-    def val(self, data: str | Path, split: str = "val", imgsz: int | None = None, conf: float = 0.001,
+    def val(self, data: str | Path, split: str = "val", imgsz: int | str | None = None, conf: float = 0.001,
             iou: float = 0.6, batch_size: int = 8, slice_size: int | None = None,
             progress: bool = False, scales: Sequence[float | int] | ScaleSettings | None = None,
             flip: bool = False, merge: str | None = None, **merge_options: Any) -> dict[str, Any]:
         """Precision, recall, mAP50, mAP50-95 (and type accuracy, typed mAP for a type head) on a
         split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints; `scales`, `flip`,
-        `merge` and the merge options as in `predict`."""
+        `merge` and the merge options as in `predict`, `imgsz="native"` too."""
         import torch
 
         from mhyolo.data.spec import load_data_spec
         from mhyolo.eval.validate import score_split
-        from mhyolo.infer.backends import input_size
+        from mhyolo.infer.backends import input_rule
 
         slicing = None
         if slice_size is not None:
             from mhyolo.infer.slicing import SliceSettings
 
             slicing = SliceSettings(size=slice_size)
+        size, native = input_rule(self.backend, imgsz)
         with torch.no_grad():
-            result = score_split(self.backend, load_data_spec(data), input_size(self.backend, imgsz), split,
+            result = score_split(self.backend, load_data_spec(data), size, split,
                                  progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing,
                                  scales=multiscale_settings(scales, flip, merge, **merge_options),
-                                 classifier=self.classifier)
+                                 native=native, classifier=self.classifier)
         return result.summary()
 
     def export(self, format: str = "onnx", out: str | Path | None = None, imgsz: int | None = None,

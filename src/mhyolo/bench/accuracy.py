@@ -15,10 +15,10 @@ def _finite(value: float | None) -> float | None:
 
 
 def score_backend(backend: Any, spec: DataSpec, imgsz: int, split: str = "val", progress: bool = True,
-                  classifier: Any = None) -> dict[str, float | None]:
+                  classifier: Any = None, native: Any = None) -> dict[str, float | None]:
     """mAP50, mAP50-95 and, for a model with a type head (or a crop `classifier` behind it), type
     accuracy and typed mAP50 (None when nothing types the boxes or a value is undefined)."""
-    result = score_split(backend, spec, imgsz, split, progress=progress, classifier=classifier)
+    result = score_split(backend, spec, imgsz, split, progress=progress, classifier=classifier, native=native)
     types = result.types
     return {"map50": _finite(result.metrics.map50), "map50_95": _finite(result.metrics.map50_95),
             "cls_accuracy": _finite(types.cls_accuracy) if types else None,

@@ -134,7 +134,9 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
              f"Machine: {machine_line(settings)}.", "",
              f"weights `{settings['weights']}`"
              + (f", detector `{settings['detector']}`" if settings.get("detector") else "")
-             + f", {data}, imgsz {settings['imgsz']}.",
+             + f", {data}, imgsz {settings['imgsz']}"
+             + (" (native: each image at its own size where the runtime allows)" if settings.get("native") else "")
+             + ".",
              *([unscored] if unscored else []),
              f"Timing: {timing_description(settings)} Δ: change against the same model's PyTorch FP32 row.",
              *([f"Two-stage rows: the one-class detector with the crop classifier `{settings['classifier']}` "

@@ -54,6 +54,15 @@ class BenchSettings:
     # (None: 1, 4, 16 for a two-stage benchmark, none otherwise)
     streams: int | None = None  # throughput mode: calls in flight (None: the runtime's choice)
     multiscale: Sequence[Any] = ()  # `ScaleSettings`, one per merge rule: each timed end to end per row
+    native: bool = False  # score and time each image at its own size (`NativeSize` above `imgsz`) where the
+    # runtime takes any shape; a fixed-size graph keeps its `imgsz` (said in its row's note)
+
+    def native_rule(self, backend: Any) -> Any:
+        """The `NativeSize` rule for `backend`, or None (not asked for, or a graph of one fixed size)."""
+        from mhyolo.infer.input_size import NativeSize
+        from mhyolo.infer.predictor import accepts_any_shape
+
+        return NativeSize.from_low(self.imgsz) if self.native and accepts_any_shape(backend) else None
 
     @property
     def ball_counts(self) -> tuple[int, ...]:
@@ -166,6 +175,9 @@ def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: Bench
     except Exception as exc:  # noqa: BLE001
         row.skip("load", exc)
         return None
+    native = settings.native_rule(backend)
+    if settings.native and native is None:
+        row.note = "; ".join(n for n in (row.note, f"fixed {settings.imgsz} px input, not native") if n)
     classifier = None
     if files.classifier is not None:
         try:
@@ -179,7 +191,8 @@ def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: Bench
     if files.unscored is None and spec is not None:
         files.say("scoring on the validation split")
         try:
-            scores = score_backend(backend, spec, settings.imgsz, progress=settings.progress, classifier=classifier)
+            scores = score_backend(backend, spec, settings.imgsz, progress=settings.progress, classifier=classifier,
+                                   native=native)
         except Exception as exc:  # noqa: BLE001
             row.skip("validate", exc)
             return None
@@ -201,7 +214,8 @@ def _ball_calls(timed: dict[str, Timed], images: dict[int, Any], settings: Bench
 
     calls = {}
     for row_id, item in timed.items():
-        predictor = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier)
+        predictor = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier,
+                              native=settings.native_rule(item.backend))
         for count, image in images.items():
             item.row.ball_detections[str(count)] = len(predictor.predict([image])[0])
             calls[f"{row_id}#{count}"] = lambda p=predictor, im=image: p.predict([im])
@@ -253,7 +267,8 @@ def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, An
 
     calls = {}
     for row_id, item in timed.items():
-        predictor = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier)
+        predictor = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier,
+                              native=settings.native_rule(item.backend))
         x, _ = predictor.prepare(frames[:1])
         calls[f"{row_id}@model"] = lambda i=predictor.inference, x=x: i.call(x)
         calls[f"{row_id}@e2e"] = lambda p=predictor: p.predict(frames[:1])
@@ -345,6 +360,8 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
                  "balls": list(images), "ball_image_side": max(IMAGE_SIDE, settings.imgsz) if images else None,
                  "ball_conf": BALL_CONF,
                  "machine": cpu_info(threads).to_dict()}
+    if settings.native:  # only then, as for multiscale below
+        described["native"] = True
     if settings.multiscale:  # only then: a benchmark without --scales writes what it always wrote
         first = settings.multiscale[0]
         described["multiscale"] = {"scales": [str(v) for v in first.sizes], "flip": first.flip,

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
+from mhyolo.infer.input_size import imgsz_arg, split_imgsz
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,8 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib-dir", type=Path, metavar="FOLDER",
                         help="with no --data: photos to calibrate INT8 formats on (default: generated images, "
                              "which time correctly but say nothing of INT8 accuracy)")
-    parser.add_argument("--imgsz", type=int, default=None,
-                        help="square input size (default: the size the model was trained at, else 640)")
+    parser.add_argument("--imgsz", type=imgsz_arg, default=None,
+                        help="square input size (default: the size the model was trained at, else 640); "
+                             "'native': formats made at that size, and where the runtime takes any shape each "
+                             "image scored and timed at its own long side, kept within [that size, 1280]")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"),
                         help="folder for the converted files and the report (default: runs/benchmark)")
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS), metavar="FORMAT",
@@ -68,14 +71,15 @@ def run(args: argparse.Namespace) -> int:
     from mhyolo.model.weights import trained_imgsz
 
     multiscale = multiscale_settings(args, every_rule_by_default=True)
-    imgsz = args.imgsz or trained_imgsz(args.weights) or 640
+    requested, native = split_imgsz(args.imgsz)
+    imgsz = requested or trained_imgsz(args.weights) or 640
     settings = BenchSettings(weights=Path(args.weights), data=args.data, imgsz=imgsz, out=args.out,
                              formats=args.formats, runs=args.runs, warmup=args.warmup, threads=args.threads,
                              calib_images=args.calib_images, detector=args.detector,
                              own_detector=not args.no_detector, progress=not args.quiet,
                              accuracy=not args.no_accuracy, calib_dir=args.calib_dir, classifier=args.classifier,
                              balls=tuple(args.balls) if args.balls is not None else None, streams=args.streams,
-                             multiscale=tuple(multiscale))
+                             multiscale=tuple(multiscale), native=native)
     result = run_benchmark(settings)
     print(result.paths["markdown"].read_text())
     return 0

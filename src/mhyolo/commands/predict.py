@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
 from mhyolo.errors import ConfigError, MhyoloError
+from mhyolo.infer.input_size import imgsz_arg
 
 if TYPE_CHECKING:  # heavy imports stay out of `mhyolo --help`
     from mhyolo.infer.predictor import Prediction
@@ -33,8 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="checkpoint: official YOLOv5 .pt or mhyolo .safetensors (bare names are looked up "
                              "in the weights cache and ../shared/weights), or an exported .onnx (ONNX Runtime) "
                              "or OpenVINO .xml")
-    parser.add_argument("--imgsz", type=int, default=None,
-                        help="square network input size (default: 640, or the size an exported model was made for)")
+    parser.add_argument("--imgsz", type=imgsz_arg, default=None,
+                        help="network input size (default: the size the model was trained at, else 640, or the "
+                             "size an exported model was made for); 'native': each image at its own long side, "
+                             "kept within [that size, 1280] (finds small objects in large frames)")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default: 0.25)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default: 300)")
@@ -157,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from mhyolo.infer.backends import input_size, load_backend
+    from mhyolo.infer.backends import input_rule, load_backend
     from mhyolo.infer.draw import draw_predictions
     from mhyolo.infer.predictor import Predictor
     from mhyolo.infer.sources import open_source
@@ -175,9 +178,11 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model = load_backend(args.weights, device=device)
     classifier = two_stage_classifier(args.classifier, model, device=device)
-    imgsz = input_size(model, args.imgsz)
+    imgsz, native = input_rule(model, args.imgsz)
+    if native is not None and (slicing is not None or scaled):
+        raise ConfigError("--imgsz native combines with neither --slice nor --scales: choose one")
     predictor = Predictor(model, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                          batch_size=args.batch_size, rect=not args.square, classifier=classifier)
+                          batch_size=args.batch_size, rect=not args.square, classifier=classifier, native=native)
     if predictor.square_fallback:
         print(f"mhyolo predict: {args.weights} has a fixed {imgsz}x{imgsz} input: square inputs, "
               "not rectangular ones", file=sys.stderr)

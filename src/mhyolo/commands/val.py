@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mhyolo.commands.predict import add_slice_arguments, slice_settings, two_stage_classifier
 from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
+from mhyolo.infer.input_size import imgsz_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,8 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", required=True,
                         help="official .pt, our .safetensors, or an exported .onnx / OpenVINO .xml")
     parser.add_argument("--split", default="val", help="split to score (default val)")
-    parser.add_argument("--imgsz", type=int, default=None,
-                        help="input size (default: 640, or the size an exported model was made for)")
+    parser.add_argument("--imgsz", type=imgsz_arg, default=None,
+                        help="input size (default: the size the model was trained at, else 640, or the size an "
+                             "exported model was made for); 'native': each image at its own long side, kept "
+                             "within [that size, 1280]")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--conf", type=float, default=0.001)
     parser.add_argument("--iou", type=float, default=0.6)
@@ -44,18 +47,18 @@ def _run(args: argparse.Namespace) -> int:
 
     from mhyolo.data.spec import load_data_spec
     from mhyolo.eval.validate import score_split
-    from mhyolo.infer.backends import input_size, load_backend
+    from mhyolo.infer.backends import input_rule, load_backend
 
     slicing = slice_settings(args)
     scaled = multiscale_settings(args)
     model = load_backend(args.weights, device=args.device)
-    imgsz = input_size(model, args.imgsz)
+    imgsz, native = input_rule(model, args.imgsz)
     spec = load_data_spec(args.data)
     classifier = two_stage_classifier(args.classifier, model, spec, device=args.device)
     class_agnostic = len(model.names) == 1
     result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
                          conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing,
-                         scales=scaled[0] if scaled else None, classifier=classifier)
+                         scales=scaled[0] if scaled else None, native=native, classifier=classifier)
     m = result.metrics
     summary = result.summary()
     if args.plots:

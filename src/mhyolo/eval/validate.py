@@ -23,6 +23,7 @@ from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResul
 from mhyolo.eval.negatives import NegativeStats, negative_stats
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
 from mhyolo.infer.inference import Inference
+from mhyolo.infer.input_size import NativeSize
 from mhyolo.infer.multiscale import MultiScalePredictor, ScaleSettings
 from mhyolo.infer.predictor import InferenceBackend, Predictor
 from mhyolo.infer.slicing import SliceSettings, SlicedPredictor
@@ -136,6 +137,18 @@ def validate_multiscale(backend: InferenceBackend, dataset: YoloDataset, names: 
                            progress, "val (multi-scale)")
 
 
+@torch.inference_mode()
+def validate_native(backend: InferenceBackend, dataset: YoloDataset, names: list[str], native: NativeSize,
+                    conf: float = 0.001, iou: float = 0.6, max_det: int = 300, class_agnostic: bool = True,
+                    progress: bool = True, batch_size: int = 8, classifier: Any = None) -> ValidationResult:
+    """`validate` with each original image letterboxed at its own size (`native.size_for`,
+    rectangular) instead of `dataset.imgsz`, one image at a time."""
+    predictor = Predictor(backend, imgsz=dataset.imgsz, conf=conf, iou=iou, max_det=max_det,
+                          batch_size=batch_size, agnostic=class_agnostic, classes_as_types=not class_agnostic,
+                          classifier=classifier, native=native)
+    return validate_images(predictor, backend, dataset, names, class_agnostic, progress, "val (native)")
+
+
 def validate_images(predictor: Any, backend: InferenceBackend, dataset: YoloDataset, names: list[str],
                     class_agnostic: bool, progress: bool, desc: str) -> ValidationResult:
     """Score anything that maps an original BGR image to a `Prediction` (`predictor.predict([image])`)
@@ -179,13 +192,17 @@ def class_mismatch(nc: int, spec: DataSpec) -> str | None:
 
 def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: str = "val",
                 progress: bool = True, slicing: SliceSettings | None = None,
-                scales: ScaleSettings | None = None, **options) -> ValidationResult:
+                scales: ScaleSettings | None = None, native: NativeSize | None = None,
+                **options) -> ValidationResult:
     """`validate` on a split of `spec`, judged the way the backend's classes call for: a
     one-class detector class-agnostically (the label ids are ball types), a multi-class one
     against the dataset's names, which must then line up with its own. With `slicing` the images
-    are scored sliced, with `scales` at several input sizes (not both)."""
+    are scored sliced, with `scales` at several input sizes (not both), with `native` each at its
+    own size (`NativeSize`, not with either)."""
     if slicing is not None and scales is not None:
         raise ConfigError("sliced and multi-scale scoring do not combine: choose one")
+    if native is not None and (slicing is not None or scales is not None):
+        raise ConfigError("--imgsz native combines with neither --slice nor --scales: choose one")
     mismatch = class_mismatch(len(backend.names), spec)
     if mismatch:
         raise ConfigError(mismatch)
@@ -197,6 +214,9 @@ def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: st
     dataset = YoloDataset(spec, split, imgsz, augment=None)
     if slicing is not None:
         return validate_sliced(backend, dataset, list(spec.names), slicing, class_agnostic=class_agnostic,
+                               progress=progress, **options)
+    if native is not None:
+        return validate_native(backend, dataset, list(spec.names), native, class_agnostic=class_agnostic,
                                progress=progress, **options)
     if scales is not None:
         return validate_multiscale(backend, dataset, list(spec.names), scales, class_agnostic=class_agnostic,

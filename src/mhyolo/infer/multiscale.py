@@ -174,6 +174,8 @@ class MultiScalePredictor:
     """A `Predictor` run at several input sizes (and mirrored), merged into one `Prediction` per image."""
 
     def __init__(self, predictor: Predictor, settings: ScaleSettings) -> None:
+        if getattr(predictor, "native", None) is not None:
+            raise ConfigError("--imgsz native and --scales do not combine: the scales are the input sizes")
         self.predictor = predictor
         self.settings = settings
         self.sizes = parse_scales(settings.sizes, predictor.imgsz, predictor.stride)

@@ -19,6 +19,7 @@ import torch
 
 from mhyolo.errors import ConfigError
 from mhyolo.infer.inference import Inference
+from mhyolo.infer.input_size import NativeSize
 from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, model_input
 
 
@@ -117,7 +118,8 @@ class Predictor:
 
     def __init__(self, model: InferenceBackend, imgsz: int = 640, conf: float = 0.25, iou: float = 0.45,
                  max_det: int = 300, batch_size: int = 1, agnostic: bool = False, rect: bool = False,
-                 classes_as_types: bool = False, classifier: Any = None) -> None:
+                 classes_as_types: bool = False, classifier: Any = None,
+                 native: NativeSize | None = None) -> None:
         stride = model_stride(model)
         if imgsz <= 0 or imgsz % stride:
             raise ConfigError(f"image size {imgsz} must be a positive multiple of the model stride {stride}")
@@ -135,6 +137,14 @@ class Predictor:
         # runtime that takes any shape; an exported graph with a fixed input gets the square
         self.rect = rect and accepts_any_shape(model)
         self.square_fallback = rect and not self.rect
+        # `native`: each image letterboxed at its own size (`NativeSize.size_for`), rectangular
+        if native is not None:
+            if not accepts_any_shape(model):
+                raise ConfigError(f"{getattr(model, 'path', 'the model')} has a fixed {model.imgsz}x{model.imgsz} "
+                                  "input: it cannot run each image at its own size (--imgsz native); use a "
+                                  "PyTorch model, or --scales / --slice to see small objects")
+            native.check(stride)
+        self.native = native
         self.device, self.dtype = _input_placement(model)
         self.input_form = model_input(model)  # float RGB NCHW, or what the exported graph's metadata says
         # forward, NMS once, and the type seam on the kept boxes: the model's type head, a crop
@@ -144,11 +154,13 @@ class Predictor:
 
     def at_size(self, imgsz: int) -> Predictor:
         """This predictor at another input size: the same backend, thresholds and type source (the
-        `Inference` is shared), for multi-scale inference on a runtime that takes any shape."""
+        `Inference` is shared), for multi-scale inference on a runtime that takes any shape; every
+        image at that size (no `native` rule)."""
         if imgsz <= 0 or imgsz % self.stride:
             raise ConfigError(f"image size {imgsz} must be a positive multiple of the model stride {self.stride}")
         other = copy.copy(self)
         other.imgsz = imgsz
+        other.native = None
         return other
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
@@ -167,9 +179,13 @@ class Predictor:
                 raise ValueError(f"image {i}: expected a BGR array shaped (H, W, 3), got {shape}")
 
     def _letterbox(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, LetterboxInfo]]:
-        if not self.rect:
+        if self.native is not None:
+            boxed = [letterbox(image, self.native.size_for(*image.shape[:2], self.stride), stride=self.stride)
+                     for image in images]
+        elif not self.rect:
             return [letterbox(image, self.imgsz) for image in images]
-        boxed = [letterbox(image, self.imgsz, stride=self.stride) for image in images]
+        else:
+            boxed = [letterbox(image, self.imgsz, stride=self.stride) for image in images]
         height = max(padded.shape[0] for padded, _ in boxed)
         width = max(padded.shape[1] for padded, _ in boxed)
         # one tensor per batch: pad smaller inputs on the bottom/right (their mapping back is unchanged)

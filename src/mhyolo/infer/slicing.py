@@ -142,6 +142,8 @@ class SlicedPredictor:
     """A `Predictor` run on tiles (and the whole image), merged into one `Prediction` per image."""
 
     def __init__(self, predictor: Predictor, settings: SliceSettings) -> None:
+        if getattr(predictor, "native", None) is not None:
+            raise ConfigError("--imgsz native and --slice do not combine: tiles are run at one input size")
         settings.check(model_stride(predictor.model))
         self.predictor = predictor
         self.settings = settings

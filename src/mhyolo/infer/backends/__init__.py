@@ -58,3 +58,13 @@ def input_size(backend: Any, requested: int | None, default: int = DEFAULT_IMGSZ
         raise ConfigError(f"{getattr(backend, 'path', 'the model')} was exported for --imgsz {fixed}, "
                           f"not {requested}: drop --imgsz or export again at {requested}")
     return int(fixed)
+
+
+def input_rule(backend: Any, requested: int | str | None, default: int = DEFAULT_IMGSZ):
+    """`input_size` for an `--imgsz` that may also be the word `native`: (the size, the
+    `NativeSize` rule or None). The native rule never goes below that size (the model's own)."""
+    from mhyolo.infer.input_size import NativeSize, split_imgsz
+
+    size, native = split_imgsz(requested)
+    imgsz = input_size(backend, size, default)
+    return imgsz, (NativeSize.from_low(imgsz) if native else None)
