@@ -178,6 +178,50 @@ def test_predict_and_val_take_imgsz_native(tiny, tmp_path: Path, monkeypatch: py
     assert json.loads(capsys.readouterr().out)["images"] == 2
 
 
+def _input_sides(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The long side of every batch the model is called on, whichever path letterboxed it."""
+    from mhyolo.infer.inference import Inference
+
+    sides: list = []
+    original = Inference.call
+
+    def spy(self, x):
+        sides.append(max(x.shape[-2:]))
+        return original(self, x)
+
+    monkeypatch.setattr(Inference, "call", spy)
+    return sides
+
+
+def test_native_is_the_default_of_predict_val_and_the_api_unless_a_size_slices_or_scales_are_given(
+        tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import mhyolo
+
+    weights, data, images = tiny
+    seen = _letterbox_sizes(monkeypatch)
+    assert main(["predict", str(images), "--weights", str(weights), "--json", "--no-throughput",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert sorted(seen) == [64, 288]
+    seen.clear()
+    assert main(["val", "--data", str(data), "--weights", str(weights), "--json"]) == 0
+    assert sorted(seen) == [64, 288]
+    seen.clear()
+    inputs = _input_sides(monkeypatch)
+    assert main(["val", "--data", str(data), "--weights", str(weights), "--imgsz", "64", "--json"]) == 0
+    assert seen == [] and inputs and max(inputs) == 64  # a size asked for is kept: never the native 288
+    inputs.clear()
+    assert main(["val", "--data", str(data), "--weights", str(weights), "--scales", "64", "--json"]) == 0
+    assert seen == [64, 64] and max(inputs) == 64  # scales are sizes of their own
+    capsys.readouterr()
+    seen.clear()
+    model = mhyolo.load(weights)
+    model.predict(str(images / "wide.jpg"))
+    assert seen == [288]
+    seen.clear()
+    model.val(data)
+    assert sorted(seen) == [64, 288]
+
+
 def test_the_api_takes_imgsz_native(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
     import mhyolo
 

@@ -44,7 +44,8 @@ def coco_predictions(official_weights: Path, shared: Path) -> tuple[list[Path], 
 
 
 def _val(data: Path, capsys: pytest.CaptureFixture[str]) -> dict:
-    code = main(["val", "--data", str(data), "--weights", "yolov5n.pt", "--conf", "0.25", "--iou", "0.45", "--json"])
+    code = main(["val", "--data", str(data), "--weights", "yolov5n.pt", "--imgsz", "640", "--conf", "0.25",
+                 "--iou", "0.45", "--json"])
     assert code == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 

@@ -193,8 +193,8 @@ class Model:
         for name, value in (("conf", conf), ("iou", iou)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
-        size, native = input_rule(self.backend, imgsz)
         scaled = multiscale_settings(scales, flip, merge, **merge_options)
+        size, native = input_rule(self.backend, imgsz, native_by_default=scaled is None and slice_size is None)
         if native is not None and (scaled is not None or slice_size is not None):
             raise ConfigError('imgsz="native" combines with neither scales nor slice_size: choose one')
         predictor: Any = Predictor(self.backend, imgsz=size, conf=conf, iou=iou, max_det=max_det,
@@ -257,12 +257,12 @@ class Model:
             from mhyolo.infer.slicing import SliceSettings
 
             slicing = SliceSettings(size=slice_size)
-        size, native = input_rule(self.backend, imgsz)
+        scaled = multiscale_settings(scales, flip, merge, **merge_options)
+        size, native = input_rule(self.backend, imgsz, native_by_default=scaled is None and slicing is None)
         with torch.no_grad():
             result = score_split(self.backend, load_data_spec(data), size, split,
                                  progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing,
-                                 scales=multiscale_settings(scales, flip, merge, **merge_options),
-                                 native=native, classifier=self.classifier)
+                                 scales=scaled, native=native, classifier=self.classifier)
         return result.summary()
 
     def export(self, format: str = "onnx", out: str | Path | None = None, imgsz: int | None = None,

@@ -35,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "in the weights cache and ../shared/weights), or an exported .onnx (ONNX Runtime) "
                              "or OpenVINO .xml")
     parser.add_argument("--imgsz", type=imgsz_arg, default=None,
-                        help="network input size (default: the size the model was trained at, else 640, or the "
-                             "size an exported model was made for); 'native': each image at its own long side, "
-                             "kept within [that size, 1280] (finds small objects in large frames)")
+                        help="network input size: a number, or 'native': each image at its own long side, kept within "
+                             "[the size the model was trained at, 1280] (finds small objects in large frames). "
+                             "Default: native for a model that takes any input size (without --slice / --scales), "
+                             "the size an exported model was made for otherwise")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default: 0.25)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default: 300)")
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model = load_backend(args.weights, device=device)
     classifier = two_stage_classifier(args.classifier, model, device=device)
-    imgsz, native = input_rule(model, args.imgsz)
+    imgsz, native = input_rule(model, args.imgsz, native_by_default=slicing is None and not scaled)
     if native is not None and (slicing is not None or scaled):
         raise ConfigError("--imgsz native combines with neither --slice nor --scales: choose one")
     predictor = Predictor(model, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,

@@ -19,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="official .pt, our .safetensors, or an exported .onnx / OpenVINO .xml")
     parser.add_argument("--split", default="val", help="split to score (default val)")
     parser.add_argument("--imgsz", type=imgsz_arg, default=None,
-                        help="input size (default: the size the model was trained at, else 640, or the size an "
-                             "exported model was made for); 'native': each image at its own long side, kept "
-                             "within [that size, 1280]")
+                        help="input size: a number, or 'native': each image at its own long side, kept within [the "
+                             "size the model was trained at, 1280]. Default: native for a model that takes any "
+                             "input size (without --slice / --scales), the size an exported model was made for "
+                             "otherwise")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--conf", type=float, default=0.001)
     parser.add_argument("--iou", type=float, default=0.6)
@@ -52,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     slicing = slice_settings(args)
     scaled = multiscale_settings(args)
     model = load_backend(args.weights, device=args.device)
-    imgsz, native = input_rule(model, args.imgsz)
+    imgsz, native = input_rule(model, args.imgsz, native_by_default=slicing is None and not scaled)
     spec = load_data_spec(args.data)
     classifier = two_stage_classifier(args.classifier, model, spec, device=args.device)
     class_agnostic = len(model.names) == 1
