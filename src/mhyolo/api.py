@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import ConfigError, DataError
 from mhyolo.infer.predictor import Prediction
 
@@ -174,7 +175,7 @@ class Model:
 
         return input_size(self.backend, None)
 
-    def predict(self, source: Source, conf: float = 0.25, iou: float = 0.45, imgsz: int | str | None = None,
+    def predict(self, source: Source, conf: float = PREDICT_CONF, iou: float = 0.45, imgsz: int | str | None = None,
                 max_det: int = 300, batch_size: int = 1, slice_size: int | None = None,
                 slice_overlap: float | None = None, stream: bool = False,
                 scales: Sequence[float | int] | ScaleSettings | None = None, flip: bool = False,

@@ -5,6 +5,9 @@ A wheel holds no `configs/` folder, so the settings every pipeline stage starts 
 located: `--hyp multihead` or `hyp: multihead` in a pipeline file works from any folder
 and any install. A value that names an existing file is that file, so a user's own copy
 (the repository's `configs/` holds examples) always wins.
+
+It also holds the defaults every layer shares: the predict score threshold, the default
+input size, and the check that an input size fits the model's stride.
 """
 
 from __future__ import annotations
@@ -13,6 +16,16 @@ from importlib import resources
 from pathlib import Path
 
 from mhyolo.errors import ConfigError
+
+PREDICT_CONF = 0.25  # `mhyolo predict`'s default --conf: the scores a user sees
+DEFAULT_IMGSZ = 640  # the input size when neither the user nor the model names one
+
+
+def check_stride_multiple(size: int, stride: int, what: str) -> None:
+    """Refuse an input `size` that is not a positive multiple of the model's largest `stride`;
+    `what` names it in the message ('image size', 'export size', '--imgsz')."""
+    if size <= 0 or size % stride:
+        raise ConfigError(f"{what} {size} must be a positive multiple of the model stride {stride}")
 
 
 def _shipped_dir() -> Path:

@@ -36,7 +36,7 @@ from mhyolo.adapt.teacher import (TeacherSettings, build_teacher, label_images, 
 from mhyolo.adapt.threshold import Threshold, calibrate
 from mhyolo.data.pairing import split_files
 from mhyolo.data.spec import DataSpec, load_data_spec
-from mhyolo.defaults import training_file
+from mhyolo.defaults import check_stride_multiple, training_file
 from mhyolo.errors import ConfigError, DataError
 from mhyolo.infer.backends import input_size
 from mhyolo.infer.predictor import model_stride
@@ -104,8 +104,7 @@ def check_inputs(settings: AdaptSettings) -> Inputs:
                             "the class ids would not line up")
     imgsz = input_size(model, settings.imgsz)
     stride = model_stride(model)
-    if imgsz % stride:
-        raise ConfigError(f"--imgsz {imgsz}: must be a multiple of the model stride {stride}")
+    check_stride_multiple(imgsz, stride, "--imgsz")
     absolute = replace(settings, weights=str(weights), images=str(Path(settings.images).resolve()),
                        labelled=str(labelled.yaml_path.resolve()) if labelled is not None else None, imgsz=imgsz)
     return Inputs(absolute, weights, model, source, labelled, names, imgsz)

@@ -17,6 +17,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mhyolo.defaults import PREDICT_CONF
+
 ACCURACY_KEYS = ("map50", "map50_95", "cls_accuracy", "typed_map50")
 ACCURACY_LABELS = {"map50": "mAP50", "map50_95": "mAP50-95", "cls_accuracy": "type acc", "typed_map50": "typed mAP50"}
 REFERENCE_FORMAT = "torch"
@@ -116,8 +118,8 @@ def timing_description(settings: dict[str, Any]) -> str:
             "thread(s), formats interleaved call by call; medians and p90. model ms: the model call alone (an "
             "exported graph's run, the PyTorch network's forward), batch 1. end-to-end ms: one real image "
             f"({Path(frames[0]).name if frames else '?'}) from BGR pixels to typed boxes, batch 1: letterbox, "
-            f"model, decoding, NMS at conf {settings.get('ball_conf', 0.25)}, types. outside model: the share of "
-            "end-to-end spent outside the model call. frames/s (stream): throughput mode, what mhyolo predict "
+            f"model, decoding, NMS at conf {settings.get('ball_conf', PREDICT_CONF)}, types. outside model: the share "
+            "of end-to-end spent outside the model call. frames/s (stream): throughput mode, what mhyolo predict "
             f"does on a folder or video: {len(frames)} images end to end with model calls overlapped (in brackets "
             "how; the same predictions as one at a time).")
 

@@ -24,20 +24,21 @@ from mhyolo.bench.frames import sample_frames
 from mhyolo.bench.report import ACCURACY_KEYS, Row, add_deltas, write_all
 from mhyolo.bench.timing import DEFAULT_WARMUP, Timing, interleaved_times
 from mhyolo.data.spec import DataSpec, load_data_spec
+from mhyolo.defaults import DEFAULT_IMGSZ, PREDICT_CONF
 from mhyolo.errors import ConfigError
 from mhyolo.bench.two_stage import CLASSIFIER_FORMATS
 from mhyolo.classify.types import check_detector
 from mhyolo.eval.validate import class_mismatch
 from mhyolo.machine import cpu_info
 
-BALL_CONF = 0.25  # whole-image timing keeps what `mhyolo predict` shows
+BALL_CONF = PREDICT_CONF  # whole-image timing keeps what `mhyolo predict` shows
 
 
 @dataclass
 class BenchSettings:
     weights: Path
     data: Path | None = None  # None: time only (INT8 calibrated on `calib_dir` or generated images)
-    imgsz: int = 640
+    imgsz: int = DEFAULT_IMGSZ
     out: Path = Path("runs/benchmark")
     formats: Sequence[str] = tuple(FORMATS)
     runs: int = 30

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
+from mhyolo.defaults import DEFAULT_IMGSZ
 from mhyolo.infer.input_size import imgsz_arg, split_imgsz
 
 
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with no --data: photos to calibrate INT8 formats on (default: generated images, "
                              "which time correctly but say nothing of INT8 accuracy)")
     parser.add_argument("--imgsz", type=imgsz_arg, default=None,
-                        help="square input size (default: the size the model was trained at, else 640); "
+                        help=f"square input size (default: the size the model was trained at, else {DEFAULT_IMGSZ}); "
                              "'native': formats made at that size, and where the runtime takes any shape each "
                              "image scored and timed at its own long side, kept within [that size, 1280]")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"),
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     multiscale = multiscale_settings(args, every_rule_by_default=True)
     requested, native = split_imgsz(args.imgsz)
-    imgsz = requested or trained_imgsz(args.weights) or 640
+    imgsz = requested or trained_imgsz(args.weights) or DEFAULT_IMGSZ
     settings = BenchSettings(weights=Path(args.weights), data=args.data, imgsz=imgsz, out=args.out,
                              formats=args.formats, runs=args.runs, warmup=args.warmup, threads=args.threads,
                              calib_images=args.calib_images, detector=args.detector,

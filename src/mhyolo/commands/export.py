@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mhyolo.defaults import DEFAULT_IMGSZ
 from mhyolo.deploy.export import EXPORT_FORMATS as FORMATS
 
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(default: runs/export/<weights name>.onnx or runs/export/<name>_openvino/)")
     parser.add_argument("--imgsz", type=int, default=None,
                         help="square input size baked into the graph (default: the size the model was trained "
-                             "at, else 640)")
+                             f"at, else {DEFAULT_IMGSZ})")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     parser.add_argument("--dynamic-batch", action="store_true", help="allow any batch size (default: batch 1)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
+from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.infer.input_size import imgsz_arg
 
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "[the size the model was trained at, 1280] (finds small objects in large frames). "
                              "Default: native for a model that takes any input size (without --slice / --scales), "
                              "the size an exported model was made for otherwise")
-    parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default: 0.25)")
+    parser.add_argument("--conf", type=float, default=PREDICT_CONF, help=f"score threshold (default: {PREDICT_CONF})")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default: 300)")
     parser.add_argument("--batch-size", type=int, default=1,

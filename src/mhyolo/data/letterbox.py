@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mhyolo.defaults import DEFAULT_IMGSZ
+
 PAD_VALUE = 114
 
 
@@ -20,7 +22,7 @@ class LetterboxInfo:
     original_shape: tuple[int, int]  # (height, width)
 
 
-def letterbox(image: np.ndarray, new_shape: int | tuple[int, int] = 640, scaleup: bool = True,
+def letterbox(image: np.ndarray, new_shape: int | tuple[int, int] = DEFAULT_IMGSZ, scaleup: bool = True,
               stride: int | None = None) -> tuple[np.ndarray, LetterboxInfo]:
     """Resize keeping the aspect ratio, then pad to `new_shape` (h, w) with grey.
 

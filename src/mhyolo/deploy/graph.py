@@ -16,6 +16,7 @@ import copy
 import torch
 from torch import nn
 
+from mhyolo.defaults import check_stride_multiple
 from mhyolo.deploy.layout import ExportMetadata
 from mhyolo.errors import ConfigError
 from mhyolo.model.decoupled import DecoupledDetect
@@ -126,8 +127,7 @@ class ExportGraph(nn.Module):
     def __init__(self, model: YoloModel, imgsz: int, fuse: bool = True, dynamic_batch: bool = False) -> None:
         super().__init__()
         stride = int(model.stride.max())
-        if imgsz <= 0 or imgsz % stride:
-            raise ConfigError(f"export size {imgsz} must be a positive multiple of the model stride {stride}")
+        check_stride_multiple(imgsz, stride, "export size")
         net = copy.deepcopy(model).cpu().float().eval()
         if fuse:
             net.fuse()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mhyolo.defaults import DEFAULT_IMGSZ
 from mhyolo.deploy.graph import ExportGraph
 from mhyolo.deploy.layout import METADATA_KEY, ExportMetadata
 from mhyolo.deploy.onnx_file import read_metadata_props, trace_onnx, write_onnx_file
@@ -42,7 +43,7 @@ def _simplify(proto):
         return None
 
 
-def export_onnx(model: YoloModel, path: str | Path, imgsz: int = 640, opset: int = DEFAULT_OPSET,
+def export_onnx(model: YoloModel, path: str | Path, imgsz: int = DEFAULT_IMGSZ, opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = False, simplify: bool = True) -> OnnxExport:
     """Fuse, wrap (`ExportGraph`) and export `model`; metadata go into `metadata_props`."""
     path = Path(path)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mhyolo.defaults import PREDICT_CONF
 from mhyolo.eval.metrics import ImageResult
 
-SHOWN_CONF = 0.25  # `mhyolo predict`'s default --conf: what a user would see
+SHOWN_CONF = PREDICT_CONF  # `mhyolo predict`'s default --conf: what a user would see
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import DataError
 from mhyolo.eval.classification import classification_report
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
@@ -253,7 +254,7 @@ class TypeMetrics:
 class TypeEvaluator:
     """Collects per-image typed results, then scores them all at once with `compute()`."""
 
-    def __init__(self, type_names: Sequence[str], iou: float = 0.5, conf: float = 0.25):
+    def __init__(self, type_names: Sequence[str], iou: float = 0.5, conf: float = PREDICT_CONF):
         if not type_names:
             raise ValueError("TypeEvaluator needs at least one type name")
         if not 0.0 < iou <= 1.0:

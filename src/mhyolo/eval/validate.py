@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from mhyolo.data.dataset import YoloDataset, build_dataloader, read_image
 from mhyolo.data.spec import DataSpec
+from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import ConfigError
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
 from mhyolo.eval.negatives import NegativeStats, negative_stats
@@ -30,7 +31,7 @@ from mhyolo.infer.slicing import SliceSettings, SlicedPredictor
 from mhyolo.infer.preprocess import model_input, scale_boxes_to_original
 
 
-TYPE_CONF = 0.25  # detections counted for type accuracy: what `mhyolo predict` would show
+TYPE_CONF = PREDICT_CONF  # detections counted for type accuracy: what `mhyolo predict` would show
 
 
 @dataclass

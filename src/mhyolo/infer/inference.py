@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mhyolo.defaults import PREDICT_CONF
 from mhyolo.infer.levels import LevelOutputs, level_reader
 from mhyolo.infer.postprocess import Detections, non_max_suppression, suppress
 from mhyolo.infer.preprocess import LetterboxInfo, scale_boxes_to_original
@@ -43,7 +44,7 @@ class Kept:
 class Inference:
     """A backend with its NMS settings and its type source: input batch -> `Kept` per image."""
 
-    def __init__(self, backend: Any, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
+    def __init__(self, backend: Any, conf: float = PREDICT_CONF, iou: float = 0.45, max_det: int = 300,
                  agnostic: bool = False, classes_as_types: bool = False, classifier: Any = None) -> None:
         self.backend = backend
         self.conf = conf

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_convert, nms
 
+from mhyolo.defaults import PREDICT_CONF
+
 MAX_NMS_CANDIDATES = 30000  # bound on boxes fed to NMS so a degenerate output cannot stall it
 
 
@@ -73,7 +75,7 @@ def _check_thresholds(conf_thres: float, iou_thres: float) -> None:
 
 def non_max_suppression(
     pred: torch.Tensor | np.ndarray,
-    conf_thres: float = 0.25,
+    conf_thres: float = PREDICT_CONF,
     iou_thres: float = 0.45,
     max_det: int = 300,
     agnostic: bool = False,
@@ -95,7 +97,7 @@ def non_max_suppression(
     return results
 
 
-def suppress(row_ids: torch.Tensor, candidates: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
+def suppress(row_ids: torch.Tensor, candidates: torch.Tensor, conf_thres: float = PREDICT_CONF, iou_thres: float = 0.45,
              max_det: int = 300, agnostic: bool = False, max_wh: float = 7680) -> Detections:
     """NMS of one image's rows whose objectness is above `conf_thres`: `candidates` (n, 5 + nc) float32
     decoded rows and `row_ids`, their numbers in the full prediction, ascending. The second half of

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from mhyolo.defaults import DEFAULT_IMGSZ, PREDICT_CONF, check_stride_multiple
 from mhyolo.errors import ConfigError
 from mhyolo.infer.inference import Inference
 from mhyolo.infer.input_size import NativeSize
@@ -116,13 +117,13 @@ def _input_placement(model: InferenceBackend) -> tuple[torch.device, torch.dtype
 class Predictor:
     """Run a backend on BGR images and return `Prediction`s in original-image pixels."""
 
-    def __init__(self, model: InferenceBackend, imgsz: int = 640, conf: float = 0.25, iou: float = 0.45,
+    def __init__(self, model: InferenceBackend, imgsz: int = DEFAULT_IMGSZ, conf: float = PREDICT_CONF,
+                 iou: float = 0.45,
                  max_det: int = 300, batch_size: int = 1, agnostic: bool = False, rect: bool = False,
                  classes_as_types: bool = False, classifier: Any = None,
                  native: NativeSize | None = None) -> None:
         stride = model_stride(model)
-        if imgsz <= 0 or imgsz % stride:
-            raise ConfigError(f"image size {imgsz} must be a positive multiple of the model stride {stride}")
+        check_stride_multiple(imgsz, stride, "image size")
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         self.model = model
@@ -156,8 +157,7 @@ class Predictor:
         """This predictor at another input size: the same backend, thresholds and type source (the
         `Inference` is shared), for multi-scale inference on a runtime that takes any shape; every
         image at that size (no `native` rule)."""
-        if imgsz <= 0 or imgsz % self.stride:
-            raise ConfigError(f"image size {imgsz} must be a positive multiple of the model stride {self.stride}")
+        check_stride_multiple(imgsz, self.stride, "image size")
         other = copy.copy(self)
         other.imgsz = imgsz
         other.native = None

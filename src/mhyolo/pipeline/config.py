@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.config import from_dict, read_yaml
-from mhyolo.defaults import training_file
+from mhyolo.defaults import DEFAULT_IMGSZ, training_file
 from mhyolo.errors import ConfigError
 from mhyolo.model.layers import check_activation
 from mhyolo.paths import absolute_path
@@ -73,7 +73,7 @@ class TwoStageStage:
 @dataclass
 class PipelineConfig:
     recipe: str = ""
-    imgsz: int = 640
+    imgsz: int = DEFAULT_IMGSZ
     seed: int = 0
     # the activation of every stage's model (silu, relu, leakyrelu), like imgsz a default a stage's
     # overrides may change; null: each architecture's own (silu for all shipped but *-relu)

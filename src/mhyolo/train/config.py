@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mhyolo.data.augment import AugmentConfig
+from mhyolo.defaults import DEFAULT_IMGSZ
 from mhyolo.errors import ConfigError
 from mhyolo.model.layers import check_activation
 from mhyolo.train.loss import LossConfig
@@ -38,7 +39,7 @@ class TrainConfig:
     # activation of every convolution, replacing the architecture's `act:` (silu, relu, leakyrelu); null: as it says
     act: str | None = None
     epochs: int = 100
-    imgsz: int = 640
+    imgsz: int = DEFAULT_IMGSZ
     batch: int = 16
     workers: int = 2
     seed: int = 0

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert, complete_box_iou_loss
 
+from mhyolo.defaults import DEFAULT_IMGSZ
 from mhyolo.errors import ConfigError
 from mhyolo.train.assign import LevelTargets, assign_targets, ignored_cells
 
@@ -64,7 +65,8 @@ def ciou(pred_xywh: torch.Tensor, target_xywh: torch.Tensor) -> torch.Tensor:
 class DetectionLoss(nn.Module):
     """Loss for `Detect` raw outputs. `forward` returns (total scaled by batch size, parts)."""
 
-    def __init__(self, anchors: torch.Tensor, nc: int, config: LossConfig | None = None, imgsz: int = 640) -> None:
+    def __init__(self, anchors: torch.Tensor, nc: int, config: LossConfig | None = None,
+                 imgsz: int = DEFAULT_IMGSZ) -> None:
         super().__init__()
         self.config = config or LossConfig()
         self.nc = nc

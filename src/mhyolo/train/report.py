@@ -10,12 +10,13 @@ import numpy as np
 import yaml
 
 from mhyolo.config import to_dict
+from mhyolo.defaults import PREDICT_CONF
 from mhyolo.eval.plots import plot_image_grid, plot_pr_curve, plot_training_curves
 from mhyolo.eval.validate import ValidationResult, read_images
 from mhyolo.train.config import TrainConfig
 
 GRID_IMAGES = 8
-GRID_MIN_SCORE = 0.25  # the grid shows what a user would see at the default predict threshold
+GRID_MIN_SCORE = PREDICT_CONF  # the grid shows what a user would see at the default predict threshold
 
 
 def write_validation_plots(result: ValidationResult, names: list[str], out_dir: Path) -> list[Path]:

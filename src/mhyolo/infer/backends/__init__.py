@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mhyolo.defaults import DEFAULT_IMGSZ
 from mhyolo.errors import ConfigError, WeightsError
 
 RUNTIMES = ("onnxruntime", "openvino")
-DEFAULT_IMGSZ = 640
 
 
 def load_backend(weights: str | Path, device: Any = "cpu", runtime: str | None = None,

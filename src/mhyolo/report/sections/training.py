@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from mhyolo.defaults import PREDICT_CONF
 from mhyolo.report.html import Html, code, figure, figures, join, paragraph, tag
 from mhyolo.report.run_folder import RESULTS_CSV
 from mhyolo.report.sections.base import Section, register
@@ -17,7 +18,8 @@ TRAINING_FIGURES = {
     "typed_pr_curve.png": "Precision-recall with the ball types as classes (typed mAP).",
     "type_confusion_matrix.png": "Type confusion per matched ball (rows: true type).",
     "image_type_confusion_matrix.png": "Type confusion per image, by its largest box (rows: true type).",
-    "val_predictions.png": "Validation images: ground truth (green, left) beside the predictions at score ≥ 0.25.",
+    "val_predictions.png": "Validation images: ground truth (green, left) beside the predictions at score "
+                           f"≥ {PREDICT_CONF}.",
 }
 
 
