@@ -37,18 +37,26 @@ def shipped_training_files() -> dict[str, Path]:
     return {path.stem: path for path in sorted(_shipped_dir().glob("*.yaml"))}
 
 
-def training_file(value: str | Path, base_dirs: tuple[Path, ...] = ()) -> Path:
-    """A training YAML: a file (absolute, from the working directory, or from one of `base_dirs`),
-    else the name of a shipped one (with or without `.yaml`)."""
+def path_or_shipped(value: str | Path, shipped: dict[str, Path], what: str,
+                    base_dirs: tuple[Path, ...] = ()) -> Path:
+    """A file or the name of a shipped one, the file first: `value` as a path (absolute, from the
+    working directory, or from one of `base_dirs`) when that file exists, else the entry of
+    `shipped` (name -> file) it names (with or without `.yaml`), else a `ConfigError` that says
+    where it looked and lists the shipped names. `what` names the value in that message."""
     path = Path(value).expanduser()
     candidates = [path] if path.is_absolute() else [path, *(base / path for base in base_dirs)]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    shipped = shipped_training_files()
     name = path.name[:-5] if path.name.endswith(".yaml") and path.parent == Path(".") else str(value)
     if name in shipped:
         return shipped[name]
     looked = ", ".join(str(c) for c in candidates)
-    raise ConfigError(f"training settings '{value}': no such file (looked at {looked}) and not a shipped name "
+    raise ConfigError(f"{what} '{value}': no such file (looked at {looked}) and not a shipped name "
                       f"({', '.join(shipped)})")
+
+
+def training_file(value: str | Path, base_dirs: tuple[Path, ...] = ()) -> Path:
+    """A training YAML: a file (absolute, from the working directory, or from one of `base_dirs`),
+    else the name of a shipped one (with or without `.yaml`)."""
+    return path_or_shipped(value, shipped_training_files(), "training settings", base_dirs)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mhyolo.config import read_yaml
+from mhyolo.defaults import path_or_shipped
 from mhyolo.errors import ConfigError
 from mhyolo.model.heads import DetectionHead
 from mhyolo.model.layers import DEFAULT_ACT, Conv, check_activation
@@ -45,13 +46,8 @@ def load_model_config(cfg: str | Path | dict[str, Any]) -> dict[str, Any]:
     """A config dict from a dict, a YAML path, or the name of a shipped config."""
     if isinstance(cfg, dict):
         return copy.deepcopy(cfg)
-    path = Path(cfg)
-    if not path.is_file():
-        builtin = builtin_config_path(str(cfg))
-        if not builtin.is_file():
-            raise ConfigError(f"model config '{cfg}' is neither a file nor a shipped config ({', '.join(builtin_configs())})")
-        path = builtin
-    return read_yaml(path)
+    shipped = {name: builtin_config_path(name) for name in builtin_configs()}
+    return read_yaml(path_or_shipped(cfg, shipped, "model config"))
 
 
 def config_activation(cfg: dict[str, Any]) -> str:
