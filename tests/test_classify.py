@@ -49,8 +49,17 @@ def test_presets_are_seed_002s_and_flags_override_them() -> None:
         ("resnet26d", "max", "adam", 0.001, 5, 32, 224)
     assert (two.model, two.pool, two.optim, two.learning_rate, two.momentum) == ("resnet26d", "avg", "sgd", 0.01, 0.8)
     assert load_classify_config("seed002-model2", {"data": "d.yaml", "pool": "max"}).pool == "max"
-    with pytest.raises(ConfigError, match="--preset nope"):
+    with pytest.raises(ConfigError, match=r"--preset 'nope': no such file .*not a shipped name \(.*seed002-model1"):
         load_classify_config("nope", {"data": "d.yaml"})
+
+
+def test_a_preset_file_wins_over_the_shipped_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mhyolo.classify.train import load_classify_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "seed002-model1").write_text("epochs: 7\n", encoding="utf-8")
+    assert load_classify_config("seed002-model1", {"data": "d.yaml"}).epochs == 7
+    assert load_classify_config("seed002-model1.yaml", {"data": "d.yaml"}).epochs == 5  # no such file: shipped
 
 
 def test_pretrained_weights_that_cannot_be_fetched_give_one_clear_error(monkeypatch: pytest.MonkeyPatch,

@@ -34,6 +34,7 @@ from mhyolo.classify.evaluate import CropScores, score_crops
 from mhyolo.classify.model import YOLO_BACKBONE, ClassifierSpec, CropClassifierNet, build_classifier
 from mhyolo.config import load_config, to_dict
 from mhyolo.data.spec import load_data_spec
+from mhyolo.defaults import path_or_shipped
 from mhyolo.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -89,13 +90,9 @@ def presets() -> dict[str, Path]:
 
 
 def load_classify_config(preset: str | None, overrides: dict[str, Any]) -> ClassifyConfig:
-    """Defaults, then the preset (a shipped name or a YAML path), then the flags that were given."""
-    path = None
-    if preset is not None:
-        shipped = presets()
-        path = shipped.get(preset, Path(preset))
-        if not path.is_file():
-            raise ConfigError(f"--preset {preset}: neither a shipped preset ({', '.join(shipped)}) nor a file")
+    """Defaults, then the preset (a YAML file, else a shipped name: a file wins), then the flags
+    that were given."""
+    path = None if preset is None else path_or_shipped(preset, presets(), "--preset")
     config = load_config(ClassifyConfig, path, overrides)
     config.check()
     return config
