@@ -238,10 +238,12 @@ class Model:
     def val(self, data: str | Path, split: str = "val", imgsz: int | None = None, conf: float = 0.001,
             iou: float = 0.6, batch_size: int = 8, slice_size: int | None = None,
             progress: bool = False, scales: Sequence[float | int] | ScaleSettings | None = None,
-            flip: bool = False, merge: str | None = None, **merge_options: Any) -> dict[str, Any]:
-        """Precision, recall, mAP50, mAP50-95 (and type accuracy, typed mAP for a type head) on a
-        split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints; `scales`, `flip`,
-        `merge` and the merge options as in `predict`."""
+            flip: bool = False, merge: str | None = None, type_min_score: float | None = None,
+            **merge_options: Any) -> dict[str, Any]:
+        """Precision, recall, mAP50, mAP50-95 (and type accuracy, typed mAP for a type head or a
+        classifier) on a split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints;
+        `scales`, `flip`, `merge` and the merge options as in `predict`, `type_min_score` as
+        `--type-min-score` (a classifier's boxes below it left untyped, an approximate typed mAP)."""
         import torch
 
         from mhyolo.data.spec import load_data_spec
@@ -257,7 +259,8 @@ class Model:
             result = score_split(self.backend, load_data_spec(data), input_size(self.backend, imgsz), split,
                                  progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing,
                                  scales=multiscale_settings(scales, flip, merge, **merge_options),
-                                 classifier=self.classifier)
+                                 classifier=self.classifier,
+                                 **({"type_min_score": type_min_score} if type_min_score is not None else {}))
         return result.summary()
 
     def export(self, format: str = "onnx", out: str | Path | None = None, imgsz: int | None = None,

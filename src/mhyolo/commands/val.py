@@ -26,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--classifier", help="crop classifier (.safetensors from `mhyolo classify train`, or its "
                                              ".onnx) typing each box of the one-class --weights: the two-stage model")
+    parser.add_argument("--type-min-score", type=float, metavar="S",
+                        help="with --classifier: classify only the boxes scoring >= S (at most 0.25); the rest stay "
+                             "untyped and out of the typed mAP, which is then the one of a run at --conf S, every "
+                             "other figure unchanged (default: every box classified, the exact typed mAP)")
     add_slice_arguments(parser)
     add_multiscale_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -55,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     class_agnostic = len(model.names) == 1
     result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
                          conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing,
-                         scales=scaled[0] if scaled else None, classifier=classifier)
+                         scales=scaled[0] if scaled else None, classifier=classifier,
+                         **({"type_min_score": args.type_min_score} if args.type_min_score is not None else {}))
     m = result.metrics
     summary = result.summary()
     if args.plots:
