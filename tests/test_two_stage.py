@@ -120,7 +120,7 @@ def test_two_stage_val_gives_the_hand_computed_type_accuracy_and_typed_map(paint
     #           (0.9 x 0.6 = 0.54): precision 1 at recall 1 -> 1.0
     assert types.typed_map50 == pytest.approx((1.0 + 51 / 101 + 1.0) / 3, abs=1e-6)
     assert nms_images == [2]  # one batch of two images, NMS once for each
-    assert classifier.calls == [4]  # the kept boxes of the whole batch in one classifier call
+    assert classifier.calls == [2, 2]  # each image's kept boxes in one classifier call
 
 
 def test_predict_gives_the_multi_head_json_keys_with_the_classifier_types(painted: Path) -> None:
@@ -162,6 +162,10 @@ def test_a_classifier_of_other_types_and_a_multi_class_detector_are_refused(pain
     err = capsys.readouterr().err
     assert "detects 3 classes" in err and "one-class detector" in err
 
+    assert main(["val", "--data", str(painted), "--weights", str(one_class), "--classifier", str(good),
+                 "--imgsz", "320", "--type-min-score", "0.5"]) == 2
+    assert "--type-min-score must be in [0, 0.25]" in capsys.readouterr().err
+
     with pytest.raises(ConfigError, match="detects 3 classes"):
         score_split(YoloModel("yolov5n", nc=3, names=TYPE_NAMES).eval(), load_data_spec(painted), SIDE,
                     progress=False, classifier=ClassifierStub())
@@ -178,6 +182,7 @@ def test_cli_predict_and_val_with_a_classifier_file_and_its_onnx_agree(painted: 
     classifier = _classifier_file(tmp_path, TYPE_NAMES)
     assert main(["classify", "export", "--weights", str(classifier), "--out", str(tmp_path / "c.onnx")]) == 0
     assert "max abs diff" in capsys.readouterr().out
+    _check_a_fixed_batch_graph(tmp_path / "c.onnx")
     lines = {}
     for name, path in (("torch", classifier), ("onnx", tmp_path / "c.onnx")):
         assert main(["predict", str(painted.parent / "images" / "val"), "--weights", str(detector), "--classifier",
@@ -198,6 +203,27 @@ def test_cli_predict_and_val_with_a_classifier_file_and_its_onnx_agree(painted: 
     results = model.predict(painted.parent / "images" / "val", conf=0.01, imgsz=320)
     assert [r.to_json() for r in results] == lines["torch"]
     assert model.val(painted, imgsz=320) == summary
+
+
+def _check_a_fixed_batch_graph(dynamic_path: Path) -> None:
+    """The exported graph with its batch fixed at 4 is fed four crops a call (the last call padded) and
+    gives the dynamic graph's probabilities."""
+    import onnx
+
+    from mhyolo.classify.backend import classify_crops, load_classifier
+
+    graph = onnx.load(str(dynamic_path))
+    for value in (*graph.graph.input, *graph.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    fixed_path = dynamic_path.with_name("c4.onnx")
+    onnx.save(graph, str(fixed_path))
+    dynamic, fixed = load_classifier(dynamic_path), SpyClassifier(load_classifier(fixed_path))
+    assert dynamic.fixed_batch is None and fixed.inner.fixed_batch == 4
+    fixed.fixed_batch = fixed.inner.fixed_batch
+    crops = np.random.default_rng(0).integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(classify_crops(fixed, crops, batch=None), classify_crops(dynamic, crops, batch=None),
+                               atol=1e-5)
+    assert fixed.calls == [4, 4, 4]
 
 
 def test_benchmark_times_the_two_stage_model_in_the_detectors_runtimes(shared: Path, official_weights: Path,
@@ -232,3 +258,133 @@ def test_benchmark_times_the_two_stage_model_in_the_detectors_runtimes(shared: P
     assert report["settings"]["balls"] == [1, 4] and report["settings"]["classifier"] == str(classifier)
     text = (out / "benchmark.md").read_text()
     assert "Two-stage rows" in text and "| PyTorch FP32 |" in text and "ms per kept box (1 → 4 balls)" in text
+
+
+class SpyClassifier:
+    """A real classifier backend behind a counter of its calls (and, if asked, a fixed batch)."""
+
+    def __init__(self, inner, fixed_batch: int | None = None) -> None:
+        self.inner = inner
+        self.fixed_batch = fixed_batch
+        self.names, self.imgsz, self.margin, self.path = inner.names, inner.imgsz, inner.margin, inner.path
+        self.calls: list[int] = []
+
+    def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        self.calls.append(int(x.shape[0]))
+        assert self.fixed_batch is None or x.shape[0] == self.fixed_batch
+        return self.inner.probabilities(x)
+
+
+def _many_boxes(seed: int, count: int) -> np.ndarray:
+    """`count` boxes of assorted sizes over a SIDE x SIDE image, some leaving it."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-20, SIDE - 10, (count, 2))
+    wh = rng.uniform(4, 90, (count, 2))
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+
+
+def test_an_images_crops_in_one_call_type_each_box_as_one_crop_at_a_time(painted: Path, tmp_path: Path) -> None:
+    from mhyolo.classify.backend import classify_crops, load_classifier
+    from mhyolo.classify.crops import crop_boxes
+    from mhyolo.classify.data import to_input
+    from mhyolo.classify.types import CropClassifierTypes
+    from mhyolo.infer.types import ImageBatch
+
+    classifier = load_classifier(_classifier_file(tmp_path, TYPE_NAMES))
+    images = [cv2.imread(str(painted.parent / "images" / "val" / name)) for name in BALLS]
+    boxes = [_many_boxes(0, 23), _many_boxes(1, 9)]
+    alone = []  # the reference: every crop classified by itself, a batch of one
+    for image, image_boxes in zip(images, boxes):
+        probs = np.concatenate([classifier.probabilities(to_input(crop_boxes(image, box[None], 64)[..., ::-1]))
+                                for box in image_boxes])
+        alone.append(probs)
+    # any batch (forward passes of 64 crops, or of 5), and a graph that takes exactly four crops a call
+    for fixed, pass_size in ((None, 64), (None, 5), (4, 64)):
+        classifier.pass_size = pass_size
+        spy = SpyClassifier(classifier, fixed_batch=fixed)
+        types = CropClassifierTypes(spy).assign({}, [None, None], ImageBatch(boxes=boxes, originals=lambda: images))
+        assert spy.calls == ([23, 9] if fixed is None else [4] * 6 + [4] * 3)
+        for got, probs in zip(types, alone):
+            np.testing.assert_array_equal(got.ids, probs.argmax(axis=1))
+            np.testing.assert_allclose(got.scores, probs.max(axis=1), atol=1e-5)
+        crops = crop_boxes(images[0], boxes[0], 64)[..., ::-1]
+        np.testing.assert_allclose(classify_crops(spy, crops, batch=5), alone[0], atol=1e-5)
+
+
+class ScatterDetectorStub(DetectorStub):
+    """`DetectorStub`'s balls, plus weak boxes: one on each ball of image b (the only box there on
+    the yellow one, at 0.004), and false alarms over the background at scores from 0.002 to 0.2."""
+
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        base = super().predict(x)["detection"].tolist()
+        rows = []
+        for image, found in zip(x, base):
+            grey = round(float(image[:, 0, 0].mean()) * 255)
+            name = min(BACKGROUND, key=lambda n: abs(BACKGROUND[n] - grey))
+            if name == "b.png":
+                found = found[:2]  # the green ball found, the yellow one only weakly (below)
+                found.append([210.0, 230.0, 60.0, 60.0, 0.004, 1.0])
+                found.append([91.0, 210.0, 56.0, 64.0, 0.003, 1.0])  # a weak second box on the green ball
+            rng = np.random.default_rng(len(name) + grey)
+            for score in np.geomspace(0.002, 0.2, 12):
+                cx, cy = rng.uniform(20, SIDE - 20, 2)
+                found.append([cx, cy, 14.0, 14.0, float(score), 1.0])
+            rows.append(found)
+        width = max(len(r) for r in rows)
+        rows = [r + [[0.0] * 6] * (width - len(r)) for r in rows]
+        return {"detection": torch.tensor(rows, dtype=torch.float32)}
+
+
+class MeanColourClassifier:
+    """A deterministic classifier for any crop: a fixed linear map of its mean colour, softmaxed."""
+
+    names = TYPE_NAMES
+    imgsz = 64
+    margin = 0.2
+    path = Path("mean-colour-classifier")
+    weights = torch.tensor([[4.0, -2.0, 1.0], [-1.0, 3.0, -2.0], [0.5, 0.5, 3.0]])
+
+    def __init__(self) -> None:
+        self.crops = 0
+
+    def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        self.crops += int(x.shape[0])
+        return (x.mean(dim=(2, 3)) @ self.weights).softmax(-1).numpy()
+
+
+def test_type_min_score_leaves_only_the_typed_map_to_change_and_gives_that_of_a_run_at_its_conf(
+        painted: Path) -> None:
+    spec = load_data_spec(painted)
+
+    def run(**options):
+        classifier = MeanColourClassifier()
+        result = score_split(ScatterDetectorStub(), spec, SIDE, progress=False, batch_size=2,
+                             classifier=classifier, **options)
+        return result, classifier.crops
+
+    exact, all_crops = run()
+    floor, floor_crops = run(type_min_score=0.05)
+    at_conf, _ = run(conf=0.05)
+    full, cut = exact.summary(), floor.summary()
+    assert full["untyped_boxes"] == 0 and cut["untyped_boxes"] == all_crops - floor_crops > 10
+    typed_keys = {"typed_map50", "typed_map50_95", "typed_per_type", "untyped_boxes"}
+    assert {k: v for k, v in cut.items() if k not in typed_keys} == \
+        {k: v for k, v in full.items() if k not in typed_keys}  # detection, type accuracy, image type, matrices
+    assert cut["typed_map50"] == pytest.approx(at_conf.types.typed_map50, abs=1e-12)
+    assert cut["typed_map50_95"] == pytest.approx(at_conf.types.typed_map50_95, abs=1e-12)
+    # not exact: the yellow ball's only box (0.004) adds its type's recall in the full ranking
+    assert full["typed_map50"] != pytest.approx(cut["typed_map50"])
+
+
+def test_type_min_score_is_refused_where_it_would_change_more_than_the_typed_map(painted: Path) -> None:
+    spec = load_data_spec(painted)
+    with pytest.raises(ConfigError, match="at most|must be in"):
+        score_split(ScatterDetectorStub(), spec, SIDE, progress=False, classifier=MeanColourClassifier(),
+                    type_min_score=0.3)
+    with pytest.raises(ConfigError, match="--classifier"):
+        score_split(ScatterDetectorStub(), spec, SIDE, progress=False, type_min_score=0.01)
+    from mhyolo.infer.slicing import SliceSettings
+
+    with pytest.raises(ConfigError, match="whole-image"):
+        score_split(ScatterDetectorStub(), spec, SIDE, progress=False, classifier=MeanColourClassifier(),
+                    type_min_score=0.01, slicing=SliceSettings(size=160))

@@ -86,6 +86,21 @@ def test_below_conf_detection_is_kept_for_typed_map():
     assert (without.cls_accuracy, without.matched) == (m.cls_accuracy, m.matched)
 
 
+def test_an_untyped_box_is_left_out_of_the_typed_map_and_refused_where_accuracy_counts_it():
+    from mhyolo.infer.types import UNTYPED
+
+    # FOUR with its 0.1 box on D left untyped: the typed mAP is that of FOUR without the box
+    untyped = dict(FOUR, pred_types=[0, 1, 0, 0, UNTYPED])
+    m = evaluate([typed(**untyped, type_scores=[1.0, 1.0, 1.0, 1.0, 0.0])])
+    assert m.untyped == 1 and m.to_dict()["untyped_boxes"] == 1 and "1 low-scoring boxes left untyped" in m.table()
+    assert m.typed_map50 == pytest.approx((0.5 * 51 / 101 + 1.0) / 3)
+    assert m.typed.predictions == 4
+    assert (m.cls_accuracy, m.matched, m.image_accuracy) == (pytest.approx(2 / 3), 3, 1.0)
+    # a box the type accuracy counts (score >= conf) must be typed
+    with pytest.raises(DataError, match="img.jpg: a detection scoring >= 0.25 was left untyped"):
+        evaluate([typed(**dict(FOUR, pred_types=[0, UNTYPED, 0, 0, 0]))])
+
+
 def test_lowering_conf_lets_the_weak_detection_match():
     m = evaluate([typed(**FOUR)], conf=0.05)
     assert (m.matched, m.cls_accuracy, m.detection_recall) == (4, pytest.approx(3 / 4), 1.0)
@@ -183,7 +198,7 @@ def test_to_dict_is_plain_and_complete():
     assert set(d) == {"type_names", "iou", "conf", "cls_accuracy", "matched", "gt_boxes", "detection_recall",
                       "image_accuracy", "images", "images_without_prediction", "typed_map50",
                       "typed_map50_95", "typed_per_type", "per_type", "macro", "confusion_matrix",
-                      "image_per_type", "image_confusion_matrix"}
+                      "image_per_type", "image_confusion_matrix", "untyped_boxes"}
     assert d["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]
     # each type's AP of the typed mAP, as hand-computed in test_below_conf_detection_is_kept_for_typed_map
     assert {name: row["ap50"] for name, row in d["typed_per_type"].items()} == \

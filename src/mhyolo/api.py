@@ -243,10 +243,12 @@ class Model:
     def val(self, data: str | Path, split: str = "val", imgsz: int | str | None = None, conf: float = 0.001,
             iou: float = 0.6, batch_size: int = 8, slice_size: int | None = None,
             progress: bool = False, scales: Sequence[float | int] | ScaleSettings | None = None,
-            flip: bool = False, merge: str | None = None, **merge_options: Any) -> dict[str, Any]:
-        """Precision, recall, mAP50, mAP50-95 (and type accuracy, typed mAP for a type head) on a
-        split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints; `scales`, `flip`,
-        `merge` and the merge options as in `predict`, `imgsz="native"` too."""
+            flip: bool = False, merge: str | None = None, type_min_score: float | None = None,
+            **merge_options: Any) -> dict[str, Any]:
+        """Precision, recall, mAP50, mAP50-95 (and type accuracy, typed mAP for a type head or a
+        classifier) on a split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints;
+        `scales`, `flip`, `merge` and the merge options as in `predict`, `type_min_score` as
+        `--type-min-score` (a classifier's boxes below it left untyped, an approximate typed mAP)."""
         import torch
 
         from mhyolo.data.spec import load_data_spec
@@ -259,11 +261,13 @@ class Model:
 
             slicing = SliceSettings(size=slice_size)
         scaled = multiscale_settings(scales, flip, merge, **merge_options)
-        size, native = input_rule(self.backend, imgsz, native_by_default=scaled is None and slicing is None)
+        size, native = input_rule(self.backend, imgsz, native_by_default=scaled is None and slicing is None
+                                  and type_min_score is None)
         with torch.no_grad():
             result = score_split(self.backend, load_data_spec(data), size, split,
                                  progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing,
-                                 scales=scaled, native=native, classifier=self.classifier)
+                                 scales=scaled, native=native, classifier=self.classifier,
+                                 **({"type_min_score": type_min_score} if type_min_score is not None else {}))
         return result.summary()
 
     def export(self, format: str = "onnx", out: str | Path | None = None, imgsz: int | None = None,

@@ -2,9 +2,10 @@
 Runtime (`.onnx`, FP32 or INT8 from `mhyolo classify export`).
 
 A backend takes crops as the classifier was trained on them (RGB uint8, `imgsz` square) and
-returns type probabilities; `classify_crops` batches any number of crops through it. The type
-source that puts one behind a detector is `classify.types`, registered when `Inference` is given
-a classifier.
+returns type probabilities; `classify_crops` batches any number of crops through it, in as few
+calls as the backend and the caller allow (a graph exported with a fixed batch takes exactly that
+many crops a call: the last call is padded and the padding's rows dropped). The type source that
+puts one behind a detector is `classify.types`, registered when `Inference` is given a classifier.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from mhyolo.classify.data import to_input
 from mhyolo.classify.model import ClassifierSpec
 from mhyolo.errors import ConfigError, WeightsError
 
-CROP_BATCH = 64  # crops per forward pass
+CROP_BATCH = 64  # crops per forward pass when a caller bounds memory (a whole split's crops)
 
 
 class ClassifierBackend(ABC):
-    """A crop classifier ready to run: its spec (names, crop size, margin) and `probabilities`."""
+    """A crop classifier ready to run: its spec (names, crop size, margin) and `probabilities`.
+
+    `fixed_batch` is the number of crops every call must hold (a graph exported with a static
+    batch dimension), None when a call takes any number."""
+
+    fixed_batch: int | None = None
 
     def __init__(self, path: Path, spec: ClassifierSpec, metadata: dict[str, Any]) -> None:
         self.path = path
@@ -49,23 +55,31 @@ class ClassifierBackend(ABC):
 
 
 class TorchClassifier(ClassifierBackend):
-    """The trained network in PyTorch (eval mode, no gradients)."""
+    """The trained network in PyTorch (eval mode, no gradients).
 
-    def __init__(self, path: Path, device: Any = "cpu") -> None:
+    One call takes any number of crops and runs them in forward passes of at most `pass_size`: the
+    activations of a whole image's crops at once are what bounds memory (ResNet26d at 224 px: about
+    0.7 GB more for 64 crops, 3.5 GB for 300, `max_det`'s cap), and in eval mode a crop's
+    probabilities do not depend on the crops beside it."""
+
+    def __init__(self, path: Path, device: Any = "cpu", pass_size: int = CROP_BATCH) -> None:
         from mhyolo.classify.checkpoint import load_classifier_checkpoint
 
         checkpoint = load_classifier_checkpoint(path)
         super().__init__(Path(path), checkpoint.spec, checkpoint.metadata)
         self.net = checkpoint.net.to(device).eval()
         self.device = torch.device(device)
+        self.pass_size = pass_size
 
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
-        return self.net(x.to(self.device)).softmax(-1).float().cpu().numpy()
+        parts = x.split(self.pass_size) if len(x) else (x,)
+        return np.concatenate([self.net(part.to(self.device)).softmax(-1).float().cpu().numpy() for part in parts])
 
 
 class OnnxClassifier(ClassifierBackend):
-    """An exported classifier in ONNX Runtime's CPU provider (dynamic batch, output `probs`)."""
+    """An exported classifier in ONNX Runtime's CPU provider (output `probs`; `mhyolo classify export`
+    writes a dynamic batch, a graph with a static one is fed that many crops a call)."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         from mhyolo.classify.checkpoint import read_classifier_onnx_metadata, spec_from_metadata
@@ -75,6 +89,8 @@ class OnnxClassifier(ClassifierBackend):
         super().__init__(Path(path), spec_from_metadata(meta, str(path)), meta)
         self.session = cpu_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch = first if isinstance(first, int) and first > 0 else None
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
         array = np.ascontiguousarray(x.detach().cpu().float().numpy())
@@ -95,12 +111,24 @@ def load_classifier(path: str | Path, device: Any = "cpu", threads: int | None =
                        f"(mhyolo classify export) file, not '{suffix}'")
 
 
-def classify_crops(classifier: ClassifierBackend, crops: np.ndarray, batch: int = CROP_BATCH) -> np.ndarray:
-    """RGB uint8 (n, S, S, 3) crops -> (n, K) float32 probabilities, `batch` crops per call."""
+def classify_crops(classifier: ClassifierBackend, crops: np.ndarray, batch: int | None = CROP_BATCH) -> np.ndarray:
+    """RGB uint8 (n, S, S, 3) crops -> (n, K) float32 probabilities, at most `batch` crops per call of
+    the backend (None: all in one call). A backend with a `fixed_batch` gets exactly that many per
+    call: the crops are cut into such chunks and the last one padded with copies of its first crop,
+    whose rows are dropped. Each crop's probabilities do not depend on the others in its call (the
+    networks run in eval mode), so any chunking gives the same result to float rounding."""
     if len(crops) == 0:
         return np.zeros((0, len(classifier.names)), np.float32)
-    return np.concatenate([classifier.probabilities(to_input(crops[start:start + batch]))
-                           for start in range(0, len(crops), batch)])
+    fixed = getattr(classifier, "fixed_batch", None)
+    step = fixed or batch or len(crops)
+    out = []
+    for start in range(0, len(crops), step):
+        chunk = crops[start:start + step]
+        real = len(chunk)
+        if fixed and real < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], fixed - real, axis=0)])
+        out.append(classifier.probabilities(to_input(chunk))[:real])
+    return np.concatenate(out)
 
 
 def check_types_match(classifier: ClassifierBackend, names: list[str], where: str) -> None:

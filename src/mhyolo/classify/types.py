@@ -1,8 +1,11 @@
 """The crop classifier as a type source: the two-stage model's second stage.
 
-After NMS the detector's kept boxes of a whole batch are cut from the original images (the crop
-the classifier was trained on: `crops.crop_boxes`), classified in batches, and each box takes the
-most probable type with its probability, as the multi-head model's boxes take their head's.
+After NMS the detector's kept boxes are cut from the original images (the crop the classifier
+was trained on: `crops.crop_boxes`), all the crops of one image classified in one call of the
+classifier backend (`classify_crops`, chunked only where the backend takes a fixed batch), and
+each box takes the most probable type with its probability, as the multi-head model's boxes take
+their head's. A box the caller does not want typed (`ImageBatch.wanted`) is not cut out or
+classified: it stays `UNTYPED`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from mhyolo.errors import ConfigError
 from mhyolo.infer.postprocess import Detections
-from mhyolo.infer.types import BoxTypes, ImageBatch, TypeRequest, TypeSource, register_type_source
+from mhyolo.infer.types import UNTYPED, BoxTypes, ImageBatch, TypeRequest, TypeSource, register_type_source
 
 
 def check_detector(backend: Any, classifier: Any) -> None:
@@ -49,19 +52,19 @@ class CropClassifierTypes(TypeSource):
         from mhyolo.classify.backend import classify_crops
         from mhyolo.classify.crops import crop_boxes
 
-        counts = [len(boxes) for boxes in batch.boxes]
-        if sum(counts) == 0:
-            return [BoxTypes(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in kept]
+        wanted = [batch.wanted_mask(i) for i in range(len(batch.boxes))]
+        out = [BoxTypes(np.full(len(mask), UNTYPED, np.int64), np.zeros(len(mask), np.float32)) for mask in wanted]
+        if not any(mask.any() for mask in wanted):
+            return out
         if batch.originals is None:
             raise ConfigError("a crop classifier needs the original images to cut its crops from")
         originals = batch.originals()
         size, margin = self.classifier.imgsz, self.classifier.margin
-        crops = np.concatenate([crop_boxes(image, boxes, size, margin)[..., ::-1]  # BGR originals -> RGB crops
-                                for image, boxes in zip(originals, batch.boxes)])
-        probs = classify_crops(self.classifier, crops)
-        ids, scores = probs.argmax(axis=1).astype(np.int64), probs.max(axis=1).astype(np.float32)
-        out, start = [], 0
-        for n in counts:
-            out.append(BoxTypes(ids[start:start + n], scores[start:start + n]))
-            start += n
+        for image, boxes, mask, types in zip(originals, batch.boxes, wanted, out):
+            if not mask.any():
+                continue
+            crops = crop_boxes(image, np.asarray(boxes)[mask], size, margin)[..., ::-1]  # BGR original -> RGB
+            probs = classify_crops(self.classifier, crops, batch=None)  # one call for the image's crops
+            types.ids[mask] = probs.argmax(axis=1)
+            types.scores[mask] = probs.max(axis=1)
         return out

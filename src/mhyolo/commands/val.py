@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--imgsz", type=imgsz_arg, default=None,
                         help="input size: a number, or 'native': each image at its own long side, kept within [the "
                              "size the model was trained at, 1280]. Default: native for a model that takes any "
-                             "input size (without --slice / --scales), the size an exported model was made for "
+                             "input size (without --slice / --scales / --type-min-score), the size an exported model was made for "
                              "otherwise")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--conf", type=float, default=0.001)
@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--classifier", help="crop classifier (.safetensors from `mhyolo classify train`, or its "
                                              ".onnx) typing each box of the one-class --weights: the two-stage model")
+    parser.add_argument("--type-min-score", type=float, metavar="S",
+                        help="with --classifier: classify only the boxes scoring >= S (at most 0.25); the rest stay "
+                             "untyped and out of the typed mAP, which is then the one of a run at --conf S, every "
+                             "other figure unchanged (default: every box classified, the exact typed mAP); whole images at "
+                             "one size (the trained size unless --imgsz N)")
     add_slice_arguments(parser)
     add_multiscale_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -53,13 +58,15 @@ def _run(args: argparse.Namespace) -> int:
     slicing = slice_settings(args)
     scaled = multiscale_settings(args)
     model = load_backend(args.weights, device=args.device)
-    imgsz, native = input_rule(model, args.imgsz, native_by_default=slicing is None and not scaled)
+    imgsz, native = input_rule(model, args.imgsz, native_by_default=slicing is None and not scaled
+                               and args.type_min_score is None)
     spec = load_data_spec(args.data)
     classifier = two_stage_classifier(args.classifier, model, spec, device=args.device)
     class_agnostic = len(model.names) == 1
     result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
                          conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing,
-                         scales=scaled[0] if scaled else None, native=native, classifier=classifier)
+                         scales=scaled[0] if scaled else None, native=native, classifier=classifier,
+                         **({"type_min_score": args.type_min_score} if args.type_min_score is not None else {}))
     m = result.metrics
     summary = result.summary()
     if args.plots:

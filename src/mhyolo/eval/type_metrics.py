@@ -25,6 +25,24 @@ were found; these metrics say whether their *types* were right, three ways:
   are comparable with a plain nc=3 detector; a confidently detected ball of an
   uncertain type then ranks below one whose type the head is sure of.
 
+Which boxes need a type. The per-object and per-image figures read only detections with
+score >= `conf` (0.25). Typed mAP reads every detection: a box of detection score s joins its
+type's ranking at s x p, p its type's probability (1/K <= p <= 1), so it can change that type's
+AP unless it ranks below its last true positive (a false positive there lowers no interpolated
+precision; a true positive adds recall). Not knowing the box's type, only a box with no ground truth within IoU 0.5 (never a
+true positive) that scores below every type's lowest possible true positive is certainly
+irrelevant, and that floor is known only after typing every box near a ground truth, in a second
+pass over the images. On real data it leaves nothing: the lowest true positives are balls found
+only near the validation floor (0 of 2,322 boxes on 40 val images of the seed fold, with a
+trained classifier: `benchmarks/two_stage.py --parts val-time`).
+COCO's cap of 100 detections per image and type proves nothing either: with K types a box is
+beyond it only if 100 boxes of each type outrank it, 100 K others (300 for three types, more
+than the 299 others `max_det` 300 leaves). So an exact typed mAP types every box. A box may be
+left `UNTYPED` (-1, type score 0) only by choice (`validate`'s `type_min_score`): it must score
+below `conf` (else `compute` refuses), so every figure but the typed mAP is unchanged, and it is
+left out of the typed mAP, which is then the typed mAP of the boxes scoring at least the chosen
+floor (`TypeMetrics.untyped` counts them).
+
 Public API:
     TypedImageResult(gt_boxes, gt_types, pred_boxes, pred_scores, pred_types, width, height,
                      name="", type_scores=None, image_type=None)   # one image, pixels, xyxy
@@ -38,7 +56,7 @@ Public API:
     TypeMetrics: type_names, iou, conf, cls_accuracy, matched, gt_boxes, detection_recall,
         image_accuracy, images, images_without_prediction, typed_map50, typed_map50_95,
         per_type, macro, confusion_matrix (K, K), image_per_type, image_confusion_matrix (K, K),
-        typed: DetectionMetrics
+        typed: DetectionMetrics, untyped (boxes left out of the typed mAP)
         .to_dict() -> dict (plain numbers, nan -> None), .table() -> str,
         .write_plots(out_dir) -> list[Path]
 """
@@ -58,6 +76,7 @@ from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import DataError
 from mhyolo.eval.classification import classification_report
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
+from mhyolo.infer.types import UNTYPED
 
 __all__ = [
     "TypeEvaluator",
@@ -81,6 +100,8 @@ class TypedImageResult:
     Boxes are x1 y1 x2 y2 in the original image's pixels. `type_scores` is the probability
     of each detection's predicted type; `image_type` is set only by a model whose head
     gives one type per image. `name` (usually the image path) only serves error messages.
+    A predicted type `UNTYPED` (-1) marks a detection that was not typed (see the module's
+    *Which boxes need a type*).
     """
 
     gt_boxes: np.ndarray  # (n, 4) float
@@ -190,6 +211,7 @@ class TypeMetrics:
     image_per_type: dict = field(default_factory=dict)  # name -> precision, recall, f1, support
     image_confusion_matrix: np.ndarray = field(default=None, repr=False)  # (K, K) images with a prediction
     typed: DetectionMetrics | None = field(default=None, repr=False)  # full typed mAP result
+    untyped: int = 0  # detections left untyped (all below `conf`), not in the typed mAP
 
     def to_dict(self) -> dict:
         """Plain Python numbers and lists (nan becomes None) for YAML or JSON."""
@@ -207,6 +229,7 @@ class TypeMetrics:
             "image_accuracy": num(self.image_accuracy), "images": self.images,
             "images_without_prediction": self.images_without_prediction,
             "typed_map50": num(self.typed_map50), "typed_map50_95": num(self.typed_map50_95),
+            "untyped_boxes": self.untyped,
             # each type's own AP in the typed mAP (seed 001's per-class table)
             "typed_per_type": {c.name: {"ap50": num(c.ap50), "ap50_95": num(c.ap50_95), "instances": c.instances}
                                for c in (self.typed.per_class if self.typed is not None else [])},
@@ -224,7 +247,8 @@ class TypeMetrics:
             f"boxes matched, detection recall {self.detection_recall:.3f})",
             f"image accuracy (largest box)  {self.image_accuracy:.3f}  ({self.images} images, "
             f"{self.images_without_prediction} without prediction)",
-            f"typed mAP50 {self.typed_map50:.3f}  typed mAP50-95 {self.typed_map50_95:.3f}",
+            f"typed mAP50 {self.typed_map50:.3f}  typed mAP50-95 {self.typed_map50_95:.3f}"
+            + (f"  ({self.untyped} low-scoring boxes left untyped, not in the typed mAP)" if self.untyped else ""),
             f"{'type':<16}{'P':>8}{'R':>8}{'F1':>8}{'boxes':>8} |{'P':>8}{'R':>8}{'F1':>8}{'images':>8}",
         ]
         for name in self.type_names:
@@ -273,10 +297,11 @@ class TypeEvaluator:
         self._results.clear()
 
     def add(self, result: TypedImageResult) -> None:
-        """Store one image; type ids are checked against `type_names` here, naming the image."""
+        """Store one image; type ids are checked against `type_names` here, naming the image
+        (a predicted `UNTYPED` is allowed)."""
         k = len(self.type_names)
         where = result.name or "image"
-        checks = [("ground-truth", result.gt_types), ("predicted", result.pred_types)]
+        checks = [("ground-truth", result.gt_types), ("predicted", result.pred_types[result.pred_types != UNTYPED])]
         if result.image_type is not None:
             checks.append(("image", np.array([result.image_type])))
         for what, types in checks:
@@ -296,6 +321,9 @@ class TypeEvaluator:
         true_img, pred_img = [], []  # pred -1: the image has no prediction
         for r in self._results:
             keep = np.flatnonzero(r.pred_scores >= self.conf)
+            if (r.pred_types[keep] == UNTYPED).any():
+                raise DataError(f"{r.name or 'image'}: a detection scoring >= {self.conf} was left untyped; "
+                                "type accuracy needs every such detection typed")
             gi, pi = match_pairs(r.gt_boxes, r.pred_boxes[keep], r.pred_scores[keep], self.iou)
             true_obj.append(r.gt_types[gi])
             pred_obj.append(r.pred_types[keep][pi])
@@ -333,14 +361,16 @@ class TypeEvaluator:
             confusion_matrix=(obj_report["confusion_matrix"] if obj_report
                               else np.zeros((k, k), dtype=np.int64)),
             image_per_type=image_report, image_confusion_matrix=image_cm, typed=typed,
+            untyped=sum(int((r.pred_types == UNTYPED).sum()) for r in self._results),
         )
 
     def _typed_map(self) -> DetectionMetrics:
-        """COCO mAP with types as classes over every detection, ranked by the typed score."""
+        """COCO mAP with types as classes over every typed detection, ranked by the typed score."""
         evaluator = DetectionEvaluator(self.type_names, class_agnostic=False)
         for r in self._results:
-            evaluator.add(ImageResult(r.gt_boxes, r.gt_types, r.pred_boxes, r.typed_scores, r.pred_types,
-                                      r.width, r.height, r.name))
+            typed = r.pred_types != UNTYPED
+            evaluator.add(ImageResult(r.gt_boxes, r.gt_types, r.pred_boxes[typed], r.typed_scores[typed],
+                                      r.pred_types[typed], r.width, r.height, r.name))
         return evaluator.compute()
 
     def _image_report(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[dict, np.ndarray]:

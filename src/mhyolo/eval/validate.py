@@ -3,6 +3,13 @@ post-processing, in original-image pixels, through the COCO evaluator.
 
 Detection is judged class-agnostically by default: the detector finds "ball", and
 the labels' ids (ball types) are the type head's business.
+
+With a crop classifier (the two-stage model) every kept box is typed by default, as the typed mAP
+needs (`mhyolo.eval.type_metrics`, *Which boxes need a type*: no box can be skipped without
+changing it), all of an image's crops in one classifier call. `type_min_score` trades that for
+time: boxes scoring below it are not classified and stay out of the typed mAP, which is then the
+typed mAP of a validation at `conf=type_min_score`; every other figure is unchanged, since it is
+at most `TYPE_CONF`, the threshold of the type accuracy.
 """
 
 from __future__ import annotations
@@ -32,6 +39,19 @@ from mhyolo.infer.preprocess import model_input, scale_boxes_to_original
 
 
 TYPE_CONF = PREDICT_CONF  # detections counted for type accuracy: what `mhyolo predict` would show
+
+
+def check_type_min_score(type_min_score: float | None, classifier: Any) -> None:
+    """`type_min_score` leaves low-scoring boxes of a crop classifier untyped: only with a classifier (heads type
+    every box at no cost), and at most `TYPE_CONF`, so the type accuracy keeps every box it counts."""
+    if type_min_score is None:
+        return
+    if classifier is None:
+        raise ConfigError("--type-min-score leaves boxes unclassified by a crop classifier: give --classifier "
+                          "(a type head types every box at no extra cost)")
+    if not 0.0 <= type_min_score <= TYPE_CONF:
+        raise ConfigError(f"--type-min-score must be in [0, {TYPE_CONF}] (the type accuracy counts every box "
+                          f"scoring >= {TYPE_CONF}), got {type_min_score}")
 
 
 @dataclass
@@ -70,13 +90,17 @@ def _ground_truth(labels: torch.Tensor, info, imgsz: int) -> tuple[np.ndarray, n
 @torch.inference_mode()
 def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], batch_size: int = 8,
              conf: float = 0.001, iou: float = 0.6, max_det: int = 300, class_agnostic: bool = True,
-             workers: int = 0, progress: bool = True, classifier: Any = None) -> ValidationResult:
+             workers: int = 0, progress: bool = True, classifier: Any = None,
+             type_min_score: float | None = None) -> ValidationResult:
     """Run `backend` over every image of `dataset` (which must not augment) and compute mAP; with a
-    crop `classifier`, each kept box is typed by it (the two-stage model)."""
+    crop `classifier`, each kept box is typed by it (the two-stage model), or only those scoring at
+    least `type_min_score` (an approximate typed mAP, see the module's docstring)."""
+    check_type_min_score(type_min_score, classifier)
     loader = build_dataloader(dataset, batch_size=batch_size, shuffle=False, workers=workers, seed=0)
     evaluator = DetectionEvaluator(names, class_agnostic=class_agnostic)
     inference = Inference(backend, conf=conf, iou=iou, max_det=max_det, agnostic=class_agnostic,
-                          classes_as_types=not class_agnostic, classifier=classifier)
+                          classes_as_types=not class_agnostic, classifier=classifier,
+                          type_min_score=type_min_score)
     type_evaluator = TypeEvaluator(list(getattr(backend, "type_names", None) or names), conf=TYPE_CONF)
     out = ValidationResult(metrics=None)  # type: ignore[arg-type]
     form = model_input(backend)
@@ -204,6 +228,8 @@ def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: st
         raise ConfigError("sliced and multi-scale scoring do not combine: choose one")
     if native is not None and (slicing is not None or scales is not None):
         raise ConfigError("--imgsz native combines with neither --slice nor --scales: choose one")
+    if options.get("type_min_score") is not None and (slicing is not None or scales is not None or native is not None):
+        raise ConfigError("--type-min-score applies to whole-image validation at one input size (not sliced, multi-scale or native)")
     mismatch = class_mismatch(len(backend.names), spec)
     if mismatch:
         raise ConfigError(mismatch)

@@ -9,6 +9,8 @@ A backend with a level reader (exported graphs, the PyTorch model on the CPU) is
 (`mhyolo.infer.levels`): only rows above the objectness threshold are decoded and only kept rows
 typed, with the same result as decoding every row; any other backend's `predict` is read whole.
 The model call (`call`) and the rest (`finish`) are separate steps, so a caller may overlap them.
+With `type_min_score`, only boxes scoring at least that are asked for a type (`ImageBatch.wanted`;
+validation's approximate `--type-min-score`, see `mhyolo.eval.validate`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class Inference:
     """A backend with its NMS settings and its type source: input batch -> `Kept` per image."""
 
     def __init__(self, backend: Any, conf: float = PREDICT_CONF, iou: float = 0.45, max_det: int = 300,
-                 agnostic: bool = False, classes_as_types: bool = False, classifier: Any = None) -> None:
+                 agnostic: bool = False, classes_as_types: bool = False, classifier: Any = None,
+                 type_min_score: float | None = None) -> None:
         self.backend = backend
         self.conf = conf
         self.iou = iou
@@ -53,6 +56,7 @@ class Inference:
         self.agnostic = agnostic
         self.classes_as_types = classes_as_types
         self.classifier = classifier
+        self.type_min_score = type_min_score
         if classifier is not None:
             from mhyolo.classify.types import check_detector  # also registers the crop classifier's source
 
@@ -110,5 +114,8 @@ class Inference:
         source = self.type_source(outputs)
         types: list[BoxTypes | None] = [None] * len(detections)
         if source is not None:
-            types = list(source.assign(outputs, detections, ImageBatch(boxes=boxes, originals=originals)))
+            wanted = (None if self.type_min_score is None
+                      else [det.scores.numpy() >= self.type_min_score for det in detections])
+            types = list(source.assign(outputs, detections, ImageBatch(boxes=boxes, originals=originals,
+                                                                       wanted=wanted)))
         return [Kept(det, box, kind) for det, box, kind in zip(detections, boxes, types)]

@@ -16,6 +16,9 @@ Each kind is a class registered with `register_type_source`; `choose_type_source
 priority order and takes the first that applies. The choice is made once per run, from the
 first batch's outputs (what a backend outputs does not change between batches), so
 validation, prediction, the export check and the benchmark all type boxes the same way.
+A caller may say which boxes need a type (`ImageBatch.wanted`): a source that pays per box (the
+crop classifier) types only those and gives the others `UNTYPED`; the heads, whose types cost
+nothing more per box, type every box.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from mhyolo.infer.postprocess import Detections
 
 OBJECT_TYPE_OUTPUT = "type"  # (B, N, T) per detection row
 IMAGE_TYPE_OUTPUT = "image_type"  # (B, T) per image
+UNTYPED = -1  # the type id of a box its source was not asked to type (`ImageBatch.wanted`)
 
 
 @dataclass
 class BoxTypes:
-    """The types of one image's kept boxes, in the order of its detections."""
+    """The types of one image's kept boxes, in the order of its detections (`UNTYPED`, score 0, for a
+    box the source was not asked to type)."""
 
     ids: np.ndarray  # (n,) int64
     scores: np.ndarray  # (n,) float32 probability of the chosen type
@@ -59,11 +64,20 @@ class TypeRequest:
 
 @dataclass
 class ImageBatch:
-    """What a source may read besides the outputs: each image's kept boxes in its original pixels
-    and, on demand, the original BGR images (read only by sources that crop)."""
+    """What a source may read besides the outputs: each image's kept boxes in its original pixels,
+    on demand the original BGR images (read only by sources that crop), and which boxes need a
+    type (a (n,) bool mask per image; None: all of them)."""
 
     boxes: Sequence[np.ndarray]
     originals: Callable[[], Sequence[np.ndarray]] | None = None
+    wanted: Sequence[np.ndarray] | None = None
+
+    def wanted_mask(self, image: int) -> np.ndarray:
+        """Which of image `image`'s boxes need a type."""
+        count = len(self.boxes[image])
+        if self.wanted is None:
+            return np.ones(count, dtype=bool)
+        return np.asarray(self.wanted[image], dtype=bool).reshape(count)
 
 
 class TypeSource(ABC):
