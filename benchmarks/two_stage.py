@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from mhyolo.bench.ball_images import BALL_COUNTS, ball_images
-from mhyolo.bench.formats import file_size_mb
+from mhyolo.deploy.formats import file_size_mb
 from mhyolo.bench.timing import interleaved_times
 from mhyolo.classify.backend import load_classifier
 from mhyolo.classify.export import export_classifier_onnx

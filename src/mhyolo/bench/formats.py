@@ -9,6 +9,10 @@ Producers of later formats ask `ModelFiles` for the files they start from (the
 FP32 ONNX graph, the FP32 IR), which are then made once for all of them.
 Deploy modules are imported inside the producers: a missing optional package or
 a module not present in this build only skips the formats that need it.
+
+A benchmark row is one way of running one file format of `mhyolo.deploy.formats` (FP32, BF16,
+INT8...): `Format.file_format` names the row of that table whose runtime loads it, and file
+sizes and the input-size check are the table's.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from mhyolo.deploy.formats import LoadOptions, file_format, file_size_mb
+from mhyolo.deploy.formats import check_input_size as _check_input_size
 from mhyolo.errors import ConfigError
 
 OPENVINO_QUANT_MAX_DROP = 0.01  # accuracy-aware INT8: largest (typed) mAP50-95 loss it may accept
@@ -108,10 +114,9 @@ class ModelFiles:
                          f"exporting ONNX at {self.imgsz}")
 
     def openvino(self) -> Path:
-        from mhyolo.deploy.onnx_export import export_openvino
-
         onnx_path = self.onnx()
-        return self.make(f"{self.stem}_openvino/{self.stem}.xml", lambda t: export_openvino(onnx_path, t),
+        convert = file_format("openvino").convert
+        return self.make(f"{self.stem}_openvino/{self.stem}.xml", lambda t: convert(onnx_path, t),
                          "converting to OpenVINO IR (FP32)")
 
 
@@ -121,24 +126,21 @@ class Format:
 
     key: str
     title: str
+    file_format: str  # the row of `deploy.formats` whose file this row makes and runs
     produce: Callable[[ModelFiles], Path]
     load: Callable[[ModelFiles, Path], tuple[Any, str]]  # (backend, note for the table)
     timed: bool = True
     untimed_note: str = ""
 
 
-def file_size_mb(path: Path) -> float:
-    """Size on disk in MB (10^6 bytes), an OpenVINO IR's `.bin` weights included."""
-    parts = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
-    return sum(p.stat().st_size for p in parts if p.is_file()) / 1e6
-
-
 def check_input_size(backend: Any, imgsz: int) -> None:
     """A reused file exported at another size must not be scored at this one."""
-    fixed = getattr(backend, "imgsz", None)
-    if fixed is not None and int(fixed) != imgsz:
-        raise ConfigError(f"{backend.path} was made for --imgsz {fixed}, not {imgsz}: "
-                          "delete it or use another --out folder")
+    _check_input_size(backend, imgsz, remedy="delete it or use another --out folder", made="made")
+
+
+def _load(key: str, files: ModelFiles, path: Path, precision: str | None = "auto") -> Any:
+    """`path` in the runtime of the file format `key`."""
+    return file_format(key).load(path, LoadOptions(precision=precision, threads=files.threads))
 
 
 # ----------------------------------------------------------------- producers
@@ -187,15 +189,11 @@ def _rknn(files: ModelFiles) -> Path:
 
 # ------------------------------------------------------------------- loaders
 def _load_torch(files: ModelFiles, path: Path) -> tuple[Any, str]:
-    from mhyolo.model.weights import load_model
-
-    return load_model(path).fuse(), "BatchNorm fused"
+    return _load("torch", files, path).fuse(), "BatchNorm fused"
 
 
 def _load_ort(files: ModelFiles, path: Path) -> tuple[Any, str]:
-    from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(path, threads=files.threads), ""
+    return _load("onnx", files, path), ""
 
 
 def _load_ort_int8(files: ModelFiles, path: Path) -> tuple[Any, str]:
@@ -211,9 +209,7 @@ def _load_ort_int8(files: ModelFiles, path: Path) -> tuple[Any, str]:
 
 def _load_openvino(precision: str) -> Callable[[ModelFiles, Path], tuple[Any, str]]:
     def load(files: ModelFiles, path: Path) -> tuple[Any, str]:
-        from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-
-        backend = OpenVinoBackend(path, precision=precision, threads=files.threads)
+        backend = _load("openvino", files, path, precision)
         notes = [_precision_note(backend, precision)]
         if backend.quantized:  # what actually ran: INT8 only pays where the convolutions are INT8 kernels
             notes.append(backend.kernels().describe())
@@ -243,19 +239,17 @@ def _load_int8_acc(files: ModelFiles, path: Path) -> tuple[Any, str]:
 
 
 def _load_rknn(files: ModelFiles, path: Path) -> tuple[Any, str]:
-    from mhyolo.deploy.rknn import RknnSimulatorBackend
-
-    return RknnSimulatorBackend(path), ""
+    return _load("rknn", files, path), ""
 
 
 FORMATS: dict[str, Format] = {f.key: f for f in (
-    Format("torch", "PyTorch FP32", _weights_file, _load_torch),
-    Format("onnx", "ONNX Runtime FP32", lambda files: files.onnx(), _load_ort),
-    Format("onnx-int8", "ONNX Runtime INT8", _onnx_int8, _load_ort_int8),
-    Format("openvino", "OpenVINO FP32", lambda files: files.openvino(), _load_openvino("f32")),
-    Format("openvino-bf16", "OpenVINO BF16", lambda files: files.openvino(), _load_openvino("bf16")),
-    Format("openvino-int8", "OpenVINO INT8", _openvino_int8("default"), _load_openvino("auto")),
-    Format("openvino-int8-acc", "OpenVINO INT8 acc.-aware", _openvino_int8("accuracy"), _load_int8_acc),
-    Format("rknn-int8", "RKNN INT8", _rknn, _load_rknn, timed=False, untimed_note="n/a (simulator)"),
+    Format("torch", "PyTorch FP32", "torch", _weights_file, _load_torch),
+    Format("onnx", "ONNX Runtime FP32", "onnx", lambda files: files.onnx(), _load_ort),
+    Format("onnx-int8", "ONNX Runtime INT8", "onnx", _onnx_int8, _load_ort_int8),
+    Format("openvino", "OpenVINO FP32", "openvino", lambda files: files.openvino(), _load_openvino("f32")),
+    Format("openvino-bf16", "OpenVINO BF16", "openvino", lambda files: files.openvino(), _load_openvino("bf16")),
+    Format("openvino-int8", "OpenVINO INT8", "openvino", _openvino_int8("default"), _load_openvino("auto")),
+    Format("openvino-int8-acc", "OpenVINO INT8 acc.-aware", "openvino", _openvino_int8("accuracy"), _load_int8_acc),
+    Format("rknn-int8", "RKNN INT8", "rknn", _rknn, _load_rknn, timed=False, untimed_note="n/a (simulator)"),
 )}
 DETECTOR_FORMATS = ("torch", "onnx")  # what --detector adds, for the heads' overhead from one run

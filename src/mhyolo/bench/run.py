@@ -19,12 +19,13 @@ import torch
 
 from mhyolo.bench.accuracy import score_backend
 from mhyolo.bench.ball_images import BALL_COUNTS, IMAGE_SIDE, ball_images
-from mhyolo.bench.formats import DETECTOR_FORMATS, FORMATS, ModelFiles, check_input_size, file_size_mb
+from mhyolo.bench.formats import DETECTOR_FORMATS, FORMATS, ModelFiles, check_input_size
 from mhyolo.bench.frames import sample_frames
 from mhyolo.bench.report import ACCURACY_KEYS, Row, add_deltas, write_all
 from mhyolo.bench.timing import DEFAULT_WARMUP, Timing, interleaved_times
 from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.defaults import DEFAULT_IMGSZ, PREDICT_CONF
+from mhyolo.deploy.formats import file_size_mb
 from mhyolo.errors import ConfigError
 from mhyolo.bench.two_stage import CLASSIFIER_FORMATS
 from mhyolo.classify.types import check_detector

@@ -71,17 +71,18 @@ def _from_onnx(args: argparse.Namespace) -> int:
     """An exported ONNX file: only the conversion to OpenVINO IR is left to do; its size and graph are fixed."""
     from mhyolo.deploy.check import default_images, read_images
     from mhyolo.deploy.export import convert_onnx_checked, default_target
+    from mhyolo.deploy.formats import file_format
     from mhyolo.errors import ConfigError
 
     source = Path(str(args.weights))
-    if args.format != "openvino":
+    if file_format(args.format).convert is None:
         raise ConfigError(f"{source}: already ONNX; from an .onnx file `mhyolo export` converts to --format openvino")
     if args.imgsz is not None:
         raise ConfigError(f"{source}: --imgsz {args.imgsz}: an ONNX file's input size is fixed at export; "
                           "export again from the .safetensors/.pt weights for another size")
     images = read_images(args.images or default_images())
-    target = default_target(source.stem, "openvino", args.out)
-    done = convert_onnx_checked(source, target, images)
+    target = default_target(source.stem, args.format, args.out)
+    done = convert_onnx_checked(source, target, images, args.format)
     print(f"{done.runtime} vs ONNX Runtime on {len(images)} image(s) at {done.imgsz}:")
     print(done.check.table())
     print(f"converted {source} -> {done.path} ({done.size_mb:.1f} MB); outputs match ONNX Runtime", file=sys.stderr)

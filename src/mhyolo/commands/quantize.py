@@ -11,7 +11,6 @@ output as `<out stem>.quant.json` (e.g. `model_int8.onnx` -> `model_int8.quant.j
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
@@ -19,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mhyolo.deploy.formats import quantizers
 from mhyolo.deploy.sensitivity import SUGGESTED_MIN_SQNR_DB
 
-BACKENDS = ("ort", "openvino", "rknn")
-SUFFIXES = {"ort": ".onnx", "openvino": ".xml", "rknn": ".rknn"}
+BACKENDS = tuple(quantizers())  # --backend: the formats of `deploy.formats` that have a quantizer
 REPORT_SUFFIX = ".quant.json"
 
 
@@ -72,12 +71,6 @@ def report_path(out: Path) -> Path:
     return out.with_suffix(REPORT_SUFFIX)
 
 
-def model_size_mb(path: Path) -> float:
-    """File size, with the `.bin` of an OpenVINO IR counted."""
-    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
-    return sum(p.stat().st_size for p in files if p.is_file()) / 1e6
-
-
 def score(backend: Any, data_yaml: Path, split: str) -> dict[str, Any]:
     """map50 / map50_95 (and the type scores when typed) of `backend` on `split`."""
     from mhyolo.data.dataset import YoloDataset
@@ -123,87 +116,37 @@ def _rows_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _metadata(args: argparse.Namespace):
-    from mhyolo.deploy.onnx_export import read_onnx_metadata
+    from mhyolo.deploy.formats import format_of_file
     from mhyolo.errors import ConfigError, WeightsError
 
-    suffix = args.weights.suffix.lower()
     if not args.weights.is_file():
         raise WeightsError(f"model file not found: {args.weights}")
-    if suffix == ".xml" and args.backend == "openvino":
-        from mhyolo.deploy.quantize_openvino import read_model_and_metadata
-
-        return read_model_and_metadata(args.weights)[1]
-    if suffix != ".onnx":
+    if args.weights.suffix.lower() not in quantizers()[args.backend].quantizes_from:
         raise ConfigError(f"{args.weights}: --backend {args.backend} quantizes an exported .onnx "
                           f"(`mhyolo export --format onnx`)")
-    return read_onnx_metadata(args.weights)
+    return format_of_file(args.weights).metadata(args.weights)
 
 
-def _quantize(args: argparse.Namespace, meta) -> dict[str, Any]:
-    """Write args.out; returns what the report says about how it was made."""
-    from mhyolo.deploy.calibration import calibration_batches
-    from mhyolo.errors import MhyoloError
+def _job(args: argparse.Namespace):
+    from mhyolo.deploy.formats import QuantizeJob
 
-    info: dict[str, Any] = {}
-    if args.backend == "rknn":
-        try:
-            rknn = importlib.import_module("mhyolo.deploy.rknn")
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("mhyolo"):
-                raise MhyoloError("--backend rknn needs mhyolo.deploy.rknn, which this build does not have") from exc
-            raise
-        rknn.convert_rknn(args.weights, args.out, args.calib, calib_images=args.calib_images, seed=args.seed,
-                          target=args.target)
-        info["target"] = args.target
-        return info
-    calib = calibration_batches(args.calib, meta.imgsz, count=args.calib_images, seed=args.seed)
-    if args.backend == "ort":
-        import onnx
-
-        from mhyolo.deploy.onnx_export import read_onnx_metadata
-        from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static
-
-        reduce_range = True if args.reduced_range_weights else (False if args.full_range_weights else None)
-        quantize_onnx_static(args.weights, args.out, calib, method=args.method, reduce_range=reduce_range,
-                             min_sqnr_db=args.min_sqnr if args.min_sqnr > 0 else None,
-                             float_blocks=args.float_blocks)
-        coverage = op_coverage(onnx.load(str(args.out)))
-        print(coverage.summary(), file=sys.stderr)
-        quant = read_onnx_metadata(args.out).extra["quantization"]
-        print(f"weight range: {quant['weight_range']}", file=sys.stderr)
-        info["weight_range"] = quant["weight_range"]
-        info["float_blocks"] = quant["float_blocks"]  # kept float for their activation SQNR
-        info["op_coverage"] = {"quantize_linear": coverage.quantize_linear,
-                               "dequantize_linear": coverage.dequantize_linear,
-                               "int8_ops": dict(coverage.quantized_ops), "float_ops": dict(coverage.float_ops)}
-        return info
-    from mhyolo.deploy.quantize_openvino import INPUTS, accuracy_target, fake_quantize_count, quantize_openvino
-
-    target = accuracy_target(args.calib, meta, args.split) if args.mode == "accuracy" else None
-    quantize_openvino(args.weights, args.out, calib, mode=args.mode, max_drop=args.max_drop,
-                      validate_fn=target.fn if target else None, validation_data=target.items if target else None,
-                      input_kind=INPUTS[args.input])
-    info["fake_quantize_nodes"] = fake_quantize_count(args.out)
-    info["input"] = INPUTS[args.input]
-    if target is not None:
-        info["accuracy_metric"] = target.metric
-    return info
+    reduce_range = True if args.reduced_range_weights else (False if args.full_range_weights else None)
+    return QuantizeJob(weights=args.weights, out=args.out, calib=args.calib, calib_images=args.calib_images,
+                       seed=args.seed, split=args.split, method=args.method, reduce_range=reduce_range,
+                       min_sqnr_db=args.min_sqnr if args.min_sqnr > 0 else None,
+                       float_blocks=tuple(args.float_blocks), mode=args.mode, max_drop=args.max_drop,
+                       input=args.input, target=args.target)
 
 
 def _backends(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(FP32 reference, INT8 model) as `InferenceBackend`s, both run in full precision where float."""
-    if args.backend == "openvino":
-        from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+    """(FP32 reference, INT8 model) as `InferenceBackend`s, both run in full precision where float
+    (the INT8 model as `predict` runs it: float layers in the plugin's default precision)."""
+    from mhyolo.deploy.formats import LoadOptions, file_format
 
-        # the INT8 model as `predict` runs it: float layers in the plugin's default precision
-        return OpenVinoBackend(args.weights, precision="f32"), OpenVinoBackend(args.out, precision="auto")
-    from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-    if args.backend == "ort":
-        return OnnxRuntimeBackend(args.weights), OnnxRuntimeBackend(args.out)
-    from mhyolo.deploy.rknn import RknnSimulatorBackend
-
-    return OnnxRuntimeBackend(args.weights), RknnSimulatorBackend(args.out)
+    row = quantizers()[args.backend]
+    reference = file_format(row.reference)
+    return (reference.load(args.weights, LoadOptions(precision="f32")),
+            row.load(args.out, LoadOptions(precision="auto")))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,23 +157,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from mhyolo.deploy.formats import file_format, file_size_mb, input_size_error
     from mhyolo.errors import ConfigError
 
-    if args.out.suffix.lower() != SUFFIXES[args.backend]:
-        raise ConfigError(f"{args.out}: --backend {args.backend} writes a {SUFFIXES[args.backend]} file")
+    row = quantizers()[args.backend]
+    if args.out.suffix.lower() != row.suffixes[0]:
+        raise ConfigError(f"{args.out}: --backend {args.backend} writes a {row.suffixes[0]} file")
     if args.calib_images <= 0:
         raise ConfigError(f"--calib-images must be positive, got {args.calib_images}")
     if args.mode == "accuracy" and args.backend != "openvino":
         raise ConfigError("--mode accuracy is OpenVINO/NNCF's accuracy-aware quantization: use --backend openvino")
     meta = _metadata(args)
     if args.imgsz is not None and args.imgsz != meta.imgsz:
-        raise ConfigError(f"{args.weights} was exported for --imgsz {meta.imgsz}, not {args.imgsz}: "
-                          f"drop --imgsz or export again at {args.imgsz}")
+        raise input_size_error(args.weights, meta.imgsz, args.imgsz)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    info = _quantize(args, meta)
+    info = row.quantize(_job(args), meta)
     seconds = time.perf_counter() - started
-    print(f"wrote {args.out} ({model_size_mb(args.out):.2f} MB) in {seconds:.0f} s; scoring on '{args.split}'",
+    print(f"wrote {args.out} ({file_size_mb(args.out):.2f} MB) in {seconds:.0f} s; scoring on '{args.split}'",
           file=sys.stderr)
     fp32, int8 = _backends(args)
     kernels = getattr(int8, "kernels", None)
@@ -242,12 +186,12 @@ def _run(args: argparse.Namespace) -> int:
         info["executed_kernels"] = summary.to_dict()
     try:
         rows = []
-        fp32_runtime = "openvino" if args.backend == "openvino" else "ort"
+        fp32_runtime = file_format(row.reference).quantizer
         for label, backend, path in ((f"fp32 {fp32_runtime}", fp32, args.weights),
                                      (f"int8 {args.backend}", int8, args.out)):
-            row = {"format": label, "path": str(path), "size_mb": round(model_size_mb(path), 3)}
-            row.update({k: _num(v) for k, v in score(backend, args.calib, args.split).items()})
-            rows.append(row)
+            entry = {"format": label, "path": str(path), "size_mb": round(file_size_mb(path), 3)}
+            entry.update({k: _num(v) for k, v in score(backend, args.calib, args.split).items()})
+            rows.append(entry)
     finally:
         close = getattr(int8, "close", None)
         if callable(close):

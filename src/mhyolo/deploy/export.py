@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mhyolo.deploy.formats import LoadOptions, export_formats, file_format, file_size_mb
 from mhyolo.errors import ConfigError, MhyoloError
 
 if TYPE_CHECKING:  # the command line imports this module to list the formats: keep it light
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # the command line imports this module to list the formats: k
 
     from mhyolo.deploy.check import ExportCheck
 
-EXPORT_FORMATS = ("onnx", "openvino")
+EXPORT_FORMATS = export_formats()  # the rows of `deploy.formats` with an `export_target`
 
 
 @dataclass
@@ -35,27 +36,19 @@ class CheckedExport:
 
     @property
     def size_mb(self) -> float:
-        return sum(p.stat().st_size for p in (self.path, self.path.with_suffix(".bin")) if p.is_file()) / 1e6
+        return file_size_mb(self.path)
 
 
 def default_target(stem: str, fmt: str, out: Path | None = None) -> Path:
     """The file to write: `out` (for openvino a .xml, or a folder for model.xml), else under runs/export/."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    if fmt == "onnx":
-        return Path(out) if out is not None else Path("runs/export") / f"{stem}.onnx"
-    folder = Path(out) if out is not None else Path("runs/export") / f"{stem}_openvino"
-    return folder if folder.suffix == ".xml" else folder / "model.xml"
+    return file_format(fmt).export_target(stem, out)
 
 
 def _runtime(path: Path, fmt: str):
-    if fmt == "onnx":
-        from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path)
-    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-
-    return OpenVinoBackend(path, precision="f32")
+    """The written file in its format's runtime, in full precision (what the check compares)."""
+    return file_format(fmt).load(path, LoadOptions(precision="f32"))
 
 
 def export_checked(model, target: Path, fmt: str, imgsz: int, images: Sequence[np.ndarray], opset: int = 18,
@@ -65,16 +58,17 @@ def export_checked(model, target: Path, fmt: str, imgsz: int, images: Sequence[n
     import torch
 
     from mhyolo.deploy.check import check_backend
-    from mhyolo.deploy.onnx_export import export_onnx, export_openvino
+    from mhyolo.deploy.onnx_export import export_onnx
 
     target = Path(target)
+    convert = file_format(fmt).convert  # None: the ONNX file is the format
     with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
-        onnx_path = target if fmt == "onnx" else Path(tmp) / "model.onnx"  # an intermediate for OpenVINO
+        onnx_path = target if convert is None else Path(tmp) / "model.onnx"  # an intermediate for the others
 
         def write(simplified: bool):
             result = export_onnx(model, onnx_path, imgsz=imgsz, opset=opset, dynamic_batch=dynamic_batch,
                                  simplify=simplified)
-            final = onnx_path if fmt == "onnx" else export_openvino(onnx_path, target)
+            final = onnx_path if convert is None else convert(onnx_path, target)
             backend = _runtime(final, fmt)
             return result, final, backend, check_backend(model, backend, images)
 
@@ -89,18 +83,18 @@ def export_checked(model, target: Path, fmt: str, imgsz: int, images: Sequence[n
     return CheckedExport(path=final, check=check, simplified=result.simplified, runtime=runtime, imgsz=imgsz)
 
 
-def convert_onnx_checked(onnx_path: Path, target: Path, images: Sequence[np.ndarray]) -> CheckedExport:
-    """An exported `.onnx` converted to OpenVINO IR and checked against ONNX Runtime on `images`
+def convert_onnx_checked(onnx_path: Path, target: Path, images: Sequence[np.ndarray],
+                         fmt: str = "openvino") -> CheckedExport:
+    """An exported `.onnx` converted to `fmt` (OpenVINO IR) and checked against ONNX Runtime on `images`
     (no PyTorch model is needed: the ONNX file is the reference); raises `MhyoloError` when they disagree."""
     from mhyolo.deploy.check import check_against_runtime
-    from mhyolo.deploy.onnx_export import export_openvino
 
     onnx_path, target = Path(onnx_path), Path(target)
     if not onnx_path.is_file():
         raise ConfigError(f"{onnx_path}: no such ONNX file")
     reference = _runtime(onnx_path, "onnx")
-    final = export_openvino(onnx_path, target)
-    backend = _runtime(final, "openvino")
+    final = file_format(fmt).convert(onnx_path, target)
+    backend = _runtime(final, fmt)
     check = check_against_runtime(reference, backend, images)
     runtime = type(backend).__name__
     if not check.ok:

@@ -7,7 +7,8 @@ input order. Each frame still gets its own batch-1 call and the same post-proces
 predictions are those of the sequential path.
 
 How calls overlap depends on the runtime; each way is a class registered with
-`register_model_calls`, asked in priority order:
+`register_model_calls`, asked in priority order (a file format names its way in its row of
+`mhyolo.deploy.formats`, `throughput`):
 
 * `openvino`: OpenVINO's own asynchronous infer requests (`AsyncInferQueue`) on the model compiled
   with the throughput hint, which splits the cores into streams;
@@ -105,9 +106,9 @@ class OpenVinoRequests(ModelCalls):
 
     @classmethod
     def applies(cls, backend: Any) -> bool:
-        from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+        from mhyolo.deploy.formats import throughput_of
 
-        return isinstance(backend, OpenVinoBackend)
+        return throughput_of(backend, cls.key)
 
     def _done(self, request: Any, future: Future) -> None:
         """Runs in an OpenVINO thread: copy the outputs out before the request is reused."""
@@ -147,10 +148,10 @@ class ThreadedCalls(ModelCalls):
 
     @classmethod
     def applies(cls, backend: Any) -> bool:
-        from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from mhyolo.deploy.formats import throughput_of
         from mhyolo.infer.levels import ModelLevels
 
-        return isinstance(backend, OnnxRuntimeBackend) or ModelLevels.applies(backend)
+        return throughput_of(backend, cls.key) or ModelLevels.applies(backend)
 
     def _call(self, x: torch.Tensor) -> Any:
         with torch.inference_mode():  # a thread's own setting: not inherited from the caller's

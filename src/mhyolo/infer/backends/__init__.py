@@ -2,7 +2,8 @@
 
 `.pt` / `.safetensors` -> the PyTorch `YoloModel`; `.onnx` -> ONNX Runtime (or
 OpenVINO with `runtime="openvino"`); `.xml` -> OpenVINO IR; `.rknn` -> the
-rknn-toolkit2 simulator (separate environment, see `mhyolo.deploy.rknn`).
+rknn-toolkit2 simulator (separate environment, see `mhyolo.deploy.rknn`). The
+suffixes, runtimes and loaders are the rows of `mhyolo.deploy.formats`.
 """
 
 from __future__ import annotations
@@ -11,37 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.defaults import DEFAULT_IMGSZ
-from mhyolo.errors import ConfigError, WeightsError
+from mhyolo.deploy.formats import LoadOptions, check_input_size, load, runtimes
 
-RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES = runtimes()
 
 
 def load_backend(weights: str | Path, device: Any = "cpu", runtime: str | None = None,
                  precision: str | None = "auto", threads: int | None = None):
-    """Any supported model file as an `InferenceBackend` (PyTorch models in eval mode on `device`)."""
-    path = Path(weights)
-    suffix = path.suffix.lower()
-    if runtime is not None and runtime not in RUNTIMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if suffix in (".onnx", ".xml"):
-        if not path.is_file():
-            raise WeightsError(f"model file not found: {path}")
-        if suffix == ".xml" or runtime == "openvino":
-            from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-
-            return OpenVinoBackend(path, precision=precision, threads=threads)
-        from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, threads=threads)
-    if suffix == ".rknn":
-        from mhyolo.deploy.rknn import RknnSimulatorBackend
-
-        return RknnSimulatorBackend(path)
-    if runtime is not None:
-        raise ConfigError(f"{path}: runtime '{runtime}' needs an exported .onnx or .xml model")
-    from mhyolo.model.weights import load_model
-
-    return load_model(weights, device=device)
+    """Any supported model file as an `InferenceBackend` (PyTorch models in eval mode on `device`),
+    read by the row of its format (`deploy.formats`)."""
+    return load(weights, runtime, LoadOptions(device=device, precision=precision, threads=threads))
 
 
 def input_size(backend: Any, requested: int | None, default: int = DEFAULT_IMGSZ) -> int:
@@ -54,9 +34,7 @@ def input_size(backend: Any, requested: int | None, default: int = DEFAULT_IMGSZ
             return requested
         trained = getattr(backend, "trained_imgsz", None)
         return int(trained) if trained else default
-    if requested is not None and requested != fixed:
-        raise ConfigError(f"{getattr(backend, 'path', 'the model')} was exported for --imgsz {fixed}, "
-                          f"not {requested}: drop --imgsz or export again at {requested}")
+    check_input_size(backend, requested)
     return int(fixed)
 
 
