@@ -388,3 +388,30 @@ def test_type_min_score_is_refused_where_it_would_change_more_than_the_typed_map
     with pytest.raises(ConfigError, match="whole-image"):
         score_split(ScatterDetectorStub(), spec, SIDE, progress=False, classifier=MeanColourClassifier(),
                     type_min_score=0.01, slicing=SliceSettings(size=160))
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_the_int8_classifier_takes_the_detector_s_weight_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               vnni: bool) -> None:
+    """7-bit weights only where the CPU lacks VNNI (`machine.ort_weight_range`, the detector's rule)."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import numpy_helper
+
+    import mhyolo.machine as machine
+    from mhyolo.classify.checkpoint import read_classifier_onnx_metadata
+    from mhyolo.classify.export import export_classifier_onnx, quantize_classifier
+
+    reduce_range = not vnni
+    monkeypatch.setattr(machine, "ort_weight_range", lambda cpu: machine.WeightRange(reduce_range, "the rule"))
+    classifier = _classifier_file(tmp_path, TYPE_NAMES)
+    crops = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    export_classifier_onnx(classifier, tmp_path / "c.onnx", crops)
+    done = quantize_classifier(tmp_path / "c.onnx", tmp_path / "c_int8.onnx", [crops[i:i + 1] for i in range(8)],
+                               classifier, crops)
+    quantization = read_classifier_onnx_metadata(done.path)["quantization"]
+    assert quantization["reduce_range"] is reduce_range
+    assert quantization["weight_range"] == "chosen for this CPU: the rule"
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(done.path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == (64 if reduce_range else 127)

@@ -95,13 +95,22 @@ def export_classifier_onnx(weights: str | Path, out: str | Path, check_crops: to
 
 
 def quantize_classifier(onnx_path: str | Path, out: str | Path, calibration: Sequence[torch.Tensor],
-                        reference_weights: str | Path, check_crops: torch.Tensor) -> ClassifierExport:
-    """INT8 (QDQ, per-channel 7-bit weights as for the detector, UInt8 activations, the softmax in
-    float) calibrated on `calibration` crops (each (1, 3, S, S)); kept when its argmax agrees with
-    PyTorch's on at least `INT8_MIN_AGREEMENT` of `check_crops`."""
+                        reference_weights: str | Path, check_crops: torch.Tensor,
+                        reduce_range: bool | None = None) -> ClassifierExport:
+    """INT8 (QDQ, per-channel weights, UInt8 activations, the softmax in float) calibrated on
+    `calibration` crops (each (1, 3, S, S)); kept when its argmax agrees with PyTorch's on at least
+    `INT8_MIN_AGREEMENT` of `check_crops`. The weights are 7-bit or 8-bit by the detector's rule:
+    `reduce_range` None chooses them for this machine's CPU (`machine.ort_weight_range`)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+    from mhyolo.machine import cpu_info, ort_weight_range
+
+    if reduce_range is None:
+        chosen = ort_weight_range(cpu_info())
+        reduce_range, range_reason = chosen.reduce_range, f"chosen for this CPU: {chosen.reason}"
+    else:
+        range_reason = f"{'7' if reduce_range else '8'}-bit weights as asked"
     onnx_path, out = Path(onnx_path), Path(out)
     if not calibration:
         raise ConfigError(f"{onnx_path}: no calibration crops to quantize with")
@@ -121,14 +130,15 @@ def quantize_classifier(onnx_path: str | Path, out: str | Path, calibration: Seq
         raw = Path(tmp) / "int8.onnx"
         try:
             quantize_static(str(onnx_path), str(raw), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=softmax,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except Exception as exc:  # noqa: BLE001 - ORT raises many kinds; name the model
             raise MhyoloError(f"{onnx_path}: ONNX Runtime static quantization failed: {exc}") from exc
         quantized = onnx.load(str(raw))
     metadata = {**metadata, "quantization": {"precision": "int8", "tool": "onnxruntime", "format": "QDQ",
-                                             "calibration_crops": len(calibration)}}
+                                             "calibration_crops": len(calibration),
+                                             "reduce_range": reduce_range, "weight_range": range_reason}}
     write_onnx_file(quantized, out, METADATA_KEY, json.dumps(metadata))
     reference = load_classifier_checkpoint(reference_weights).net.eval()
     with torch.no_grad():
