@@ -48,3 +48,29 @@ def test_seen_type_scores_count_only_types_the_model_trained_on():
     seen = seen_type_scores({"type_names": names, "confusion_matrix": matrix, "typed_map50": 0.4,
                              "typed_map50_95": 0.2}, ["basketball", "football"])
     assert seen == {"cls_accuracy": 12 / 15, "typed_boxes": 15, "typed_map50": None, "typed_map50_95": None}
+
+
+def test_val_summary_keeps_the_detection_image_count_beside_the_types_one():
+    """A typed model's `val --json`: "images" is every scored image (ball-free ones too), the type
+    scorer's count of images with typed ground truth is "types_images"."""
+    import numpy as np
+
+    from mhyolo.eval.metrics import DetectionEvaluator, ImageResult
+    from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator
+    from mhyolo.eval.validate import ValidationResult
+
+    box = np.array([[10.0, 10.0, 30.0, 30.0]], np.float32)
+    none = np.zeros((0, 4), np.float32)
+    images = [(box, np.array([1])), (box, np.array([0])), (none, np.zeros(0, np.int64))]  # the last: no ball
+    detection, types = DetectionEvaluator(["basketball", "football"]), TypeEvaluator(["basketball", "football"])
+    results = []
+    for i, (gt, gt_types) in enumerate(images):
+        results.append(ImageResult(gt, gt_types, box, np.array([0.9], np.float32), np.array([0]), 64, 64, f"{i}"))
+        detection.add(results[-1])
+        types.add(TypedImageResult(gt, gt_types, box, np.array([0.9], np.float32), np.array([1]), 64, 64, f"{i}",
+                                   type_scores=np.array([0.8], np.float32), image_type=None))
+    result = ValidationResult(metrics=detection.compute(), results=results, types=types.compute())
+    summary = result.summary()
+    assert summary["images"] == 3 and summary["boxes"] == 2
+    assert summary["types_images"] == 2
+    assert summary["negative_images"] == 1 and summary["cls_accuracy"] == 0.5
