@@ -98,6 +98,17 @@ def score_rule(weights: str, data: Path, rule: dict[str, Any], trained: int) -> 
     return result.summary()
 
 
+def held_out_types(entry: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A rule's scores with the type figures counted as the crossval counts them: over the boxes whose
+    true type the fold trained on (a held-out source's unseen type cannot be named)."""
+    from mhyolo.eval.results import seen_type_scores
+
+    if "confusion_matrix" not in entry:  # the crossval's own row: counted so already
+        return entry
+    trained = json.loads((folder / "data" / "fold.json").read_text())["types_in_training"]
+    return {**entry, **seen_type_scores(entry, trained)}
+
+
 def fold_folders(run: Path) -> list[Path]:
     return sorted(p for p in run.iterdir() if (p / "score.json").is_file())
 
@@ -124,7 +135,7 @@ def main() -> None:
                     cache[text] = score_rule(fold["weights"], folder / "data" / "data.yaml", rule,
                                              int(fold["imgsz"]))
                     cache_path.write_text(json.dumps(cache, indent=2))
-                table.setdefault(f"{run.name} | {text}", {})[folder.name] = cache[text]
+                table.setdefault(f"{run.name} | {text}", {})[folder.name] = held_out_types(cache[text], folder)
     if args.json:
         args.json.write_text(json.dumps(table, indent=2))
     print(render(table))

@@ -146,17 +146,17 @@ def test_crossval_refuses_an_unknown_source_name(shared: Path, tmp_path: Path) -
 
 
 def test_type_accuracy_counts_only_types_seen_in_training() -> None:
-    from mhyolo.pipeline.crossval import _seen_type_scores
+    from mhyolo.eval.results import seen_type_scores
 
     names = ["basketball", "football", "tennis-ball"]
     matrix = [[5, 1, 0],   # basketball: 5 of 6 right
               [0, 0, 0],
               [2, 0, 0]]   # tennis balls, never seen in training: all called basketball
-    seen = _seen_type_scores({"type_names": names, "confusion_matrix": matrix, "typed_map50": 0.4},
+    seen = seen_type_scores({"type_names": names, "confusion_matrix": matrix, "typed_map50": 0.4},
                              ["basketball", "football"])
     assert seen["cls_accuracy"] == pytest.approx(5 / 6) and seen["typed_boxes"] == 6
     assert seen["typed_map50"] is None  # a held-out type was never seen: typed mAP says nothing
-    every = _seen_type_scores({"type_names": names, "confusion_matrix": matrix, "typed_map50": 0.4}, names)
+    every = seen_type_scores({"type_names": names, "confusion_matrix": matrix, "typed_map50": 0.4}, names)
     assert every["cls_accuracy"] == pytest.approx(5 / 8) and every["typed_map50"] == 0.4
 
 

@@ -63,7 +63,7 @@ def _train(data, run: Path, monkeypatch, weights: Path, patience: int, val_every
         return SimpleNamespace(metrics=metrics, types=None)
 
     monkeypatch.setattr(trainer_module, "validate", fake_validate)
-    monkeypatch.setattr(trainer_module, "fitness", lambda map50, map50_95: map50)
+    monkeypatch.setattr(trainer_module, "fitness", lambda row: row["map50"])
     plain = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, fliplr=0, mosaic=0)
     config = TrainConfig(data=str(data), weights=str(weights), epochs=5, imgsz=64, batch=4, workers=0,
                          close_mosaic=0, patience=patience, val_every=val_every, augment=plain,

@@ -118,7 +118,7 @@ def test_pipeline_page_has_every_table_and_every_figure(pipeline_run: Path) -> N
     assert "<h1>run-2024</h1>" in page and "mhyolo pipeline run" in page
     header = page[page.index("<header>"):page.index("</header>")]
     for label, value in (("model", "multihead stage (yolov5n-typehead-lite)"), ("mAP50", "0.812"),
-                         ("type accuracy", "0.875"), ("typed mAP50", "0.702"),
+                         ("type acc", "0.875"), ("typed mAP50", "0.702"),
                          ("fastest format", "ONNX Runtime INT8, 9.7 ms model call, 10.8 ms end to end"), ("dataset", "16 train / 16 val images")):
         assert f"<dt>{label}</dt><dd>{value}</dd>" in header, label
     assert '<tr class="final"><th scope="row">multihead (final)</th><td>0.812</td><td>0.511</td>' in page

@@ -14,9 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mhyolo.pipeline.report import COLUMNS
+from mhyolo.eval.results import columns
 
-FIGURE_METRICS = (("precision", "P"), ("recall", "R"), ("map50", "mAP50"), ("map50_95", "mAP50-95"),
-                  ("typed_map50", "typed mAP50"), ("cls_accuracy", "type acc"))
+FIGURE_METRICS = columns("precision", "recall", "map50", "map50_95", "typed_map50", "cls_accuracy")
 
 
 def before_after_figure(before: dict[str, Any], after: dict[str, Any], path: Path) -> Path:

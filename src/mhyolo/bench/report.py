@@ -18,9 +18,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mhyolo.defaults import PREDICT_CONF
+from mhyolo.eval.results import columns
 
 ACCURACY_KEYS = ("map50", "map50_95", "cls_accuracy", "typed_map50")
-ACCURACY_LABELS = {"map50": "mAP50", "map50_95": "mAP50-95", "cls_accuracy": "type acc", "typed_map50": "typed mAP50"}
+ACCURACY_LABELS = dict(columns(*ACCURACY_KEYS))
 REFERENCE_FORMAT = "torch"
 TIMING_HEAD = ["model ms", "model p90", "end-to-end ms", "e2e p90", "outside model", "frames/s (stream)"]
 

@@ -29,6 +29,7 @@ from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import ConfigError
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
 from mhyolo.eval.negatives import NegativeStats, negative_stats
+from mhyolo.eval.results import flatten
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
 from mhyolo.infer.inference import Inference
 from mhyolo.infer.input_size import NativeSize
@@ -69,13 +70,14 @@ class ValidationResult:
     def summary(self) -> dict[str, Any]:
         """The figures as plain data (what `mhyolo val --json` prints and `Model.val` returns)."""
         m = self.metrics
-        out: dict[str, Any] = {"precision": m.precision, "recall": m.recall, "map50": m.map50,
-                               "map50_95": m.map50_95, "images": m.images, "boxes": m.boxes,
-                               **self.negatives.to_dict()}
-        if self.types is not None:
-            out.update(self.types.to_dict())
-        out["size_bins"] = m.to_dict()["size_bins"]  # per ball size, original-image pixels
-        return out
+        parts: list[tuple[str, dict[str, Any]]] = [
+            ("detection", {"precision": m.precision, "recall": m.recall, "map50": m.map50,
+                           "map50_95": m.map50_95, "images": m.images, "boxes": m.boxes}),
+            ("negatives", self.negatives.to_dict())]
+        if self.types is not None:  # its "images" (those with typed ground truth) becomes "types_images"
+            parts.append(("types", self.types.to_dict()))
+        parts.append(("size", {"size_bins": m.to_dict()["size_bins"]}))  # per ball size, original-image pixels
+        return flatten(parts)
 
 
 def _ground_truth(labels: torch.Tensor, info, imgsz: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from mhyolo.data.recipe import Recipe, load_recipe
 from mhyolo.errors import ConfigError
+from mhyolo.eval.results import seen_type_scores
 from mhyolo.pipeline.config import PipelineConfig, StageConfig, final_stage, load_pipeline_config
 from mhyolo.pipeline.stages import is_done, mark_done, train_config, train_stage
 from mhyolo.train.config import TrainConfig
@@ -134,7 +135,7 @@ def score_fold(fold: Fold, weights: Path, sizes: list[int], progress: bool) -> d
                                "recall": m.recall, "images": m.images, "boxes": m.boxes,
                                **result.negatives.to_dict(), "size_bins": m.to_dict()["size_bins"]}
         if result.types is not None:
-            row.update(_seen_type_scores(result.types.to_dict(), types_trained))
+            row.update(seen_type_scores(result.types.to_dict(), types_trained))
         row["types_in_training"] = types_trained
         scores[str(size)] = row
     return scores
@@ -147,21 +148,6 @@ def sizes_to_score(done: dict[str, Any], sizes: list[int]) -> list[int]:
     scores = done.get("scores", {})
     wanted = [*sizes, *(int(s) for s in scores if int(s) not in sizes)]
     return [s for s in wanted if "size_bins" not in scores.get(str(s), {})]
-
-
-def _seen_type_scores(types: dict[str, Any], trained: list[str]) -> dict[str, Any]:
-    """Type accuracy over the matched boxes whose true type was in training (a type the
-    fold never saw cannot be named); typed mAP only when every held-out type was seen."""
-    names = types["type_names"]
-    matrix = types["confusion_matrix"]  # rows: true type, matched boxes
-    seen = [i for i, name in enumerate(names) if name in trained]
-    matched = sum(sum(matrix[i]) for i in seen)
-    correct = sum(matrix[i][i] for i in seen)
-    present = [i for i, row in enumerate(matrix) if sum(row)]
-    all_seen = all(i in seen for i in present)
-    return {"cls_accuracy": correct / matched if matched else None, "typed_boxes": matched,
-            "typed_map50": types.get("typed_map50") if all_seen else None,
-            "typed_map50_95": types.get("typed_map50_95") if all_seen else None}
 
 
 def run_crossval(settings: CrossvalSettings, *, html_report: Callable[[Path], Path]) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.eval.size_bins import SIZE_BINS, bin_cells
+from mhyolo.eval.results import columns
 
-COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"), ("recall", "R"),
-           ("false_positives_per_negative_image", "FP / negative image"), ("cls_accuracy", "type acc"),
-           ("typed_map50", "typed mAP50"))
+COLUMNS = columns("map50", "map50_95", "precision", "recall", "false_positives_per_negative_image", "cls_accuracy",
+                  "typed_map50")
 MEAN = "mean"
 
 
@@ -108,8 +108,7 @@ def _size_bin_markdown(folds: dict[str, Any], size: int) -> list[str]:
             format_table(["held-out source", *(b.title for b in SIZE_BINS)], rows), ""]
 
 
-DISTILL_COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type acc"),
-                   ("typed_map50", "typed mAP50"), ("fitness", "fitness"))
+DISTILL_COLUMNS = columns("map50", "map50_95", "cls_accuracy", "typed_map50", "fitness")
 
 
 def distill_table(distill: dict[str, Any], sources: list[str]) -> tuple[list[str], list[list[str]]]:

@@ -15,6 +15,7 @@ from statistics import mean
 from typing import Any
 
 from mhyolo.errors import ConfigError
+from mhyolo.eval.results import fitness
 from mhyolo.pipeline.config import STUDENT, DistillConfig
 
 def run_name(group: str, seed: int) -> str:
@@ -24,14 +25,7 @@ def run_name(group: str, seed: int) -> str:
 TEACHER_RUN = "distill/teacher"
 
 
-def fitness_of(row: dict[str, Any]) -> float:
-    """What decides between candidates: YOLOv5's fitness of the typed mAP when the model types its
-    balls (detection and type together), else of the detection mAP."""
-    from mhyolo.train.trainer import fitness
-
-    if row.get("typed_map50") is not None:
-        return fitness(row["typed_map50"], row["typed_map50_95"])
-    return fitness(row["map50"], row["map50_95"])
+fitness_of = fitness  # what decides between candidates: `eval.results.fitness`
 
 
 @dataclass

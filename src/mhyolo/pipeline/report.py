@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.eval.size_bins import SIZE_BINS, bin_cells
+from mhyolo.eval.results import columns
 
-COLUMNS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type acc (objects)"),
-           ("image_accuracy", "type acc (images)"), ("typed_map50", "typed mAP50"),
-           ("typed_map50_95", "typed mAP50-95"), ("latency_ms", "ms (PyTorch, 1 img)"))
+COLUMNS = (*columns("map50", "map50_95", "cls_accuracy", "image_accuracy", "typed_map50", "typed_map50_95"),
+           ("latency_ms", "ms (PyTorch, 1 img)"))
 
 
 def score(weights: Path, data_yaml: Path, imgsz: int, classifier: Path | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from mhyolo.config import from_dict, to_dict
 from mhyolo.data.dataset import YoloDataset, build_dataloader
 from mhyolo.data.spec import load_data_spec
 from mhyolo.errors import ConfigError, WeightsError
+from mhyolo.eval.results import fitness
 from mhyolo.eval.validate import validate
 from mhyolo.model.weights import load_checkpoint, save_checkpoint
 from mhyolo.train.config import TrainConfig
@@ -51,11 +52,6 @@ def result_columns(part_names: Sequence[str]) -> tuple[str, ...]:
 
 RESULT_COLUMNS = result_columns(("box", "obj", "cls", "type"))  # the detection and type terms
 GRAD_CLIP = 10.0
-
-
-def fitness(map50: float, map50_95: float) -> float:
-    """YOLOv5's model-selection score: mostly mAP@0.5:0.95."""
-    return 0.1 * map50 + 0.9 * map50_95
 
 
 class Hook(Protocol):
@@ -240,12 +236,13 @@ class Trainer:
                 m = result.metrics
                 row.update({"metrics/precision": m.precision, "metrics/recall": m.recall,
                             "metrics/mAP50": m.map50, "metrics/mAP50-95": m.map50_95})
-                score = fitness(m.map50, m.map50_95)
+                scores = {"map50": m.map50, "map50_95": m.map50_95}
                 if result.types is not None:  # judge detection and type together
                     t = result.types
                     row.update({"metrics/cls_accuracy": t.cls_accuracy, "metrics/image_accuracy": t.image_accuracy,
                                 "metrics/typed_mAP50": t.typed_map50})
-                    score = fitness(t.typed_map50, t.typed_map50_95)
+                    scores.update(typed_map50=t.typed_map50, typed_map50_95=t.typed_map50_95)
+                score = fitness(scores)
                 improved = score > self.best_fitness
                 self.best_fitness = max(self.best_fitness, score)
             row["seconds"] = time.perf_counter() - started

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.errors import DataError
+from mhyolo.eval.results import columns
 from mhyolo.report.html import DASH, Html, code, figure, join, number, paragraph, table, tag
 from mhyolo.report.sections.base import Section, register, score
 
@@ -39,10 +40,9 @@ class Crossval(Section):
         out = {"model": Path(str(train["model"])).stem if train.get("model") else DASH,
                "held-out sources": str(len(summary["folds"])),
                "image size": f"{summary['imgsz']} px"}
-        for key, label in (("map50", "held-out mAP50 (mean)"), ("map50_95", "held-out mAP50-95 (mean)"),
-                           ("cls_accuracy", "held-out type acc (mean)")):
+        for key, label in columns("map50", "map50_95", "cls_accuracy"):
             if mean.get(key) is not None:
-                out[label] = score(mean[key])
+                out[f"held-out {label} (mean)"] = score(mean[key])
         return out
 
     def render(self) -> Html:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.errors import DataError
+from mhyolo.eval.results import columns
 from mhyolo.report.html import DASH, Html, join, number, paragraph, table, tag
 from mhyolo.report.run_folder import RunFolder
 from mhyolo.report.sections.base import Section, register, score
@@ -45,8 +46,7 @@ class Stages(Section):
         arch = _architecture(self.run, self.run.path / name) if (self.run.path / name).is_dir() else None
         out = {"model": f"{name} stage" + (f" ({Path(arch).stem})" if arch else "")}
         out["image size"] = f"{self._report().get('imgsz', DASH)} px"
-        for key, label in (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("cls_accuracy", "type accuracy"),
-                           ("typed_map50", "typed mAP50")):
+        for key, label in columns("map50", "map50_95", "cls_accuracy", "typed_map50"):
             if row.get(key) is not None:
                 out[label] = score(row[key])
         if row.get("latency_ms") is not None:
