@@ -11,6 +11,7 @@ from mhyolo.defaults import DEFAULT_IMGSZ, training_file
 from mhyolo.errors import ConfigError
 from mhyolo.model.layers import check_activation
 from mhyolo.paths import absolute_path
+from mhyolo.pipeline.stage_registry import TRAINING_STAGES
 
 
 @dataclass
@@ -106,7 +107,8 @@ class PipelineConfig:
         return training_file(value, (self.base_dir,))
 
 
-FINAL_CANDIDATES = ("detector", "head", "joint", "multihead", "distill")  # in training order; the others are comparisons
+# the stages whose model may become RUN/model.safetensors, in training order; the others are comparisons
+FINAL_CANDIDATES = (*(s.name for s in TRAINING_STAGES.values() if s.final_candidate), "distill")
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
@@ -120,10 +122,12 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         check_activation(config.act, f"{path}: act")
     if not config.recipe:
         raise ConfigError(f"{path}: 'recipe' (the data recipe to build) is required")
-    frozen = [name for name in ("head", "image_head") if getattr(config, name).enabled]
-    if frozen and not config.detector.enabled:
-        raise ConfigError(f"{path}: the {' and '.join(frozen)} stage(s) train on the detector stage's model, "
-                          f"which is disabled (enable 'detector' or disable them)")
+    for start in TRAINING_STAGES:
+        needing = [s.name for s in reversed(TRAINING_STAGES.values())
+                   if s.starts_from == start and s.start_required and getattr(config, s.name).enabled]
+        if needing and not getattr(config, start).enabled:
+            raise ConfigError(f"{path}: the {' and '.join(needing)} stage(s) train on the {start} stage's model, "
+                              f"which is disabled (enable '{start}' or disable them)")
     if config.two_stage.enabled and not (config.detector.enabled or final_stage(config)):
         raise ConfigError(f"{path}: the two_stage stage needs a one-class detector: enable the detector stage "
                           "or a stage that makes the final model")
@@ -138,8 +142,11 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
 
 
 def stage_runs(config: PipelineConfig, name: str) -> bool:
-    """Enabled, and (for joint fine-tuning, which starts from the head stage's model) runnable."""
-    return getattr(config, name).enabled and (name != "joint" or config.head.enabled)
+    """Enabled, and runnable: a training stage that starts from another stage's model (joint
+    fine-tuning from the head's) runs only when that one does."""
+    stage = TRAINING_STAGES.get(name)
+    start = stage.starts_from if stage is not None else None
+    return getattr(config, name).enabled and (start is None or stage_runs(config, start))
 
 
 def final_stage(config: PipelineConfig) -> str | None:

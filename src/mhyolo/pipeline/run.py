@@ -13,6 +13,7 @@ from mhyolo.bench.timing import latencies
 from mhyolo.pipeline.config import STUDENT, PipelineConfig, final_stage
 from mhyolo.pipeline.distill import TEACHER_RUN, decide
 from mhyolo.pipeline.report import score, write_report
+from mhyolo.pipeline.stage_registry import TRAINING_STAGES
 from mhyolo.pipeline.stages import (StageResult, benchmark_stage, build_data, train_stage, training_plan,
                                     two_stage)
 
@@ -46,8 +47,7 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True, *,
     extra: dict[str, Any] = {"imgsz": config.imgsz, "final_model": str(final), "final_stage": chosen}
     if decision is not None:
         extra["distill"] = decision.to_dict()
-    timed = {name: stages[name].weights for name in ("detector", "image_head", "head", "multihead", "baseline")
-             if name in stages}
+    timed = {name: stages[name].weights for name, stage in TRAINING_STAGES.items() if stage.timed and name in stages}
     if decision is not None:  # the teacher's cost, and the student's latency, which distillation leaves unchanged
         timed.update({name: stages[name].weights for name in (TEACHER_RUN, decision.groups[STUDENT]["best_run"],
                                                                 decision.groups[decision.chosen]["best_run"])

@@ -13,6 +13,7 @@ from typing import Any
 from mhyolo.config import load_config, merge, to_dict
 from mhyolo.errors import ConfigError
 from mhyolo.pipeline.config import STUDENT, PipelineConfig, StageConfig, stage_runs
+from mhyolo.pipeline.stage_registry import TRAINING_STAGES
 from mhyolo.train.config import TrainConfig
 
 DONE = "done.json"
@@ -81,23 +82,16 @@ def stage_weights(run: Path, name: str) -> Path:
 
 def training_plan(config: PipelineConfig, run: Path) -> dict[str, TrainConfig]:
     """Every training stage that runs, in order, with its settings resolved: what `--plan` prints and
-    what `run_pipeline` trains. The frozen head starts from the detector's weights, joint fine-tuning
-    from the head's; the multi-head model and the nc=3 baseline start from the COCO weights."""
+    what `run_pipeline` trains. Each registered stage starts from the best weights of the stage it
+    names (the frozen head from the detector's, joint fine-tuning from the head's), the others from
+    the COCO weights; the distillation stage's runs come last."""
     data = run / "data"
-    detector = str(stage_weights(run, "detector")) if config.detector.enabled else None
     plan: dict[str, TrainConfig] = {}
-    if config.detector.enabled:
-        plan["detector"] = train_config(config, config.detector, data, None)
-    if config.image_head.enabled:
-        plan["image_head"] = train_config(config, config.image_head, data, detector, {"freeze": "detector"})
-    if config.head.enabled:
-        plan["head"] = train_config(config, config.head, data, detector, {"freeze": "detector"})
-    if stage_runs(config, "joint"):
-        plan["joint"] = train_config(config, config.joint, data, str(stage_weights(run, "head")), {"freeze": None})
-    if config.multihead.enabled:
-        plan["multihead"] = train_config(config, config.multihead, data, None, {"freeze": None})
-    if config.baseline.enabled:  # the obvious alternative: the types as detection classes
-        plan["baseline"] = train_config(config, config.baseline, data, None, {"single_class": False})
+    for stage in TRAINING_STAGES.values():
+        if not stage_runs(config, stage.name):
+            continue
+        start = str(stage_weights(run, stage.starts_from)) if stage.starts_from else None
+        plan[stage.name] = train_config(config, getattr(config, stage.name), data, start, dict(stage.fixed) or None)
     if config.distill.enabled:
         plan.update(distillation_plan(config, run))
     return plan
