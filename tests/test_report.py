@@ -123,13 +123,19 @@ def test_pipeline_page_has_every_table_and_every_figure(pipeline_run: Path) -> N
         assert f"<dt>{label}</dt><dd>{value}</dd>" in header, label
     assert '<tr class="final"><th scope="row">multihead (final)</th><td>0.812</td><td>0.511</td>' in page
     assert "type head ×1.059" in page
-    # every benchmark row, the skipped one with its reason, deltas against PyTorch FP32
+    # every benchmark row, the skipped one with its reason as a numbered note under the table (no note
+    # column to widen it), deltas against PyTorch FP32 in their value's cell
     for label in ("PyTorch FP32", "ONNX Runtime INT8", "RKNN INT8 (simulator)", "detector: PyTorch FP32"):
-        assert f'<th scope="row">{label}</th>' in page, label
-    assert "skipped: export: rknn-toolkit2 environment is missing (make rknn-env)" in page
+        assert f'<th scope="row">{label}' in page, label
+    notes = page[page.index('<ol class="notes">'):]
+    notes = notes[:notes.index("</ol>")]
+    assert "<li>skipped: export: rknn-toolkit2 environment is missing (make rknn-env)</li>" in notes
+    skipped = re.search(r'<th scope="row">RKNN INT8 \(simulator\) <sup>(\d+)</sup>', page)
+    assert skipped and notes.split("<li>")[int(skipped.group(1))].startswith("skipped: export: rknn")
+    assert '<span class="word">note</span>' not in page
     assert ("Machine: Intel(R) Xeon(R) Platinum 8480+, 4 logical cores, 1 thread(s) used; AVX2, AVX-512, "
             "AVX-512 VNNI, AMX-INT8; PyTorch kernels AVX512.") in page
-    assert "<td>0.799</td><td>-0.013</td>" in page and "<td>130.0 (2 threads)</td>" in page
+    assert '<td>0.799 <span class="delta">-0.013</span></td>' in page and "<td>130.0 (2 threads)</td>" in page
     assert "<td>9.7</td><td>10.4</td><td>10.8</td><td>11.5</td><td>10%</td>" in page  # model, end to end, share
     assert '<span class="word">end-to-end</span> <span class="word">ms</span>' in page and "model call alone" in page
     # every PNG of the run once, decodable, at its own size; the photo grid as a smaller JPEG

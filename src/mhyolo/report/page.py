@@ -53,6 +53,9 @@ thead th:first-child{background:#f6f8fa}
 td.text{white-space:normal;text-align:left;min-width:14em}
 tr.final,tr.mean,tr.final th,tr.mean th{background:#ddf4ff}
 tr.skipped{color:#59636e}
+.delta{font-size:.8em;color:#59636e}
+tbody th code{font-weight:400;font-size:.75em}
+ol.notes{font-size:.85rem;margin:0 0 14px;padding-left:1.6em}
 figure{margin:14px 0 22px;min-width:0}
 .figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,420px),1fr));column-gap:20px}
 .figures figure.wide{grid-column:1/-1}

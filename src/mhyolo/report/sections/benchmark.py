@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.errors import DataError
-from mhyolo.report.html import DASH, Html, code, figure, join, number, paragraph, signed, table
+from mhyolo.report.html import DASH, Html, code, figure, join, number, paragraph, signed, table, tag
 from mhyolo.report.sections.base import Section, register
 
 
@@ -53,31 +53,38 @@ class Benchmark(Section):
 
         data, rows = self._rows()
         settings = data["settings"]
-        headers = ["format", "file", "MB", *TIMING_HEAD]
-        for key in ACCURACY_KEYS:
-            headers += [ACCURACY_LABELS[key], "Δ"]
-        headers.append("note")
+        # narrow enough for a 1280-px page: the file under the format's name, each delta in its value's
+        # cell, and every note (a skip's reason, a kernel note) numbered under the table
+        headers = ["format", "MB", *TIMING_HEAD, *(ACCURACY_LABELS[key] for key in ACCURACY_KEYS)]
+        notes: list[str] = []
         cells, classes = [], []
         for row in rows:
-            line = [row.label, code(Path(row.file).name) if row.file else DASH]
+            note = f"skipped: {row.reason}" if row.status != "ok" else row.note
+            if note and note not in notes:
+                notes.append(note)
+            marker = [" ", tag("sup", str(notes.index(note) + 1))] if note else []
+            name = join([row.label, *marker, *([Html("<br>"), code(Path(row.file).name)] if row.file else [])])
             if row.status != "ok":
-                line += [DASH] * (len(headers) - 3) + [f"skipped: {row.reason}"]
+                line = [name, *[DASH] * (len(headers) - 1)]
             else:
-                line += [number(row.size_mb, 1), *timing_cells(row)]
+                line = [name, number(row.size_mb, 1), *timing_cells(row)]
                 for key in ACCURACY_KEYS:
-                    line += [number(getattr(row, key)), signed((row.delta or {}).get(key))]
-                line.append(row.note or "")
+                    delta = (row.delta or {}).get(key)
+                    value = number(getattr(row, key))
+                    line.append(value if delta is None else join([value, " ", tag("span", signed(delta),
+                                                                                   class_="delta")]))
             cells.append(line)
             classes.append("skipped" if row.status != "ok" else None)
         data_part = [", data ", code(settings["data"]), " (val split)"] if settings.get("data") else [", no dataset"]
         timing = timing_description({"runs": "?", "warmup": "?", "threads": "?", **settings})
         intro = paragraph(
             f"Machine: {machine_line(settings)}. Weights ", code(settings.get("weights", "?")), *data_part,
-            f", {settings.get('imgsz', '?')} px. Timing: {timing} Δ: change against the same model's "
-            "PyTorch FP32 row.")
+            f", {settings.get('imgsz', '?')} px. Timing: {timing} The small signed figure beside a score: its "
+            "change against the same model's PyTorch FP32 row; numbered notes under the table.")
         unscored = accuracy_note(settings)
-        parts = [intro, *([paragraph(unscored)] if unscored else []),
-                 table(headers, cells, classes, text_columns=(len(headers) - 1,))]
+        parts = [intro, *([paragraph(unscored)] if unscored else []), table(headers, cells, classes)]
+        if notes:
+            parts.append(tag("ol", join(tag("li", note) for note in notes), class_="notes"))
         overhead = data.get("head_overhead") or {}
         if overhead:
             titles = {r.format: r.title for r in rows}
