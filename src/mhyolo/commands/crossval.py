@@ -23,6 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sources", nargs="+", metavar="NAME", help="hold out only these sources")
     parser.add_argument("--eval-imgsz", type=int, nargs="+", default=[], metavar="SIZE",
                         help="also score the held-out images at these sizes")
+    parser.add_argument("--adapt", action="store_true",
+                        help="then, per fold, split the held-out images by near-duplicate group, adapt the fold's "
+                             "model to one half without its labels (mhyolo adapt) and score the other half before "
+                             "and after: FOLD/adapt/, DIR/adapt.md, adapt.json")
+    parser.add_argument("--adapt-rounds", type=int, default=1, metavar="N", help="adaptation rounds (default 1)")
+    parser.add_argument("--adapt-epochs", type=int, default=10, metavar="N",
+                        help="student epochs per round (default 10)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -36,4 +43,14 @@ def run(args: argparse.Namespace) -> int:
                                            progress=not args.quiet), html_report=write_html_report)
     paths = result["paths"]
     print(f"report: {paths['html']}, {paths['markdown']}, {paths['json']}, {paths['plot']}")
+    if args.adapt:
+        from mhyolo.adapt.crossval import FoldAdaptSettings, adapt_folds
+        from mhyolo.pipeline.crossval import plan
+
+        _, _, folds = plan(CrossvalSettings(config=args.config, out=args.out, imgsz=args.imgsz, seed=args.seed,
+                                            sources=args.sources))
+        settings = FoldAdaptSettings(rounds=args.adapt_rounds, epochs=args.adapt_epochs,
+                                     seed=args.seed if args.seed is not None else 0, progress=not args.quiet)
+        adapt_folds([fold.folder for fold in folds], settings, args.out)
+        print(f"adaptation: {args.out / 'adapt.md'}, {args.out / 'adapt.json'}")
     return 0
