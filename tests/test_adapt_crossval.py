@@ -100,3 +100,17 @@ def test_one_fold_adapts_on_one_half_and_scores_the_other(shared: Path, tmp_path
     table = adapt_markdown({"tennis": result})
     assert "| tennis | 128 | before |" in table and "| **mean** | native | round 1 |" in table
     assert np.isfinite(result["scores"]["round 1"]["128"]["map50"])
+
+
+def test_the_folds_model_is_found_from_any_working_folder(tmp_path: Path) -> None:
+    from mhyolo.adapt.crossval import fold_weights
+    from mhyolo.errors import DataError
+
+    fold = tmp_path / "cv" / "seed"
+    best = fold / "train" / "weights" / "best.safetensors"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"x")
+    assert fold_weights(fold, "runs/cv/seed/train/weights/best.safetensors") == best  # as the crossval wrote it
+    assert fold_weights(fold, str(best)) == best
+    with pytest.raises(DataError, match="not there"):
+        fold_weights(fold, "runs/cv/seed/train/weights/last.safetensors")

@@ -150,6 +150,20 @@ def _xyxy(cxcywh: np.ndarray) -> np.ndarray:
     return np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
 
 
+def fold_weights(fold: Path, recorded: str) -> Path:
+    """The fold's model: `score.json` records it as the crossval named it, relative to the folder the
+    crossval ran in; from elsewhere, the same path is found under the fold's own folder."""
+    path = Path(recorded)
+    if path.is_file():
+        return path
+    parts = path.parts
+    if fold.name in parts:
+        inside = fold.joinpath(*parts[len(parts) - parts[::-1].index(fold.name):])
+        if inside.is_file():
+            return inside
+    raise DataError(f"{fold / 'score.json'}: the fold's model {recorded} is not there (nor under {fold})")
+
+
 def round_models(run: Path, rounds: int, before: Path) -> dict[str, Path]:
     """The model before adaptation and each round's student, by name."""
     models = {"before": before}
@@ -192,7 +206,7 @@ def adapt_fold(fold: Path, settings: FoldAdaptSettings) -> dict[str, Any]:
     if done.is_file():
         return json.loads(done.read_text())
     score = json.loads((fold / "score.json").read_text())
-    weights, imgsz = Path(score["weights"]), int(score["imgsz"])
+    weights, imgsz = fold_weights(fold, score["weights"]), int(score["imgsz"])
     trained = json.loads((fold / "data" / "fold.json").read_text())["types_in_training"]
     split = prepare_fold(fold, settings)
     folder = fold / ADAPT_DIR
