@@ -24,6 +24,23 @@ from mhyolo.model.weights import save_checkpoint
 
 
 @pytest.fixture(scope="module")
+def sample_images(typed: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dataset's val images, each also padded wide and tall (dark borders): rectangular and square
+    letterboxes, and the native size, then differ."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("samples")
+    for path in sorted((typed[1].parent / "images" / "val").iterdir()):
+        image = cv2.imread(str(path))
+        height, width = image.shape[:2]
+        cv2.imwrite(str(folder / path.name), image)
+        for name, (bottom, right) in (("wide", (0, width)), ("tall", (height // 2, 0))):
+            padded = cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=(40, 40, 40))
+            cv2.imwrite(str(folder / f"{path.stem}-{name}.png"), padded)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def typed(shared: Path, official_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A typed ball model trained (by its metadata) at 320 px, and a small real dataset's data.yaml."""
     folder = tmp_path_factory.mktemp("inference-model")
@@ -87,10 +104,9 @@ def test_scoring_keeps_native_off_for_a_type_min_score(typed: tuple[Path, Path],
     ({"scales": [0.5, 1], "merge": "nms"}, ["--scales", "0.5", "1", "--merge", "nms"]),
     ({"conf": 0.1, "max_det": 3}, ["--conf", "0.1", "--max-det", "3"]),
 ])
-def test_both_front_doors_give_the_same_detections(typed: tuple[Path, Path], tmp_path: Path,
+def test_both_front_doors_give_the_same_detections(typed: tuple[Path, Path], sample_images: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str], api: dict, flags: list) -> None:
-    weights, data = typed
-    images = data.parent / "images" / "val"
+    weights, images = typed[0], sample_images
     results = mhyolo.load(weights).predict(images, **api)
     assert main(["predict", str(images), "--weights", str(weights), "--out", str(tmp_path), "--json", *flags]) == 0
     cli = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
