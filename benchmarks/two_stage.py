@@ -36,7 +36,7 @@ from mhyolo.data.spec import load_data_spec
 from mhyolo.deploy.onnx_export import export_onnx
 from mhyolo.eval.validate import score_split
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
-from mhyolo.infer.predictor import Predictor
+from mhyolo.infer.assemble import InferenceSettings, build_predictor
 from mhyolo.machine import cpu_info
 from mhyolo.model.weights import load_model, save_checkpoint
 from mhyolo.model.yolo import detector_part
@@ -106,7 +106,7 @@ def _latency(models: dict[str, dict[str, Any]], data: Path, imgsz: int, runs: in
                                      load_classifier(entry["classifier_onnx"], threads=threads)
                                      if entry["classifier"] else None)}
         for runtime, (backend, classifier) in runtimes.items():
-            predictor = Predictor(backend, imgsz=imgsz, conf=CONF, classifier=classifier)
+            predictor = build_predictor(backend, imgsz, InferenceSettings(conf=CONF), classifier=classifier)
             for count, image in images.items():
                 key = f"{name} | {runtime} | {count}"
                 kept[key] = len(predictor.predict([image])[0])

@@ -164,3 +164,15 @@ def test_imports_flow_down_the_layers() -> None:
 @pytest.mark.parametrize("package", sorted(p for p in LAYERS if p != ROOT_PACKAGE))
 def test_the_layer_table_names_real_modules(package: str) -> None:
     assert (SRC / ROOT_PACKAGE / package).is_dir() or (SRC / ROOT_PACKAGE / f"{package}.py").is_file()
+
+
+def test_no_command_imports_another_command() -> None:
+    """A command is a `commands` module with a `register`; what two of them share (argument helpers)
+    lives in a module without one (`commands.inference_args`, `commands.scale_args`)."""
+    files = module_files()
+    commands = {name for name, path in files.items() if name.startswith(f"{ROOT_PACKAGE}.commands.")
+                and "\ndef register(" in path.read_text(encoding="utf-8")}
+    assert {f"{ROOT_PACKAGE}.commands.predict", f"{ROOT_PACKAGE}.commands.val"} <= commands
+    graph = import_graph()
+    crossing = [f"{name} imports {target}" for name in sorted(commands) for target in sorted(graph[name] & commands)]
+    assert not crossing, "commands importing commands:\n" + "\n".join(crossing)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mhyolo.commands.predict import slice_settings
+from mhyolo.commands.inference_args import slice_settings
 from mhyolo.errors import ConfigError
 from mhyolo.infer.predictor import Predictor
 from mhyolo.infer.slicing import SlicedPredictor, SliceSettings, greedy_merge, tile_windows

@@ -1,9 +1,9 @@
 """The Python face of mhyolo: `mhyolo.load(path)` -> `Model` -> `predict` / `val` / `export`.
 
-Everything the command line does goes through the same pieces (`load_backend`, `Predictor`,
-`score_split`, `export_checked`); this module only gives them one documented, typed entry
-point, so a script never needs to know which runtime a file needs or how images are
-letterboxed. Arrays are BGR, as OpenCV reads them (`cv2.imread`); files and folders are read
+A `Model` wraps the object the command line runs too (`infer.model.InferenceModel`: the backend,
+an optional crop classifier, the input-size rule, the predictor it assembles and the scoring);
+this module only gives it one documented, typed entry point (and `export_checked` for export), so
+a script never needs to know which runtime a file needs or how images are letterboxed. Arrays are BGR, as OpenCV reads them (`cv2.imread`); files and folders are read
 here.
 """
 
@@ -142,38 +142,36 @@ class Model:
     with it: the two-stage model."""
 
     def __init__(self, path: str | Path, device: str = "cpu", classifier: str | Path | None = None) -> None:
-        from mhyolo.infer.backends import load_backend
+        from mhyolo.infer.model import InferenceModel
 
         self.path = Path(path)
         self.device = device
-        self.backend = load_backend(self.path, device=device)
-        self.classifier = None
-        if classifier is not None:
-            from mhyolo.classify.backend import load_classifier
-            from mhyolo.classify.types import check_detector
+        self.model = InferenceModel.load(self.path, device=device, classifier=classifier)
 
-            self.classifier = load_classifier(classifier, device=device)
-            check_detector(self.backend, self.classifier)
+    @property
+    def backend(self) -> Any:
+        """The detector in its runtime (`infer.predictor.InferenceBackend`)."""
+        return self.model.backend
+
+    @property
+    def classifier(self) -> Any:
+        """The crop classifier typing the boxes (two-stage model), None without one."""
+        return self.model.classifier
 
     @property
     def names(self) -> list[str]:
         """Detector class names."""
-        return list(self.backend.names)
+        return self.model.names
 
     @property
     def type_names(self) -> list[str] | None:
         """Type names of the type head (or the crop classifier), None for a detector without either."""
-        if self.classifier is not None:
-            return list(self.classifier.names)
-        names = getattr(self.backend, "type_names", None)
-        return list(names) if names else None
+        return self.model.type_names
 
     @property
     def imgsz(self) -> int:
         """The input size used when none is asked for: an export's fixed size, else the training size."""
-        from mhyolo.infer.backends import input_size
-
-        return input_size(self.backend, None)
+        return self.model.imgsz
 
     def predict(self, source: Source, conf: float = PREDICT_CONF, iou: float = 0.45, imgsz: int | str | None = None,
                 max_det: int = 300, batch_size: int = 1, slice_size: int | None = None,
@@ -188,32 +186,28 @@ class Model:
         `multiscale_settings` takes them); `stream=True` returns an iterator, for videos and folders
         too large to hold in memory. `imgsz="native"` runs each image at its own long side (rounded to
         the stride, kept within [the model's size, 1280]): small objects in large frames stay visible."""
-        from mhyolo.infer.backends import input_rule
-        from mhyolo.infer.predictor import Predictor
+        from mhyolo.infer.assemble import InferenceSettings
 
         for name, value in (("conf", conf), ("iou", iou)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
         scaled = multiscale_settings(scales, flip, merge, **merge_options)
-        size, native = input_rule(self.backend, imgsz, native_by_default=scaled is None and slice_size is None)
-        if native is not None and (scaled is not None or slice_size is not None):
-            raise ConfigError('imgsz="native" combines with neither scales nor slice_size: choose one')
-        predictor: Any = Predictor(self.backend, imgsz=size, conf=conf, iou=iou, max_det=max_det,
-                                   batch_size=batch_size, rect=True, classifier=self.classifier, native=native)
+        slicing = None
         if slice_size is not None:
-            from mhyolo.infer.slicing import DEFAULT_OVERLAP, SlicedPredictor, SliceSettings
+            from mhyolo.infer.slicing import DEFAULT_OVERLAP, SliceSettings
 
             if scaled is not None:
                 raise ConfigError("scales and slice_size do not combine: choose one")
             overlap = DEFAULT_OVERLAP if slice_overlap is None else slice_overlap
-            predictor = SlicedPredictor(predictor, SliceSettings(size=slice_size, overlap=overlap))
-            batch_size = 1  # tiles are per image
+            slicing = SliceSettings(size=slice_size, overlap=overlap)
         elif slice_overlap is not None:
             raise ConfigError("slice_overlap needs slice_size")
-        if scaled is not None:
-            from mhyolo.infer.multiscale import MultiScalePredictor
-
-            predictor = MultiScalePredictor(predictor, scaled)
+        settings = InferenceSettings(conf=conf, iou=iou, max_det=max_det, batch_size=batch_size, rect=True,
+                                     slicing=slicing, scales=scaled)
+        predictor = self.model.predictor(
+            settings, imgsz, native_conflict='imgsz="native" combines with neither scales nor slice_size: choose one')
+        if slicing is not None:
+            batch_size = 1  # tiles are per image
         results = self._stream(predictor, _frames(source), batch_size)
         return results if stream else list(results)
 
@@ -249,11 +243,8 @@ class Model:
         classifier) on a split of a dataset's `data.yaml`: the figures `mhyolo val --json` prints;
         `scales`, `flip`, `merge` and the merge options as in `predict`, `type_min_score` as
         `--type-min-score` (a classifier's boxes below it left untyped, an approximate typed mAP)."""
-        import torch
-
         from mhyolo.data.spec import load_data_spec
-        from mhyolo.eval.validate import score_split
-        from mhyolo.infer.backends import input_rule
+        from mhyolo.infer.assemble import InferenceSettings
 
         slicing = None
         if slice_size is not None:
@@ -261,13 +252,9 @@ class Model:
 
             slicing = SliceSettings(size=slice_size)
         scaled = multiscale_settings(scales, flip, merge, **merge_options)
-        size, native = input_rule(self.backend, imgsz, native_by_default=scaled is None and slicing is None
-                                  and type_min_score is None)
-        with torch.no_grad():
-            result = score_split(self.backend, load_data_spec(data), size, split,
-                                 progress=progress, batch_size=batch_size, conf=conf, iou=iou, slicing=slicing,
-                                 scales=scaled, native=native, classifier=self.classifier,
-                                 **({"type_min_score": type_min_score} if type_min_score is not None else {}))
+        settings = InferenceSettings(conf=conf, iou=iou, batch_size=batch_size, slicing=slicing, scales=scaled)
+        result = self.model.score(load_data_spec(data), split, settings, imgsz, type_min_score=type_min_score,
+                                  progress=progress)
         return result.summary()
 
     def export(self, format: str = "onnx", out: str | Path | None = None, imgsz: int | None = None,

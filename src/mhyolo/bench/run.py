@@ -212,12 +212,12 @@ def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: Bench
 def _ball_calls(timed: dict[str, Timed], images: dict[int, Any], settings: BenchSettings) -> dict[str, Any]:
     """One whole-image call per row and ball count: letterbox, model, NMS and types (for a two-stage row
     the crops and the classifier too), what a deployed model pays per frame; detections counted once."""
-    from mhyolo.infer.predictor import Predictor
+    from mhyolo.infer.assemble import InferenceSettings, build_predictor
 
     calls = {}
     for row_id, item in timed.items():
-        predictor = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier,
-                              native=settings.native_rule(item.backend))
+        predictor = build_predictor(item.backend, settings.imgsz, InferenceSettings(conf=BALL_CONF),
+                                    classifier=item.classifier, native=settings.native_rule(item.backend))
         for count, image in images.items():
             item.row.ball_detections[str(count)] = len(predictor.predict([image])[0])
             calls[f"{row_id}#{count}"] = lambda p=predictor, im=image: p.predict([im])
@@ -228,16 +228,15 @@ def _multiscale_calls(timed: dict[str, Timed], frames: list[Any], settings: Benc
                       results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One image end to end at every scale of each merge rule, per row (`row@scales:rule`); a row whose
     runtime cannot run those scales (a fixed graph asked for a smaller one) gets the reason instead."""
-    from mhyolo.infer.multiscale import MultiScalePredictor
-    from mhyolo.infer.predictor import Predictor
+    from mhyolo.infer.assemble import InferenceSettings, build_predictor
 
     calls = {}
     for row_id, item in timed.items():
         entry = results.setdefault(row_id, {"ms": {}, "boxes": {}, "note": None, "sizes": None})
-        base = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier)
         for scaled in settings.multiscale:
             try:
-                predictor = MultiScalePredictor(base, scaled)
+                predictor = build_predictor(item.backend, settings.imgsz,
+                                            InferenceSettings(conf=BALL_CONF, scales=scaled), classifier=item.classifier)
                 entry["boxes"][scaled.merge] = len(predictor.predict(frames[:1])[0])
             except Exception as exc:  # noqa: BLE001 - this row's multi-scale cells only
                 entry["note"] = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
@@ -265,12 +264,12 @@ def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, An
     """Batch-1 model call and end-to-end time on a real image, throughput-mode frames/s on `frames`,
     whole images with 1, 4, 16 balls, and the real image at several scales per merge rule (into
     `multiscale`), of every backend, all interleaved in one run."""
-    from mhyolo.infer.predictor import Predictor
+    from mhyolo.infer.assemble import InferenceSettings, build_predictor
 
     calls = {}
     for row_id, item in timed.items():
-        predictor = Predictor(item.backend, imgsz=settings.imgsz, conf=BALL_CONF, classifier=item.classifier,
-                              native=settings.native_rule(item.backend))
+        predictor = build_predictor(item.backend, settings.imgsz, InferenceSettings(conf=BALL_CONF),
+                                    classifier=item.classifier, native=settings.native_rule(item.backend))
         x, _ = predictor.prepare(frames[:1])
         calls[f"{row_id}@model"] = lambda i=predictor.inference, x=x: i.call(x)
         calls[f"{row_id}@e2e"] = lambda p=predictor: p.predict(frames[:1])

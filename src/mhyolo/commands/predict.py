@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mhyolo.commands.inference_args import add_slice_arguments, slice_settings
 from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
 from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import ConfigError, MhyoloError
@@ -63,41 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--classifier", help="crop classifier (.safetensors from `mhyolo classify train`, or its "
                                              ".onnx) typing each box of the one-class --weights: the two-stage model")
     parser.set_defaults(func=run)
-
-
-def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--slice", type=int, metavar="SIZE",
-                        help="also run the model on overlapping SIZE x SIZE tiles of each image (original pixels) "
-                             "and merge them with the whole-image detections: finds small objects")
-    parser.add_argument("--slice-overlap", type=float, default=None, metavar="F",
-                        help="share of a tile overlapping its neighbour, in [0, 0.9) (default: 0.2)")
-
-
-def slice_settings(args: argparse.Namespace):
-    """`--slice` / `--slice-overlap` as SliceSettings (None without --slice); checked before any model loads."""
-    from mhyolo.infer.slicing import DEFAULT_OVERLAP, SliceSettings
-
-    if args.slice is None:
-        if args.slice_overlap is not None:
-            raise ConfigError("--slice-overlap needs --slice SIZE")
-        return None
-    return SliceSettings(size=args.slice, overlap=DEFAULT_OVERLAP if args.slice_overlap is None else args.slice_overlap)
-
-
-def two_stage_classifier(path: str | None, detector, spec=None, device="cpu"):
-    """The crop classifier of `--classifier` (None without it), checked against the detector (one class)
-    and, with a dataset, against its types."""
-    if path is None:
-        return None
-    from mhyolo.classify.backend import check_types_match, load_classifier
-    from mhyolo.classify.data import type_names
-    from mhyolo.classify.types import check_detector
-
-    classifier = load_classifier(path, device=device)
-    check_detector(detector, classifier)
-    if spec is not None:
-        check_types_match(classifier, type_names(spec), str(spec.yaml_path))
-    return classifier
 
 
 def _device(name: str):
@@ -162,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from mhyolo.infer.backends import input_rule, load_backend
+    from mhyolo.infer.assemble import InferenceSettings
     from mhyolo.infer.draw import draw_predictions
-    from mhyolo.infer.predictor import Predictor
+    from mhyolo.infer.model import InferenceModel
     from mhyolo.infer.sources import open_source
 
     if args.max_det < 1:
@@ -178,24 +144,17 @@ def run(args: argparse.Namespace) -> int:
     scaled = multiscale_settings(args)
     source = open_source(args.source)
     device = _device(args.device)
-    model = load_backend(args.weights, device=device)
-    classifier = two_stage_classifier(args.classifier, model, device=device)
-    imgsz, native = input_rule(model, args.imgsz, native_by_default=slicing is None and not scaled)
-    if native is not None and (slicing is not None or scaled):
-        raise ConfigError("--imgsz native combines with neither --slice nor --scales: choose one")
-    predictor = Predictor(model, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                          batch_size=args.batch_size, rect=not args.square, classifier=classifier, native=native)
-    if predictor.square_fallback:
-        print(f"mhyolo predict: {args.weights} has a fixed {imgsz}x{imgsz} input: square inputs, "
-              "not rectangular ones", file=sys.stderr)
-    if slicing is not None:
-        from mhyolo.infer.slicing import SlicedPredictor
+    model = InferenceModel.load(args.weights, device=device, classifier=args.classifier)
 
-        predictor = SlicedPredictor(predictor, slicing)
+    def square_note(base) -> None:
+        if base.square_fallback:
+            print(f"mhyolo predict: {args.weights} has a fixed {base.imgsz}x{base.imgsz} input: square inputs, "
+                  "not rectangular ones", file=sys.stderr)
+
+    settings = InferenceSettings(conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch_size,
+                                 rect=not args.square, slicing=slicing, scales=scaled[0] if scaled else None)
+    predictor = model.predictor(settings, args.imgsz, on_base=square_note)
     if scaled:
-        from mhyolo.infer.multiscale import MultiScalePredictor
-
-        predictor = MultiScalePredictor(predictor, scaled[0])
         print(f"mhyolo predict: scales {predictor.describe()}", file=sys.stderr)
 
     out_dir = Path(args.out)

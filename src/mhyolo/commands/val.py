@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mhyolo.commands.predict import add_slice_arguments, slice_settings, two_stage_classifier
+from mhyolo.commands.inference_args import add_slice_arguments, slice_settings
 from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
 from mhyolo.infer.input_size import imgsz_arg
 
@@ -52,21 +52,18 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
 
     from mhyolo.data.spec import load_data_spec
-    from mhyolo.eval.validate import score_split
-    from mhyolo.infer.backends import input_rule, load_backend
+    from mhyolo.infer.assemble import InferenceSettings
+    from mhyolo.infer.model import InferenceModel
 
     slicing = slice_settings(args)
     scaled = multiscale_settings(args)
-    model = load_backend(args.weights, device=args.device)
-    imgsz, native = input_rule(model, args.imgsz, native_by_default=slicing is None and not scaled
-                               and args.type_min_score is None)
+    model = InferenceModel.load(args.weights, device=args.device, classifier=args.classifier)
     spec = load_data_spec(args.data)
-    classifier = two_stage_classifier(args.classifier, model, spec, device=args.device)
     class_agnostic = len(model.names) == 1
-    result = score_split(model, spec, imgsz, args.split, progress=not args.json, batch_size=args.batch,
-                         conf=args.conf, iou=args.iou, max_det=args.max_det, slicing=slicing,
-                         scales=scaled[0] if scaled else None, native=native, classifier=classifier,
-                         **({"type_min_score": args.type_min_score} if args.type_min_score is not None else {}))
+    settings = InferenceSettings(conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch,
+                                 slicing=slicing, scales=scaled[0] if scaled else None)
+    result = model.score(spec, args.split, settings, args.imgsz, type_min_score=args.type_min_score,
+                         progress=not args.json)
     m = result.metrics
     summary = result.summary()
     if args.plots:

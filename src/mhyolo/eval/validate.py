@@ -31,11 +31,12 @@ from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResul
 from mhyolo.eval.negatives import NegativeStats, negative_stats
 from mhyolo.eval.results import flatten
 from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
+from mhyolo.infer.assemble import InferenceSettings, build_predictor
 from mhyolo.infer.inference import Inference
 from mhyolo.infer.input_size import NativeSize
-from mhyolo.infer.multiscale import MultiScalePredictor, ScaleSettings
-from mhyolo.infer.predictor import InferenceBackend, Predictor
-from mhyolo.infer.slicing import SliceSettings, SlicedPredictor
+from mhyolo.infer.multiscale import ScaleSettings
+from mhyolo.infer.predictor import InferenceBackend
+from mhyolo.infer.slicing import SliceSettings
 from mhyolo.infer.preprocess import model_input, scale_boxes_to_original
 
 
@@ -143,11 +144,10 @@ def validate_sliced(backend: InferenceBackend, dataset: YoloDataset, names: list
                     progress: bool = True, batch_size: int = 8, classifier: Any = None) -> ValidationResult:
     """`validate` with sliced inference: each original image is cut into tiles (plus the whole
     image), every tile letterboxed to `dataset.imgsz`, and the merged boxes scored."""
-    predictor = Predictor(backend, imgsz=dataset.imgsz, conf=conf, iou=iou, max_det=max_det,
-                          batch_size=batch_size, agnostic=class_agnostic, classes_as_types=not class_agnostic,
-                          classifier=classifier)
-    return validate_images(SlicedPredictor(predictor, slicing), backend, dataset, names, class_agnostic,
-                           progress, "val (sliced)")
+    predictor = build_predictor(backend, dataset.imgsz, InferenceSettings(conf=conf, iou=iou, max_det=max_det,
+                                                                          batch_size=batch_size, slicing=slicing),
+                                classifier=classifier, agnostic=class_agnostic, classes_as_types=not class_agnostic)
+    return validate_images(predictor, backend, dataset, names, class_agnostic, progress, "val (sliced)")
 
 
 @torch.inference_mode()
@@ -157,11 +157,10 @@ def validate_multiscale(backend: InferenceBackend, dataset: YoloDataset, names: 
                         classifier: Any = None) -> ValidationResult:
     """`validate` with multi-scale inference: each original image run at every scale (factors of
     `dataset.imgsz`, square letterbox as `validate` uses) and the merged boxes scored."""
-    predictor = Predictor(backend, imgsz=dataset.imgsz, conf=conf, iou=iou, max_det=max_det,
-                          batch_size=batch_size, agnostic=class_agnostic, classes_as_types=not class_agnostic,
-                          classifier=classifier)
-    return validate_images(MultiScalePredictor(predictor, scales), backend, dataset, names, class_agnostic,
-                           progress, "val (multi-scale)")
+    predictor = build_predictor(backend, dataset.imgsz, InferenceSettings(conf=conf, iou=iou, max_det=max_det,
+                                                                          batch_size=batch_size, scales=scales),
+                                classifier=classifier, agnostic=class_agnostic, classes_as_types=not class_agnostic)
+    return validate_images(predictor, backend, dataset, names, class_agnostic, progress, "val (multi-scale)")
 
 
 @torch.inference_mode()
@@ -170,9 +169,10 @@ def validate_native(backend: InferenceBackend, dataset: YoloDataset, names: list
                     progress: bool = True, batch_size: int = 8, classifier: Any = None) -> ValidationResult:
     """`validate` with each original image letterboxed at its own size (`native.size_for`,
     rectangular) instead of `dataset.imgsz`, one image at a time."""
-    predictor = Predictor(backend, imgsz=dataset.imgsz, conf=conf, iou=iou, max_det=max_det,
-                          batch_size=batch_size, agnostic=class_agnostic, classes_as_types=not class_agnostic,
-                          classifier=classifier, native=native)
+    predictor = build_predictor(backend, dataset.imgsz, InferenceSettings(conf=conf, iou=iou, max_det=max_det,
+                                                                          batch_size=batch_size),
+                                classifier=classifier, native=native, agnostic=class_agnostic,
+                                classes_as_types=not class_agnostic)
     return validate_images(predictor, backend, dataset, names, class_agnostic, progress, "val (native)")
 
 

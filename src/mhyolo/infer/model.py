@@ -1,0 +1,119 @@
+"""A model is one object: `InferenceModel` = a detector backend, its optional parts, and its input-size rule.
+
+The parts today: the backend's own type head outputs (read by the predictor) and an optional crop
+classifier typing a one-class detector's boxes (the two-stage model). The input-size rule: an
+exported graph runs at the size it was made for, a model that takes any shape at the asked size,
+else at the size it was trained at; `"native"` runs each image at its own long side
+(`infer.input_size.NativeSize`), and is the default for a model that takes any shape when every
+image is run whole (no slicing, no scales; for scoring, no `type_min_score`).
+
+Both front doors (`mhyolo.load(...)` -> `api.Model`, and the `predict` / `val` commands) load a
+model here and ask it for a predictor (`predictor`) or for the figures of a dataset split
+(`score`); the commands only parse arguments. The predictor itself is put together by
+`infer.assemble.build_predictor`, which scoring uses as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mhyolo.infer.assemble import InferenceSettings, build_predictor
+
+if TYPE_CHECKING:
+    from mhyolo.data.spec import DataSpec
+    from mhyolo.eval.validate import ValidationResult
+    from mhyolo.infer.input_size import NativeSize
+
+# the check of `predictor` in the command line's words (`api.Model.predict` passes its keywords' words)
+NATIVE_CONFLICT = "--imgsz native combines with neither --slice nor --scales: choose one"
+
+
+class InferenceModel:
+    """A loaded detector `backend` (any runtime) with an optional crop `classifier` behind it."""
+
+    def __init__(self, backend: Any, classifier: Any = None, path: str | Path | None = None) -> None:
+        if classifier is not None:
+            from mhyolo.classify.types import check_detector
+
+            check_detector(backend, classifier)
+        self.backend = backend
+        self.classifier = classifier
+        self.path = Path(path) if path is not None else None
+
+    @classmethod
+    def load(cls, weights: str | Path, device: Any = "cpu", classifier: str | Path | None = None,
+             runtime: str | None = None, threads: int | None = None) -> InferenceModel:
+        """Any model file mhyolo reads (`infer.backends.load_backend`) and, with `classifier`, the crop
+        classifier (`.safetensors` or `.onnx`) that types its boxes, checked to fit the detector."""
+        from mhyolo.infer.backends import load_backend
+
+        backend = load_backend(weights, device=device, runtime=runtime, threads=threads)
+        crop_classifier = None
+        if classifier is not None:
+            from mhyolo.classify.backend import load_classifier
+
+            crop_classifier = load_classifier(classifier, device=device, threads=threads)
+        return cls(backend, crop_classifier, weights)
+
+    @property
+    def names(self) -> list[str]:
+        """Detector class names."""
+        return list(self.backend.names)
+
+    @property
+    def type_names(self) -> list[str] | None:
+        """Type names of the crop classifier or the type head, None for a detector without either."""
+        if self.classifier is not None:
+            return list(self.classifier.names)
+        names = getattr(self.backend, "type_names", None)
+        return list(names) if names else None
+
+    @property
+    def imgsz(self) -> int:
+        """The input size used when none is asked for: an export's fixed size, else the training size."""
+        from mhyolo.infer.backends import input_size
+
+        return input_size(self.backend, None)
+
+    def input_rule(self, imgsz: int | str | None, native_by_default: bool) -> tuple[int, NativeSize | None]:
+        """(the input size, the `NativeSize` rule or None) for an asked `imgsz` (pixels, `"native"` or None)."""
+        from mhyolo.infer.backends import input_rule
+
+        return input_rule(self.backend, imgsz, native_by_default=native_by_default)
+
+    def predictor(self, settings: InferenceSettings, imgsz: int | str | None = None,
+                  native_conflict: str = NATIVE_CONFLICT, on_base: Any = None) -> Any:
+        """What runs this model on BGR images (`.predict(images)` -> `Prediction`s): the input-size rule
+        applied to `imgsz` (native by default for whole images on a model that takes any shape), then
+        `build_predictor`. `native_conflict` is the error for native with slicing or scales; `on_base`
+        as `build_predictor` takes it."""
+        from mhyolo.errors import ConfigError
+
+        size, native = self.input_rule(imgsz, native_by_default=settings.whole_images)
+        if native is not None and not settings.whole_images:
+            raise ConfigError(native_conflict)
+        return build_predictor(self.backend, size, settings, classifier=self.classifier, native=native,
+                               on_base=on_base)
+
+    def score(self, spec: DataSpec, split: str, settings: InferenceSettings, imgsz: int | str | None = None,
+              type_min_score: float | None = None, progress: bool = True) -> ValidationResult:
+        """Precision, recall, mAP (per ball size, and type figures when the boxes are typed) on a split of
+        `spec`, images run as `settings` say (`rect` aside: scoring letterboxes as training did), the
+        input-size rule as in `predictor` (native by default only without `type_min_score` too)."""
+        import torch
+
+        from mhyolo.eval.validate import score_split
+
+        size, native = self.input_rule(imgsz, native_by_default=settings.whole_images and type_min_score is None)
+        if self.classifier is not None:  # the two-stage model: its types must be the dataset's
+            from mhyolo.classify.backend import check_types_match
+            from mhyolo.classify.data import type_names
+
+            check_types_match(self.classifier, type_names(spec), str(spec.yaml_path))
+        with torch.no_grad():
+            return score_split(self.backend, spec, size, split, progress=progress, batch_size=settings.batch_size,
+                               conf=settings.conf, iou=settings.iou, max_det=settings.max_det,
+                               slicing=settings.slicing, scales=settings.scales, native=native,
+                               classifier=self.classifier,
+                               **({"type_min_score": type_min_score} if type_min_score is not None else {}))
