@@ -369,3 +369,49 @@ def test_the_api_predicts_at_several_scales(ball_model, shared: Path) -> None:
         model.predict(photo, scales=["abc"])
     with pytest.raises(ConfigError, match="do not combine"):
         model.predict(photo, scales=[1, 2], slice_size=256)
+
+
+# ------------------------------------------------------------------ the native scale: each image at its own size
+def test_the_native_scale_alone_is_the_native_predictor_byte_for_byte() -> None:
+    from mhyolo.infer.input_size import NativeSize
+
+    image = _scene()  # 480 x 640: its own size is 640
+    native = Predictor(BandBackend(), imgsz=320, conf=0.25, rect=True, native=NativeSize.from_low(320))
+    alone = native.predict([image])[0]
+    plain = Predictor(BandBackend(), imgsz=320, conf=0.25, rect=True)
+    (single,) = MultiScalePredictor(plain, ScaleSettings(sizes=("native",))).predict([image])
+    assert json.dumps(single.to_json("x.jpg")) == json.dumps(alone.to_json("x.jpg"))
+
+
+@pytest.mark.parametrize("merge", sorted(MERGE_RULES))
+def test_the_training_size_and_native_on_a_640_px_image_are_320_and_640(merge: str) -> None:
+    image = _scene()
+    predictor = Predictor(BandBackend(), imgsz=320, conf=0.25, rect=True)
+    (fixed,) = MultiScalePredictor(predictor, ScaleSettings(sizes=(320, 640), merge=merge)).predict([image])
+    both = MultiScalePredictor(predictor, ScaleSettings(sizes=(320, "native"), merge=merge))
+    (native,) = both.predict([image])
+    assert json.dumps(native.to_json("x.jpg")) == json.dumps(fixed.to_json("x.jpg"))
+    assert len(native) == 3 and both.passes_per_image == 2
+    assert both.describe() == f"320 px and each image at its own size, merged by {merge}"
+
+
+def test_a_native_pass_as_large_as_the_fixed_one_is_both_smallest_and_largest() -> None:
+    from mhyolo.infer.multiscale import _ranked
+
+    empty = Predictor(BandBackend(), imgsz=320).predict([np.zeros((256, 256, 3), np.uint8)])[0]
+    ranked = _ranked([ScalePass(empty, 320, 1.25), ScalePass(empty, 320, 1.25)])  # a 256-px photo: both at 320
+    assert all(p.smallest and p.largest for p in ranked)
+    ranked = _ranked([ScalePass(empty, 320, 0.25), ScalePass(empty, 1280, 1.0)])
+    assert [(p.smallest, p.largest) for p in ranked] == [(True, False), (False, True)]
+
+
+def test_the_native_scale_is_refused_on_a_fixed_graph_and_misspelt_words_are_named() -> None:
+    backend = BandBackend()
+    backend.imgsz = 320
+    predictor = Predictor(backend, imgsz=320, conf=0.25, rect=True)
+    with pytest.raises(ConfigError, match="--scales native: .*fixed 320 px input"):
+        MultiScalePredictor(predictor, ScaleSettings(sizes=(320, "native")))
+    with pytest.raises(ConfigError, match="'nativ': not a number .* or native"):
+        ScaleSettings(sizes=(320, "nativ"))
+    with pytest.raises(ConfigError, match=r"2 scale\(s\) \(320 native px\)"):
+        MultiScalePredictor(Predictor(BandBackend(), imgsz=320), ScaleSettings(sizes=(320, "native"), weights=(1.0,)))

@@ -8,7 +8,9 @@ of `infer.scale_merge` (`wbf` by default, `nms`, `size`).
 
 Scales: a value below 32 is a factor of the model's input size (0.5 1 2 at 320 -> 160 320 640,
 rounded to a multiple of the stride); a value from 32 up is a pixel size, which must be a
-multiple of the stride. How a scale runs depends on the runtime:
+multiple of the stride; the word `native` is each image at its own size (`--imgsz native`'s rule:
+its long side on the stride grid, kept within [the input size, 1280]), so `320 native` runs a
+photo at the training size and at its own resolution. How a scale runs depends on the runtime:
 
 * a runtime that takes any shape (PyTorch, `accepts_any_shape`) runs the Predictor at that size;
 * a fixed-size exported graph runs its own size as usual, and a larger scale as tiles of its
@@ -37,13 +39,20 @@ FACTOR_LIMIT = 32  # scale values below this are factors of the input size, from
 DEFAULT_MERGE = "wbf"
 
 
+NATIVE_SCALE = "native"
+
+
+def is_native(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == NATIVE_SCALE
+
+
 def scale_value(value: Any) -> float:
     """One `--scales` value as a positive finite number; a `ConfigError` naming it otherwise."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"--scales {value!r}: not a number (give factors of the input size below "
-                          f"{FACTOR_LIMIT}, e.g. 0.5 1 2, or pixel sizes, e.g. 320 640)") from None
+                          f"{FACTOR_LIMIT}, e.g. 0.5 1 2, pixel sizes, e.g. 320 640, or {NATIVE_SCALE})") from None
     if not math.isfinite(number) or number <= 0:
         raise ConfigError(f"--scales {value!r}: a scale must be a positive number")
     return number
@@ -56,6 +65,8 @@ def parse_scales(values: Sequence[Any], imgsz: int, stride: int) -> tuple[int, .
         raise ConfigError("--scales needs at least one value")
     sizes = set()
     for value in values:
+        if is_native(value):
+            continue  # sized per image (`MultiScalePredictor`)
         number = scale_value(value)
         if number < FACTOR_LIMIT:
             size = int(round(imgsz * number / stride)) * stride
@@ -90,7 +101,8 @@ class ScaleSettings:
         if not self.sizes:
             raise ConfigError("--scales needs at least one value")
         for value in self.sizes:
-            scale_value(value)
+            if not is_native(value):
+                scale_value(value)
         merge_rule(self.merge)
         if self.weights is not None:
             bad = [w for w in self.weights if not 0.0 < w <= 1.0]
@@ -162,6 +174,30 @@ def scale_runner(predictor: Predictor, size: int, overlap: float = DEFAULT_OVERL
                       "that scale")
 
 
+@dataclass
+class NativeScale:
+    """Each image at its own size (`Predictor` with the `NativeSize` rule above its input size)."""
+
+    predictor: Predictor
+
+    def size_for(self, image: np.ndarray) -> int:
+        return self.predictor.native.size_for(*image.shape[:2], self.predictor.stride)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        return self.predictor.predict(images)
+
+
+def native_runner(predictor: Predictor) -> NativeScale:
+    """The `native` scale: only a runtime that takes any shape can run each image at its own size."""
+    from mhyolo.infer.input_size import NativeSize
+
+    if not accepts_any_shape(predictor.model):
+        where = getattr(predictor.model, "path", "the model")
+        raise ConfigError(f"--scales {NATIVE_SCALE}: {where} takes a fixed {predictor.imgsz} px input; it cannot run "
+                          "each image at its own size (give pixel sizes instead)")
+    return NativeScale(predictor.with_native(NativeSize.from_low(predictor.imgsz)))
+
+
 def flip_back(prediction: Prediction) -> Prediction:
     """Boxes found on the horizontally mirrored image, in the original image's pixels."""
     width = prediction.image_shape[1]
@@ -178,24 +214,29 @@ class MultiScalePredictor:
             raise ConfigError("--imgsz native and --scales do not combine: the scales are the input sizes")
         self.predictor = predictor
         self.settings = settings
-        self.sizes = parse_scales(settings.sizes, predictor.imgsz, predictor.stride)
-        if settings.weights is not None and len(settings.weights) != len(self.sizes):
-            raise ConfigError(f"--scale-weights: {len(settings.weights)} factor(s) for {len(self.sizes)} scale(s) "
-                              f"({' '.join(map(str, self.sizes))} px)")
+        fixed = [value for value in settings.sizes if not is_native(value)]
+        self.sizes = parse_scales(fixed, predictor.imgsz, predictor.stride) if fixed else ()
+        self.native = any(is_native(value) for value in settings.sizes)
+        count = len(self.sizes) + int(self.native)
+        if settings.weights is not None and len(settings.weights) != count:
+            named = " ".join([*map(str, self.sizes), *([NATIVE_SCALE] if self.native else [])])
+            raise ConfigError(f"--scale-weights: {len(settings.weights)} factor(s) for {count} scale(s) "
+                              f"({named} px)")
         self.rule = merge_rule(settings.merge)
         self.options = replace(settings.options, predictor_iou=predictor.iou, max_det=predictor.max_det,
                                agnostic=predictor.agnostic)
-        self.runners = [scale_runner(predictor, size, settings.tile_overlap) for size in self.sizes]
+        self.runners: list[Any] = [scale_runner(predictor, size, settings.tile_overlap) for size in self.sizes]
+        if self.native:  # the native pass comes last: at or above every fixed size the model takes
+            self.runners.append(native_runner(predictor))
 
     @property
     def passes_per_image(self) -> int:
-        return len(self.sizes) * (2 if self.settings.flip else 1)
+        return len(self.runners) * (2 if self.settings.flip else 1)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """BGR uint8 images -> one merged `Prediction` per image, same order."""
         Predictor.check_images(images)
         passes: list[list[ScalePass]] = [[] for _ in images]
-        last = len(self.runners) - 1
         for i, runner in enumerate(self.runners):
             for flipped in (False, True) if self.settings.flip else (False,):
                 inputs = [np.ascontiguousarray(image[:, ::-1]) for image in images] if flipped else images
@@ -205,8 +246,9 @@ class MultiScalePredictor:
                     if self.settings.weights is not None:
                         factor = np.float32(self.settings.weights[i])
                         prediction = replace(prediction, scores=prediction.scores * factor)
-                    passes[k].append(ScalePass(prediction, runner.size, runner.size / max(image.shape[:2]),
-                                               flipped=flipped, smallest=i == 0, largest=i == last))
+                    size = runner.size_for(image) if isinstance(runner, NativeScale) else runner.size
+                    passes[k].append(ScalePass(prediction, size, size / max(image.shape[:2]), flipped=flipped))
+        passes = [_ranked(found) for found in passes]
         if self.passes_per_image == 1:
             return [found[0].prediction for found in passes]  # one pass: the Predictor's result as it is
         return [self.rule.merge(found, self.options) for found in passes]
@@ -214,5 +256,14 @@ class MultiScalePredictor:
     def describe(self) -> str:
         """'320, 640 px + flip, merged by wbf': the run's scales as the commands print them."""
         flip = " + flip" if self.settings.flip else ""
-        return f"{', '.join(map(str, self.sizes))} px{flip}, merged by {self.settings.merge}"
+        sizes = ", ".join(map(str, self.sizes)) + (" px" if self.sizes else "")
+        native = "each image at its own size" if self.native else ""
+        return f"{' and '.join(part for part in (sizes, native) if part)}{flip}, merged by {self.settings.merge}"
+
+
+def _ranked(passes: list[ScalePass]) -> list[ScalePass]:
+    """Each pass marked as one of the image's smallest and/or largest scales (by its input size there:
+    a native pass's size depends on the image, and may equal a fixed one)."""
+    low, high = min(p.size for p in passes), max(p.size for p in passes)
+    return [replace(p, smallest=p.size == low, largest=p.size == high) for p in passes]
 

@@ -163,6 +163,17 @@ class Predictor:
         other.native = None
         return other
 
+    def with_native(self, native: NativeSize) -> Predictor:
+        """This predictor with each image at its own size (`native`), the rest shared: the `native`
+        scale of multi-scale inference."""
+        if not accepts_any_shape(self.model):
+            raise ConfigError(f"{getattr(self.model, 'path', 'the model')} takes a fixed {self.imgsz} px input: it "
+                              "cannot run each image at its own size")
+        native.check(self.stride)
+        other = copy.copy(self)
+        other.native = native
+        return other
+
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """BGR uint8 images (H, W, 3), any sizes -> one `Prediction` per image, same order."""
         self.check_images(images)
