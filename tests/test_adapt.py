@@ -197,6 +197,18 @@ def test_an_unsure_box_reaches_training_as_an_ignore_region(tennis: Path, tmp_pa
     assert all(len(dataset[i].ignore) == 0 for i in range(len(dataset)))
 
 
+def test_student_data_under_a_relative_run_folder_names_its_images(tennis: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mhyolo adapt --out runs/adapt`: the student's data.yaml still finds the pseudo-labelled images."""
+    images = sorted(tennis.glob("*.png"))[:2]
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs") / "adapt"
+    write_dataset(run / "pseudo", select_boxes(_teacher_said(images), keep=0.5), NAMES, progress=False)
+    student_data(run / "student.yaml", run / "pseudo" / "images", None, NAMES)
+    dataset = YoloDataset(load_data_spec(run / "student.yaml"), "train", SIDE, progress=False)
+    assert len(dataset) == 2
+
+
 def test_pseudo_labels_pass_verify_and_a_corrected_copy_trains_without_the_removed_box(
         tennis: Path, tmp_path: Path) -> None:
     from mhyolo.cli import main

@@ -27,6 +27,9 @@ from mhyolo.train.config import TrainConfig
 
 def student_data(path: Path, pseudo_images: Path, labelled: DataSpec | None, names: list[str]) -> bool:
     """Write the student's data.yaml at `path`; returns whether it validates on labelled images."""
+    # absolute: a relative `path:` is read from the yaml's own folder, not the working directory
+    # (`--out runs/adapt` once made it runs/adapt/runs/adapt)
+    path, pseudo_images = path.absolute(), pseudo_images.absolute()
     entries = labelled.splits if labelled is not None else {}
     pseudo = [str(pseudo_images)] if any(pseudo_images.iterdir()) else []  # every target may be labelled already
     labelled_train = [str(entry.path) for entry in entries.get("train", [])]
