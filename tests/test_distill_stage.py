@@ -12,7 +12,8 @@ import yaml
 from mhyolo.cli import main
 from mhyolo.errors import ConfigError
 from mhyolo.pipeline.config import DistillConfig
-from mhyolo.pipeline.distill import decide, fitness_of
+from mhyolo.eval.results import fitness as fitness_of
+from mhyolo.pipeline.distill import decide
 
 
 def _rows(values: dict[str, list[float]]) -> dict[str, dict]:

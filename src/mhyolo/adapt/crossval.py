@@ -18,7 +18,6 @@ pseudo-labels were (precision and recall at IoU 0.5, class-agnostic).
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -26,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
+from mhyolo.adapt.pseudo import link_or_copy
 from mhyolo.adapt.run import run_adapt
 from mhyolo.adapt.settings import AdaptSettings
 from mhyolo.adapt.targets import HASH_SIZE
@@ -39,6 +40,7 @@ from mhyolo.data.spec import label_path_for, load_data_spec
 from mhyolo.errors import DataError
 from mhyolo.eval.matching import match_predictions
 from mhyolo.eval.results import seen_type_scores
+from mhyolo.infer.postprocess import xywh2xyxy
 
 ADAPT_DIR = "adapt"
 SCORE_JSON = "score.json"
@@ -81,13 +83,6 @@ def split_halves(paths: list[Path], seed: int, bits: int, progress: bool = True)
     return [paths[i] for i in sorted(chosen)], [p for i, p in enumerate(paths) if i not in chosen]
 
 
-def _link(source: Path, target: Path) -> None:
-    try:
-        os.symlink(source.resolve(), target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def prepare_fold(fold: Path, settings: FoldAdaptSettings) -> dict[str, Any]:
     """The halves, the target folder and the test-half dataset (once; kept in `split.json`)."""
     folder = fold / ADAPT_DIR
@@ -108,7 +103,7 @@ def prepare_fold(fold: Path, settings: FoldAdaptSettings) -> dict[str, Any]:
     for i, image in enumerate(adapt):
         name = image.name if image.stem not in names else f"{i:05d}_{image.name}"
         names[Path(name).stem] = str(image)
-        _link(image, target / name)
+        link_or_copy(image, target / name)
     (folder / "test.txt").write_text("".join(f"{p}\n" for p in test), encoding="utf-8")
     data = {"path": str(folder), "train": "test.txt", "val": "test.txt", "test": "test.txt", "nc": spec.nc,
             "names": list(spec.names)}
@@ -138,16 +133,15 @@ def pseudo_label_quality(pseudo: Path, targets: dict[str, str], iou: float = 0.5
         real += len(truth)
         kept += len(rows)
         if len(rows) and len(truth):
-            tp = match_predictions(_xyxy(truth[:, 1:5]), np.zeros(len(truth), np.int64), _xyxy(rows[:, 1:5]),
+            tp = match_predictions(_corners(truth[:, 1:5]), np.zeros(len(truth), np.int64), _corners(rows[:, 1:5]),
                                    rows[:, 5], np.zeros(len(rows), np.int64), iou)
             true_positives += int(tp.sum())
     return {"images": len(targets), "kept": kept, "real": real, "true_positives": true_positives,
             "precision": true_positives / kept if kept else None, "recall": true_positives / real if real else None}
 
 
-def _xyxy(cxcywh: np.ndarray) -> np.ndarray:
-    cxcywh = np.asarray(cxcywh, np.float64)
-    return np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
+def _corners(cxcywh: np.ndarray) -> np.ndarray:
+    return xywh2xyxy(torch.as_tensor(cxcywh, dtype=torch.float64)).numpy()
 
 
 def fold_weights(fold: Path, recorded: str) -> Path:

@@ -57,7 +57,8 @@ def _normalised(boxes: np.ndarray, labels: np.ndarray, shape: tuple[int, int]) -
     return rows[valid], valid
 
 
-def _link(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` a link to `source`, or a copy where the file system makes no links."""
     try:
         os.symlink(source.resolve(), target)
     except OSError:  # a file system without links
@@ -80,7 +81,7 @@ def write_dataset(folder: Path, selections: Sequence[Selection], names: list[str
         if stem in seen:
             raise DataError(f"{item.path} and {seen[stem]} would share the label file {stem}.txt: rename one")
         seen[stem] = item.path
-        _link(source, folder / "images" / source.name)
+        link_or_copy(source, folder / "images" / source.name)
         kept, valid = _normalised(item.boxes[selection.keep], item.labels[selection.keep], item.shape)
         scores = item.scores[selection.keep][valid]
         write_labels(folder / "labels" / f"{stem}.txt", kept)

@@ -13,7 +13,8 @@ from typing import Any
 
 from mhyolo.pipeline.config import STUDENT, DistillConfig
 from mhyolo.pipeline.crossval_report import mean_row
-from mhyolo.pipeline.distill import TEACHER_RUN, decide, fitness_of, run_name
+from mhyolo.eval.results import fitness
+from mhyolo.pipeline.distill import TEACHER_RUN, decide, run_name
 from mhyolo.pipeline.distill_tables import spread_stats
 
 TEACHER = "teacher"
@@ -27,7 +28,7 @@ def _run_scores(folds: dict[str, Any], run: str, size: str) -> dict[str, Any] | 
         row = ((fold.get("runs") or {}).get(run) or {}).get("scores", {}).get(size)
         if row is None:
             return None
-        per_fold[source] = {**row, "fitness": fitness_of(row)}
+        per_fold[source] = {**row, "fitness": fitness(row)}
     means = mean_row(list(per_fold.values()))
     means["fitness"] = mean(r["fitness"] for r in per_fold.values())
     seconds = [((folds[s].get("runs") or {}).get(run) or {}).get("train_seconds") for s in folds]

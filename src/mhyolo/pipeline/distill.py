@@ -25,7 +25,6 @@ def run_name(group: str, seed: int) -> str:
 TEACHER_RUN = "distill/teacher"
 
 
-fitness_of = fitness  # what decides between candidates: `eval.results.fitness`
 
 
 @dataclass
@@ -58,7 +57,7 @@ class DistillDecision:
 
 
 def decide(rows: dict[str, dict[str, Any]], distill: DistillConfig,
-           fitness: Callable[[dict[str, Any]], float] = fitness_of) -> DistillDecision:
+           fitness: Callable[[dict[str, Any]], float] = fitness) -> DistillDecision:
     """The best variant by mean fitness over the seeds is kept only if its mean beats the student's
     by more than the larger of the two seed-to-seed spreads (with one seed there is no spread to
     measure and any gain counts; the reason says so). `fitness` reads a run's row: the val split's
