@@ -186,3 +186,18 @@ def test_uint8_input_ir_predicts_what_the_float_ir_predicts(models, folder):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
         assert a.type_ids.tolist() == b.type_ids.tolist()
+
+
+@pytest.mark.parametrize("runtime, scales", [("pytorch", ["320", "native", "--merge", "size", "--flip"]),
+                                             ("onnxruntime", ["320", "640", "--merge", "wbf"])])
+def test_throughput_multiscale_predict_writes_what_one_at_a_time_writes(runtime, scales, models, folder, tmp_path,
+                                                                        capsys):
+    """Several passes per frame (each image's own size, mirrored copies; tiles of a fixed graph), all in
+    flight together, merged in order: the very JSON and images of one frame at a time."""
+    sequential = _predict(capsys, folder, models[runtime], tmp_path / "one", "--no-throughput", "--scales", *scales)
+    streamed = _predict(capsys, folder, models[runtime], tmp_path / "stream", "--scales", *scales)
+    assert sequential[0] == streamed[0] == 1  # the broken file
+    assert streamed[1] == sequential[1] and sum(len(line["detections"]) for line in streamed[1]) >= 8
+    assert "5 images predicted, 1 failed" in streamed[2]
+    for name in sorted(p.name for p in (tmp_path / "one").iterdir()):
+        assert np.array_equal(cv2.imread(str(tmp_path / "one" / name)), cv2.imread(str(tmp_path / "stream" / name)))

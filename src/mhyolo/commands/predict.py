@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True,
                         help="on a folder or a video, keep several frames in flight: model calls overlapped with "
                              "reading, letterboxing and post-processing; the same results, in order (default: on; "
-                             "not with --slice, --scales or --batch-size above 1)")
+                             "not with --slice or --batch-size above 1)")
     parser.add_argument("--streams", type=int, metavar="N",
                         help="throughput mode: model calls in flight (default: the runtime's choice; OpenVINO's "
                              "throughput hint, 2 elsewhere)")
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(prediction.to_json(frame.name)), flush=True)
         counts["done"] += 1
 
-    streaming = (args.throughput and slicing is None and not scaled and args.batch_size == 1
+    streaming = (args.throughput and slicing is None and args.batch_size == 1
                  and (source.is_video or len(source) > 1))
     try:
         if streaming:

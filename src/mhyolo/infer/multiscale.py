@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from mhyolo.errors import ConfigError
-from mhyolo.infer.predictor import Prediction, Predictor, accepts_any_shape
+from mhyolo.infer.predictor import FramePass, Prediction, Predictor, accepts_any_shape
 from mhyolo.infer.scale_merge import MergeOptions, ScalePass, merge_rule
 from mhyolo.infer.slicing import DEFAULT_OVERLAP, MAX_OVERLAP, SlicedPredictor, SliceSettings
 
@@ -198,6 +198,18 @@ def native_runner(predictor: Predictor) -> NativeScale:
     return NativeScale(predictor.with_native(NativeSize.from_low(predictor.imgsz)))
 
 
+@dataclass(frozen=True)
+class PassPlan:
+    """One pass of an image: the scale (index of `MultiScalePredictor.runners`), mirrored or not."""
+
+    runner: int
+    flipped: bool = False
+
+
+def _mirrored(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image[:, ::-1])
+
+
 def flip_back(prediction: Prediction) -> Prediction:
     """Boxes found on the horizontally mirrored image, in the original image's pixels."""
     width = prediction.image_shape[1]
@@ -230,28 +242,71 @@ class MultiScalePredictor:
             self.runners.append(native_runner(predictor))
 
     @property
+    def inference(self) -> Any:
+        """The `Inference` every pass shares (one model, one type source): what throughput mode calls."""
+        return self.predictor.inference
+
+    @property
+    def batch_size(self) -> int:
+        return self.predictor.batch_size
+
+    @property
     def passes_per_image(self) -> int:
+        """Passes of an image at most (a native pass equal in size to a fixed scale is not run twice)."""
         return len(self.runners) * (2 if self.settings.flip else 1)
+
+    def plans(self, image: np.ndarray) -> list[PassPlan]:
+        """The passes `image` gets, in run order: every scale (mirrored too with `flip`), except a
+        native pass whose size for this image is one of the fixed scales (that pass would be run twice)."""
+        fixed = set(self.sizes)
+        flips = (False, True) if self.settings.flip else (False,)
+        return [PassPlan(i, flipped) for i, runner in enumerate(self.runners)
+                if not (isinstance(runner, NativeScale) and runner.size_for(image) in fixed)
+                for flipped in flips]
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """BGR uint8 images -> one merged `Prediction` per image, same order."""
         Predictor.check_images(images)
-        passes: list[list[ScalePass]] = [[] for _ in images]
-        for i, runner in enumerate(self.runners):
-            for flipped in (False, True) if self.settings.flip else (False,):
-                inputs = [np.ascontiguousarray(image[:, ::-1]) for image in images] if flipped else images
-                for k, (image, prediction) in enumerate(zip(images, runner.predict(inputs))):
-                    if flipped:
-                        prediction = flip_back(prediction)
-                    if self.settings.weights is not None:
-                        factor = np.float32(self.settings.weights[i])
-                        prediction = replace(prediction, scores=prediction.scores * factor)
-                    size = runner.size_for(image) if isinstance(runner, NativeScale) else runner.size
-                    passes[k].append(ScalePass(prediction, size, size / max(image.shape[:2]), flipped=flipped))
-        passes = [_ranked(found) for found in passes]
-        if self.passes_per_image == 1:
-            return [found[0].prediction for found in passes]  # one pass: the Predictor's result as it is
-        return [self.rule.merge(found, self.options) for found in passes]
+        plans = [self.plans(image) for image in images]
+        found: list[dict[PassPlan, Prediction]] = [{} for _ in images]
+        for plan in dict.fromkeys(plan for image_plans in plans for plan in image_plans):
+            chosen = [k for k, image_plans in enumerate(plans) if plan in image_plans]
+            inputs = [_mirrored(images[k]) if plan.flipped else images[k] for k in chosen]
+            for k, prediction in zip(chosen, self.runners[plan.runner].predict(inputs)):
+                found[k][plan] = prediction
+        return [self._merge(image, plans[k], [found[k][plan] for plan in plans[k]]) for k, image in enumerate(images)]
+
+    def frame_passes(self, image: np.ndarray) -> list[FramePass]:
+        """Throughput mode: one `FramePass` per pass of `plans(image)` (a tiled scale computed here)."""
+        passes = []
+        for plan in self.plans(image):
+            runner = self.runners[plan.runner]
+            source = _mirrored(image) if plan.flipped else image
+            if isinstance(runner, TiledScale):
+                passes.append(FramePass(source, done=runner.predict([source])[0]))
+            else:
+                passes.append(FramePass(source, runner.predictor))
+        return passes
+
+    def combine(self, image: np.ndarray, predictions: Sequence[Prediction]) -> Prediction:
+        """Throughput mode: the image's merged prediction from its passes' (`frame_passes`), in order."""
+        return self._merge(image, self.plans(image), predictions)
+
+    def _merge(self, image: np.ndarray, plans: Sequence[PassPlan], predictions: Sequence[Prediction]) -> Prediction:
+        """One image's passes (in its pixels) -> its `Prediction`: mirrored boxes flipped back, score
+        factors applied, the passes ranked by size and merged (one pass is returned as it is)."""
+        passes = []
+        for plan, prediction in zip(plans, predictions, strict=True):
+            if plan.flipped:
+                prediction = flip_back(prediction)
+            if self.settings.weights is not None:
+                prediction = replace(prediction, scores=prediction.scores * np.float32(self.settings.weights[plan.runner]))
+            runner = self.runners[plan.runner]
+            size = runner.size_for(image) if isinstance(runner, NativeScale) else runner.size
+            passes.append(ScalePass(prediction, size, size / max(image.shape[:2]), flipped=plan.flipped))
+        if len(passes) == 1:
+            return passes[0].prediction  # one pass: the Predictor's result as it is
+        return self.rule.merge(_ranked(passes), self.options)
 
     def describe(self) -> str:
         """'320, 640 px + flip, merged by wbf': the run's scales as the commands print them."""

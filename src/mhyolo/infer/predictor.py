@@ -90,6 +90,16 @@ class Prediction:
         return {"image": image_name, "detections": detections}
 
 
+@dataclass(frozen=True)
+class FramePass:
+    """One model call a frame needs in throughput mode: `predictor` (letterbox, call, NMS) on `image`
+    (the frame, or a mirrored copy), or a pass computed already (`done`: tiles, which are not one call)."""
+
+    image: np.ndarray
+    predictor: Predictor | None = None
+    done: Prediction | None = None
+
+
 def model_stride(model: InferenceBackend) -> int:
     """Largest stride of the backend: input sides must be multiples of it."""
     return int(torch.as_tensor(model.stride).max().item())
@@ -216,6 +226,14 @@ class Predictor:
         if x.is_floating_point():
             x = x.to(self.device, self.dtype)
         return x, [info for _, info in boxed]
+
+    def frame_passes(self, image: np.ndarray) -> list[FramePass]:
+        """Throughput mode: the model calls one frame needs (here one, on the frame itself)."""
+        return [FramePass(image, self)]
+
+    def combine(self, image: np.ndarray, predictions: Sequence[Prediction]) -> Prediction:
+        """Throughput mode: the frame's prediction from its passes' (`frame_passes`), in order."""
+        return predictions[0]
 
     def finish(self, raw: Any, images: Sequence[np.ndarray], infos: Sequence[LetterboxInfo]) -> list[Prediction]:
         """`Prediction`s from the model call's result (`Inference.call`) on `prepare(images)`."""

@@ -4,7 +4,9 @@ One image at a time, the cores wait while Python letterboxes, decodes and draws,
 model call rarely keeps every core busy. Here several model calls are in flight (`ModelCalls`)
 while the calling thread letterboxes the next frames and post-processes the finished ones, in
 input order. Each frame still gets its own batch-1 call and the same post-processing, so the
-predictions are those of the sequential path.
+predictions are those of the sequential path. A multi-scale predictor's frame is several calls
+(one per scale and mirror, `frame_passes`), all in flight together and merged as its `predict`
+merges them (`combine`).
 
 How calls overlap depends on the runtime; each way is a class registered with
 `register_model_calls`, asked in priority order (a file format names its way in its row of
@@ -21,16 +23,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from mhyolo.errors import ConfigError
 from mhyolo.infer.inference import Inference
-from mhyolo.infer.predictor import Prediction, Predictor
+from mhyolo.infer.predictor import FramePass, Prediction, Predictor
 
 DEFAULT_STREAMS = 2  # calls in flight where the runtime does not choose (ONNX Runtime, PyTorch)
 Item = TypeVar("Item")
@@ -193,11 +196,38 @@ class InlineCalls(ModelCalls):
         return "in turn (no overlap for this runtime)"
 
 
-class StreamPredictor:
-    """A `Predictor` over a stream of frames, model calls overlapped: results in input order, the
-    same as `Predictor.predict` one frame at a time."""
+class Streamable(Protocol):
+    """What throughput mode runs: a `Predictor`, or a wrapper (`MultiScalePredictor`) whose frames
+    are several model calls of one shared `Inference`, combined into one prediction per frame."""
 
-    def __init__(self, predictor: Predictor, streams: int | None = None) -> None:
+    inference: Inference
+    batch_size: int
+
+    def frame_passes(self, image: np.ndarray) -> list[FramePass]: ...
+
+    def combine(self, image: np.ndarray, predictions: Sequence[Prediction]) -> Prediction: ...
+
+
+@dataclass
+class _Call:
+    """One pass of a frame in flight: its letterboxed call (a future) or a prediction made already."""
+
+    frame_pass: FramePass
+    future: Future | None = None
+    infos: Any = None
+
+    def prediction(self) -> Prediction:
+        if self.frame_pass.done is not None:
+            return self.frame_pass.done
+        predictor = self.frame_pass.predictor
+        return predictor.finish(self.future.result(), [self.frame_pass.image], self.infos)[0]
+
+
+class StreamPredictor:
+    """A `Predictor` (or a multi-scale one) over a stream of frames, model calls overlapped: results in
+    input order, the same as `predict` one frame at a time."""
+
+    def __init__(self, predictor: Streamable, streams: int | None = None) -> None:
         if predictor.batch_size != 1:
             raise ConfigError("throughput mode calls the model on one image at a time (batch size 1)")
         self.predictor = predictor
@@ -211,24 +241,30 @@ class StreamPredictor:
     def predict(self, items: Iterable[tuple[Item, np.ndarray | None]]) -> Iterator[tuple[Item, Prediction | None]]:
         """(key, BGR image) pairs -> (key, prediction) in the same order; a None image (a frame that
         could not be read) passes through with a None prediction. One stream at a time per predictor."""
-        window: deque[tuple[Item, np.ndarray | None, Future | None, Any]] = deque()
+        window: deque[tuple[Item, np.ndarray | None, list[_Call] | None]] = deque()
         for key, image in items:
             if image is None:
-                window.append((key, None, None, None))
+                window.append((key, None, None))
             else:
-                self.predictor.check_images([image])
-                x, infos = self.predictor.prepare([image])
-                window.append((key, image, self.calls.submit(x), infos))
+                Predictor.check_images([image])
+                window.append((key, image, [self._start(frame_pass)
+                                            for frame_pass in self.predictor.frame_passes(image)]))
             while len(window) > self.depth or (window and window[0][2] is None):
                 yield self._finish(window.popleft())
         while window:
             yield self._finish(window.popleft())
 
-    def _finish(self, entry: tuple[Item, np.ndarray | None, Future | None, Any]) -> tuple[Item, Prediction | None]:
-        key, image, future, infos = entry
-        if future is None:
+    def _start(self, frame_pass: FramePass) -> _Call:
+        if frame_pass.done is not None:
+            return _Call(frame_pass)
+        x, infos = frame_pass.predictor.prepare([frame_pass.image])
+        return _Call(frame_pass, self.calls.submit(x), infos)
+
+    def _finish(self, entry: tuple[Item, np.ndarray | None, list[_Call] | None]) -> tuple[Item, Prediction | None]:
+        key, image, calls = entry
+        if calls is None:
             return key, None
-        return key, self.predictor.finish(future.result(), [image], infos)[0]
+        return key, self.predictor.combine(image, [call.prediction() for call in calls])
 
     def close(self) -> None:
         self.calls.close()
