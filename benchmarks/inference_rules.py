@@ -12,7 +12,9 @@ each at the training size), `scales=320,640` with optional `merge=wbf|nms|size`,
 the size rule's boxes), `band=MIN,MAX`, `wbfconf=avg|max|...` and `flip` (`scales=320,640 merge=size` as one
 argument, words separated by spaces). `size=native` runs each image at its own size (its long side, rounded
 to the stride, kept within [training size, 1280]: `--imgsz native`); in `scales=320,native` the word stands
-for the held-out source's size, taken from its first test image.
+for the held-out source's size, taken from its first test image. `default` is the tool's default rule
+(`mhyolo val` without size flags, `infer.default_rule`): the training size and each image's own size,
+merged by ball size.
 A `size=N` rule the crossval already scored (with size bins) is read from its `score.json`.
 """
 
@@ -29,6 +31,8 @@ BINS = ("tiny", "small", "medium", "large")
 def parse_rule(text: str) -> dict[str, Any]:
     """`size=640`, `slice=320`, `scales=320,640 merge=wbf flip` -> a dict of settings."""
     rule: dict[str, Any] = {}
+    if text.strip() == "default":
+        return {"default": True}
     for word in text.split():
         key, _, value = word.partition("=")
         if key == "flip" and not value:
@@ -77,7 +81,11 @@ def score_rule(weights: str, data: Path, rule: dict[str, Any], trained: int) -> 
 
     backend = load_backend(weights)
     spec = load_data_spec(data)
-    if rule.get("size") == "native":  # each image at its own size
+    if rule.get("default"):
+        from mhyolo.infer.default_rule import DEFAULT_SCALES
+
+        result = score_split(backend, spec, trained, split="test", progress=True, scales=DEFAULT_SCALES)
+    elif rule.get("size") == "native":  # each image at its own size
         result = score_split(backend, spec, trained, split="test", progress=True,
                              native=NativeSize.from_low(trained))
     elif "size" in rule:

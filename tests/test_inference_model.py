@@ -15,6 +15,7 @@ import mhyolo
 from mhyolo.cli import main
 from mhyolo.errors import ConfigError
 from mhyolo.infer.assemble import InferenceSettings, build_predictor
+from mhyolo.infer.default_rule import DEFAULT_SCALES
 from mhyolo.infer.input_size import NativeSize
 from mhyolo.infer.model import NATIVE_CONFLICT, InferenceModel
 from mhyolo.infer.multiscale import MultiScalePredictor, ScaleSettings
@@ -55,7 +56,7 @@ def _base(predictor: object) -> Predictor:
 
 
 @pytest.mark.parametrize("imgsz, slicing, scales, kind, native", [
-    (None, None, None, Predictor, NativeSize(320, 1280)),  # whole images on a PyTorch model: native by default
+    (None, None, None, MultiScalePredictor, None),  # whole images on a PyTorch model: the default rule
     (320, None, None, Predictor, None),
     ("native", None, None, Predictor, NativeSize(320, 1280)),
     (None, SliceSettings(size=320), None, SlicedPredictor, None),  # tiles and scales: the trained size
@@ -68,6 +69,9 @@ def test_the_model_picks_the_predictor_by_its_input_rule(typed: tuple[Path, Path
     assert type(predictor) is kind
     base = _base(predictor)
     assert base.imgsz == 320 and base.native == native and base.model is model.backend
+    if kind is MultiScalePredictor:
+        assert (predictor.settings is DEFAULT_SCALES) == (scales is None)
+        assert predictor.sizes == (160, 320) if scales else (predictor.sizes == (320,) and predictor.native)
 
 
 def test_native_combines_with_neither_slicing_nor_scales(typed: tuple[Path, Path]) -> None:
@@ -80,7 +84,7 @@ def test_native_combines_with_neither_slicing_nor_scales(typed: tuple[Path, Path
                                                               scales=ScaleSettings((1,))))
 
 
-def test_scoring_keeps_native_off_for_a_type_min_score(typed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+def test_scoring_keeps_the_default_rule_off_for_a_type_min_score(typed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
                                                        ) -> None:
     import mhyolo.eval.validate as validate
 
@@ -92,8 +96,10 @@ def test_scoring_keeps_native_off_for_a_type_min_score(typed: tuple[Path, Path],
     spec = load_data_spec(typed[1])
     model.score(spec, "val", InferenceSettings())
     model.score(spec, "val", InferenceSettings(), type_min_score=0.1)
-    assert seen[0][0] == 320 and seen[0][1]["native"] == NativeSize(320, 1280)
-    assert seen[1][1]["native"] is None and seen[1][1]["type_min_score"] == 0.1
+    assert seen[0][0] == 320 and seen[0][1]["scales"] is DEFAULT_SCALES and seen[0][1]["native"] is None
+    assert seen[1][1]["scales"] is None and seen[1][1]["native"] is None and seen[1][1]["type_min_score"] == 0.1
+    model.score(spec, "val", InferenceSettings(), imgsz="native")
+    assert seen[2][1]["scales"] is None and seen[2][1]["native"] == NativeSize(320, 1280)
 
 
 @pytest.mark.slow

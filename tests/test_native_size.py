@@ -193,7 +193,7 @@ def _input_sides(monkeypatch: pytest.MonkeyPatch) -> list:
     return sides
 
 
-def test_native_is_the_default_of_predict_val_and_the_api_unless_a_size_slices_or_scales_are_given(
+def test_the_default_rule_runs_the_training_size_and_each_image_s_own_size_unless_a_size_or_scales_are_given(
         tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import mhyolo
 
@@ -201,10 +201,11 @@ def test_native_is_the_default_of_predict_val_and_the_api_unless_a_size_slices_o
     seen = _letterbox_sizes(monkeypatch)
     assert main(["predict", str(images), "--weights", str(weights), "--json", "--no-throughput",
                  "--out", str(tmp_path / "out")]) == 0
-    assert sorted(seen) == [64, 288]
+    assert sorted(seen) == [64, 64, 288]  # the 300-px photo at 64 and at 288; the 50-px one at 64, once
+    assert "64 px and each image at its own size, merged by size (the default" in capsys.readouterr().err
     seen.clear()
     assert main(["val", "--data", str(data), "--weights", str(weights), "--json"]) == 0
-    assert sorted(seen) == [64, 288]
+    assert sorted(seen) == [64, 64, 288]
     seen.clear()
     inputs = _input_sides(monkeypatch)
     assert main(["val", "--data", str(data), "--weights", str(weights), "--imgsz", "64", "--json"]) == 0
@@ -216,10 +217,10 @@ def test_native_is_the_default_of_predict_val_and_the_api_unless_a_size_slices_o
     seen.clear()
     model = mhyolo.load(weights)
     model.predict(str(images / "wide.jpg"))
-    assert seen == [288]
+    assert seen == [64, 288]
     seen.clear()
     model.val(data)
-    assert sorted(seen) == [64, 288]
+    assert sorted(seen) == [64, 64, 288]
 
 
 def test_the_api_takes_imgsz_native(tiny, monkeypatch: pytest.MonkeyPatch) -> None:

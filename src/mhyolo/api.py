@@ -185,7 +185,9 @@ class Model:
         `flip` adds each mirrored) merged by `merge` ("wbf", "nms" or "size"; keyword options as
         `multiscale_settings` takes them); `stream=True` returns an iterator, for videos and folders
         too large to hold in memory. `imgsz="native"` runs each image at its own long side (rounded to
-        the stride, kept within [the model's size, 1280]): small objects in large frames stay visible."""
+        the stride, kept within [the model's size, 1280]): small objects in large frames stay visible.
+        With none of `imgsz`, `scales`, `slice_size`, a model that takes any input size runs the default
+        rule (`infer.default_rule`): the training size and each image's own size, merged by ball size."""
         from mhyolo.infer.assemble import InferenceSettings
 
         for name, value in (("conf", conf), ("iou", iou)):

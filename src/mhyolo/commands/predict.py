@@ -39,8 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--imgsz", type=imgsz_arg, default=None,
                         help="network input size: a number, or 'native': each image at its own long side, kept within "
                              "[the size the model was trained at, 1280] (finds small objects in large frames). "
-                             "Default: native for a model that takes any input size (without --slice / --scales), "
-                             "the size an exported model was made for otherwise")
+                             "Default, for a model that takes any input size (without --slice / --scales): each image "
+                             "at the size the model was trained at and at its own size, boxes merged by ball size "
+                             "(large balls from the first, small ones from the second); the size an exported model "
+                             "was made for otherwise")
     parser.add_argument("--conf", type=float, default=PREDICT_CONF, help=f"score threshold (default: {PREDICT_CONF})")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default: 300)")
@@ -156,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = model.predictor(settings, args.imgsz, on_base=square_note)
     if scaled:
         print(f"mhyolo predict: scales {predictor.describe()}", file=sys.stderr)
+    elif model.with_default_rule(settings, args.imgsz).scales is not None:
+        print(f"mhyolo predict: {predictor.describe()} (the default; --imgsz N runs one size)", file=sys.stderr)
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="val", help="split to score (default val)")
     parser.add_argument("--imgsz", type=imgsz_arg, default=None,
                         help="input size: a number, or 'native': each image at its own long side, kept within [the "
-                             "size the model was trained at, 1280]. Default: native for a model that takes any "
-                             "input size (without --slice / --scales / --type-min-score), the size an exported model was made for "
-                             "otherwise")
+                             "size the model was trained at, 1280]. Default, for a model that takes any input size "
+                             "(without --slice / --scales / --type-min-score): each image at the size the model was "
+                             "trained at and at its own size, boxes merged by ball size; the size an exported model "
+                             "was made for otherwise")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--conf", type=float, default=0.001)
     parser.add_argument("--iou", type=float, default=0.6)

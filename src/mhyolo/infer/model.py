@@ -4,8 +4,9 @@ The parts today: the backend's own type head outputs (read by the predictor) and
 classifier typing a one-class detector's boxes (the two-stage model). The input-size rule: an
 exported graph runs at the size it was made for, a model that takes any shape at the asked size,
 else at the size it was trained at; `"native"` runs each image at its own long side
-(`infer.input_size.NativeSize`), and is the default for a model that takes any shape when every
-image is run whole (no slicing, no scales; for scoring, no `type_min_score`).
+(`infer.input_size.NativeSize`). Where nothing is asked for (no size, no slicing, no scales; for
+scoring, no `type_min_score`), a model that takes any shape runs the default rule
+(`infer.default_rule`): the training size and each image's own size, merged by ball size.
 
 Both front doors (`mhyolo.load(...)` -> `api.Model`, and the `predict` / `val` commands) load a
 model here and ask it for a predictor (`predictor`) or for the figures of a dataset split
@@ -15,6 +16,7 @@ model here and ask it for a predictor (`predictor`) or for the figures of a data
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,36 +78,46 @@ class InferenceModel:
 
         return input_size(self.backend, None)
 
-    def input_rule(self, imgsz: int | str | None, native_by_default: bool) -> tuple[int, NativeSize | None]:
+    def input_rule(self, imgsz: int | str | None) -> tuple[int, NativeSize | None]:
         """(the input size, the `NativeSize` rule or None) for an asked `imgsz` (pixels, `"native"` or None)."""
         from mhyolo.infer.backends import input_rule
 
-        return input_rule(self.backend, imgsz, native_by_default=native_by_default)
+        return input_rule(self.backend, imgsz)
+
+    def with_default_rule(self, settings: InferenceSettings, imgsz: int | str | None,
+                          allowed: bool = True) -> InferenceSettings:
+        """`settings` with the default scales (`infer.default_rule`) where nothing else was asked for."""
+        from mhyolo.infer.default_rule import default_scales
+        from mhyolo.infer.predictor import accepts_any_shape
+
+        scales = default_scales(accepts_any_shape(self.backend), imgsz, settings.whole_images, allowed)
+        return settings if scales is None else replace(settings, scales=scales)
 
     def predictor(self, settings: InferenceSettings, imgsz: int | str | None = None,
                   native_conflict: str = NATIVE_CONFLICT, on_base: Any = None) -> Any:
         """What runs this model on BGR images (`.predict(images)` -> `Prediction`s): the input-size rule
-        applied to `imgsz` (native by default for whole images on a model that takes any shape), then
-        `build_predictor`. `native_conflict` is the error for native with slicing or scales; `on_base`
-        as `build_predictor` takes it."""
+        applied to `imgsz` (the default rule where nothing is asked for), then `build_predictor`.
+        `native_conflict` is the error for native with slicing or scales; `on_base` as `build_predictor`
+        takes it."""
         from mhyolo.errors import ConfigError
 
-        size, native = self.input_rule(imgsz, native_by_default=settings.whole_images)
+        size, native = self.input_rule(imgsz)
         if native is not None and not settings.whole_images:
             raise ConfigError(native_conflict)
-        return build_predictor(self.backend, size, settings, classifier=self.classifier, native=native,
-                               on_base=on_base)
+        return build_predictor(self.backend, size, self.with_default_rule(settings, imgsz), classifier=self.classifier,
+                               native=native, on_base=on_base)
 
     def score(self, spec: DataSpec, split: str, settings: InferenceSettings, imgsz: int | str | None = None,
               type_min_score: float | None = None, progress: bool = True) -> ValidationResult:
         """Precision, recall, mAP (per ball size, and type figures when the boxes are typed) on a split of
         `spec`, images run as `settings` say (`rect` aside: scoring letterboxes as training did), the
-        input-size rule as in `predictor` (native by default only without `type_min_score` too)."""
+        input-size rule as in `predictor` (the default rule only without `type_min_score` too)."""
         import torch
 
         from mhyolo.eval.validate import score_split
 
-        size, native = self.input_rule(imgsz, native_by_default=settings.whole_images and type_min_score is None)
+        size, native = self.input_rule(imgsz)
+        settings = self.with_default_rule(settings, imgsz, allowed=type_min_score is None)
         if self.classifier is not None:  # the two-stage model: its types must be the dataset's
             from mhyolo.classify.backend import check_types_match
             from mhyolo.classify.data import type_names

@@ -38,19 +38,11 @@ def input_size(backend: Any, requested: int | None, default: int = DEFAULT_IMGSZ
     return int(fixed)
 
 
-def input_rule(backend: Any, requested: int | str | None, default: int = DEFAULT_IMGSZ,
-               native_by_default: bool = False):
+def input_rule(backend: Any, requested: int | str | None, default: int = DEFAULT_IMGSZ):
     """`input_size` for an `--imgsz` that may also be the word `native`: (the size, the
-    `NativeSize` rule or None). The native rule never goes below that size (the model's own).
-
-    With `native_by_default` (predict and val without --slice / --scales), a model that takes any
-    input shape runs each image at its own size when no size is asked for: on five held-out sources
-    and two training seeds this found more balls than the training size (mean mAP50 0.500 / 0.485
-    against 0.481 / 0.464; tiny balls 0.24-0.26 against 0.14-0.16), large ones excepted (README)."""
+    `NativeSize` rule or None). The native rule never goes below that size (the model's own)."""
     from mhyolo.infer.input_size import NativeSize, split_imgsz
 
     size, native = split_imgsz(requested)
-    if requested is None and native_by_default and getattr(backend, "imgsz", None) is None:
-        native = True
     imgsz = input_size(backend, size, default)
     return imgsz, (NativeSize.from_low(imgsz) if native else None)
