@@ -21,7 +21,7 @@ from helpers.tiny_data import tiny_ball_dataset
 
 from mhyolo.bench import formats as bench_formats
 from mhyolo.bench.report import ACCURACY_KEYS, Row, add_deltas, head_overhead
-from mhyolo.bench.timing import Timing, interleaved_times, percentile
+from mhyolo.bench.timing import Timing, blocked_times, interleaved_times, percentile
 from mhyolo.cli import main
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'mhyolo[deploy]')")
@@ -175,6 +175,33 @@ def test_timing_summary_and_interleaving():
     assert order == ["a", "b", "c", "a", "b", "a", "b"]  # round by round; a failed candidate is dropped
     assert set(times) == {"a", "b"} and all(len(v) == 2 for v in times.values())
     assert errors == {"c": "ValueError: no"}
+
+
+def test_blocked_timing_runs_each_format_alone_in_blocks_order_reversed_every_other_round(monkeypatch):
+    import mhyolo.bench.timing as timing
+
+    pauses: list[float] = []
+    monkeypatch.setattr(timing.time, "sleep", pauses.append)
+    order: list[str] = []
+
+    def boom():
+        order.append("c")
+        raise ValueError("no")
+
+    calls = {"A@1": lambda: order.append("a1"), "A@2": lambda: order.append("a2"), "B@1": lambda: order.append("b"),
+             "C@1": boom}
+    times, errors = blocked_times(calls, runs=4, warmup=1, group_of=lambda key: key.split("@")[0], rounds=2,
+                                  pause_s=0.5)
+    # round 0, A B C: each call 1 warm-up + 2 timed in a row; round 1 reversed, the failed C dropped
+    assert order == ["a1"] * 3 + ["a2"] * 3 + ["b"] * 3 + ["c"] + ["b"] * 3 + ["a1"] * 3 + ["a2"] * 3
+    assert {key: len(v) for key, v in times.items()} == {"A@1": 4, "A@2": 4, "B@1": 4}
+    assert errors == {"C@1": "ValueError: no"}
+    assert pauses == [0.5] * 6  # before every format of every round
+    order.clear()
+    times, _ = blocked_times({"A@1": lambda: order.append("a")}, runs=5, warmup=0, rounds=3, pause_s=0)
+    assert len(order) == 5 and len(times["A@1"]) == 5  # 2 + 2 + 1: the runs split over the rounds
+    times, _ = blocked_times({"A@1": lambda: None}, runs=1, warmup=0, rounds=3, pause_s=0)
+    assert len(times["A@1"]) == 1  # fewer runs than rounds: one round
 
 
 def test_existing_files_are_reused(bench, tmp_path):

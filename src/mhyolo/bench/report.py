@@ -115,8 +115,15 @@ def timing_cells(row: Row) -> list[str]:
 def timing_description(settings: dict[str, Any]) -> str:
     """What the timing columns measure, for the header of either table."""
     frames = settings.get("frames") or []
-    return (f"{settings['runs']} interleaved rounds after {settings['warmup']} warm-up rounds, {settings['threads']} "
-            "thread(s), formats interleaved call by call; medians and p90. model ms: the model call alone (an "
+    if settings.get("rounds"):
+        how = (f"each format timed as a user runs it, formats one after another: {settings['runs']} calls of each "
+               f"kind in {settings['rounds']} rounds of consecutive calls (order reversed every other round, "
+               f"{settings['warmup']} warm-up calls per round, a {settings.get('pause_s', 0):g} s pause before each "
+               f"format so other runtimes' idle threads sleep), {settings['threads']} thread(s)")
+    else:  # a report written before formats were timed in blocks
+        how = (f"{settings['runs']} interleaved rounds after {settings['warmup']} warm-up rounds, {settings['threads']} "
+               "thread(s), formats interleaved call by call")
+    return (f"{how}; medians and p90. model ms: the model call alone (an "
             "exported graph's run, the PyTorch network's forward), batch 1. end-to-end ms: one real image "
             f"({Path(frames[0]).name if frames else '?'}) from BGR pixels to typed boxes, batch 1: letterbox, "
             f"model, decoding, NMS at conf {settings.get('ball_conf', PREDICT_CONF)}, types. outside model: the share "
@@ -176,7 +183,7 @@ def ball_table(rows: list[Row], settings: dict[str, Any]) -> list[str]:
         head.append(f"ms per kept box ({counts[0]} → {counts[-1]} balls)")
     lines = ["", f"Whole images with {', '.join(counts)} pasted ball crops ({settings.get('ball_image_side')} px, "
              f"conf {settings.get('ball_conf')}): median ms per image of letterbox, model, NMS and types (a "
-             "two-stage row: + crops and classifier), interleaved with the calls above; in brackets the boxes "
+             "two-stage row: + crops and classifier), timed with the calls above; in brackets the boxes "
              "kept.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in timed:
         cells = [row.label] + [f"{_num(row.ball_ms.get(c), 1)} ({row.ball_detections.get(c, '–')})" for c in counts]
@@ -200,7 +207,7 @@ def multiscale_table(rows: list[Row], settings: dict[str, Any]) -> list[str]:
     lines = ["", f"Multi-scale: --scales {' '.join(spec['scales'])}"
              + (f" ({', '.join(map(str, sizes))} px)" if sizes else "") + (" + flip" if spec["flip"] else "")
              + f": the end-to-end image at every scale (letterbox, model, NMS and types per pass), then each merge "
-             f"rule, median ms, interleaved with the calls above; in brackets the boxes kept (conf "
+             f"rule, median ms, timed with the calls above; in brackets the boxes kept (conf "
              f"{settings.get('ball_conf')}). A fixed-size graph runs a larger scale as tiles of its size and "
              "cannot run a smaller one.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:

@@ -1,8 +1,9 @@
 """`run_benchmark`: every requested format of a model made, scored and timed in one run.
 
 Order: for each format the file is made (or reused) and scored on the validation
-split; then every runnable backend is timed together, call by call, so latency
-numbers in one table share the machine's load. Whatever fails for one format
+split; then every runnable backend is timed in the same run, format after format in
+blocks of consecutive calls over a few rounds (`bench.timing.blocked_times`), so each is
+timed as a user runs it and the numbers in one table share the machine's drifting load. Whatever fails for one format
 (producer, loader, scoring or timing) becomes that row's "skipped" reason and the
 others carry on.
 """
@@ -22,7 +23,7 @@ from mhyolo.bench.ball_images import BALL_COUNTS, IMAGE_SIDE, ball_images
 from mhyolo.bench.formats import DETECTOR_FORMATS, FORMATS, ModelFiles, check_input_size
 from mhyolo.bench.frames import sample_frames
 from mhyolo.bench.report import ACCURACY_KEYS, Row, add_deltas, write_all
-from mhyolo.bench.timing import DEFAULT_WARMUP, Timing, interleaved_times
+from mhyolo.bench.timing import DEFAULT_ROUNDS, DEFAULT_WARMUP, SWITCH_PAUSE_S, Timing, blocked_times
 from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.defaults import DEFAULT_IMGSZ, PREDICT_CONF
 from mhyolo.deploy.formats import file_size_mb
@@ -259,11 +260,16 @@ def _stream(item: Timed, predictor: Any, settings: BenchSettings) -> Any:
     return item.stream
 
 
+def row_of_call(key: str) -> str:
+    """The row a timed call belongs to (`pytorch@model`, `pytorch#4`, `pytorch@scales:size` -> `pytorch`)."""
+    return key.split("@", 1)[0].split("#", 1)[0]
+
+
 def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, Any], frames: list[Any],
           multiscale: dict[str, dict[str, Any]]) -> None:
     """Batch-1 model call and end-to-end time on a real image, throughput-mode frames/s on `frames`,
     whole images with 1, 4, 16 balls, and the real image at several scales per merge rule (into
-    `multiscale`), of every backend, all interleaved in one run."""
+    `multiscale`), of every backend, format after format in the same rounds (`blocked_times`)."""
     from mhyolo.infer.assemble import InferenceSettings, build_predictor
 
     calls = {}
@@ -278,11 +284,13 @@ def _time(timed: dict[str, Timed], settings: BenchSettings, images: dict[int, An
             calls[f"{row_id}@stream"] = lambda s=stream: list(s.predict(enumerate(frames)))
     calls.update(_ball_calls(timed, images, settings))
     calls.update(_multiscale_calls(timed, frames, settings, multiscale))
-    _say(settings, f"timing {len(timed)} format(s): {settings.warmup} warm-up + {settings.runs} rounds of the model "
-                   f"call, one image end to end and {len(frames)} in throughput mode"
+    _say(settings, f"timing {len(timed)} format(s), one after another in {DEFAULT_ROUNDS} rounds: {settings.runs} "
+                   f"calls (+ {settings.warmup} warm-up per round) of the model call, one image end to end and "
+                   f"{len(frames)} in throughput mode"
                    + (f", images with {', '.join(map(str, images))} balls" if images else ""))
     try:
-        times, errors = interleaved_times(calls, settings.runs, settings.warmup, progress=settings.progress)
+        times, errors = blocked_times(calls, settings.runs, settings.warmup, group_of=row_of_call,
+                                      progress=settings.progress)
     finally:
         for item in timed.values():
             if item.stream is not None:
@@ -353,7 +361,8 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     add_deltas(rows)
     described = {"weights": str(settings.weights), "detector": str(detector) if detector else None,
                  "data": str(settings.data) if settings.data is not None else None, "out": str(settings.out),
-                 "imgsz": settings.imgsz, "runs": settings.runs, "warmup": settings.warmup, "threads": threads,
+                 "imgsz": settings.imgsz, "runs": settings.runs, "warmup": settings.warmup, "rounds": DEFAULT_ROUNDS,
+                 "pause_s": SWITCH_PAUSE_S, "threads": threads,
                  "calib_images": settings.calib_images, "calibration": str(calibration), "unscored": unscored,
                  "frames": [str(p) for p in frames_from], "streams": settings.streams,
                  "formats": list(dict.fromkeys(settings.formats)),

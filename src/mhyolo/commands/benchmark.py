@@ -43,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder for the converted files and the report (default: runs/benchmark)")
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS), metavar="FORMAT",
                         help=f"formats to run, in table order (default: all of {', '.join(FORMATS)})")
-    parser.add_argument("--runs", type=int, default=30, help="timed rounds of every call (default: 30)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
+    parser.add_argument("--runs", type=int, default=30,
+                        help="timed calls of each kind per format, split over 3 rounds of consecutive calls, formats "
+                             "one after another (default: 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each round's block (default: 3)")
     parser.add_argument("--threads", type=int, help="CPU threads for every runtime (default: PyTorch's setting)")
     parser.add_argument("--calib-images", type=int, default=50, help="INT8 calibration images (default: 50)")
     parser.add_argument("--detector", type=Path,
