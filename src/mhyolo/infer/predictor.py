@@ -42,9 +42,58 @@ class InferenceBackend(Protocol):
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
 
+@dataclass(frozen=True)
+class BoxField:
+    """One per-box output of a `Prediction`: an array (or a list of names) with one entry per box, in
+    box order. Selecting, joining and writing boxes as JSON go through `BOX_FIELDS`, so a new per-box
+    output (a mask, a track id) is its `Prediction` attribute plus one `register_box_field` line."""
+
+    attribute: str  # the `Prediction` attribute
+    json_key: str  # its key in a `--json` detection
+    dtype: Any = None  # numpy dtype of an array field; None: a list of names
+    columns: int = 0  # values per box of a 2-D array field (4 for a box), 0 for one value
+    digits: int | None = None  # JSON rounding of a float field
+
+    def take(self, values: Any, index: np.ndarray) -> Any:
+        return [values[i] for i in index] if self.dtype is None else values[index]
+
+    def join(self, parts: Sequence[Any]) -> Any:
+        if self.dtype is None:
+            return [value for part in parts for value in part]
+        joined = np.concatenate(parts)
+        return (joined.reshape(-1, self.columns) if self.columns else joined).astype(self.dtype)
+
+    def json_value(self, values: Any, i: int) -> Any:
+        value = values[i]
+        if self.dtype is None:
+            return value
+        if self.columns:
+            return [round(float(v), self.digits) for v in value]
+        return round(float(value), self.digits) if self.digits is not None else int(value)
+
+
+BOX_FIELDS: list[BoxField] = []  # in `--json` order
+
+
+def register_box_field(field: BoxField) -> BoxField:
+    """Make `field` one of the outputs every `Prediction` selects, joins and writes."""
+    if any(f.attribute == field.attribute for f in BOX_FIELDS):
+        raise ValueError(f"box field {field.attribute} is registered already")
+    BOX_FIELDS.append(field)
+    return field
+
+
+for _field in (BoxField("boxes", "box", np.float32, columns=4, digits=2), BoxField("scores", "score", np.float32, digits=4),
+               BoxField("class_ids", "class", np.int64), BoxField("class_names", "name"),
+               BoxField("type_ids", "type", np.int64), BoxField("type_names", "type_name"),
+               BoxField("type_scores", "type_score", np.float32, digits=4)):
+    register_box_field(_field)
+
+
 @dataclass
 class Prediction:
-    """Detections of one image, in the original image's pixels (numpy, runtime-free)."""
+    """Detections of one image, in the original image's pixels (numpy, runtime-free). Every per-box
+    attribute is a registered `BoxField`; an optional one (the types) is None when nothing gives it."""
 
     boxes: np.ndarray  # (n, 4) float32 xyxy
     scores: np.ndarray  # (n,) float32
@@ -62,31 +111,31 @@ class Prediction:
     def has_types(self) -> bool:
         return self.type_ids is not None
 
+    def _fields(self) -> list[tuple[BoxField, Any]]:
+        """The registered fields this prediction has, with their values."""
+        present = ((field, getattr(self, field.attribute, None)) for field in BOX_FIELDS)
+        return [(field, values) for field, values in present if values is not None]
+
     def subset(self, keep: np.ndarray) -> Prediction:
-        """The detections selected by `keep` (a boolean mask or indices), in that order, types too."""
+        """The detections selected by `keep` (a boolean mask or indices), in that order, every field."""
         index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, np.int64)
-        out = replace(self, boxes=self.boxes[index], scores=self.scores[index], class_ids=self.class_ids[index],
-                      class_names=[self.class_names[i] for i in index])
-        if self.has_types:
-            out.type_ids, out.type_scores = self.type_ids[index], self.type_scores[index]
-            out.type_names = [self.type_names[i] for i in index]
-        return out
+        return replace(self, **{field.attribute: field.take(values, index) for field, values in self._fields()})
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Prediction], image_shape: tuple[int, int] | None = None) -> Prediction:
+        """The detections of several predictions of one image (tiles, passes) as one of the first's kind,
+        every field the first has joined in order; `image_shape` defaults to the first's."""
+        first = parts[0]
+        values = {field.attribute: field.join([getattr(part, field.attribute) for part in parts])
+                  for field, _ in first._fields()}
+        kind = type(first)  # a prediction with fields of its own keeps its kind
+        return kind(image_shape=image_shape if image_shape is not None else first.image_shape, **values)
 
     def to_json(self, image_name: str) -> dict[str, Any]:
         """The `--json` line: plain Python types, boxes to 2 decimals, scores to 4."""
-        detections = []
-        for i in range(len(self)):
-            item: dict[str, Any] = {
-                "box": [round(float(v), 2) for v in self.boxes[i]],
-                "score": round(float(self.scores[i]), 4),
-                "class": int(self.class_ids[i]),
-                "name": self.class_names[i],
-            }
-            if self.has_types:
-                item["type"] = int(self.type_ids[i])
-                item["type_name"] = self.type_names[i]
-                item["type_score"] = round(float(self.type_scores[i]), 4)
-            detections.append(item)
+        fields = self._fields()
+        detections = [{field.json_key: field.json_value(values, i) for field, values in fields}
+                      for i in range(len(self))]
         return {"image": image_name, "detections": detections}
 
 

@@ -134,7 +134,7 @@ class WbfMerge(MergeRule):
         from ensemble_boxes import weighted_boxes_fusion  # imported here: it loads numba
 
         iou = WBF_IOU if options.iou is None else options.iou
-        pool = _concatenate([p.prediction for p in passes])
+        pool = Prediction.concatenate([p.prediction for p in passes])
         height, width = pool.image_shape
         scale = np.array([width, height, width, height], np.float32)
         groups = np.zeros(len(pool), np.int64) if options.agnostic else pool.class_ids
@@ -199,17 +199,3 @@ def best_members(fused: np.ndarray, labels: np.ndarray, boxes: np.ndarray, score
     none = candidates.max(axis=1) < 0
     chosen[none] = overlap[none].argmax(axis=1)
     return chosen.astype(np.int64)
-
-
-def _concatenate(parts: Sequence[Prediction]) -> Prediction:
-    """The detections of several passes of one image as one `Prediction` (types kept)."""
-    first = parts[0]
-    pool = Prediction(boxes=np.concatenate([p.boxes for p in parts]).reshape(-1, 4).astype(np.float32),
-                      scores=np.concatenate([p.scores for p in parts]).astype(np.float32),
-                      class_ids=np.concatenate([p.class_ids for p in parts]).astype(np.int64),
-                      class_names=[n for p in parts for n in p.class_names], image_shape=first.image_shape)
-    if first.has_types:
-        pool.type_ids = np.concatenate([p.type_ids for p in parts]).astype(np.int64)
-        pool.type_scores = np.concatenate([p.type_scores for p in parts]).astype(np.float32)
-        pool.type_names = [n for p in parts for n in p.type_names]
-    return pool

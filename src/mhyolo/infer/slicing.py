@@ -112,11 +112,8 @@ def greedy_merge(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, matc
 def merge_predictions(parts: Sequence[Prediction], shape: tuple[int, int], iou: float, max_det: int,
                       agnostic: bool = False, merge: str = "nmm", match: float = 0.5) -> Prediction:
     """Concatenate predictions of one image (already in its pixels) and keep one box per object."""
-    first = parts[0]
-    boxes = np.concatenate([p.boxes for p in parts]).reshape(-1, 4).astype(np.float32)
-    scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
-    classes = np.concatenate([p.class_ids for p in parts]).astype(np.int64)
-    names = [n for p in parts for n in p.class_names]
+    pool = Prediction.concatenate(parts, shape)
+    boxes, scores, classes = pool.boxes, pool.scores, pool.class_ids
     groups = np.zeros(len(classes), np.int64) if agnostic else classes
     if not len(boxes):
         keep, kept_boxes = np.zeros(0, np.int64), boxes
@@ -127,14 +124,8 @@ def merge_predictions(parts: Sequence[Prediction], shape: tuple[int, int], iou: 
         keep = torchvision.ops.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
                                            torch.from_numpy(groups), iou)[:max_det].numpy()
         kept_boxes = boxes[keep]
-    merged = Prediction(boxes=kept_boxes, scores=scores[keep], class_ids=classes[keep],
-                        class_names=[names[i] for i in keep], image_shape=shape)
-    if first.has_types:
-        type_ids = np.concatenate([p.type_ids for p in parts]).astype(np.int64)
-        type_scores = np.concatenate([p.type_scores for p in parts]).astype(np.float32)
-        type_names = [n for p in parts for n in p.type_names]
-        merged.type_ids, merged.type_scores = type_ids[keep], type_scores[keep]
-        merged.type_names = [type_names[i] for i in keep]
+    merged = pool.subset(keep)  # every per-box field of the kept boxes
+    merged.boxes = kept_boxes  # greedy merging enlarges a kept box to cover the boxes merged into it
     return merged
 
 
