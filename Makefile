@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/mhyolo data fetch --if-missing
 	-@$(MAKE) --no-print-directory rknn-env || echo "RKNN environment not created: the RKNN row will say so"
 	$(BIN)/mhyolo pipeline --config configs/pipeline/demo.yaml --out $(DEMO_OUT)
-	$(BIN)/mhyolo predict $(DEMO_OUT)/data/images/val --weights $(DEMO_OUT)/model.safetensors --imgsz 320 --out $(DEMO_OUT)/predictions
+	$(BIN)/mhyolo predict $(DEMO_OUT)/data/images/val --weights $(DEMO_OUT)/model.safetensors --out $(DEMO_OUT)/predictions
 
 # The RKNN environment is attempted first so that the RKNN tests run too; where it cannot be
 # made (no wheel for this platform), those tests are skipped and say why.
