@@ -141,12 +141,13 @@ class Model:
     classifier from `mhyolo classify train`, or its `.onnx`) a one-class detector types its boxes
     with it: the two-stage model."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", classifier: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", classifier: str | Path | None = None,
+                 npu_cores: str = "auto") -> None:
         from mhyolo.infer.model import InferenceModel
 
         self.path = Path(path)
         self.device = device
-        self.model = InferenceModel.load(self.path, device=device, classifier=classifier)
+        self.model = InferenceModel.load(self.path, device=device, classifier=classifier, npu_cores=npu_cores)
 
     @property
     def backend(self) -> Any:
@@ -286,8 +287,10 @@ class Model:
         return f"Model({str(self.path)!r}: classes {listed(self.names)}{types}, imgsz {self.imgsz})"
 
 
-def load(path: str | Path, device: str = "cpu", classifier: str | Path | None = None) -> Model:
+def load(path: str | Path, device: str = "cpu", classifier: str | Path | None = None,
+         npu_cores: str = "auto") -> Model:
     """Open a model file: mhyolo `.safetensors`, a YOLOv5 `.pt` (read without running its pickle),
-    an exported `.onnx` or OpenVINO `.xml`, or an `.rknn` (run in the RKNN simulator); `classifier`
-    adds a crop classifier behind a one-class detector (the two-stage model)."""
-    return Model(path, device=device, classifier=classifier)
+    an exported `.onnx` or OpenVINO `.xml`, or an `.rknn` (on a Rockchip board's NPU with
+    rknn-toolkit-lite2, `npu_cores` "auto", "0", "1", "2" or "all"; elsewhere in the RKNN simulator);
+    `classifier` adds a crop classifier behind a one-class detector (the two-stage model)."""
+    return Model(path, device=device, classifier=classifier, npu_cores=npu_cores)

@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/predict", help="folder for annotated outputs (default: runs/predict)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    parser.add_argument("--npu-cores", default="auto", metavar="CORES",
+                        help="a .rknn on a Rockchip board (rknn-toolkit-lite2): the NPU cores of each call, auto (the "
+                             "driver's choice), 0, 1, 2 or all (default: auto; the x86 simulator has none)")
     parser.add_argument("--classifier", help="crop classifier (.safetensors from `mhyolo classify train`, or its "
                                              ".onnx) typing each box of the one-class --weights: the two-stage model")
     parser.set_defaults(func=run)
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     scaled = multiscale_settings(args)
     source = open_source(args.source)
     device = _device(args.device)
-    model = InferenceModel.load(args.weights, device=device, classifier=args.classifier)
+    model = InferenceModel.load(args.weights, device=device, classifier=args.classifier, npu_cores=args.npu_cores)
 
     def square_note(base) -> None:
         if base.square_fallback:

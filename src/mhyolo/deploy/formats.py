@@ -28,13 +28,22 @@ if TYPE_CHECKING:
     from mhyolo.deploy.layout import ExportMetadata
 
 
+NPU_CORE_WORDS = ("auto", "0", "1", "2", "all")  # `--npu-cores`: the driver's choice, one core, all three
+
+
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to run a file: the torch device, the OpenVINO precision, the CPU threads."""
+    """How to run a file: the torch device, the OpenVINO precision, the CPU threads, and on a
+    Rockchip board the NPU cores (`NPU_CORE_WORDS`)."""
 
     device: Any = "cpu"
     precision: str | None = "auto"
     threads: int | None = None
+    npu_cores: str = "auto"
+
+    def __post_init__(self) -> None:
+        if str(self.npu_cores).strip().lower() not in NPU_CORE_WORDS:
+            raise ConfigError(f"--npu-cores {self.npu_cores!r}: choose one of {', '.join(NPU_CORE_WORDS)}")
 
 
 @dataclass(frozen=True)
@@ -314,6 +323,12 @@ def _rknn_module():
 
 
 def _load_rknn(weights: Any, options: LoadOptions) -> Any:
+    """On a Rockchip board with rknn-toolkit-lite2 the file runs on its NPU; elsewhere in rknn-toolkit2's
+    simulator (which has no NPU cores to choose)."""
+    from mhyolo.deploy.rknn_lite import RknnLiteBackend, on_board
+
+    if on_board():
+        return RknnLiteBackend(Path(weights), options.npu_cores)
     from mhyolo.deploy.rknn import RknnSimulatorBackend
 
     return RknnSimulatorBackend(Path(weights))

@@ -45,12 +45,12 @@ class InferenceModel:
 
     @classmethod
     def load(cls, weights: str | Path, device: Any = "cpu", classifier: str | Path | None = None,
-             runtime: str | None = None, threads: int | None = None) -> InferenceModel:
+             runtime: str | None = None, threads: int | None = None, npu_cores: str = "auto") -> InferenceModel:
         """Any model file mhyolo reads (`infer.backends.load_backend`) and, with `classifier`, the crop
         classifier (`.safetensors` or `.onnx`) that types its boxes, checked to fit the detector."""
         from mhyolo.infer.backends import load_backend
 
-        backend = load_backend(weights, device=device, runtime=runtime, threads=threads)
+        backend = load_backend(weights, device=device, runtime=runtime, threads=threads, npu_cores=npu_cores)
         crop_classifier = None
         if classifier is not None:
             from mhyolo.classify.backend import load_classifier
