@@ -114,3 +114,21 @@ def test_the_folds_model_is_found_from_any_working_folder(tmp_path: Path) -> Non
     assert fold_weights(fold, str(best)) == best
     with pytest.raises(DataError, match="not there"):
         fold_weights(fold, "runs/cv/seed/train/weights/last.safetensors")
+
+
+def test_a_fold_given_as_a_relative_folder_writes_datasets_that_load(shared: Path, tmp_path: Path,
+                                                                    official_weights: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mhyolo crossval --out runs/...` hands relative fold folders down: the test half's data.yaml
+    must not name its folder relative to itself."""
+    from mhyolo.adapt.crossval import prepare_fold
+    from mhyolo.data.pairing import split_images
+    from mhyolo.data.spec import load_data_spec
+
+    _tennis_fold(shared, tmp_path / "runs" / "cv" / "tennis", official_weights)
+    monkeypatch.chdir(tmp_path)
+    split = prepare_fold(Path("runs/cv/tennis"), FoldAdaptSettings(progress=False))
+    test = load_data_spec(tmp_path / "runs" / "cv" / "tennis" / "adapt" / "test.yaml")
+    assert sorted(map(str, split_images(test, "test"))) == sorted(split["test"]) and len(split["test"]) >= 3
+    labelled = load_data_spec(tmp_path / "runs" / "cv" / "tennis" / "adapt" / "labelled.yaml")
+    assert len(split_images(labelled, "train")) == 3 and "test" not in labelled.splits

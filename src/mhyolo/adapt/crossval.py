@@ -105,7 +105,7 @@ def prepare_fold(fold: Path, settings: FoldAdaptSettings) -> dict[str, Any]:
         names[Path(name).stem] = str(image)
         link_or_copy(image, target / name)
     (folder / "test.txt").write_text("".join(f"{p}\n" for p in test), encoding="utf-8")
-    data = {"path": str(folder), "train": "test.txt", "val": "test.txt", "test": "test.txt", "nc": spec.nc,
+    data = {"path": str(folder.resolve()), "train": "test.txt", "val": "test.txt", "test": "test.txt", "nc": spec.nc,
             "names": list(spec.names)}
     if spec.type_names:
         data["type_names"] = list(spec.type_names)
@@ -113,7 +113,7 @@ def prepare_fold(fold: Path, settings: FoldAdaptSettings) -> dict[str, Any]:
     # the labelled data adapt may read: the fold's training sources only (its test split is the held-out
     # source, whose images are the targets and must stay unlabelled)
     labelled = {k: v for k, v in yaml.safe_load(spec.yaml_path.read_text(encoding="utf-8")).items() if k != "test"}
-    labelled["path"] = str(spec.root)
+    labelled["path"] = str(spec.root.resolve())  # absolute: the run may be given as a relative folder
     (folder / "labelled.yaml").write_text(yaml.safe_dump(labelled, sort_keys=False), encoding="utf-8")
     split = {"seed": settings.seed, "dedup_bits": settings.dedup_bits, "adapt": [str(p) for p in adapt],
              "test": [str(p) for p in test], "targets": names}
