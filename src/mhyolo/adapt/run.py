@@ -190,7 +190,8 @@ def student_pass(round_dir: Path, inputs: Inputs) -> Path:
     settings = inputs.settings
     data_yaml = round_dir / "student.yaml"
     if not is_done(round_dir / "student"):
-        real_val = student_data(data_yaml, round_dir / "pseudo" / "images", inputs.labelled, inputs.names)
+        real_val = student_data(data_yaml, round_dir / "pseudo" / "images", inputs.labelled, inputs.names,
+                                empty_targets=settings.empty_targets)
         train = student_config(settings.hyp, data_yaml, inputs.weights, inputs.imgsz, settings.epochs,
                                settings.batch, single_class=inputs.model.detect.nc == 1, real_val=real_val,
                                device=settings.device, workers=settings.workers, seed=settings.seed)

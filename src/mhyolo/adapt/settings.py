@@ -27,6 +27,7 @@ class AdaptSettings:
     dedup_bits: int | None = DEFAULT_DEDUP_BITS  # None: keep near-duplicate images
     rounds: int = 1  # >1: each round's student is the next round's teacher
     epochs: int = 10
+    empty_targets: bool = False  # also train on target images with no kept box, as ball-free images
     hyp: str = "multihead"  # training settings (shipped name or YAML path)
     imgsz: int | None = None  # None: the size the model was trained at
     batch: int = 16

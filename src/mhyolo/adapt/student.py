@@ -25,13 +25,33 @@ from mhyolo.errors import DataError
 from mhyolo.train.config import TrainConfig
 
 
-def student_data(path: Path, pseudo_images: Path, labelled: DataSpec | None, names: list[str]) -> bool:
-    """Write the student's data.yaml at `path`; returns whether it validates on labelled images."""
+def kept_targets(pseudo_images: Path) -> list[Path]:
+    """The pseudo-labelled images holding at least one kept box (a non-empty label file)."""
+    labels = pseudo_images.parent / "labels"
+    return [image for image in sorted(pseudo_images.iterdir())
+            if (labels / f"{image.stem}.txt").is_file() and (labels / f"{image.stem}.txt").stat().st_size > 0]
+
+
+def student_data(path: Path, pseudo_images: Path, labelled: DataSpec | None, names: list[str],
+                 empty_targets: bool = False) -> bool:
+    """Write the student's data.yaml at `path`; returns whether it validates on labelled images.
+
+    The student trains on the target images where the teacher kept a box; with `empty_targets` also on
+    those where it kept none, as ball-free images. Off by default: on held-out sources most such images
+    hold balls the teacher missed, which the student then learns as background (README, *Adapting to
+    your own footage*)."""
     # absolute: a relative `path:` is read from the yaml's own folder, not the working directory
     # (`--out runs/adapt` once made it runs/adapt/runs/adapt)
     path, pseudo_images = path.absolute(), pseudo_images.absolute()
     entries = labelled.splits if labelled is not None else {}
-    pseudo = [str(pseudo_images)] if any(pseudo_images.iterdir()) else []  # every target may be labelled already
+    if empty_targets:
+        pseudo = [str(pseudo_images)] if any(pseudo_images.iterdir()) else []  # every target may be labelled already
+    else:
+        kept = kept_targets(pseudo_images)
+        listing = path.with_name(path.stem + "_targets.txt")
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("".join(f"{image}\n" for image in kept), encoding="utf-8")
+        pseudo = [str(listing)] if kept else []
     labelled_train = [str(entry.path) for entry in entries.get("train", [])]
     train = labelled_train + pseudo
     if not train:

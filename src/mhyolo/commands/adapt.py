@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"hash (default {DEFAULT_DEDUP_BITS}; -1 keeps them)")
     parser.add_argument("--rounds", type=int, default=1, help="self-training rounds; the student becomes the teacher")
     parser.add_argument("--epochs", type=int, default=10, help="student epochs per round (default 10)")
+    parser.add_argument("--empty-targets", action="store_true",
+                        help="also train the student on target images where the teacher kept no box, as ball-free "
+                             "images (default: only those with a kept box; most others hold balls it missed)")
     parser.add_argument("--hyp", default="multihead", help="training settings: shipped name or YAML (default multihead)")
     parser.add_argument("--imgsz", type=int, help="input size (default: the size the model was trained at)")
     parser.add_argument("--batch", type=int, default=16)
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     settings = AdaptSettings(
         weights=args.weights, images=args.images, out=args.out, labelled=args.labelled, fps=args.fps, keep=args.keep,
         ignore=args.ignore, precision=args.precision, temporal_k=args.temporal_k,
-        dedup_bits=None if args.dedup < 0 else args.dedup, rounds=args.rounds, epochs=args.epochs, hyp=args.hyp,
+        dedup_bits=None if args.dedup < 0 else args.dedup, rounds=args.rounds, epochs=args.epochs, empty_targets=args.empty_targets, hyp=args.hyp,
         imgsz=args.imgsz, batch=args.batch, teacher=args.teacher, slice_factor=args.slice_factor,
         classes=args.classes, device=args.device, workers=args.workers, seed=args.seed, progress=not args.quiet)
     result = run_adapt(settings)
