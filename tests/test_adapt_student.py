@@ -34,3 +34,15 @@ def test_targets_without_a_kept_box_are_trained_on_only_when_asked(tennis: Path,
     every = YoloDataset(load_data_spec(run / "all.yaml"), "train", SIDE, progress=False)
     assert len(every) == 4 and sorted(len(labels) for labels in every.labels) == [0, 0, 1, 2]
     assert sum(len(every[i].ignore) for i in range(4)) == 6  # the unsure boxes of images 1 and 3 too
+
+
+def test_a_round_with_too_few_kept_targets_trains_no_student() -> None:
+    from mhyolo.adapt.pseudo import PseudoSummary
+    from mhyolo.adapt.run import too_few_kept
+
+    football = PseudoSummary(images=90, kept=2, ignored=123, negatives=88)  # what the held-out football source gave
+    reason = too_few_kept(football, 0.05)
+    assert reason is not None and "2 of 90 target images" in reason and "--min-kept 0.05" in reason
+    assert too_few_kept(PseudoSummary(images=413, kept=67, negatives=351), 0.05) is None  # basketball: 62 of 413
+    assert too_few_kept(PseudoSummary(images=10, kept=0, negatives=10), 0.0) is not None  # none at all: never
+    assert too_few_kept(football, 0.0) is None  # --min-kept 0: any kept box trains

@@ -158,13 +158,9 @@ def fold_weights(fold: Path, recorded: str) -> Path:
     raise DataError(f"{fold / 'score.json'}: the fold's model {recorded} is not there (nor under {fold})")
 
 
-def round_models(run: Path, rounds: int, before: Path) -> dict[str, Path]:
-    """The model before adaptation and each round's student, by name."""
-    models = {"before": before}
-    for number in range(1, rounds + 1):
-        folder = run if number == rounds else run / f"round{number}"
-        models[f"round {number}"] = folder / "student" / "weights" / "best.safetensors"
-    return models
+def round_models(models: list[Path], before: Path) -> dict[str, Path]:
+    """The model before adaptation and each round's (its student, or its teacher where it trained none)."""
+    return {"before": before, **{f"round {number}": model for number, model in enumerate(models, start=1)}}
 
 
 def score_test_half(models: dict[str, Path], data: Path, sizes: list[int | str], imgsz: int, trained: list[str],
@@ -209,7 +205,7 @@ def adapt_fold(fold: Path, settings: FoldAdaptSettings) -> dict[str, Any]:
                                      labelled=str(folder / "labelled.yaml"), rounds=settings.rounds,
                                      epochs=settings.epochs, imgsz=imgsz, teacher=settings.teacher,
                                      seed=settings.seed, progress=settings.progress, **settings.options))
-    models = round_models(result.run, settings.rounds, weights)
+    models = round_models(result.round_models, weights)
     pseudo = {name: pseudo_label_quality(path, split["targets"])
               for name, path in _pseudo_folders(result.run, settings.rounds).items()}
     out = {"fold": fold.name, "weights": str(weights), "imgsz": imgsz, "adapt_images": len(split["adapt"]),

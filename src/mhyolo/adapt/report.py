@@ -76,6 +76,8 @@ def markdown(summary: dict[str, Any], run: Path) -> str:
                      f"{pseudo['images']} | {pseudo['kept']} | {pseudo['ignored']} | {pseudo['lonely']} | "
                      f"{pseudo['negatives']} |")
     lines += ["", "Keep threshold: " + summary["rounds"][-1]["threshold"]["reason"] + ".", ""]
+    lines += [f"**Round {number} not adapted**: {row['skipped']}.\n" for number, row in enumerate(summary["rounds"], 1)
+              if row.get("skipped")]
     evaluation = summary.get("evaluation")
     if evaluation:
         lines += ["## Before and after", "", f"On `{evaluation['data']}` (val split; whole images at "

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,17 @@ class AdaptResult:
     pseudo: Path
     report: Path
     sheet: Path
+    round_models: list[Path] = field(default_factory=list)  # each round's model: its student, or its teacher kept
+
+
+def too_few_kept(pseudo: PseudoSummary, min_kept: float) -> str | None:
+    """Why a round trains no student (too few target images with a kept box), or None."""
+    with_box = pseudo.images - pseudo.negatives
+    if with_box > 0 and with_box >= min_kept * pseudo.images:
+        return None
+    return (f"the teacher kept boxes on {with_box} of {pseudo.images} target images, fewer than --min-kept "
+            f"{min_kept:g} of them: a student would learn next to nothing of the target and only train longer on "
+            "the labelled data, so the model is kept as it was (lower --precision or --keep to keep more boxes)")
 
 
 def _labelled_images(spec: DataSpec) -> list[str]:
@@ -229,15 +241,24 @@ def run_adapt(settings: AdaptSettings) -> AdaptResult:
     paths = [t.path for t in targets] if video else [t.path for t in targets if t.path not in dropped]
     teacher = inputs.weights
     rounds: list[dict[str, Any]] = []
+    models: list[Path] = []
     for number in range(1, settings.rounds + 1):
         round_dir = run if number == settings.rounds else run / f"round{number}"
         if settings.rounds > 1:
             print(f"\n== round {number} of {settings.rounds}: teacher {teacher}")
         threshold = teacher_pass(round_dir / "teacher", teacher, inputs, paths)
         pseudo = pseudo_pass(round_dir, inputs, threshold, dropped, video)
+        skipped = too_few_kept(pseudo, settings.min_kept)
+        if skipped is not None:
+            print(f"mhyolo adapt: round {number}: not adapted: {skipped}", file=sys.stderr)
+            rounds.append({"teacher": str(teacher), "threshold": threshold.to_dict(), "pseudo": pseudo.to_dict(),
+                           "student": None, "skipped": skipped})
+            models.append(teacher)
+            continue
         student = student_pass(round_dir, inputs)
         rounds.append({"teacher": str(teacher), "threshold": threshold.to_dict(), "pseudo": pseudo.to_dict(),
                        "student": str(student)})
+        models.append(student)
         teacher = student
     final = run / "model.safetensors"
     shutil.copyfile(teacher, final)
@@ -249,4 +270,5 @@ def run_adapt(settings: AdaptSettings) -> AdaptResult:
                "rounds": rounds, "model": str(final), "pseudo": str(run / "pseudo"),
                "evaluation": evaluation_pass(run, inputs, final)}
     report = write_report(run, summary)
-    return AdaptResult(run=run, model=final, pseudo=run / "pseudo", report=report, sheet=run / "contact_sheet.png")
+    return AdaptResult(run=run, model=final, pseudo=run / "pseudo", report=report, sheet=run / "contact_sheet.png",
+                       round_models=models)
