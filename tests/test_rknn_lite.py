@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_rknn import IMAGES, converted, needs_rknn, needs_shared  # noqa: F401 - `converted` is a fixture
 
-from mhyolo.deploy import formats
+from mhyolo.defaults import NPU_CORE_WORDS
 from mhyolo.deploy import rknn as rk
 from mhyolo.deploy.formats import LoadOptions
 from mhyolo.deploy.layout import ExportMetadata
@@ -70,7 +70,7 @@ def sidecar_only(tmp_path: Path) -> Path:
 def test_each_core_word_picks_its_mask_and_a_bad_word_is_named() -> None:
     api = stand_in(lambda image: [])
     assert [core_mask(api, word) for word in ("auto", "0", "1", "2", "all", " ALL ")] == [0, 1, 2, 4, 7, 7]
-    assert list(NPU_CORES) == list(formats.NPU_CORE_WORDS)
+    assert list(NPU_CORES) == list(NPU_CORE_WORDS)
     with pytest.raises(ConfigError, match="--npu-cores '3'"):
         core_mask(api, "3")
     with pytest.raises(ConfigError, match="--npu-cores 'both'"):

@@ -60,3 +60,5 @@ def training_file(value: str | Path, base_dirs: tuple[Path, ...] = ()) -> Path:
     """A training YAML: a file (absolute, from the working directory, or from one of `base_dirs`),
     else the name of a shipped one (with or without `.yaml`)."""
     return path_or_shipped(value, shipped_training_files(), "training settings", base_dirs)
+
+NPU_CORE_WORDS = ("auto", "0", "1", "2", "all")  # `--npu-cores` on a Rockchip board: the driver's choice, one core, all three

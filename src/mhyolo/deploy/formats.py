@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mhyolo.defaults import NPU_CORE_WORDS
 from mhyolo.errors import ConfigError, MhyoloError, WeightsError
 
 if TYPE_CHECKING:
     from mhyolo.deploy.layout import ExportMetadata
-
-
-NPU_CORE_WORDS = ("auto", "0", "1", "2", "all")  # `--npu-cores`: the driver's choice, one core, all three
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from mhyolo.deploy.formats import NPU_CORE_WORDS
 from mhyolo.deploy.layout import ExportMetadata
 from mhyolo.deploy.rknn import read_sidecar, sidecar_path
 from mhyolo.deploy.rknn_env import to_worker_input
+from mhyolo.defaults import NPU_CORE_WORDS
 from mhyolo.errors import ConfigError, MhyoloError, WeightsError
 from mhyolo.infer.backends.base import ExportedBackend
 
