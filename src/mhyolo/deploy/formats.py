@@ -333,12 +333,9 @@ def _load_rknn(weights: Any, options: LoadOptions) -> Any:
 
 
 def _rknn_metadata(path: Path) -> ExportMetadata:
-    import json
+    from mhyolo.deploy.rknn import sidecar_metadata
 
-    from mhyolo.deploy.layout import ExportMetadata
-    from mhyolo.deploy.rknn import read_sidecar, sidecar_path
-
-    return ExportMetadata.from_json(json.dumps(read_sidecar(path)["mhyolo"]), str(sidecar_path(path)))
+    return sidecar_metadata(path)
 
 
 def _quantize_rknn(job: QuantizeJob, meta: ExportMetadata) -> dict[str, Any]:

@@ -228,6 +228,13 @@ def read_sidecar(rknn_path: str | Path) -> dict[str, Any]:
     return data
 
 
+def sidecar_metadata(rknn_path: str | Path, record: dict[str, Any] | None = None) -> ExportMetadata:
+    """The export metadata (names, anchors, strides, input size) recorded in a `.rknn`'s sidecar
+    (`record`: the sidecar already read)."""
+    record = record if record is not None else read_sidecar(rknn_path)
+    return ExportMetadata.from_json(json.dumps(record["mhyolo"]), str(sidecar_path(rknn_path)))
+
+
 def _recorded_onnx(rknn_path: Path, entry: dict[str, Any]) -> Path:
     """The ONNX a `.rknn` was built from: beside it as it was (a moved folder), else where it was."""
     relative = rknn_path.parent / entry.get("relative", "")
@@ -254,7 +261,7 @@ class RknnSimulatorBackend(ExportedBackend):
         expected = None
         if path.suffix.lower() == ".rknn":
             record = read_sidecar(path)
-            meta = ExportMetadata.from_json(json.dumps(record["mhyolo"]), str(sidecar_path(path)))
+            meta = sidecar_metadata(path, record)
             onnx_path = _recorded_onnx(path, record["onnx"])
             if not onnx_path.is_file():
                 raise WeightsError(f"{sidecar_path(path)}: the ONNX file it was built from, {onnx_path}, is missing; "

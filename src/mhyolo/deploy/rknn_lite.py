@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mhyolo.deploy.layout import ExportMetadata
-from mhyolo.deploy.rknn import read_sidecar, sidecar_path
+from mhyolo.deploy.rknn import sidecar_metadata
 from mhyolo.deploy.rknn_env import to_worker_input
 from mhyolo.defaults import NPU_CORE_WORDS
 from mhyolo.errors import ConfigError, MhyoloError, WeightsError
@@ -64,8 +62,7 @@ class RknnLiteBackend(ExportedBackend):
             raise WeightsError(f"model file not found: {path}")
         if path.suffix.lower() != ".rknn":
             raise ConfigError(f"{path}: RKNN-Lite runs a .rknn converted for the board's NPU")
-        record = read_sidecar(path)
-        super().__init__(path, ExportMetadata.from_json(json.dumps(record["mhyolo"]), str(sidecar_path(path))))
+        super().__init__(path, sidecar_metadata(path))
         api = api if api is not None else importlib.import_module("rknnlite.api")
         mask = core_mask(api, npu_cores)
         self.npu_cores = str(npu_cores).strip().lower()
