@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
+from helpers.fake_validation import validation_scoring
 from helpers.tiny_data import tiny_ball_dataset
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.model.weights import load_checkpoint
@@ -58,9 +58,7 @@ def _train(data, run: Path, monkeypatch, weights: Path, patience: int, val_every
     scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])
 
     def fake_validate(*args, **kwargs):
-        value = next(scores)
-        metrics = SimpleNamespace(precision=value, recall=value, map50=value, map50_95=value)
-        return SimpleNamespace(metrics=metrics, types=None)
+        return validation_scoring(next(scores))
 
     monkeypatch.setattr(trainer_module, "validate", fake_validate)
     monkeypatch.setattr(trainer_module, "fitness", lambda row: row["map50"])

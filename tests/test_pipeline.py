@@ -156,7 +156,7 @@ def test_staged_pipeline_hands_each_stage_the_previous_stages_best(shared: Path,
     score 0.5 then 0.4: `best` is each stage's first epoch and differs from its `last`, so starting from
     `last` instead of `best` shows."""
     import itertools
-    from types import SimpleNamespace
+    from helpers.fake_validation import validation_scoring
 
     import torch
 
@@ -165,9 +165,7 @@ def test_staged_pipeline_hands_each_stage_the_previous_stages_best(shared: Path,
     scores = itertools.cycle([0.5, 0.4])
 
     def falling_validation(*args, **kwargs):
-        value = next(scores)
-        metrics = SimpleNamespace(precision=value, recall=value, map50=value, map50_95=value)
-        return SimpleNamespace(metrics=metrics, types=None)
+        return validation_scoring(next(scores))
 
     starts: list[tuple[str | None, dict[str, torch.Tensor]]] = []
     build = trainer_module.build_training_model

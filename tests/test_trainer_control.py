@@ -7,10 +7,10 @@ model starts from scratch, so each run is a few seconds at 64 px."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
+from helpers.fake_validation import validation_scoring
 from helpers.tiny_data import tiny_ball_dataset
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.model.weights import load_checkpoint
@@ -36,8 +36,7 @@ def quick_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     import mhyolo.train.trainer as trainer_module
 
     def fake_validate(*args, **kwargs):
-        metrics = SimpleNamespace(precision=0.5, recall=0.5, map50=0.5, map50_95=0.5)
-        return SimpleNamespace(metrics=metrics, types=None)
+        return validation_scoring(0.5)
 
     monkeypatch.setattr(trainer_module, "validate", fake_validate)
 

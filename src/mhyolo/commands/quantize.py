@@ -76,6 +76,7 @@ def score(backend: Any, data_yaml: Path, split: str) -> dict[str, Any]:
     from mhyolo.data.dataset import YoloDataset
     from mhyolo.data.spec import load_data_spec
     from mhyolo.errors import ConfigError
+    from mhyolo.eval.results import select
     from mhyolo.eval.validate import class_mismatch, validate
 
     spec = load_data_spec(data_yaml)
@@ -85,11 +86,10 @@ def score(backend: Any, data_yaml: Path, split: str) -> dict[str, Any]:
     class_agnostic = len(backend.names) == 1
     dataset = YoloDataset(spec, split, backend.imgsz, augment=None)
     result = validate(backend, dataset, list(spec.names), class_agnostic=class_agnostic)
-    row: dict[str, Any] = {"map50": result.metrics.map50, "map50_95": result.metrics.map50_95,
-                           "precision": result.metrics.precision, "recall": result.metrics.recall}
-    if result.types is not None:
-        types = result.types.to_dict()
-        row.update({k: types[k] for k in ("cls_accuracy", "typed_map50", "typed_map50_95")})
+    row = select(result.part("detection"), ("map50", "map50_95", "precision", "recall"))
+    types = result.part("types")
+    if types is not None:
+        row.update(select(types, ("cls_accuracy", "typed_map50", "typed_map50_95")))
     return row
 
 

@@ -107,6 +107,15 @@ def flatten(parts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
     return row
 
 
+def select(part: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The figures a table keeps from a results part or row, in the order asked (a key it lacks is a
+    programming error, raised with the keys it has)."""
+    try:
+        return {key: part[key] for key in keys}
+    except KeyError as exc:
+        raise KeyError(f"no figure {exc.args[0]!r} among {', '.join(part)}") from None
+
+
 def seen_type_scores(types: Mapping[str, Any], trained: list[str]) -> dict[str, Any]:
     """Type figures over the matched boxes whose true type was in training, for a held-out source (a
     type the model never saw cannot be named): type accuracy and the number of such boxes, and the typed

@@ -27,10 +27,11 @@ from mhyolo.data.dataset import YoloDataset, build_dataloader, read_image
 from mhyolo.data.spec import DataSpec
 from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import ConfigError
-from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
+from mhyolo.eval.evaluators import (DetectionScores, Evaluation, EvaluationContext, ScoredImage, TypeScores,
+                                   detection_part, row_of, size_part, standard_evaluators)
+from mhyolo.eval.metrics import DetectionMetrics, ImageResult
 from mhyolo.eval.negatives import NegativeStats, negative_stats
-from mhyolo.eval.results import flatten
-from mhyolo.eval.type_metrics import TypedImageResult, TypeEvaluator, TypeMetrics
+from mhyolo.eval.type_metrics import TypeMetrics
 from mhyolo.infer.assemble import InferenceSettings, build_predictor
 from mhyolo.infer.inference import Inference
 from mhyolo.infer.input_size import NativeSize
@@ -58,27 +59,44 @@ def check_type_min_score(type_min_score: float | None, classifier: Any) -> None:
 
 @dataclass
 class ValidationResult:
+    """A validation's figures: `parts` by scorer (`{"detection": {...}, "types": {...}}`), flattened once
+    by `summary`, and the objects behind them for tables and plots."""
+
     metrics: DetectionMetrics
     results: list[ImageResult] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     types: TypeMetrics | None = None  # set when the model says what type each ball is
+    parts: dict[str, dict[str, Any]] | None = None  # None: built from `metrics` and `types` when asked
 
     @property
     def negatives(self) -> NegativeStats:
         """False alarms on the images without a ground-truth box."""
         return negative_stats(self.results)
 
+    def part(self, name: str) -> dict[str, Any] | None:
+        """One scorer's figures (`detection`, `negatives`, `types`, `size`), None when it had none."""
+        return self._parts().get(name)
+
+    def _parts(self) -> dict[str, dict[str, Any]]:
+        if self.parts is None:  # a result assembled by hand (tests): the same parts from its objects
+            self.parts = {"detection": detection_part(self.metrics), "negatives": self.negatives.to_dict()}
+            if self.types is not None:
+                self.parts["types"] = self.types.to_dict()
+            self.parts["size"] = size_part(self.metrics)
+        return self.parts
+
     def summary(self) -> dict[str, Any]:
-        """The figures as plain data (what `mhyolo val --json` prints and `Model.val` returns)."""
-        m = self.metrics
-        parts: list[tuple[str, dict[str, Any]]] = [
-            ("detection", {"precision": m.precision, "recall": m.recall, "map50": m.map50,
-                           "map50_95": m.map50_95, "images": m.images, "boxes": m.boxes}),
-            ("negatives", self.negatives.to_dict())]
-        if self.types is not None:  # its "images" (those with typed ground truth) becomes "types_images"
-            parts.append(("types", self.types.to_dict()))
-        parts.append(("size", {"size_bins": m.to_dict()["size_bins"]}))  # per ball size, original-image pixels
-        return flatten(parts)
+        """The figures as plain data (what `mhyolo val --json` prints and `Model.val` returns); the type
+        part's image count (those with typed ground truth) becomes `types_images`."""
+        return row_of(self._parts())
+
+    @classmethod
+    def of(cls, evaluation: Evaluation, paths: list[Path]) -> "ValidationResult":
+        """The result of an evaluation fed every image of `paths`."""
+        parts = evaluation.evaluate()
+        detection = evaluation.find(DetectionScores)
+        return cls(metrics=detection.computed(), results=list(detection.results), paths=paths,
+                   types=evaluation.find(TypeScores).metrics, parts=parts)
 
 
 def _ground_truth(labels: torch.Tensor, info, imgsz: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,12 +118,11 @@ def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], 
     least `type_min_score` (an approximate typed mAP, see the module's docstring)."""
     check_type_min_score(type_min_score, classifier)
     loader = build_dataloader(dataset, batch_size=batch_size, shuffle=False, workers=workers, seed=0)
-    evaluator = DetectionEvaluator(names, class_agnostic=class_agnostic)
     inference = Inference(backend, conf=conf, iou=iou, max_det=max_det, agnostic=class_agnostic,
                           classes_as_types=not class_agnostic, classifier=classifier,
                           type_min_score=type_min_score)
-    type_evaluator = TypeEvaluator(list(getattr(backend, "type_names", None) or names), conf=TYPE_CONF)
-    out = ValidationResult(metrics=None)  # type: ignore[arg-type]
+    evaluation = _evaluation(backend, names, class_agnostic)
+    paths: list[Path] = []
     form = model_input(backend)
     for batch in tqdm(loader, desc="val", unit="batch", leave=False, disable=not progress):
         images = form.from_rgb_chw(batch.images)
@@ -115,22 +132,21 @@ def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], 
             labels = batch.targets[batch.targets[:, 0] == i][:, 1:]
             gt_boxes, gt_classes = _ground_truth(labels, info, dataset.imgsz)
             h0, w0 = info.original_shape
-            boxes = item.boxes
-            result = ImageResult(gt_boxes=gt_boxes, gt_classes=gt_classes, pred_boxes=boxes,
-                                 pred_scores=det.scores.numpy(), pred_classes=det.classes.numpy(),
-                                 width=w0, height=h0, name=str(path))
-            evaluator.add(result)
-            out.results.append(result)
-            out.paths.append(Path(path))
-            if item.types is not None:
-                type_evaluator.add(TypedImageResult(gt_boxes=gt_boxes, gt_types=gt_classes, pred_boxes=boxes,
-                                                    pred_scores=det.scores.numpy(), pred_types=item.types.ids,
-                                                    width=w0, height=h0, name=str(path),
-                                                    type_scores=item.types.scores,
-                                                    image_type=item.types.image_type))
-    out.metrics = evaluator.compute()
-    out.types = type_evaluator.compute() if len(type_evaluator) else None
-    return out
+            typed = item.types
+            evaluation.process(ScoredImage(
+                name=str(path), width=w0, height=h0, gt_boxes=gt_boxes, gt_classes=gt_classes, boxes=item.boxes,
+                scores=det.scores.numpy(), classes=det.classes.numpy(),
+                types=typed.ids if typed is not None else None, type_scores=typed.scores if typed is not None else None,
+                image_type=typed.image_type if typed is not None else None))
+            paths.append(Path(path))
+    return ValidationResult.of(evaluation, paths)
+
+
+def _evaluation(backend: InferenceBackend, names: list[str], class_agnostic: bool) -> Evaluation:
+    """The scorers of every validation; types are named as the model names them (else as the dataset)."""
+    return standard_evaluators(EvaluationContext(names=tuple(names), class_agnostic=class_agnostic,
+                                                 type_names=tuple(getattr(backend, "type_names", None) or names),
+                                                 type_conf=TYPE_CONF))
 
 
 def _bgr(path: Path) -> np.ndarray:
@@ -180,9 +196,8 @@ def validate_images(predictor: Any, backend: InferenceBackend, dataset: YoloData
                     class_agnostic: bool, progress: bool, desc: str) -> ValidationResult:
     """Score anything that maps an original BGR image to a `Prediction` (`predictor.predict([image])`)
     over every image of `dataset`, one image at a time."""
-    evaluator = DetectionEvaluator(names, class_agnostic=class_agnostic)
-    type_evaluator = TypeEvaluator(list(getattr(backend, "type_names", None) or names), conf=TYPE_CONF)
-    out = ValidationResult(metrics=None)  # type: ignore[arg-type]
+    evaluation = _evaluation(backend, names, class_agnostic)
+    paths: list[Path] = []
     for path, labels in tqdm(list(zip(dataset.files, dataset.labels)), desc=desc, unit="img",
                              leave=False, disable=not progress):
         image = cv2.imread(str(path))
@@ -190,21 +205,14 @@ def validate_images(predictor: Any, backend: InferenceBackend, dataset: YoloData
         h0, w0 = image.shape[:2]
         cxcywh = labels[:, 1:5] * np.array([w0, h0, w0, h0], np.float32)
         gt_boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
-        gt_classes = labels[:, 0].astype(np.int64)
-        result = ImageResult(gt_boxes=gt_boxes.reshape(-1, 4), gt_classes=gt_classes, pred_boxes=prediction.boxes,
-                             pred_scores=prediction.scores, pred_classes=prediction.class_ids,
-                             width=w0, height=h0, name=str(path))
-        evaluator.add(result)
-        out.results.append(result)
-        out.paths.append(Path(path))
-        if prediction.has_types:
-            type_evaluator.add(TypedImageResult(gt_boxes=result.gt_boxes, gt_types=gt_classes,
-                                                pred_boxes=prediction.boxes, pred_scores=prediction.scores,
-                                                pred_types=prediction.type_ids, width=w0, height=h0, name=str(path),
-                                                type_scores=prediction.type_scores, image_type=None))
-    out.metrics = evaluator.compute()
-    out.types = type_evaluator.compute() if len(type_evaluator) else None
-    return out
+        typed = prediction.has_types
+        evaluation.process(ScoredImage(
+            name=str(path), width=w0, height=h0, gt_boxes=gt_boxes.reshape(-1, 4),
+            gt_classes=labels[:, 0].astype(np.int64), boxes=prediction.boxes, scores=prediction.scores,
+            classes=prediction.class_ids, types=prediction.type_ids if typed else None,
+            type_scores=prediction.type_scores if typed else None))
+        paths.append(Path(path))
+    return ValidationResult.of(evaluation, paths)
 
 
 def class_mismatch(nc: int, spec: DataSpec) -> str | None:

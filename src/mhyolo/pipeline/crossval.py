@@ -24,7 +24,7 @@ from typing import Any
 
 from mhyolo.data.recipe import Recipe, load_recipe
 from mhyolo.errors import ConfigError
-from mhyolo.eval.results import seen_type_scores
+from mhyolo.eval.results import seen_type_scores, select
 from mhyolo.pipeline.config import PipelineConfig, StageConfig, final_stage, load_pipeline_config
 from mhyolo.pipeline.stages import is_done, mark_done, train_config, train_stage
 from mhyolo.train.config import TrainConfig
@@ -130,12 +130,12 @@ def score_fold(fold: Fold, weights: Path, sizes: list[int], progress: bool) -> d
     scores: dict[str, Any] = {}
     for size in sizes:
         result = score_split(backend, spec, size, split="test", progress=progress)
-        m = result.metrics
-        row: dict[str, Any] = {"map50": m.map50, "map50_95": m.map50_95, "precision": m.precision,
-                               "recall": m.recall, "images": m.images, "boxes": m.boxes,
-                               **result.negatives.to_dict(), "size_bins": m.to_dict()["size_bins"]}
-        if result.types is not None:
-            row.update(seen_type_scores(result.types.to_dict(), types_trained))
+        row: dict[str, Any] = {
+            **select(result.part("detection"), ("map50", "map50_95", "precision", "recall", "images", "boxes")),
+            **result.part("negatives"), **result.part("size")}
+        types = result.part("types")
+        if types is not None:
+            row.update(seen_type_scores(types, types_trained))
         row["types_in_training"] = types_trained
         scores[str(size)] = row
     return scores

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from mhyolo.eval.size_bins import SIZE_BINS, bin_cells
-from mhyolo.eval.results import columns
+from mhyolo.eval.results import columns, select
 
 COLUMNS = (*columns("map50", "map50_95", "cls_accuracy", "image_accuracy", "typed_map50", "typed_map50_95"),
            ("latency_ms", "ms (PyTorch, 1 img)"))
+# the type figures a stage's row keeps (matrices and per-type tables included, for the report's sections)
+TYPE_FIGURES = ("cls_accuracy", "detection_recall", "image_accuracy", "typed_map50", "typed_map50_95",
+                "typed_per_type", "per_type", "confusion_matrix")
 
 
 def score(weights: Path, data_yaml: Path, imgsz: int, classifier: Path | None = None) -> dict[str, Any]:
@@ -28,13 +31,12 @@ def score(weights: Path, data_yaml: Path, imgsz: int, classifier: Path | None = 
         crop_classifier = load_classifier(classifier)
     result = score_split(load_model(weights), load_data_spec(data_yaml), imgsz, progress=False,
                          classifier=crop_classifier)
-    row: dict[str, Any] = {"weights": str(weights), "map50": result.metrics.map50,
-                           "map50_95": result.metrics.map50_95, "precision": result.metrics.precision,
-                           "recall": result.metrics.recall, "size_bins": result.metrics.to_dict()["size_bins"]}
-    if result.types is not None:
-        row.update({k: v for k, v in result.types.to_dict().items()
-                    if k in ("cls_accuracy", "image_accuracy", "typed_map50", "typed_map50_95",
-                             "detection_recall", "per_type", "typed_per_type", "confusion_matrix")})
+    row: dict[str, Any] = {"weights": str(weights),
+                           **select(result.part("detection"), ("map50", "map50_95", "precision", "recall")),
+                           **result.part("size")}
+    types = result.part("types")
+    if types is not None:
+        row.update(select(types, TYPE_FIGURES))
     return row
 
 

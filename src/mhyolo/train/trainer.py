@@ -236,13 +236,11 @@ class Trainer:
                 m = result.metrics
                 row.update({"metrics/precision": m.precision, "metrics/recall": m.recall,
                             "metrics/mAP50": m.map50, "metrics/mAP50-95": m.map50_95})
-                scores = {"map50": m.map50, "map50_95": m.map50_95}
-                if result.types is not None:  # judge detection and type together
+                if result.types is not None:
                     t = result.types
                     row.update({"metrics/cls_accuracy": t.cls_accuracy, "metrics/image_accuracy": t.image_accuracy,
                                 "metrics/typed_mAP50": t.typed_map50})
-                    scores.update(typed_map50=t.typed_map50, typed_map50_95=t.typed_map50_95)
-                score = fitness(scores)
+                score = fitness(result.summary())  # detection and type judged together when the model types
                 improved = score > self.best_fitness
                 self.best_fitness = max(self.best_fitness, score)
             row["seconds"] = time.perf_counter() - started
