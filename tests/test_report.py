@@ -22,6 +22,7 @@ from mhyolo.eval.metrics import DetectionEvaluator, ImageResult
 from mhyolo.eval.plots import plot_confusion_matrix, plot_image_grid, plot_pr_curve, plot_training_curves
 from mhyolo.pipeline.crossval_report import mean_row, write_crossval_report
 from mhyolo.pipeline.report import write_report
+from mhyolo.pipeline.run_report import RunReport
 from mhyolo.report import render_page, write_html_report
 from mhyolo.report import sections as report_sections
 from mhyolo.report.sections import base as section_registry
@@ -90,8 +91,9 @@ def pipeline_run(tmp_path: Path, shared: Path) -> Path:
                           "precision": 0.81, "recall": 0.77, "cls_accuracy": 0.875, "image_accuracy": 0.9,
                           "typed_map50": 0.702, "typed_map50_95": 0.402, "per_type": per_type,
                           "latency_ms": 21.6}}
-    write_report(run, rows, {"imgsz": 128, "final_model": str(run / "model.safetensors"), "final_stage": "multihead",
-                             "head_overhead": 1.059, "benchmark": {k: str(v) for k, v in bench.items()}})
+    write_report(run, RunReport(models=rows, imgsz=128, final_model=str(run / "model.safetensors"),
+                                final_stage="multihead", head_overhead=1.059,
+                                benchmark={k: str(v) for k, v in bench.items()}))
     (run / "data").mkdir()
     counts = {split: {n: {"images": 4, "boxes": 5} for n in [*NAMES, "negative"]} for split in ("train", "val")}
     (run / "data" / "report.json").write_text(json.dumps({"classes": NAMES, "seed": 0, "counts": counts,

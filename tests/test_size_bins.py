@@ -27,6 +27,7 @@ from mhyolo.eval.size_bins import SIZE_BINS, bin_cell, bin_cells
 from mhyolo.pipeline.crossval import sizes_to_score
 from mhyolo.pipeline.crossval_report import mean_bins, write_crossval_report
 from mhyolo.pipeline.report import write_report
+from mhyolo.pipeline.run_report import RunReport
 from mhyolo.report import write_html_report
 
 DASH = "–"
@@ -282,7 +283,7 @@ def test_pipeline_report_shows_each_stage_per_ball_size(tmp_path: Path) -> None:
     rows = {"detector": {"map50": 0.6, "map50_95": 0.3, "size_bins": _bins(None, 0.2)},
             "multihead": {"map50": 0.8, "map50_95": 0.5, "size_bins": _bins(0.4, 0.6)},
             "older": {"map50": 0.7, "map50_95": 0.4}}  # scored before the bins: no row in their table
-    _, md = write_report(tmp_path, rows, {"imgsz": 128, "final_stage": "multihead"})
+    _, md = write_report(tmp_path, RunReport(models=rows, imgsz=128, final_stage="multihead"))
     text = md.read_text()
     section = text[text.index("## Per ball size"):]
     assert "| multihead | 0.400 / 0.200 (3)" in section and "| detector  | – / – (0)" in section

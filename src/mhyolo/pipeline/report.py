@@ -4,12 +4,12 @@ input), as `report.json` and a Markdown table in `report.md`, with each model's 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mhyolo.eval.size_bins import SIZE_BINS, bin_cells
 from mhyolo.eval.results import columns, select
+from mhyolo.pipeline.run_report import RunReport
 
 COLUMNS = (*columns("map50", "map50_95", "cls_accuracy", "image_accuracy", "typed_map50", "typed_map50_95"),
            ("latency_ms", "ms (PyTorch, 1 img)"))
@@ -69,18 +69,19 @@ def size_bin_markdown(rows: dict[str, dict[str, Any]]) -> str:
             "mAP50 / mAP50-95 (ground-truth boxes); – : no ball of that size.\n\n" + table + "\n")
 
 
-def write_report(run: Path, rows: dict[str, dict[str, Any]], extra: dict[str, Any]) -> tuple[Path, Path]:
-    json_path, md_path = run / "report.json", run / "report.md"
-    json_path.write_text(json.dumps({"models": rows, **extra}, indent=2))
+def write_report(run: Path, report: RunReport) -> tuple[Path, Path]:
+    """`RUN/report.json` and its Markdown, `RUN/report.md`."""
+    json_path, md_path = report.write(run), run / "report.md"
+    rows = report.models
     text = markdown(rows, "mhyolo pipeline report")
-    if "head_overhead" in extra:
-        text += f"\nType head latency overhead (same run, interleaved): x{extra['head_overhead']:.3f}\n"
+    if report.head_overhead is not None:
+        text += f"\nType head latency overhead (same run, interleaved): x{report.head_overhead:.3f}\n"
     text += size_bin_markdown(rows)
-    if isinstance(extra.get("distill"), dict):
+    if report.distill is not None:
         from mhyolo.pipeline.distill_tables import distill_markdown
 
-        text += "\n" + distill_markdown(rows, extra["distill"])
-    table = Path(extra.get("benchmark", {}).get("markdown", ""))
+        text += "\n" + distill_markdown(rows, report.distill)
+    table = Path((report.benchmark or {}).get("markdown", ""))
     if table.is_file():
         text += "\n## Every format (mhyolo benchmark)\n\n" + table.read_text()
     md_path.write_text(text)

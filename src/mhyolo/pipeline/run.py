@@ -13,6 +13,7 @@ from mhyolo.bench.timing import latencies
 from mhyolo.pipeline.config import STUDENT, PipelineConfig, final_stage
 from mhyolo.pipeline.distill import TEACHER_RUN, decide
 from mhyolo.pipeline.report import score, write_report
+from mhyolo.pipeline.run_report import RunReport
 from mhyolo.pipeline.stage_registry import TRAINING_STAGES
 from mhyolo.pipeline.stages import (StageResult, benchmark_stage, build_data, train_stage, training_plan,
                                     two_stage)
@@ -44,9 +45,8 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True, *,
         rows["two_stage"] = {**score(files["detector"], data / "data.yaml", config.imgsz,
                                      classifier=files["classifier"]),
                              **{name: str(path) for name, path in files.items()}}
-    extra: dict[str, Any] = {"imgsz": config.imgsz, "final_model": str(final), "final_stage": chosen}
-    if decision is not None:
-        extra["distill"] = decision.to_dict()
+    report = RunReport(models=rows, imgsz=config.imgsz, final_model=str(final), final_stage=chosen,
+                       distill=decision.to_dict() if decision is not None else None)
     timed = {name: stages[name].weights for name, stage in TRAINING_STAGES.items() if stage.timed and name in stages}
     if decision is not None:  # the teacher's cost, and the student's latency, which distillation leaves unchanged
         timed.update({name: stages[name].weights for name in (TEACHER_RUN, decision.groups[STUDENT]["best_run"],
@@ -57,12 +57,12 @@ def run_pipeline(config: PipelineConfig, run: Path, progress: bool = True, *,
         for name, value in ms.items():
             rows[name]["latency_ms"] = value
         if "detector" in ms and "head" in ms:
-            extra["head_overhead"] = ms["head"] / ms["detector"]
+            report.head_overhead = ms["head"] / ms["detector"]
         if "detector" in ms and "image_head" in ms:
-            extra["image_head_overhead"] = ms["image_head"] / ms["detector"]
+            report.image_head_overhead = ms["image_head"] / ms["detector"]
     if config.benchmark.enabled and final_weights is not None:
-        extra["benchmark"] = benchmark_stage(config, run, final, data, progress)
-    json_path, md_path = write_report(run, rows, extra)
+        report.benchmark = benchmark_stage(config, run, final, data, progress)
+    json_path, md_path = write_report(run, report)
     print(md_path.read_text())
     html_path = html_report(run)
     return {"report": json_path, "markdown": md_path, "html": html_path, "model": final, "rows": rows}

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from mhyolo.errors import DataError
+from mhyolo.pipeline.run_report import REPORT_JSON, RunReport
 
 RESULTS_CSV = "results.csv"  # marks a training run folder (`mhyolo train --out`)
 SKIP_FOLDERS = ("data",)  # dataset folders: thousands of images, never a training run
@@ -86,6 +87,14 @@ class RunFolder:
         if missing:
             raise DataError(f"{self.path / relative}: missing {', '.join(repr(k) for k in missing)}")
         return data
+
+    def pipeline_report(self) -> RunReport | None:
+        """`RUN/report.json` of `mhyolo pipeline`, or None when the run has none (absent, or another
+        command's report without stage scores)."""
+        data = self.json(REPORT_JSON)
+        if not isinstance(data, dict) or "models" not in data:
+            return None
+        return RunReport.from_json(data, self.path / REPORT_JSON)
 
     def training_folders(self) -> list[Path]:
         """The run itself when it is a training run, else the training runs one or two levels

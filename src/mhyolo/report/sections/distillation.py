@@ -15,8 +15,8 @@ class Distillation(Section):
     key, title, kind = "distill", "Distillation", None
 
     def _decision(self) -> dict[str, Any] | None:
-        report = self.run.json("report.json")
-        decision = report.get("distill") if isinstance(report, dict) else None
+        report = self.run.pipeline_report()
+        decision = report.distill if report is not None else None
         return decision if isinstance(decision, dict) and isinstance(decision.get("groups"), dict) else None
 
     def available(self) -> bool:
@@ -33,8 +33,8 @@ class Distillation(Section):
         chosen = decision.get("chosen")
         headers, rows = fitness_table(decision)
         classes = ["final" if name == chosen else None for name in decision["groups"]]
-        report = self.run.json("report.json")
-        models = report.get("models") if isinstance(report, dict) else None
+        report = self.run.pipeline_report()
+        models = report.models if report is not None else None
         parts = [paragraph("The student without distillation and with each distillation variant, the same "
                            "data, epochs and seeds, scored on the validation split; fitness is 0.1 x mAP50 + "
                            "0.9 x mAP50-95 of the typed mAP (detection and type together). A distilled "

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mhyolo.errors import DataError
 from mhyolo.eval.results import columns
+from mhyolo.pipeline.run_report import RunReport
 from mhyolo.report.html import DASH, Html, join, number, paragraph, table, tag
 from mhyolo.report.run_folder import RunFolder
 from mhyolo.report.sections.base import Section, register, score
@@ -25,27 +25,21 @@ class Stages(Section):
     key, title, kind = "stages", "Stages", "pipeline run"
 
     def available(self) -> bool:
-        data = self.run.json("report.json")
-        return isinstance(data, dict) and "models" in data
+        return self.run.pipeline_report() is not None
 
-    def _report(self) -> dict[str, Any]:
-        report = self.run.mapping("report.json", ("models",))
-        if not isinstance(report["models"], dict):
-            raise DataError(f"{self.run.path / 'report.json'}: 'models' must map stage names to scores")
+    def _report(self) -> RunReport:
+        report = self.run.pipeline_report()
+        assert report is not None, "rendered only when available"
         return report
 
-    def _final(self) -> tuple[str | None, dict[str, Any]]:
-        report = self._report()
-        name = report.get("final_stage")
-        return name, report["models"].get(name) or {}
-
     def facts(self) -> dict[str, str]:
-        name, row = self._final()
+        report = self._report()
+        name, row = report.final_stage, report.final_row()
         if name is None:
             return {}
         arch = _architecture(self.run, self.run.path / name) if (self.run.path / name).is_dir() else None
         out = {"model": f"{name} stage" + (f" ({Path(arch).stem})" if arch else "")}
-        out["image size"] = f"{self._report().get('imgsz', DASH)} px"
+        out["image size"] = f"{report.imgsz if report.imgsz is not None else DASH} px"
         for key, label in columns("map50", "map50_95", "cls_accuracy", "typed_map50"):
             if row.get(key) is not None:
                 out[label] = score(row[key])
@@ -57,28 +51,28 @@ class Stages(Section):
         from mhyolo.pipeline.report import COLUMNS
 
         report = self._report()
-        final = report.get("final_stage")
+        final = report.final_stage
         columns = [c for c in COLUMNS if c[0] != "latency_ms"]
         headers = ["stage", *(label for _, label in columns), "P", "R", "ms (PyTorch, 1 img)"]
         rows, classes = [], []
-        for name, row in report["models"].items():
+        for name, row in report.models.items():
             cells = [name + (" (final)" if name == final else "")]
             cells += [number(row.get(key)) for key, _ in columns]
             cells += [number(row.get("precision")), number(row.get("recall")), number(row.get("latency_ms"), 1)]
             rows.append(cells)
             classes.append("final" if name == final else None)
         parts = [paragraph(f"Each stage's best checkpoint scored on the same validation split at "
-                           f"{report.get('imgsz', '?')} px. \"ball\" mAP is class-agnostic; type columns need a "
+                           f"{report.imgsz if report.imgsz is not None else '?'} px. \"ball\" mAP is class-agnostic; type columns need a "
                            "type head (or the types as classes, the baseline); latency: PyTorch FP32, one image, "
                            "the stages timed interleaved in one process."),
                  table(headers, rows, classes)]
-        overheads = [f"{label} ×{report[key]:.3f}" for key, label in
-                     (("head_overhead", "type head"), ("image_head_overhead", "image type head"))
-                     if isinstance(report.get(key), (int, float))]
+        overheads = [f"{label} ×{value:.3f}" for value, label in
+                     ((report.head_overhead, "type head"), (report.image_head_overhead, "image type head"))
+                     if value is not None]
         if overheads:
             parts.append(paragraph("Latency over the detector alone (same run): " + ", ".join(overheads) + "."))
-        parts.append(self._per_size(report["models"]))
-        parts.append(self._per_type(final, report["models"].get(final) or {}))
+        parts.append(self._per_size(report.models))
+        parts.append(self._per_type(final, report.final_row()))
         return join(parts)
 
     @staticmethod

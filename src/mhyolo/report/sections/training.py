@@ -35,14 +35,14 @@ class Training(Section):
     def _order(self) -> list[Path]:
         """Pipeline stages in their report's order, then the rest by path."""
         folders = self.run.training_folders()
-        report = self.run.json("report.json") if self.run.file("report.json") else None
-        stages = list(report.get("models", {})) if isinstance(report, dict) else []
+        report = self.run.pipeline_report()
+        stages = list(report.models) if report is not None else []
         rank = {name: i for i, name in enumerate(stages)}
         return sorted(folders, key=lambda p: (rank.get(p.name, len(rank)), str(p)))
 
     def _final(self) -> str | None:
-        report = self.run.json("report.json") if self.run.file("report.json") else None
-        return report.get("final_stage") if isinstance(report, dict) else None
+        report = self.run.pipeline_report()
+        return report.final_stage if report is not None else None
 
     def facts(self) -> dict[str, str]:
         folders = self.run.training_folders()
