@@ -19,7 +19,7 @@ import cv2
 import torch
 
 from mhyolo.infer.assemble import InferenceSettings
-from mhyolo.infer.model import InferenceModel
+from mhyolo.runtime.model import InferenceModel
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ def score_rule(weights: str, data: Path, rule: dict[str, Any], trained: int) -> 
     """The held-out test split scored under `rule`: the `val --json` summary."""
     from mhyolo.data.spec import load_data_spec
     from mhyolo.eval.validate import score_split
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
     from mhyolo.infer.input_size import NativeSize
     from mhyolo.infer.slicing import SliceSettings
 

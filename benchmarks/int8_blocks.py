@@ -22,10 +22,10 @@ from pathlib import Path
 
 from mhyolo.commands.quantize import score
 from mhyolo.deploy.calibration import calibration_batches
-from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.infer.onnx_metadata import read_onnx_metadata
 from mhyolo.deploy.quantize_ort import quantize_onnx_static
 from mhyolo.deploy.sensitivity import SENSITIVITY_IMAGES, block_noise
-from mhyolo.infer.backends import load_backend
+from mhyolo.runtime.load import load_backend
 
 KEYS = ("map50", "map50_95", "typed_map50")
 

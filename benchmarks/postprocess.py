@@ -23,7 +23,7 @@ import cv2
 import torch
 
 from mhyolo.bench.timing import interleaved_times, percentile
-from mhyolo.deploy.layout import reconstruct
+from mhyolo.infer.layout import reconstruct
 from mhyolo.deploy.onnx_export import export_onnx
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
 from mhyolo.infer.inference import Inference

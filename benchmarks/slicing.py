@@ -21,7 +21,7 @@ from mhyolo.bench.timing import interleaved_times
 from mhyolo.data.pairing import split_images
 from mhyolo.data.spec import load_data_spec
 from mhyolo.eval.validate import score_split
-from mhyolo.infer.backends import input_size, load_backend
+from mhyolo.runtime.load import input_size, load_backend
 from mhyolo.infer.predictor import Predictor
 from mhyolo.infer.slicing import SlicedPredictor, SliceSettings
 from mhyolo.machine import cpu_info

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mhyolo.classify.crops import crop_boxes, square_windows
+from mhyolo.infer.crops import crop_boxes, square_windows
 from mhyolo.errors import ConfigError, WeightsError
 from mhyolo.infer.preprocess import PAD_VALUE
 

@@ -193,7 +193,7 @@ def test_class_init_is_refused_not_copied(official_weights: Path) -> None:
 # ------------------------------------------------------------------------- export
 def test_export_graph_reads_back_to_what_the_model_predicts() -> None:
     from mhyolo.deploy.graph import ExportGraph
-    from mhyolo.deploy.layout import reconstruct
+    from mhyolo.infer.layout import reconstruct
 
     torch.manual_seed(0)
     model = YoloModel("yolov5n-decoupled-typehead-lite", nc=2, names=["a", "b"]).eval()
@@ -233,7 +233,7 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime(official_weights: Path, sha
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'mhyolo[deploy]')")
     from mhyolo.deploy.check import read_images
     from mhyolo.deploy.export import export_checked
-    from mhyolo.deploy.onnx_export import read_onnx_metadata
+    from mhyolo.infer.onnx_metadata import read_onnx_metadata
     from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     paths = [shared / "images" / "bus.jpg", shared / "images" / "zidane.jpg"]

@@ -16,14 +16,15 @@ import torch
 
 from mhyolo.deploy.check import OUTPUT_ATOL, check_backend, read_images, validate_export
 from mhyolo.deploy.graph import ExportGraph
-from mhyolo.deploy.layout import LAYOUT_VERSION, METADATA_KEY, ExportMetadata, reconstruct
+from mhyolo.infer.layout import LAYOUT_VERSION, METADATA_KEY, ExportMetadata, reconstruct
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.paths import shared_dir
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'mhyolo[deploy]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'mhyolo[deploy]')")
 
-from mhyolo.deploy.onnx_export import export_onnx, read_onnx_metadata  # noqa: E402
+from mhyolo.deploy.onnx_export import export_onnx  # noqa: E402
+from mhyolo.infer.onnx_metadata import read_onnx_metadata  # noqa: E402
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 
 TYPEHEAD_CFG = "yolov5n-typehead"

@@ -33,7 +33,7 @@ def test_the_names_commands_offer_are_today_s() -> None:
     from mhyolo.bench.formats import FORMATS as BENCH
     from mhyolo.commands.quantize import BACKENDS
     from mhyolo.deploy.export import EXPORT_FORMATS
-    from mhyolo.infer.backends import RUNTIMES
+    from mhyolo.runtime.load import RUNTIMES
 
     assert EXPORT_FORMATS == ("onnx", "openvino")
     assert BACKENDS == ("ort", "openvino", "rknn")
@@ -47,7 +47,7 @@ def test_the_names_commands_offer_are_today_s() -> None:
 
 
 def test_load_backend_dispatches_through_the_table(tmp_path: Path) -> None:
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
 
     calls = []
 
@@ -68,7 +68,7 @@ def test_load_backend_dispatches_through_the_table(tmp_path: Path) -> None:
 
 
 def test_runtime_choice_follows_the_rows(tmp_path: Path) -> None:
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
 
     with pytest.raises(ConfigError, match="runtime must be one of onnxruntime, openvino, got 'tensorrt'"):
         load_backend(tmp_path / "m.onnx", runtime="tensorrt")
@@ -104,7 +104,7 @@ def test_the_input_size_error_names_the_file() -> None:
     with pytest.raises(ConfigError, match=r"^runs/export/ball\.onnx was exported for --imgsz 320, not 640: "
                                           r"drop --imgsz or export again at 640$"):
         formats.check_input_size(Exported(), 640)
-    from mhyolo.infer.backends import input_size
+    from mhyolo.runtime.load import input_size
 
     with pytest.raises(ConfigError, match=r"ball\.onnx was exported for --imgsz 320, not 640"):
         input_size(Exported(), 640)
@@ -114,14 +114,15 @@ def test_the_input_size_error_names_the_file() -> None:
         check_input_size(Exported(), 640)
 
 
-def test_throughput_modes_come_from_the_rows() -> None:
+def test_throughput_modes_come_from_the_backend_classes() -> None:
     from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
     from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
+    from mhyolo.infer.stream import OpenVinoRequests, ThreadedCalls
 
     ort, ov = object.__new__(OnnxRuntimeBackend), object.__new__(OpenVinoBackend)
-    assert formats.throughput_of(ort, "threads") and not formats.throughput_of(ort, "openvino")
-    assert formats.throughput_of(ov, "openvino") and not formats.throughput_of(ov, "threads")
-    assert not formats.throughput_of(object(), "threads")
+    assert ThreadedCalls.applies(ort) and not OpenVinoRequests.applies(ort)
+    assert OpenVinoRequests.applies(ov) and not ThreadedCalls.applies(ov)
+    assert not ThreadedCalls.applies(object()) and not OpenVinoRequests.applies(object())
 
 
 def test_the_table_imports_no_runtime() -> None:

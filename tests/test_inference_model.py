@@ -17,7 +17,7 @@ from mhyolo.errors import ConfigError
 from mhyolo.infer.assemble import InferenceSettings, build_predictor
 from mhyolo.infer.default_rule import DEFAULT_SCALES
 from mhyolo.infer.input_size import NativeSize
-from mhyolo.infer.model import NATIVE_CONFLICT, InferenceModel
+from mhyolo.runtime.model import NATIVE_CONFLICT, InferenceModel
 from mhyolo.infer.multiscale import MultiScalePredictor, ScaleSettings
 from mhyolo.infer.predictor import Predictor
 from mhyolo.infer.slicing import SlicedPredictor, SliceSettings

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_export import IMAGES, WEIGHTS, needs_shared, typehead_person_model
 
-from mhyolo.deploy.layout import ExportMetadata, graph_levels, reconstruct
+from mhyolo.infer.layout import ExportMetadata, graph_levels, reconstruct
 from mhyolo.infer.backends.base import ExportedBackend, GraphLevels
 from mhyolo.infer.inference import Inference
 from mhyolo.infer.levels import ModelLevels, level_reader

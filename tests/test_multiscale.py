@@ -310,7 +310,7 @@ def test_scoring_at_one_scale_matches_plain_validation_and_every_rule_scores(bal
     import mhyolo
     from mhyolo.data.spec import load_data_spec
     from mhyolo.eval.validate import score_split
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
 
     weights, data = ball_model
     backend, spec = load_backend(weights), load_data_spec(data)

@@ -20,7 +20,7 @@ from mhyolo.infer.preprocess import model_input
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'mhyolo[deploy]')")
 
 from mhyolo.deploy.check import read_images  # noqa: E402
-from mhyolo.deploy.onnx_export import read_onnx_metadata  # noqa: E402
+from mhyolo.infer.onnx_metadata import read_onnx_metadata  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_float_input_ir_without_input_kind_still_loads_and_runs(person_ov_float,
     """An IR written before `input_kind` existed has none in its metadata: it takes floats, as before."""
     import openvino as ov
 
-    from mhyolo.deploy.layout import METADATA_KEY
+    from mhyolo.infer.layout import METADATA_KEY
     from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
 
     model = ov.Core().read_model(str(person_ov_float))
@@ -117,7 +117,7 @@ def test_float_input_ir_without_input_kind_still_loads_and_runs(person_ov_float,
 def test_uint8_input_ir_refuses_wrong_input(person_ov_int8, calib, tmp_path):
     import openvino as ov
 
-    from mhyolo.deploy.layout import METADATA_KEY
+    from mhyolo.infer.layout import METADATA_KEY
     from mhyolo.deploy.openvino_input import save_uint8_input
     from mhyolo.errors import ConfigError, WeightsError
     from mhyolo.infer.backends.openvino_backend import OpenVinoBackend

@@ -28,9 +28,10 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 
 from mhyolo.deploy.calibration import calibration_batches, calibration_files, calibration_images_uint8  # noqa: E402
 from mhyolo.deploy.check import read_images  # noqa: E402
-from mhyolo.deploy.onnx_export import export_onnx, read_onnx_metadata  # noqa: E402
+from mhyolo.deploy.onnx_export import export_onnx  # noqa: E402
+from mhyolo.infer.onnx_metadata import read_onnx_metadata  # noqa: E402
 from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static  # noqa: E402
-from mhyolo.infer.backends import load_backend  # noqa: E402
+from mhyolo.runtime.load import load_backend  # noqa: E402
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 
 

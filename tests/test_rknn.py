@@ -215,7 +215,7 @@ def test_conversion_writes_model_sidecar_and_analysis(converted):
 def test_simulator_detects_what_onnxruntime_detects(converted):
     from torchvision.ops import box_iou
 
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
     from mhyolo.infer.predictor import Predictor
 
     image = cv2.imread(str(IMAGES[0]))

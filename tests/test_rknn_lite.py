@@ -21,7 +21,7 @@ from test_rknn import IMAGES, converted, needs_rknn, needs_shared  # noqa: F401 
 from mhyolo.defaults import NPU_CORE_WORDS
 from mhyolo.deploy import rknn as rk
 from mhyolo.deploy.formats import LoadOptions
-from mhyolo.deploy.layout import ExportMetadata
+from mhyolo.infer.layout import ExportMetadata
 from mhyolo.deploy.rknn_lite import NPU_CORES, RknnLiteBackend, core_mask, on_board
 from mhyolo.errors import ConfigError, MhyoloError, WeightsError
 

@@ -13,7 +13,7 @@ from helpers.optional import needs
 from test_export import IMAGES, WEIGHTS, needs_shared, typehead_person_model
 
 from mhyolo.errors import ConfigError, WeightsError
-from mhyolo.infer.backends import input_size, load_backend
+from mhyolo.runtime.load import input_size, load_backend
 from mhyolo.infer.predictor import Predictor
 
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'mhyolo[deploy]')")

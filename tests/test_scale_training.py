@@ -127,7 +127,7 @@ def test_freeze_layers_keeps_the_early_rows_bit_identical(shared: Path, tmp_path
 
 def test_a_trained_model_is_run_at_its_training_size_unless_told(shared: Path, tmp_path: Path,
                                                                 official_weights: Path) -> None:
-    from mhyolo.infer.backends import input_size
+    from mhyolo.runtime.load import input_size
     from mhyolo.model.weights import load_model, trained_imgsz
 
     data = tiny_ball_dataset(shared, tmp_path / "data", per_type_train=1, per_type_val=1)

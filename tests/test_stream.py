@@ -148,7 +148,7 @@ def test_results_come_back_in_input_order_when_later_calls_finish_first():
 
 
 def test_each_runtime_overlaps_its_own_way(models):
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
 
     torch_model = load_backend(models["pytorch"])
     chosen = {name: model_calls(Predictor(load_backend(path, threads=1), imgsz=IMGSZ).inference)
@@ -172,7 +172,7 @@ def test_uint8_input_ir_predicts_what_the_float_ir_predicts(models, folder):
     stream feeding it uint8 letterboxes."""
     if "openvino-uint8" not in models:
         pytest.skip("openvino is not installed")
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
 
     images = [cv2.imread(str(p)) for p in sorted(folder.iterdir()) if "broken" not in p.name]
     floats = Predictor(load_backend(models["openvino"], threads=1), imgsz=IMGSZ, conf=0.1).predict(images)

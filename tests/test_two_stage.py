@@ -210,7 +210,8 @@ def _check_a_fixed_batch_graph(dynamic_path: Path) -> None:
     gives the dynamic graph's probabilities."""
     import onnx
 
-    from mhyolo.classify.backend import classify_crops, load_classifier
+    from mhyolo.classify.backend import load_classifier
+    from mhyolo.infer.crop_types import classify_crops
 
     graph = onnx.load(str(dynamic_path))
     for value in (*graph.graph.input, *graph.graph.output):
@@ -284,10 +285,11 @@ def _many_boxes(seed: int, count: int) -> np.ndarray:
 
 
 def test_an_images_crops_in_one_call_type_each_box_as_one_crop_at_a_time(painted: Path, tmp_path: Path) -> None:
-    from mhyolo.classify.backend import classify_crops, load_classifier
-    from mhyolo.classify.crops import crop_boxes
-    from mhyolo.classify.data import to_input
-    from mhyolo.classify.types import CropClassifierTypes
+    from mhyolo.classify.backend import load_classifier
+    from mhyolo.infer.crop_types import classify_crops
+    from mhyolo.infer.crops import crop_boxes
+    from mhyolo.infer.crop_types import to_input
+    from mhyolo.infer.crop_types import CropClassifierTypes
     from mhyolo.infer.types import ImageBatch
 
     classifier = load_classifier(_classifier_file(tmp_path, TYPE_NAMES))

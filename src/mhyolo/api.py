@@ -1,6 +1,6 @@
 """The Python face of mhyolo: `mhyolo.load(path)` -> `Model` -> `predict` / `val` / `export`.
 
-A `Model` wraps the object the command line runs too (`infer.model.InferenceModel`: the backend,
+A `Model` wraps the object the command line runs too (`runtime.model.InferenceModel`: the backend,
 an optional crop classifier, the input-size rule, the predictor it assembles and the scoring);
 this module only gives it one documented, typed entry point (and `export_checked` for export), so
 a script never needs to know which runtime a file needs or how images are letterboxed. Arrays are BGR, as OpenCV reads them (`cv2.imread`); files and folders are read
@@ -143,7 +143,7 @@ class Model:
 
     def __init__(self, path: str | Path, device: str = "cpu", classifier: str | Path | None = None,
                  npu_cores: str = "auto") -> None:
-        from mhyolo.infer.model import InferenceModel
+        from mhyolo.runtime.model import InferenceModel
 
         self.path = Path(path)
         self.device = device
@@ -269,7 +269,7 @@ class Model:
 
         from mhyolo.deploy.check import default_images, read_images
         from mhyolo.deploy.export import default_target, export_checked
-        from mhyolo.infer.backends import input_size
+        from mhyolo.runtime.load import input_size
 
         if not isinstance(self.backend, torch.nn.Module):
             raise ConfigError(f"{self.path}: only a PyTorch model (.safetensors or .pt) can be exported; "

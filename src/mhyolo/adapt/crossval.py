@@ -168,7 +168,7 @@ def score_test_half(models: dict[str, Path], data: Path, sizes: list[int | str],
     """Each model on the test half at each size ("native": each image at its own size, from the training
     size `imgsz` up): the val figures, type accuracy over the types the fold trained on."""
     from mhyolo.eval.validate import score_split
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
     from mhyolo.infer.input_size import NativeSize
 
     spec = load_data_spec(data)

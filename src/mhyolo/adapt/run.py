@@ -39,7 +39,7 @@ from mhyolo.data.pairing import split_files
 from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.defaults import check_stride_multiple, training_file
 from mhyolo.errors import ConfigError, DataError
-from mhyolo.infer.backends import input_size
+from mhyolo.runtime.load import input_size
 from mhyolo.infer.predictor import model_stride
 from mhyolo.infer.sources import VideoSource
 from mhyolo.model.weights import load_model, resolve_weights

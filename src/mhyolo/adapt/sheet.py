@@ -1,5 +1,5 @@
 """A contact sheet for a person to judge the pseudo-labels at a glance: the highest- and the
-lowest-scoring kept boxes, cut out as the crop classifier cuts them (`classify.crops`: a square
+lowest-scoring kept boxes, cut out as the crop classifier cuts them (`infer.crops`: a square
 with some context), in a grid, each with its box drawn and its score. The lowest kept ones show what the keep
 threshold lets through; the highest ones what the teacher is surest of.
 """
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from mhyolo.adapt.select import Selection
-from mhyolo.classify.crops import crop_boxes, square_windows
+from mhyolo.infer.crops import crop_boxes, square_windows
 from mhyolo.errors import MhyoloError
 from mhyolo.infer.sources import read_image
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from mhyolo.classify.crops import crop_boxes
+from mhyolo.infer.crops import crop_boxes
 from mhyolo.data.dataset import YoloDataset, read_image
 from mhyolo.data.spec import DataSpec
 from mhyolo.errors import DataError

@@ -161,7 +161,7 @@ def _onnx_int8(files: ModelFiles) -> Path:
 
 def _openvino_int8(mode: str) -> Callable[[ModelFiles], Path]:
     def produce(files: ModelFiles) -> Path:
-        from mhyolo.deploy.onnx_export import read_onnx_metadata
+        from mhyolo.infer.onnx_metadata import read_onnx_metadata
         from mhyolo.deploy.quantize_openvino import accuracy_target, quantize_openvino
 
         if mode == "accuracy" and files.unscored:

@@ -29,7 +29,7 @@ from mhyolo.defaults import DEFAULT_IMGSZ, PREDICT_CONF
 from mhyolo.deploy.formats import file_size_mb
 from mhyolo.errors import ConfigError
 from mhyolo.bench.two_stage import CLASSIFIER_FORMATS
-from mhyolo.classify.types import check_detector
+from mhyolo.infer.crop_types import check_detector
 from mhyolo.eval.validate import class_mismatch
 from mhyolo.machine import cpu_info
 

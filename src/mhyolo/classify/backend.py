@@ -2,10 +2,10 @@
 Runtime (`.onnx`, FP32 or INT8 from `mhyolo classify export`).
 
 A backend takes crops as the classifier was trained on them (RGB uint8, `imgsz` square) and
-returns type probabilities; `classify_crops` batches any number of crops through it, in as few
-calls as the backend and the caller allow (a graph exported with a fixed batch takes exactly that
-many crops a call: the last call is padded and the padding's rows dropped). The type source that
-puts one behind a detector is `classify.types`, registered when `Inference` is given a classifier.
+returns type probabilities; `infer.crop_types.classify_crops` batches any number of crops through
+it, in as few calls as the backend and the caller allow (a graph exported with a fixed batch takes
+exactly that many crops a call: the last call is padded and the padding's rows dropped). The type
+source that puts one behind a detector is `infer.crop_types`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mhyolo.classify.data import to_input
 from mhyolo.classify.model import ClassifierSpec
-from mhyolo.errors import ConfigError, WeightsError
+from mhyolo.errors import WeightsError
+from mhyolo.infer.crop_types import CROP_BATCH
 
-CROP_BATCH = 64  # crops per forward pass when a caller bounds memory (a whole split's crops)
 
 
 class ClassifierBackend(ABC):
@@ -109,30 +108,3 @@ def load_classifier(path: str | Path, device: Any = "cpu", threads: int | None =
         return OnnxClassifier(path, threads=threads)
     raise WeightsError(f"{path}: a crop classifier is a .safetensors (mhyolo classify train) or an .onnx "
                        f"(mhyolo classify export) file, not '{suffix}'")
-
-
-def classify_crops(classifier: ClassifierBackend, crops: np.ndarray, batch: int | None = CROP_BATCH) -> np.ndarray:
-    """RGB uint8 (n, S, S, 3) crops -> (n, K) float32 probabilities, at most `batch` crops per call of
-    the backend (None: all in one call). A backend with a `fixed_batch` gets exactly that many per
-    call: the crops are cut into such chunks and the last one padded with copies of its first crop,
-    whose rows are dropped. Each crop's probabilities do not depend on the others in its call (the
-    networks run in eval mode), so any chunking gives the same result to float rounding."""
-    if len(crops) == 0:
-        return np.zeros((0, len(classifier.names)), np.float32)
-    fixed = getattr(classifier, "fixed_batch", None)
-    step = fixed or batch or len(crops)
-    out = []
-    for start in range(0, len(crops), step):
-        chunk = crops[start:start + step]
-        real = len(chunk)
-        if fixed and real < fixed:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], fixed - real, axis=0)])
-        out.append(classifier.probabilities(to_input(chunk))[:real])
-    return np.concatenate(out)
-
-
-def check_types_match(classifier: ClassifierBackend, names: list[str], where: str) -> None:
-    """The classifier's types must be the dataset's, in the same order, or ids would not line up."""
-    if list(classifier.names) != list(names):
-        raise ConfigError(f"{classifier.path} classifies {classifier.names} but {where} names {list(names)}: "
-                          "type ids would not line up (train the classifier on this dataset's types)")

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from mhyolo.classify.model import ClassifierSpec, CropClassifierNet, build_classifier
-from mhyolo.deploy.onnx_file import read_metadata_props
+from mhyolo.infer.onnx_metadata import read_metadata_props
 from mhyolo.errors import ConfigError, MhyoloError, WeightsError
 from mhyolo.model.weights import CLASSIFIER_METADATA_KEY, write_safetensors
 from mhyolo.model.weights import METADATA_KEY as DETECTOR_METADATA_KEY

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mhyolo.classify.crops import crop_boxes
+from mhyolo.infer.crops import crop_boxes
 from mhyolo.data.dataset import YoloDataset, read_image
 from mhyolo.data.spec import DataSpec
 from mhyolo.errors import DataError
@@ -60,11 +60,6 @@ def split_crops(spec: DataSpec, split: str, size: int, margin: float, progress: 
         raise DataError(f"{spec.yaml_path}: split '{split}' has no labelled boxes to crop")
     return CropSet(crops=np.concatenate(crops), labels=np.concatenate(labels), sources=sources,
                    names=type_names(spec))
-
-
-def to_input(crops: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (n, S, S, 3) -> float (n, 3, S, S) in [0, 1]: the classifier's input."""
-    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class Jitter:

@@ -53,7 +53,7 @@ def scores_of(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> CropSc
 
 def score_crops(classifier: Any, data: CropSet) -> CropScores:
     """Run `classifier` (a `ClassifierBackend`) on every crop of `data` and score it."""
-    from mhyolo.classify.backend import check_types_match, classify_crops
+    from mhyolo.infer.crop_types import check_types_match, classify_crops
 
     check_types_match(classifier, data.names, "the dataset")
     return scores_of(classify_crops(classifier, data.crops), data.labels, data.names)

@@ -156,7 +156,8 @@ def check_and_calibration_crops(weights: str | Path, data: str | Path | None, ca
     """Crops to check an export on (the val split's, else random) and to calibrate INT8 on (the
     train split's, a seeded sample of `calib_crops`)."""
     from mhyolo.classify.checkpoint import read_classifier_metadata, spec_from_metadata
-    from mhyolo.classify.data import split_crops, to_input
+    from mhyolo.classify.data import split_crops
+    from mhyolo.infer.crop_types import to_input
     from mhyolo.data.spec import load_data_spec
 
     spec = spec_from_metadata(read_classifier_metadata(weights), str(weights))

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mhyolo.classify.crops import DEFAULT_MARGIN
+from mhyolo.infer.crops import DEFAULT_MARGIN
 from mhyolo.errors import ConfigError, WeightsError
 
 POOLS = ("avg", "max")

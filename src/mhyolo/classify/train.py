@@ -28,8 +28,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mhyolo.classify.checkpoint import save_classifier
-from mhyolo.classify.crops import DEFAULT_MARGIN
-from mhyolo.classify.data import CropSet, Jitter, split_crops, to_input, type_names
+from mhyolo.infer.crops import DEFAULT_MARGIN
+from mhyolo.classify.data import CropSet, Jitter, split_crops, type_names
+from mhyolo.infer.crop_types import to_input
 from mhyolo.classify.evaluate import CropScores, score_crops
 from mhyolo.classify.model import YOLO_BACKBONE, ClassifierSpec, CropClassifierNet, build_classifier
 from mhyolo.config import load_config, to_dict

@@ -77,7 +77,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_val(args: argparse.Namespace) -> int:
-    from mhyolo.classify.backend import check_types_match, load_classifier
+    from mhyolo.classify.backend import load_classifier
+    from mhyolo.infer.crop_types import check_types_match
     from mhyolo.classify.data import split_crops, type_names
     from mhyolo.classify.evaluate import score_crops
     from mhyolo.data.spec import load_data_spec

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from mhyolo.deploy.check import default_images, read_images
     from mhyolo.deploy.export import default_target, export_checked
-    from mhyolo.infer.backends import input_size
+    from mhyolo.runtime.load import input_size
     from mhyolo.model.weights import load_model
 
     if Path(str(args.weights)).suffix.lower() == ".onnx":

@@ -1,7 +1,7 @@
 """Argument helpers shared by the commands that run a model (`predict`, `val`): the slicing flags.
 
 Parsing only, like `commands.scale_args` (the multi-scale flags): the values become the settings
-`infer.model.InferenceModel` runs with, checked before any model is loaded. No command imports
+`runtime.model.InferenceModel` runs with, checked before any model is loaded. No command imports
 another command; what two of them share lives in a module like this one.
 """
 

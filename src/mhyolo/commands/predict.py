@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mhyolo.infer.assemble import InferenceSettings
     from mhyolo.infer.draw import draw_predictions
-    from mhyolo.infer.model import InferenceModel
+    from mhyolo.runtime.model import InferenceModel
     from mhyolo.infer.sources import open_source
 
     if args.max_det < 1:

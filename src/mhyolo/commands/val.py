@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from mhyolo.data.spec import load_data_spec
     from mhyolo.infer.assemble import InferenceSettings
-    from mhyolo.infer.model import InferenceModel
+    from mhyolo.runtime.model import InferenceModel
 
     slicing = slice_settings(args)
     scaled = multiscale_settings(args)

@@ -26,7 +26,7 @@ from mhyolo.defaults import NPU_CORE_WORDS
 from mhyolo.errors import ConfigError, MhyoloError, WeightsError
 
 if TYPE_CHECKING:
-    from mhyolo.deploy.layout import ExportMetadata
+    from mhyolo.infer.layout import ExportMetadata
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,6 @@ class FileFormat:
     quantize: Quantizer | None = None  # job -> what the report says about how it was made
     quantizes_from: tuple[str, ...] = (".onnx",)  # suffixes the quantizer reads
     reference: str = "onnx"  # the format whose runtime scores the FP32 model a quantized file is compared with
-    backend_class: Callable[[], type] | None = None  # the backend class `load` returns
-    throughput: str | None = None  # how `infer.stream` overlaps its calls (a `ModelCalls` key)
     fallback: bool = False  # the format of any file no other row claims (weights, shipped names)
     aliases: tuple[str, ...] = field(default=())  # other names of the format
 
@@ -195,12 +193,6 @@ def check_input_size(backend: Any, requested: int | None, remedy: str | None = N
         raise input_size_error(getattr(backend, "path", "the model"), fixed, requested, remedy, made)
 
 
-def throughput_of(backend: Any, mode: str) -> bool:
-    """Whether `backend` is of a format whose calls overlap the way `mode` (a `ModelCalls` key) does."""
-    return any(isinstance(backend, row.backend_class()) for row in FORMATS.values()
-               if row.throughput == mode and row.backend_class is not None)
-
-
 # ---------------------------------------------------------------------- the built-in formats
 def _existing(weights: Any) -> Path:
     path = Path(weights)
@@ -215,10 +207,6 @@ def _load_torch(weights: Any, options: LoadOptions) -> Any:
     return load_model(weights, device=options.device)
 
 
-def _torch_class() -> type:
-    from mhyolo.model.yolo import YoloModel
-
-    return YoloModel
 
 
 def _load_onnx(weights: Any, options: LoadOptions) -> Any:
@@ -227,14 +215,10 @@ def _load_onnx(weights: Any, options: LoadOptions) -> Any:
     return OnnxRuntimeBackend(_existing(weights), threads=options.threads)
 
 
-def _onnx_class() -> type:
-    from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend
 
 
 def _onnx_metadata(path: Path) -> ExportMetadata:
-    from mhyolo.deploy.onnx_export import read_onnx_metadata
+    from mhyolo.infer.onnx_metadata import read_onnx_metadata
 
     return read_onnx_metadata(path)
 
@@ -248,7 +232,7 @@ def _quantize_onnx(job: QuantizeJob, meta: ExportMetadata) -> dict[str, Any]:
     import onnx
 
     from mhyolo.deploy.calibration import calibration_batches
-    from mhyolo.deploy.onnx_export import read_onnx_metadata
+    from mhyolo.infer.onnx_metadata import read_onnx_metadata
     from mhyolo.deploy.quantize_ort import op_coverage, quantize_onnx_static
 
     calib = calibration_batches(job.calib, meta.imgsz, count=job.calib_images, seed=job.seed)
@@ -271,10 +255,6 @@ def _load_openvino(weights: Any, options: LoadOptions) -> Any:
     return OpenVinoBackend(_existing(weights), precision=options.precision, threads=options.threads)
 
 
-def _openvino_class() -> type:
-    from mhyolo.infer.backends.openvino_backend import OpenVinoBackend
-
-    return OpenVinoBackend
 
 
 def _openvino_metadata(path: Path) -> ExportMetadata:
@@ -346,16 +326,13 @@ def _quantize_rknn(job: QuantizeJob, meta: ExportMetadata) -> dict[str, Any]:
 
 
 register_format(FileFormat(
-    "torch", "PyTorch", (".safetensors", ".pt"), _load_torch, fixed_size=False, fallback=True,
-    backend_class=_torch_class))
+    "torch", "PyTorch", (".safetensors", ".pt"), _load_torch, fixed_size=False, fallback=True))
 register_format(FileFormat(
     "onnx", "ONNX", (".onnx",), _load_onnx, runtime="onnxruntime", metadata=_onnx_metadata,
-    export_target=_onnx_target, quantizer="ort", quantize=_quantize_onnx, aliases=("ort",),
-    backend_class=_onnx_class, throughput="threads"))
+    export_target=_onnx_target, quantizer="ort", quantize=_quantize_onnx, aliases=("ort",)))
 register_format(FileFormat(
     "openvino", "OpenVINO IR", (".xml",), _load_openvino, companions=(".bin",), runtime="openvino",
     runs=(".onnx",), metadata=_openvino_metadata, convert=_openvino_convert, export_target=_openvino_target,
-    quantizer="openvino", quantize=_quantize_openvino, quantizes_from=(".onnx", ".xml"), reference="openvino",
-    backend_class=_openvino_class, throughput="openvino"))
+    quantizer="openvino", quantize=_quantize_openvino, quantizes_from=(".onnx", ".xml"), reference="openvino"))
 register_format(FileFormat(
     "rknn", "RKNN", (".rknn",), _load_rknn, metadata=_rknn_metadata, quantizer="rknn", quantize=_quantize_rknn))

@@ -1,5 +1,5 @@
 """The module that gets exported: a `YoloModel` whose heads end in the NPU-friendly
-layout of `mhyolo.deploy.layout` (separate box and score tensors, activations inside,
+layout of `mhyolo.infer.layout` (separate box and score tensors, activations inside,
 no decoding).
 
 The detection conv of each level is split into a box conv and a score conv with the
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mhyolo.defaults import check_stride_multiple
-from mhyolo.deploy.layout import ExportMetadata
+from mhyolo.infer.layout import ExportMetadata
 from mhyolo.errors import ConfigError
 from mhyolo.model.decoupled import DecoupledDetect
 from mhyolo.model.heads import Detect, DetectionHead

@@ -16,9 +16,10 @@ import torch
 
 from mhyolo.defaults import DEFAULT_IMGSZ
 from mhyolo.deploy.graph import ExportGraph
-from mhyolo.deploy.layout import METADATA_KEY, ExportMetadata
-from mhyolo.deploy.onnx_file import read_metadata_props, trace_onnx, write_onnx_file
+from mhyolo.deploy.onnx_file import trace_onnx, write_onnx_file
 from mhyolo.errors import MhyoloError
+from mhyolo.infer.layout import METADATA_KEY, ExportMetadata
+from mhyolo.infer.onnx_metadata import read_onnx_metadata
 from mhyolo.model.yolo import YoloModel
 
 DEFAULT_OPSET = 18
@@ -65,15 +66,6 @@ def export_onnx(model: YoloModel, path: str | Path, imgsz: int = DEFAULT_IMGSZ, 
 def write_onnx(proto, path: Path, meta: ExportMetadata) -> None:
     """Store `meta` in the model's metadata_props, check it, and write one file atomically."""
     write_onnx_file(proto, path, METADATA_KEY, meta.to_json())
-
-
-def read_onnx_metadata(path: str | Path) -> ExportMetadata:
-    """The `mhyolo` metadata of an exported `.onnx` (weights are not loaded)."""
-    path = Path(path)
-    props = read_metadata_props(path)
-    if METADATA_KEY not in props:
-        raise MhyoloError(f"{path}: an ONNX file without '{METADATA_KEY}' metadata: not exported by mhyolo export")
-    return ExportMetadata.from_json(props[METADATA_KEY], str(path))
 
 
 def export_openvino(onnx_path: str | Path, xml_path: str | Path) -> Path:

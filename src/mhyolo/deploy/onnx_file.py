@@ -62,16 +62,3 @@ def write_onnx_file(proto, path: Path, key: str, value: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def read_metadata_props(path: Path) -> dict[str, str]:
-    """The `metadata_props` of an `.onnx` file (its weights are not loaded)."""
-    try:
-        import onnx
-    except ImportError as exc:
-        raise MhyoloError("reading .onnx files needs 'onnx' (pip install 'mhyolo[deploy]')") from exc
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common base
-        raise MhyoloError(f"{path}: not a readable ONNX file: {exc}") from exc
-    return {p.key: p.value for p in proto.metadata_props}

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from mhyolo.deploy.layout import FLOAT_RGB_NCHW, METADATA_KEY, UINT8_BGR_NHWC, ExportMetadata
+from mhyolo.infer.layout import FLOAT_RGB_NCHW, METADATA_KEY, UINT8_BGR_NHWC, ExportMetadata
 from mhyolo.errors import ConfigError, MhyoloError
 
 

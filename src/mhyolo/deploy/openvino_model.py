@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mhyolo.deploy.layout import METADATA_KEY, ExportMetadata
-from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.infer.layout import METADATA_KEY, ExportMetadata
+from mhyolo.infer.onnx_metadata import read_onnx_metadata
 from mhyolo.errors import ConfigError, MhyoloError
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from mhyolo.deploy.layout import BOX_OUTPUT_PREFIX, FLOAT_RGB_NCHW, METADATA_KEY, UINT8_BGR_NHWC, ExportMetadata
+from mhyolo.infer.layout import BOX_OUTPUT_PREFIX, FLOAT_RGB_NCHW, METADATA_KEY, UINT8_BGR_NHWC, ExportMetadata
 from mhyolo.deploy.openvino_model import openvino_modules, read_model_and_metadata
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.infer.backends.base import ExportedBackend

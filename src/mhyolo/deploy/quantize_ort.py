@@ -53,8 +53,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mhyolo.deploy.layout import BOX_OUTPUT_PREFIX, METADATA_KEY
-from mhyolo.deploy.onnx_export import read_onnx_metadata, write_onnx
+from mhyolo.infer.layout import BOX_OUTPUT_PREFIX, METADATA_KEY
+from mhyolo.deploy.onnx_export import write_onnx
+from mhyolo.infer.onnx_metadata import read_onnx_metadata
 from mhyolo.deploy.sensitivity import SENSITIVITY_IMAGES, block_noise, block_of, noisy_blocks, nodes_in_blocks
 from mhyolo.errors import ConfigError, MhyoloError
 

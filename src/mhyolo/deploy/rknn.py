@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 
 from mhyolo.deploy.calibration import calibration_files, letterboxed_rgb
-from mhyolo.deploy.layout import ExportMetadata
-from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.deploy.rknn_env import ENV_VARIABLE, RknnWorker, find_rknn_python, to_worker_input  # noqa: F401
 from mhyolo.errors import ConfigError, MhyoloError, WeightsError
 from mhyolo.infer.backends.base import ExportedBackend
-from mhyolo.deploy.rknn_env import ENV_VARIABLE, RknnWorker, find_rknn_python, to_worker_input  # noqa: F401
+from mhyolo.infer.layout import ExportMetadata
+from mhyolo.infer.onnx_metadata import read_onnx_metadata
 
 SIDECAR_SUFFIX = ".json"  # model.rknn -> model.rknn.json
 SIDECAR_VERSION = 1

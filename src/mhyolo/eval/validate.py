@@ -244,7 +244,7 @@ def score_split(backend: InferenceBackend, spec: DataSpec, imgsz: int, split: st
     if mismatch:
         raise ConfigError(mismatch)
     if options.get("classifier") is not None:  # the two-stage model: its types must be the dataset's
-        from mhyolo.classify.backend import check_types_match
+        from mhyolo.infer.crop_types import check_types_match
 
         check_types_match(options["classifier"], list(spec.type_names or spec.names), str(spec.yaml_path))
     class_agnostic = len(backend.names) == 1

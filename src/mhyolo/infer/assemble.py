@@ -2,10 +2,10 @@
 wrapped for sliced inference (`SlicedPredictor`) or for several input sizes (`MultiScalePredictor`).
 
 `InferenceSettings` are the knobs every caller shares (thresholds, batch, rectangular inputs, slicing,
-scales); `build_predictor` applies them in one order. The model object (`infer.model.InferenceModel`,
+scales); `build_predictor` applies them in one order. The model object (`runtime.model.InferenceModel`,
 behind `mhyolo.load` and the `predict` / `val` commands), scoring (`eval.validate`) and the benchmarks
 all build their predictors here, so a new wrapper (a tracker, another head's output) is added once.
-It sits below `infer.model` because scoring, which `infer.model` calls, needs it too.
+It sits below `runtime.model` because scoring, which `runtime.model` calls, needs it too.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class Inference:
         self.classifier = classifier
         self.type_min_score = type_min_score
         if classifier is not None:
-            from mhyolo.classify.types import check_detector  # also registers the crop classifier's source
+            from mhyolo.infer.crop_types import check_detector  # also registers the crop classifier's source
 
             check_detector(backend, classifier)
         self.source: TypeSource | None = None

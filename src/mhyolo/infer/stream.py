@@ -9,8 +9,8 @@ predictions are those of the sequential path. A multi-scale predictor's frame is
 merges them (`combine`).
 
 How calls overlap depends on the runtime; each way is a class registered with
-`register_model_calls`, asked in priority order (a file format names its way in its row of
-`mhyolo.deploy.formats`, `throughput`):
+`register_model_calls`, asked in priority order (a runtime's backend class names its way in its
+`throughput` attribute):
 
 * `openvino`: OpenVINO's own asynchronous infer requests (`AsyncInferQueue`) on the model compiled
   with the throughput hint, which splits the cores into streams;
@@ -109,9 +109,7 @@ class OpenVinoRequests(ModelCalls):
 
     @classmethod
     def applies(cls, backend: Any) -> bool:
-        from mhyolo.deploy.formats import throughput_of
-
-        return throughput_of(backend, cls.key)
+        return getattr(backend, "throughput", None) == cls.key
 
     def _done(self, request: Any, future: Future) -> None:
         """Runs in an OpenVINO thread: copy the outputs out before the request is reused."""
@@ -151,10 +149,9 @@ class ThreadedCalls(ModelCalls):
 
     @classmethod
     def applies(cls, backend: Any) -> bool:
-        from mhyolo.deploy.formats import throughput_of
         from mhyolo.infer.levels import ModelLevels
 
-        return throughput_of(backend, cls.key) or ModelLevels.applies(backend)
+        return getattr(backend, "throughput", None) == cls.key or ModelLevels.applies(backend)
 
     def _call(self, x: torch.Tensor) -> Any:
         with torch.inference_mode():  # a thread's own setting: not inherited from the caller's

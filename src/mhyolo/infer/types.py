@@ -7,7 +7,7 @@ A *type source* is applied after NMS, to the detections one image kept. Kinds:
 * `image_head`: the image head's output `image_type` (B, T) (or a `type` output of that
   shape), one type for every box of the image;
 * `crop_classifier`: a separate classifier run on a crop of each kept box (the two-stage model;
-  registered by `mhyolo.classify.types`);
+  registered by `mhyolo.infer.crop_types`);
 * `classes`: a detector with one class per type (nc=3), whose class is the type; only where
   the caller asks for it (scoring against a dataset's names), since `predict` already
   names such a box by its class.

@@ -122,7 +122,7 @@ def score_fold(fold: Fold, weights: Path, sizes: list[int], progress: bool) -> d
     """The held-out source's images (the fold's test split) scored at each size."""
     from mhyolo.data.spec import load_data_spec
     from mhyolo.eval.validate import score_split
-    from mhyolo.infer.backends import load_backend
+    from mhyolo.runtime.load import load_backend
 
     backend = load_backend(weights)
     spec = load_data_spec(fold.folder / "data" / "data.yaml")

@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mhyolo.deploy.layout import ExportMetadata, graph_levels, reconstruct
+from mhyolo.infer.layout import ExportMetadata, graph_levels, reconstruct
 from mhyolo.infer.levels import LevelOutputs, LevelReader, register_level_reader
 from mhyolo.infer.preprocess import ModelInput, model_input
 
 
 class ExportedBackend:
-    """Base of the runtimes that execute an exported graph (an `InferenceBackend`)."""
+    """Base of the runtimes that execute an exported graph (an `InferenceBackend`). `throughput` names
+    how the throughput mode overlaps its calls (a `ModelCalls` key of `infer.stream`; None: in turn)."""
+
+    throughput: str | None = None
 
     def __init__(self, path: str | Path, metadata: ExportMetadata) -> None:
         self.path = Path(path)

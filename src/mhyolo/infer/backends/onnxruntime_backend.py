@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.infer.onnx_metadata import read_onnx_metadata
 from mhyolo.errors import MhyoloError
 from mhyolo.infer.backends.base import ExportedBackend
 
@@ -38,6 +38,8 @@ def cpu_session(path: Path, threads: int | None = None) -> Any:
 
 class OnnxRuntimeBackend(ExportedBackend):
     """Runs an exported `.onnx` with ONNX Runtime's CPU provider (`cpu_session`)."""
+
+    throughput = "threads"  # sessions may be called from several threads at once
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         path = Path(path)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mhyolo.deploy.layout import METADATA_KEY, ExportMetadata
-from mhyolo.deploy.onnx_export import read_onnx_metadata
+from mhyolo.infer.layout import METADATA_KEY, ExportMetadata
+from mhyolo.infer.onnx_metadata import read_onnx_metadata
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.infer.backends.base import ExportedBackend
 
@@ -36,6 +36,8 @@ def _ir_metadata(model, path: Path) -> ExportMetadata:
 
 class OpenVinoBackend(ExportedBackend):
     """Runs an exported model with OpenVINO on the CPU."""
+
+    throughput = "openvino"  # its own asynchronous infer requests
 
     def __init__(self, path: str | Path, precision: str | None = "f32", threads: int | None = None,
                  device: str = "CPU") -> None:
@@ -72,7 +74,7 @@ class OpenVinoBackend(ExportedBackend):
 
     def kernels(self):
         """The convolution kernels the plugin runs (`deploy.openvino_kernels.KernelSummary`)."""
-        from mhyolo.deploy.openvino_kernels import executed_kernels
+        from mhyolo.infer.backends.openvino_kernels import executed_kernels
 
         return executed_kernels(self.compiled)
 

@@ -6,6 +6,10 @@ classifier backend (`classify_crops`, chunked only where the backend takes a fix
 each box takes the most probable type with its probability, as the multi-head model's boxes take
 their head's. A box the caller does not want typed (`ImageBatch.wanted`) is not cut out or
 classified: it stays `UNTYPED`.
+
+A classifier here is anything with `names`, `imgsz`, `margin`, `path` and `probabilities` (float RGB
+crops -> type probabilities; `classify.backend` has the PyTorch and ONNX Runtime ones); this module
+needs none of `classify`, which builds and trains them.
 """
 
 from __future__ import annotations
@@ -14,10 +18,46 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from mhyolo.errors import ConfigError
+from mhyolo.infer.crops import crop_boxes
 from mhyolo.infer.postprocess import Detections
 from mhyolo.infer.types import UNTYPED, BoxTypes, ImageBatch, TypeRequest, TypeSource, register_type_source
+
+CROP_BATCH = 64  # crops per forward pass when a caller bounds memory (a whole split's crops)
+
+
+def to_input(crops: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (n, S, S, 3) -> float (n, 3, S, S) in [0, 1]: the classifier's input."""
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def classify_crops(classifier: Any, crops: np.ndarray, batch: int | None = CROP_BATCH) -> np.ndarray:
+    """RGB uint8 (n, S, S, 3) crops -> (n, K) float32 probabilities, at most `batch` crops per call of
+    the backend (None: all in one call). A backend with a `fixed_batch` gets exactly that many per
+    call: the crops are cut into such chunks and the last one padded with copies of its first crop,
+    whose rows are dropped. Each crop's probabilities do not depend on the others in its call (the
+    networks run in eval mode), so any chunking gives the same result to float rounding."""
+    if len(crops) == 0:
+        return np.zeros((0, len(classifier.names)), np.float32)
+    fixed = getattr(classifier, "fixed_batch", None)
+    step = fixed or batch or len(crops)
+    out = []
+    for start in range(0, len(crops), step):
+        chunk = crops[start:start + step]
+        real = len(chunk)
+        if fixed and real < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], fixed - real, axis=0)])
+        out.append(classifier.probabilities(to_input(chunk))[:real])
+    return np.concatenate(out)
+
+
+def check_types_match(classifier: Any, names: list[str], where: str) -> None:
+    """The classifier's types must be the dataset's, in the same order, or ids would not line up."""
+    if list(classifier.names) != list(names):
+        raise ConfigError(f"{classifier.path} classifies {classifier.names} but {where} names {list(names)}: "
+                          "type ids would not line up (train the classifier on this dataset's types)")
 
 
 def check_detector(backend: Any, classifier: Any) -> None:
@@ -49,9 +89,6 @@ class CropClassifierTypes(TypeSource):
         return cls(request.classifier)
 
     def assign(self, outputs: Mapping[str, Any], kept: Sequence[Detections], batch: ImageBatch) -> list[BoxTypes]:
-        from mhyolo.classify.backend import classify_crops
-        from mhyolo.classify.crops import crop_boxes
-
         wanted = [batch.wanted_mask(i) for i in range(len(batch.boxes))]
         out = [BoxTypes(np.full(len(mask), UNTYPED, np.int64), np.zeros(len(mask), np.float32)) for mask in wanted]
         if not any(mask.any() for mask in wanted):

@@ -36,7 +36,7 @@ class InferenceModel:
 
     def __init__(self, backend: Any, classifier: Any = None, path: str | Path | None = None) -> None:
         if classifier is not None:
-            from mhyolo.classify.types import check_detector
+            from mhyolo.infer.crop_types import check_detector
 
             check_detector(backend, classifier)
         self.backend = backend
@@ -46,9 +46,9 @@ class InferenceModel:
     @classmethod
     def load(cls, weights: str | Path, device: Any = "cpu", classifier: str | Path | None = None,
              runtime: str | None = None, threads: int | None = None, npu_cores: str = "auto") -> InferenceModel:
-        """Any model file mhyolo reads (`infer.backends.load_backend`) and, with `classifier`, the crop
+        """Any model file mhyolo reads (`runtime.load.load_backend`) and, with `classifier`, the crop
         classifier (`.safetensors` or `.onnx`) that types its boxes, checked to fit the detector."""
-        from mhyolo.infer.backends import load_backend
+        from mhyolo.runtime.load import load_backend
 
         backend = load_backend(weights, device=device, runtime=runtime, threads=threads, npu_cores=npu_cores)
         crop_classifier = None
@@ -74,13 +74,13 @@ class InferenceModel:
     @property
     def imgsz(self) -> int:
         """The input size used when none is asked for: an export's fixed size, else the training size."""
-        from mhyolo.infer.backends import input_size
+        from mhyolo.runtime.load import input_size
 
         return input_size(self.backend, None)
 
     def input_rule(self, imgsz: int | str | None) -> tuple[int, NativeSize | None]:
         """(the input size, the `NativeSize` rule or None) for an asked `imgsz` (pixels, `"native"` or None)."""
-        from mhyolo.infer.backends import input_rule
+        from mhyolo.runtime.load import input_rule
 
         return input_rule(self.backend, imgsz)
 
@@ -119,7 +119,7 @@ class InferenceModel:
         size, native = self.input_rule(imgsz)
         settings = self.with_default_rule(settings, imgsz, allowed=type_min_score is None)
         if self.classifier is not None:  # the two-stage model: its types must be the dataset's
-            from mhyolo.classify.backend import check_types_match
+            from mhyolo.infer.crop_types import check_types_match
             from mhyolo.classify.data import type_names
 
             check_types_match(self.classifier, type_names(spec), str(spec.yaml_path))
