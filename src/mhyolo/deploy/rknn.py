@@ -257,7 +257,6 @@ class RknnSimulatorBackend(ExportedBackend):
         path = Path(path)
         if not path.is_file():
             raise WeightsError(f"model file not found: {path}")
-        python = find_rknn_python()
         expected = None
         if path.suffix.lower() == ".rknn":
             record = read_sidecar(path)
@@ -280,6 +279,7 @@ class RknnSimulatorBackend(ExportedBackend):
             settings = settings or RknnSettings()
         else:
             raise ConfigError(f"{path}: the RKNN simulator takes a .rknn (with its sidecar) or an .onnx")
+        python = find_rknn_python()  # after the file's own checks: a bad file is named even without the toolkit
         super().__init__(path, meta)
         self._scratch = tempfile.mkdtemp(prefix="mhyolo-rknn-sim-")
         self.worker: RknnWorker | None = None
