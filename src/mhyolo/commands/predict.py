@@ -1,8 +1,9 @@
 """`mhyolo predict`: detect (and type) objects in an image, a folder or a video.
 
 Annotated copies go under `--out` with the same file names (a video becomes an
-annotated `.mp4`); `--json` prints one JSON object per image on stdout, while the
-progress bar and messages go to stderr so stdout can be piped as JSON lines.
+annotated `.mp4`; `--no-images` with `--json` skips drawing and writing them); `--json` prints one
+JSON object per image on stdout, while the progress bar and messages go to stderr so stdout can be
+piped as JSON lines.
 Exit code: 0 when every image was read, 1 when some could not be, 2 on bad usage.
 """
 
@@ -62,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "short side padded only to the stride); exported graphs always take their square")
     parser.add_argument("--out", default="runs/predict", help="folder for annotated outputs (default: runs/predict)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
+    parser.add_argument("--no-images", action="store_true",
+                        help="with --json: draw and write no annotated images or video (the JSON lines only; "
+                             "faster where drawing and encoding cost more than the model)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     parser.add_argument("--npu-cores", default="auto", metavar="CORES",
                         help="a .rknn on a Rockchip board (rknn-toolkit-lite2): the NPU cores of each call, auto (the "
@@ -145,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{flag} must be between 0 and 1, got {value}")
+    if args.no_images and not args.json:
+        raise ConfigError("--no-images leaves nothing to write without --json: add --json, or drop --no-images")
     slicing = slice_settings(args)
     scaled = multiscale_settings(args)
     source = open_source(args.source)
@@ -165,11 +171,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"mhyolo predict: {predictor.describe()} (the default; --imgsz N runs one size)", file=sys.stderr)
 
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    video_out = _VideoOut(out_dir / f"{source.path.stem}.mp4", source.fps) if source.is_video else None
+    images = not args.no_images
+    if images:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    video_out = _VideoOut(out_dir / f"{source.path.stem}.mp4", source.fps) if source.is_video and images else None
     counts = {"done": 0, "failed": 0}
     bar = tqdm(total=len(source) or None, unit="frame" if source.is_video else "image", file=sys.stderr,
                disable=not source.is_video and len(source) <= 1, dynamic_ncols=True)
+
+    def write_annotated(frame: Frame, prediction: Prediction) -> bool:
+        """The frame with its boxes drawn, into the video or as an image file; False when it cannot be written."""
+        annotated = draw_predictions(frame.image, prediction)
+        if video_out is not None:
+            video_out.write(annotated)
+            return True
+        return bool(cv2.imwrite(str(out_dir / frame.name), annotated))
 
     def emit(frame: Frame, prediction: Prediction | None) -> None:
         """Write one frame's result (or report why it has none) and count it."""
@@ -177,10 +193,7 @@ def run(args: argparse.Namespace) -> int:
             counts["failed"] += 1
             tqdm.write(f"mhyolo predict: {frame.path}: {frame.error}", file=sys.stderr)
             return
-        annotated = draw_predictions(frame.image, prediction)
-        if video_out is not None:
-            video_out.write(annotated)
-        elif not cv2.imwrite(str(out_dir / frame.name), annotated):
+        if images and not write_annotated(frame, prediction):
             counts["failed"] += 1
             tqdm.write(f"mhyolo predict: {out_dir / frame.name}: cannot write the annotated image", file=sys.stderr)
             return
@@ -213,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         if video_out is not None:
             video_out.close()
     done, failed = counts["done"], counts["failed"]
-    where = video_out.path if video_out is not None else out_dir
+    where = video_out.path if video_out is not None else out_dir if images else "the JSON lines (stdout)"
     unit = "frame" if source.is_video else "image"
     print(f"{done} {unit}{'' if done == 1 else 's'} predicted, {failed} failed; results in {where}", file=sys.stderr)
     return 1 if failed else 0
