@@ -27,7 +27,7 @@ LAYERS = {
     "deploy": 5, "train": 5,
     "classify": 6,
     "runtime": 7, "bench": 7,  # a model file made runnable (format table, classifier, input rule)
-    "pipeline": 8,
+    "pipeline": 8, "track": 8,  # track: ball trajectories over a model's per-frame detections
     "report": 9, "adapt": 9,
     "api": 10, ROOT_PACKAGE: 10,  # `mhyolo/__init__.py` hands out the API
     "commands": 11,

@@ -18,6 +18,7 @@ from mhyolo.errors import MhyoloError
 # Order is the order shown in --help.
 COMMAND_MODULES = (
     "predict",
+    "track",
     "import_weights",
     "data",
     "train",

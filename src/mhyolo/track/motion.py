@@ -1,0 +1,168 @@
+"""The single-ball tracker: where the ball should be next, and which detection is it.
+
+A ball in flight moves smoothly between frames, so a track predicts the next centre from its last
+detected points (constant acceleration from three points, constant velocity from two, standing still
+from one; each step scaled by the frames between them) and accepts the best-scoring detection inside a
+gate around that prediction. The gate is `max_step` pixels per elapsed frame: a false alarm far from
+where the ball is going is never taken, however high its score. Without an accepted detection for more
+than `max_misses` frames the track ends, and the next detection of at least `start_score` starts a new
+one (as in the online tracker of the WASB ball-detection benchmark).
+
+A ball in play moves; a false alarm (a light, a logo, a head) does not. A track whose last `still_frames`
+points all lie within `still_px` of their mean is dropped as a still false alarm, and no track starts
+within the gate of that place again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mhyolo.errors import ConfigError
+from mhyolo.track.points import DETECTED, TrackPoint
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    max_step: float = 80.0  # pixels a ball may move per frame (gate radius per elapsed frame)
+    max_misses: int = 8  # frames without an accepted detection before the track ends
+    start_score: float = 0.25  # the score a detection needs to start a track
+    min_gate: float = 16.0  # pixels: the gate never shrinks below this (a ball standing still)
+    still_frames: int = 10  # a track this long that has not moved is a still false alarm (0: never)
+    still_px: float = 3.0  # pixels: "has not moved"
+
+    def __post_init__(self) -> None:
+        for name in ("max_step", "min_gate"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"tracking: {name} must be positive, got {getattr(self, name)}")
+        if self.max_misses < 0:
+            raise ConfigError(f"tracking: max_misses must be 0 or more, got {self.max_misses}")
+        if not 0.0 <= self.start_score <= 1.0:
+            raise ConfigError(f"tracking: start_score must be in [0, 1], got {self.start_score}")
+
+
+@dataclass
+class Candidate:
+    """A detection offered to the tracker: box (xyxy), score, type name."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    type_name: str | None = None
+
+    @property
+    def centre(self) -> np.ndarray:
+        x1, y1, x2, y2 = self.box
+        return np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
+
+
+def predict_centre(points: list[TrackPoint], frame: int) -> np.ndarray:
+    """The centre expected at `frame` from the track's last (up to three) points, by a polynomial in the
+    frame number through them: constant acceleration, constant velocity, or the last position."""
+    recent = points[-3:]
+    t = np.array([p.frame for p in recent], np.float64)
+    xy = np.stack([p.centre for p in recent])
+    degree = len(recent) - 1
+    if degree == 0:
+        return xy[-1]
+    coefficients = [np.polyfit(t - t[-1], xy[:, k], degree) for k in range(2)]
+    return np.array([np.polyval(c, frame - t[-1]) for c in coefficients])
+
+
+@dataclass
+class BallTrack:
+    """One ball's track: its points (detected or re-detected) and how many frames it has missed."""
+
+    id: int
+    points: list[TrackPoint] = field(default_factory=list)
+    misses: int = 0
+
+    @property
+    def last_frame(self) -> int:
+        return self.points[-1].frame
+
+    def expected(self, frame: int) -> np.ndarray:
+        return predict_centre(self.points, frame)
+
+    def gate(self, frame: int, settings: MotionSettings) -> float:
+        return max(settings.min_gate, settings.max_step * (frame - self.last_frame))
+
+
+class SingleBallTracker:
+    """One ball at a time: `update(frame, candidates)` returns the track's point for the frame (None when
+    no detection fits); `expected(frame)` is where a detection is looked for (None without a live track)."""
+
+    def __init__(self, settings: MotionSettings | None = None) -> None:
+        self.settings = settings or MotionSettings()
+        self.track: BallTrack | None = None
+        self.finished: list[BallTrack] = []
+        self.still: list[np.ndarray] = []  # places of dropped still false alarms
+        self._next_id = 1
+
+    def expected(self, frame: int) -> tuple[np.ndarray, float] | None:
+        """The predicted centre and the gate radius at `frame`, or None when no track is live."""
+        if self.track is None:
+            return None
+        return self.track.expected(frame), self.track.gate(frame, self.settings)
+
+    def choose(self, frame: int, candidates: list[Candidate]) -> Candidate | None:
+        """The detection the live track takes at `frame`: the best score inside the gate (the nearest on a
+        tie); without a live track, the best score of at least `start_score`."""
+        if self.track is None:
+            starters = [c for c in candidates if c.score >= self.settings.start_score and not self._still_place(c)]
+            return max(starters, key=lambda c: c.score, default=None)
+        centre, radius = self.expected(frame)
+        inside = [(c, float(np.linalg.norm(c.centre - centre))) for c in candidates]
+        inside = [(c, d) for c, d in inside if d <= radius]
+        if not inside:
+            return None
+        return max(inside, key=lambda cd: (cd[0].score, -cd[1]))[0]
+
+    def update(self, frame: int, candidates: list[Candidate], source: str = DETECTED) -> TrackPoint | None:
+        """`choose`, then `accept` the chosen detection or count a `miss`."""
+        chosen = self.choose(frame, candidates)
+        if chosen is None:
+            self.miss(frame)
+            return None
+        return self.accept(frame, chosen, source)
+
+    def accept(self, frame: int, chosen: Candidate, source: str = DETECTED) -> TrackPoint:
+        """Add `chosen` to the live track (starting one when none is live)."""
+        if self.track is None:
+            self.track = BallTrack(self._next_id)
+            self._next_id += 1
+        point = TrackPoint(frame=frame, track=self.track.id, box=tuple(float(v) for v in chosen.box),
+                           score=float(chosen.score), type_name=chosen.type_name, source=source)
+        self.track.points.append(point)
+        self.track.misses = 0
+        if self._is_still(self.track):
+            self.still.append(np.mean([p.centre for p in self.track.points], axis=0))
+            self.track = None  # dropped, not finished: it was never a ball in play
+        return point
+
+    def _is_still(self, track: BallTrack) -> bool:
+        n = self.settings.still_frames
+        if n <= 0 or len(track.points) < n:
+            return False
+        centres = np.stack([p.centre for p in track.points[-n:]])
+        return bool(np.linalg.norm(centres - centres.mean(axis=0), axis=1).max() <= self.settings.still_px)
+
+    def _still_place(self, candidate: Candidate) -> bool:
+        return any(np.linalg.norm(candidate.centre - place) <= self.settings.min_gate for place in self.still)
+
+    def miss(self, frame: int) -> None:
+        """No detection for the live track at `frame`; it ends after `max_misses` such frames."""
+        if self.track is None:
+            return
+        self.track.misses += 1
+        if self.track.misses > self.settings.max_misses:
+            self.close()
+
+    def close(self) -> None:
+        if self.track is not None:
+            self.finished.append(self.track)
+            self.track = None
+
+    def tracks(self) -> list[BallTrack]:
+        """Every track, finished ones first, the live one last."""
+        return self.finished + ([self.track] if self.track is not None else [])
