@@ -83,6 +83,7 @@ SMALL: dict[tuple[str, ...], list[str]] = {
     ("mhyolo", "crossval"): ["--sources", "tennis", "--eval-imgsz", "96", "--quiet"],  # one fold of two
     ("mhyolo", "adapt"): ["--epochs", "1", "--imgsz", "64", "--batch", "4", "--workers", "0", "--fps", "4",
                           "--quiet"],
+    ("mhyolo", "track"): ["--imgsz", "128", "--window", "64"],
     ("mhyolo", "quantize"): ["--calib-images", "4"],
     ("mhyolo", "benchmark"): [*TIMED, "--calib-images", "4", "--quiet"],
     # every format is made and timed by the line above; this one is about a model without data
