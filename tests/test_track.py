@@ -162,7 +162,7 @@ def _frames(sides: list[int]) -> list[Frame]:
 
 
 def test_the_ball_lost_by_the_whole_frame_pass_is_found_in_the_window_the_track_points_to():
-    frames = _frames([12, 12, 12, 4, 4, 12])  # frames 3-4: too small for the whole-frame pass
+    frames = _frames([12, 12, 12, 7, 7, 12])  # frames 3-4: too small for the whole-frame pass
     whole, window = WholeFrame(min_side=8), Window()
     tracker = Tracker(whole, TrackSettings(motion=MotionSettings(max_step=40, still_frames=0)), window=window,
                       window_side=128)
@@ -249,3 +249,13 @@ def test_track_command_writes_every_output_and_scores_a_clip(shared: Path, offic
     assert summary["scores"]["tracked"][1]["tp"] >= 8  # of 11 frames where the ball is visible
     assert (out / "tracks.png").stat().st_size > 0 and (out / "track.mp4").stat().st_size > 0
     assert "tracked: F1@5px" in capsys.readouterr().err
+
+
+def test_a_box_of_another_size_is_another_object():
+    tracker = SingleBallTracker(MotionSettings(max_step=60, size_ratio=2.0))
+    for t in range(3):
+        tracker.update(t, [_ball(100 + 20 * t, 200, side=10)])
+    # on the path, but a head-sized box (50 px) and a speck (3 px): neither is the 10-px ball
+    assert tracker.update(3, [_ball(160, 200, 0.9, side=50), _ball(160, 200, 0.9, side=3)]) is None
+    point = tracker.update(4, [_ball(180, 200, 0.9, side=50), _ball(181, 201, 0.2, side=12)])
+    assert point is not None and np.allclose(point.centre, (181, 201))

@@ -3,7 +3,8 @@
 A ball in flight moves smoothly between frames, so a track predicts the next centre from its last
 detected points (constant acceleration from three points, constant velocity from two, standing still
 from one; each step scaled by the frames between them) and accepts the best-scoring detection inside a
-gate around that prediction. The gate is `max_step` pixels per elapsed frame: a false alarm far from
+gate around that prediction, of a size within `size_ratio` of the track's recent boxes (a ball does not
+grow or shrink several times between frames). The gate is `max_step` pixels per elapsed frame: a false alarm far from
 where the ball is going is never taken, however high its score. Without an accepted detection for more
 than `max_misses` frames the track ends, and the next detection of at least `start_score` starts a new
 one (as in the online tracker of the WASB ball-detection benchmark).
@@ -31,11 +32,14 @@ class MotionSettings:
     min_gate: float = 16.0  # pixels: the gate never shrinks below this (a ball standing still)
     still_frames: int = 10  # a track this long that has not moved is a still false alarm (0: never)
     still_px: float = 3.0  # pixels: "has not moved"
+    size_ratio: float = 2.0  # a box more than this many times larger or smaller than the track's is another object
 
     def __post_init__(self) -> None:
         for name in ("max_step", "min_gate"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"tracking: {name} must be positive, got {getattr(self, name)}")
+        if self.size_ratio < 1.0:
+            raise ConfigError(f"tracking: size_ratio must be at least 1, got {self.size_ratio}")
         if self.max_misses < 0:
             raise ConfigError(f"tracking: max_misses must be 0 or more, got {self.max_misses}")
         if not 0.0 <= self.start_score <= 1.0:
@@ -54,6 +58,11 @@ class Candidate:
     def centre(self) -> np.ndarray:
         x1, y1, x2, y2 = self.box
         return np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
+
+    @property
+    def side(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return float(np.sqrt(max(x2 - x1, 1e-6) * max(y2 - y1, 1e-6)))
 
 
 def predict_centre(points: list[TrackPoint], frame: int) -> np.ndarray:
@@ -87,6 +96,11 @@ class BallTrack:
     def gate(self, frame: int, settings: MotionSettings) -> float:
         return max(settings.min_gate, settings.max_step * (frame - self.last_frame))
 
+    def side(self) -> float:
+        """The median box side (sqrt of the area) of the track's last five points."""
+        sides = [np.sqrt(max(p.box[2] - p.box[0], 1e-6) * max(p.box[3] - p.box[1], 1e-6)) for p in self.points[-5:]]
+        return float(np.median(sides))
+
 
 class SingleBallTracker:
     """One ball at a time: `update(frame, candidates)` returns the track's point for the frame (None when
@@ -112,7 +126,10 @@ class SingleBallTracker:
             starters = [c for c in candidates if c.score >= self.settings.start_score and not self._still_place(c)]
             return max(starters, key=lambda c: c.score, default=None)
         centre, radius = self.expected(frame)
-        inside = [(c, float(np.linalg.norm(c.centre - centre))) for c in candidates]
+        side = self.track.side()
+        ratio = self.settings.size_ratio
+        inside = [(c, float(np.linalg.norm(c.centre - centre))) for c in candidates
+                  if side / ratio <= c.side <= side * ratio]
         inside = [(c, d) for c, d in inside if d <= radius]
         if not inside:
             return None
