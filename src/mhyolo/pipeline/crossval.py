@@ -26,6 +26,7 @@ from mhyolo.data.recipe import Recipe, load_recipe
 from mhyolo.errors import ConfigError
 from mhyolo.eval.results import seen_type_scores, select
 from mhyolo.pipeline.config import PipelineConfig, StageConfig, final_stage, load_pipeline_config
+from mhyolo.pipeline.stage_registry import TRAINING_STAGES
 from mhyolo.pipeline.stages import is_done, mark_done, train_config, train_stage
 from mhyolo.train.config import TrainConfig
 
@@ -61,12 +62,16 @@ class Fold:
         return self.runs[self.primary]
 
 
+ONE_RUN_STAGE = "multihead"  # detector and type head trained together from the COCO weights, in one run
+
+
 def _stage(config: PipelineConfig) -> StageConfig:
     """The stage whose model the pipeline ships: that is the recipe cross-validated. A bare data
     recipe gets the multi-head model trained from the COCO weights."""
     name = final_stage(config)
-    if name in (None, "head", "joint"):
-        name = "multihead"  # the frozen-head paths need a detector run first: cross-validate the one-run model
+    stage = TRAINING_STAGES.get(name or "")
+    if name is None or (stage is not None and stage.starts_from is not None):
+        name = ONE_RUN_STAGE  # a stage that starts from another's model needs that run first: the one-run model
     return getattr(config, name)
 
 
