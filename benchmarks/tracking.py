@@ -3,6 +3,10 @@ detection, of tracking, of tracking with re-detection in the track's window, and
 the training size over the whole frame, tracked), with frames/s of each.
 
     python benchmarks/tracking.py runs/demo/model.safetensors --sizes 8 30 --frames 60
+    python benchmarks/tracking.py runs/demo/model.safetensors --two-balls 30 --frames 60
+
+`--two-balls S`: a second ball (another photo, another path) in the same clip, tracked with `--balls many`;
+prints identity switches and fragmented tracks per ball at 10 px.
 
 Each clip: a real ball (cut from a seed_balls photo) pasted along a bouncing path onto a real ball-free
 frame of the basketball source, motion-blurred, hidden in three frames. Name the CPU beside the figures.
@@ -23,9 +27,9 @@ from mhyolo.infer.sources import Frame
 from mhyolo.machine import cpu_info
 from mhyolo.paths import shared_dir
 from mhyolo.runtime.model import InferenceModel
-from mhyolo.track.metrics import BallLabel, score_positions
+from mhyolo.track.metrics import BallLabel, score_identities, score_positions
 from mhyolo.track.run import Tracker, TrackSettings
-from mhyolo.track.synthetic import ClipSettings, ball_free_images, ball_patch, make_clip
+from mhyolo.track.synthetic import ClipSettings, add_ball, ball_free_images, ball_patch, make_clip
 
 
 def clip(size: float, frames: int, seed: int) -> tuple[list[Frame], dict[str, BallLabel]]:
@@ -39,15 +43,41 @@ def clip(size: float, frames: int, seed: int) -> tuple[list[Frame], dict[str, Ba
     return named, {frame.name: label for frame, label in zip(named, labels)}
 
 
+def two_balls(model: InferenceModel, size: float, frames: int, seed: int) -> None:
+    shared = shared_dir() / "data"
+    photos = sorted((shared / "seed_balls" / "images").glob("tennis*"))[:2]
+    patches = [ball_patch(p, shared / "seed_balls" / "labels" / f"{p.stem}.txt") for p in photos]
+    background = cv2.imread(str(ball_free_images(shared / "basketball_f2rlv")[1]))
+    images, first = make_clip(background, *patches[0], ClipSettings(frames=frames, ball_px=size, hidden=(20, 21, 22),
+                                                                     seed=seed))
+    second = add_ball(images, *patches[1], ClipSettings(frames=frames, ball_px=size, speed=-11.0, seed=seed + 7))
+    named = [Frame(name=f"f{i:04d}", path=Path(f"f{i:04d}"), image=image, index=i) for i, image in enumerate(images)]
+    side = int(model.input_rule(None)[0])
+    tracker = Tracker(model.predictor(InferenceSettings(conf=0.1), None), TrackSettings(many=True),
+                      window=model.predictor(InferenceSettings(conf=0.1), side), window_side=side)
+    started = time.perf_counter()
+    result = tracker.run(named, fps=25.0)
+    fps = len(named) / (time.perf_counter() - started)
+    tracks = {i + 1: {p.frame: p.centre for p in track} for i, track in enumerate(result.tracks)}
+    score = score_identities(tracks, [first, second], tolerance=10.0)
+    print(f"two {size:g}-px balls, {frames} frames: {len(result.tracks)} track(s), identity switches "
+          f"{score.switches}, fragments {score.fragments}, ball-frames matched {score.matched} of {score.visible}; "
+          f"{fps:.2f} frames/s; model calls {result.model_calls} + windows {result.window_calls}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights")
     parser.add_argument("--sizes", type=float, nargs="+", default=[8.0, 30.0], help="ball diameters in pixels")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--two-balls", type=float, metavar="SIZE", help="only the two-ball clip, balls of SIZE px")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = InferenceModel.load(args.weights)
+    if args.two_balls:
+        two_balls(model, args.two_balls, args.frames, args.seed)
+        return
     side = int(model.input_rule(None)[0])
     whole = model.predictor(InferenceSettings(conf=0.1), None)
     window = model.predictor(InferenceSettings(conf=0.1), side)

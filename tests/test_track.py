@@ -259,3 +259,74 @@ def test_a_box_of_another_size_is_another_object():
     assert tracker.update(3, [_ball(160, 200, 0.9, side=50), _ball(160, 200, 0.9, side=3)]) is None
     point = tracker.update(4, [_ball(180, 200, 0.9, side=50), _ball(181, 201, 0.2, side=12)])
     assert point is not None and np.allclose(point.centre, (181, 201))
+
+
+def _run_many(frames_of_candidates: list[list[Candidate]], settings: MotionSettings | None = None):
+    from mhyolo.track.multi import MultiBallTracker
+
+    tracker = MultiBallTracker(settings or MotionSettings(max_step=40, still_frames=0))
+    for t, found in enumerate(frames_of_candidates):
+        taken, left = tracker.assign(t, found)
+        for track in list(tracker.live):
+            chosen = taken.get(track.id)
+            tracker.miss(track) if chosen is None else tracker.accept(track, t, chosen)
+        tracker.start(t, left)
+    return {track.id: {p.frame: p.centre for p in track.points} for track in tracker.tracks()}
+
+
+def test_two_crossing_balls_keep_their_tracks():
+    """Ball A goes right and down, ball B left and down; they pass 12 px apart at frame 10 (both inside each
+    other's 40-px gate), yet each keeps one track (assigned by distance to where each track expects it)."""
+    from mhyolo.track.metrics import score_identities
+
+    a = [(100 + 20 * t, 200 + 5 * t) for t in range(20)]
+    b = [(500 - 20 * t, 212 + 5 * t) for t in range(20)]
+    # B scores higher: a track taking the best score in its gate would take B at the crossing
+    tracks = _run_many([[_ball(*a[t]), _ball(*b[t], 0.95)] for t in range(20)])
+    balls = [[BallLabel(True, x, y) for x, y in path] for path in (a, b)]
+    score = score_identities(tracks, balls, tolerance=5.0)
+    assert len(tracks) == 2 and score.switches == 0 and score.fragments == 0 and score.matched == 40
+
+
+def test_identity_figures_by_hand():
+    from mhyolo.track.metrics import score_identities
+
+    ball = [BallLabel(True, 10.0 * t, 0.0) for t in range(6)]
+    tracks = {1: {0: np.array([0.0, 0]), 1: np.array([10.0, 0]), 4: np.array([40.0, 0])},
+              2: {2: np.array([20.0, 1]), 3: np.array([30.0, 0])},  # took the ball over for two frames
+              3: {5: np.array([80.0, 0])}}  # too far: no match in frame 5
+    score = score_identities(tracks, [ball], tolerance=5.0)
+    assert (score.switches, score.fragments, score.matched, score.visible) == (2, 1, 5, 6)
+
+
+def test_several_balls_get_a_window_each_where_they_were_lost():
+    from dataclasses import replace as change
+
+    frames = _frames([12, 12, 12, 7, 12])  # one ball, too small whole in frame 3
+    for frame in frames:  # a second ball, always found, lower in the frame
+        frame.image[380:392, 300:312] = 255
+    whole, window = WholeFrame(min_side=8), Window()
+    settings = TrackSettings(motion=MotionSettings(max_step=40, still_frames=0), many=True)
+    result = Tracker(_TwoBalls(whole), settings, window=window, window_side=64).run(frames, fps=25)
+    sources = {(p.track, p.frame): p.source for p in result.points()}
+    assert sources[(1, 3)] == REDETECTED and window.calls == 1  # only the lost ball's track looked again
+    assert {p.track for p in result.points()} == {1, 2}
+    assert change(settings, many=False).many is False
+
+
+class _TwoBalls:
+    """Both white squares of a frame, each found while at least `min_side` px."""
+
+    def __init__(self, whole: WholeFrame) -> None:
+        self.whole = whole
+
+    def predict(self, images):
+        image = images[0]
+        boxes, scores = [], []
+        for rows in (slice(0, 320), slice(320, 480)):
+            part = image.copy()
+            part[[r for r in range(480) if not rows.start <= r < rows.stop]] = 0
+            found = _white_square(part, self.whole.min_side)
+            boxes += found.boxes.tolist()
+            scores += found.scores.tolist()
+        return [Found(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32))]

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--window", type=int, default=None,
                         help="re-detection window side in frame pixels (default: the model's input size)")
     parser.add_argument("--redetect-conf", type=float, default=0.1, help="score a detection needs in the window")
+    parser.add_argument("--balls", choices=("one", "many"), default="one",
+                        help="one ball at a time (default), or several at once (tracks assigned by distance)")
     parser.add_argument("--max-step", type=float, default=80.0, help="pixels the ball may move per frame (80)")
     parser.add_argument("--max-misses", type=int, default=8, help="frames without the ball before a track ends")
     parser.add_argument("--max-gap", type=int, default=8, help="longest gap (frames) filled by interpolation")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TrackSettings(motion=MotionSettings(max_step=args.max_step, max_misses=args.max_misses,
                                                    start_score=args.conf),
                              conf=args.conf, redetect=not args.no_redetect, redetect_conf=args.redetect_conf,
-                             max_gap=args.max_gap)
+                             max_gap=args.max_gap, many=args.balls == "many")
     labels = read_label_csv(args.eval) if args.eval else None
     source = open_source(args.source)  # a folder without images or an unreadable video is refused here
     model = InferenceModel.load(args.weights, device=args.device)

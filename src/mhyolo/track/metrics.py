@@ -101,3 +101,43 @@ def write_label_csv(path: Path, labels: dict[str, BallLabel]) -> None:
     for name, label in labels.items():
         lines.append(f"{name},{int(label.visible)},{label.x:.1f},{label.y:.1f}" if label.visible else f"{name},0,,")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class IdentityScore:
+    """How well tracks keep each ball's identity: a switch is a ball matched to another track than the
+    last one it was matched to; fragments are the tracks a ball was matched to, less one."""
+
+    switches: int
+    fragments: int
+    matched: int  # ball-frames matched to some track within the tolerance
+    visible: int  # ball-frames where a ball is visible
+
+    def to_dict(self) -> dict[str, int]:
+        return {"id_switches": self.switches, "fragments": self.fragments, "matched": self.matched,
+                "visible": self.visible}
+
+
+def score_identities(tracks: dict[int, dict[int, np.ndarray]], balls: list[list[BallLabel]],
+                     tolerance: float) -> IdentityScore:
+    """`tracks`: track id -> {frame: centre}; `balls`: each ball's label per frame. Per frame each visible
+    ball is matched to the track whose point there is nearest, within `tolerance`."""
+    switches = fragments = matched = visible = 0
+    for labels in balls:
+        last, seen = None, set()
+        for frame, label in enumerate(labels):
+            if not label.visible:
+                continue
+            visible += 1
+            near = [(float(np.hypot(c[0] - label.x, c[1] - label.y)), tid) for tid, points in tracks.items()
+                    for f, c in points.items() if f == frame]
+            near = [(d, tid) for d, tid in near if d <= tolerance]
+            if not near:
+                continue
+            tid = min(near)[1]
+            matched += 1
+            switches += int(last is not None and tid != last)
+            last = tid
+            seen.add(tid)
+        fragments += max(len(seen) - 1, 0)
+    return IdentityScore(switches=switches, fragments=fragments, matched=matched, visible=visible)

@@ -20,7 +20,8 @@ import numpy as np
 from mhyolo.errors import ConfigError
 from mhyolo.infer.sources import Frame
 from mhyolo.track.gaps import drop_jumps, fill_gaps, timed, turns, vote_type
-from mhyolo.track.motion import Candidate, MotionSettings, SingleBallTracker
+from mhyolo.track.motion import BallTrack, Candidate, MotionSettings, SingleBallTracker
+from mhyolo.track.multi import MultiBallTracker
 from mhyolo.track.points import DETECTED, REDETECTED, TrackPoint
 
 
@@ -31,6 +32,8 @@ class TrackSettings:
     redetect: bool = True
     redetect_conf: float = 0.1  # a detection's score inside the track's window
     max_gap: int = 8  # frames interpolated between two points of a track
+    many: bool = False  # several balls at once (`multi.MultiBallTracker`) instead of one
+    min_points: int = 3  # with `many`: a track needs this many found points to be kept (a false alarm's is short)
 
     def __post_init__(self) -> None:
         for name in ("conf", "redetect_conf"):
@@ -123,7 +126,7 @@ class Tracker:
         self.settings = settings
 
     def run(self, frames: Iterable[Frame], fps: float) -> TrackResult:
-        motion = SingleBallTracker(self.settings.motion)
+        motion = MultiBallTracker(self.settings.motion) if self.settings.many else SingleBallTracker(self.settings.motion)
         result = TrackResult(tracks=[], best_per_frame={}, names={}, turns={}, fps=fps)
         started = time.perf_counter()
         for number, frame in enumerate(frames):
@@ -137,18 +140,12 @@ class Tracker:
             if found:
                 best = max(found, key=lambda c: c.score)
                 result.best_per_frame[number] = TrackPoint(number, 0, best.box, best.score, best.type_name)
-            chosen = motion.choose(number, found)
-            source = DETECTED
-            if chosen is None and self.window is not None and motion.expected(number) is not None:
-                chosen = self._redetect(motion, number, frame.image)
-                result.window_calls += 1
-                source = REDETECTED
-            if chosen is None:
-                motion.miss(number)
+            if isinstance(motion, MultiBallTracker):
+                self._step_many(motion, number, found, frame.image, result)
             else:
-                motion.accept(number, chosen, source)
+                self._step_one(motion, number, found, frame.image, result)
         result.seconds = time.perf_counter() - started
-        for track in motion.tracks():
+        for track in self._kept(motion):
             points = drop_jumps(track.points, self.settings.motion.max_step)
             kind = vote_type(points)
             points = timed(fill_gaps(points, self.settings.max_gap), fps)
@@ -158,9 +155,48 @@ class Tracker:
             result.turns[track.id] = turns(points)
         return result
 
+    def _kept(self, motion: SingleBallTracker | MultiBallTracker) -> list[BallTrack]:
+        if isinstance(motion, SingleBallTracker):
+            return motion.tracks()
+        return [t for t in motion.tracks() if len(t.points) >= self.settings.min_points]
+
+    def _step_one(self, motion: SingleBallTracker, number: int, found: list[Candidate], image: np.ndarray,
+                  result: TrackResult) -> None:
+        chosen = motion.choose(number, found)
+        source = DETECTED
+        if chosen is None and self.window is not None and motion.expected(number) is not None:
+            chosen = self._redetect(motion, number, image)
+            result.window_calls += 1
+            source = REDETECTED
+        if chosen is None:
+            motion.miss(number)
+        else:
+            motion.accept(number, chosen, source)
+
+    def _step_many(self, motion: MultiBallTracker, number: int, found: list[Candidate], image: np.ndarray,
+                   result: TrackResult) -> None:
+        taken, left = motion.assign(number, found)
+        for track in list(motion.live):
+            chosen, source = taken.get(track.id), DETECTED
+            if chosen is None and self.window is not None:
+                chosen, source = self._redetect_track(motion, track, number, image), REDETECTED
+                result.window_calls += 1
+            if chosen is None:
+                motion.miss(track)
+            else:
+                motion.accept(track, number, chosen, source)
+        motion.start(number, left)
+
+    def _window(self, centre: np.ndarray, image: np.ndarray) -> list[Candidate]:
+        x0, y0, x1, y1 = window_around(centre, self.window_side, image.shape[:2])
+        prediction = self.window.predict([np.ascontiguousarray(image[y0:y1, x0:x1])])[0]
+        return candidates(prediction, self.settings.redetect_conf, (x0, y0))
+
+    def _redetect_track(self, motion: MultiBallTracker, track: BallTrack, number: int,
+                        image: np.ndarray) -> Candidate | None:
+        fitting = [c for c in self._window(track.expected(number), image) if motion.fits(track, number, c) is not None]
+        return max(fitting, key=lambda c: c.score, default=None)
+
     def _redetect(self, motion: SingleBallTracker, number: int, image: np.ndarray) -> Candidate | None:
         centre, _ = motion.expected(number)
-        x0, y0, x1, y1 = window_around(centre, self.window_side, image.shape[:2])
-        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
-        prediction = self.window.predict([crop])[0]
-        return motion.choose(number, candidates(prediction, self.settings.redetect_conf, (x0, y0)))
+        return motion.choose(number, self._window(centre, image))

@@ -101,17 +101,21 @@ def make_clip(background: np.ndarray, patch: np.ndarray, mask: np.ndarray,
               settings: ClipSettings) -> tuple[list[np.ndarray], list[BallLabel]]:
     """The clip's frames (BGR) and each frame's ball label (centre; not visible where hidden)."""
     base = cv2.resize(background, (settings.width, settings.height), interpolation=cv2.INTER_AREA)
+    frames = [base.copy() for _ in range(settings.frames)]
+    return frames, add_ball(frames, patch, mask, settings)
+
+
+def add_ball(frames: list[np.ndarray], patch: np.ndarray, mask: np.ndarray, settings: ClipSettings) -> list[BallLabel]:
+    """Paste one more ball along its own path (`settings.seed`) into `frames`, in place; its labels."""
     centres = path_of(settings)
-    frames, labels = [], []
-    for i, centre in enumerate(centres):
-        frame = base.copy()
+    labels = []
+    for i, (frame, centre) in enumerate(zip(frames, centres)):
         visible = i not in settings.hidden
         if visible:
             velocity = centres[min(i + 1, len(centres) - 1)] - centres[max(i - 1, 0)]
             _paste(frame, patch, mask, centre, settings.ball_px, velocity / 2, settings.blur)
-        frames.append(frame)
         labels.append(BallLabel(visible, float(centre[0]), float(centre[1])))
-    return frames, labels
+    return labels
 
 
 def write_clip(folder: Path, frames: list[np.ndarray], labels: list[BallLabel]) -> Path:

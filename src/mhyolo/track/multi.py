@@ -1,0 +1,89 @@
+"""Several balls at once (a training session, a multi-ball drill): every live track predicts its centre as
+the single-ball tracker does (`motion.predict_centre`), and the frame's detections are given to the tracks
+by the smallest total distance (the Hungarian assignment, `scipy.optimize.linear_sum_assignment`) among the
+pairs inside each track's gate and size gate. A detection no track takes starts a track when it scores at
+least `start_score` (not where a still false alarm was dropped); a track that takes none misses, and ends
+after `max_misses`. Still tracks are dropped as in `motion`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from mhyolo.track.motion import BallTrack, Candidate, MotionSettings
+from mhyolo.track.points import DETECTED, TrackPoint
+
+FAR = 1e9  # cost of a pair outside the gates: never assigned
+
+
+class MultiBallTracker:
+    """`assign(frame, candidates)` -> {track id: candidate} and the candidates left; `accept`, `miss` and
+    `start` apply the outcome; `live` are the tracks still running."""
+
+    def __init__(self, settings: MotionSettings | None = None) -> None:
+        self.settings = settings or MotionSettings()
+        self.live: list[BallTrack] = []
+        self.finished: list[BallTrack] = []
+        self.still: list[np.ndarray] = []
+        self._next_id = 1
+
+    def fits(self, track: BallTrack, frame: int, candidate: Candidate) -> float | None:
+        """The distance from the track's expected centre, or None outside its gate or size gate."""
+        side, ratio = track.side(), self.settings.size_ratio
+        if not side / ratio <= candidate.side <= side * ratio:
+            return None
+        distance = float(np.linalg.norm(candidate.centre - track.expected(frame)))
+        return distance if distance <= track.gate(frame, self.settings) else None
+
+    def assign(self, frame: int, candidates: list[Candidate]) -> tuple[dict[int, Candidate], list[Candidate]]:
+        if not self.live or not candidates:
+            return {}, list(candidates)
+        cost = np.full((len(self.live), len(candidates)), FAR)
+        for i, track in enumerate(self.live):
+            for j, candidate in enumerate(candidates):
+                distance = self.fits(track, frame, candidate)
+                if distance is not None:
+                    cost[i, j] = distance
+        rows, cols = linear_sum_assignment(cost)
+        taken = {self.live[i].id: candidates[j] for i, j in zip(rows, cols) if cost[i, j] < FAR}
+        used = {j for i, j in zip(rows, cols) if cost[i, j] < FAR}
+        return taken, [c for j, c in enumerate(candidates) if j not in used]
+
+    def track(self, track_id: int) -> BallTrack:
+        return next(t for t in self.live if t.id == track_id)
+
+    def accept(self, track: BallTrack, frame: int, candidate: Candidate, source: str = DETECTED) -> TrackPoint:
+        point = TrackPoint(frame=frame, track=track.id, box=tuple(float(v) for v in candidate.box),
+                           score=float(candidate.score), type_name=candidate.type_name, source=source)
+        track.points.append(point)
+        track.misses = 0
+        n = self.settings.still_frames
+        if n > 0 and len(track.points) >= n:
+            centres = np.stack([p.centre for p in track.points[-n:]])
+            if np.linalg.norm(centres - centres.mean(axis=0), axis=1).max() <= self.settings.still_px:
+                self.still.append(centres.mean(axis=0))
+                self.live.remove(track)  # dropped: never a ball in play
+        return point
+
+    def miss(self, track: BallTrack) -> None:
+        track.misses += 1
+        if track.misses > self.settings.max_misses:
+            self.live.remove(track)
+            self.finished.append(track)
+
+    def start(self, frame: int, candidates: list[Candidate]) -> list[TrackPoint]:
+        """A track for each candidate of at least `start_score`, best first, none where a still false alarm was."""
+        points = []
+        for candidate in sorted(candidates, key=lambda c: -c.score):
+            if candidate.score < self.settings.start_score or any(
+                    np.linalg.norm(candidate.centre - place) <= self.settings.min_gate for place in self.still):
+                continue
+            track = BallTrack(self._next_id)
+            self._next_id += 1
+            self.live.append(track)
+            points.append(self.accept(track, frame, candidate))
+        return points
+
+    def tracks(self) -> list[BallTrack]:
+        return self.finished + list(self.live)
