@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
             "per_frame": [score_positions(result.baseline_positions(), labels, t).to_dict() for t in TOLERANCES]}
     write_csv(result, args.out / "tracks.csv")
     write_summary(result, args.out / "summary.json", extra)
-    first = next(iter(open_source(args.source)))
-    plot_tracks(result, args.out / "tracks.png", first.image.shape[:2])
+    plot_tracks(result, args.out / "tracks.png")
     if not args.no_video:
         write_video(result, open_source(args.source), args.out / "track.mp4")
     summary = result.summary()

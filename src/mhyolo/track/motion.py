@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mhyolo.errors import ConfigError
-from mhyolo.track.points import DETECTED, TrackPoint
+from mhyolo.track.points import DETECTED, TrackPoint, box_centre, box_side
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,16 @@ class Candidate:
 
     @property
     def centre(self) -> np.ndarray:
-        x1, y1, x2, y2 = self.box
-        return np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
+        return box_centre(self.box)
 
     @property
     def side(self) -> float:
-        x1, y1, x2, y2 = self.box
-        return float(np.sqrt(max(x2 - x1, 1e-6) * max(y2 - y1, 1e-6)))
+        return box_side(self.box)
+
+    def point(self, frame: int, track: int, source: str) -> TrackPoint:
+        """The candidate as the point `track` takes at `frame`."""
+        return TrackPoint(frame=frame, track=track, box=tuple(float(v) for v in self.box), score=float(self.score),
+                          type_name=self.type_name, source=source)
 
 
 def predict_centre(points: list[TrackPoint], frame: int) -> np.ndarray:
@@ -98,8 +101,32 @@ class BallTrack:
 
     def side(self) -> float:
         """The median box side (sqrt of the area) of the track's last five points."""
-        sides = [np.sqrt(max(p.box[2] - p.box[0], 1e-6) * max(p.box[3] - p.box[1], 1e-6)) for p in self.points[-5:]]
-        return float(np.median(sides))
+        return float(np.median([p.side for p in self.points[-5:]]))
+
+
+def fits(track: BallTrack, frame: int, candidate: Candidate, settings: MotionSettings) -> float | None:
+    """The candidate's distance from where `track` expects its ball at `frame`, or None outside the track's
+    gate or size gate."""
+    side, ratio = track.side(), settings.size_ratio
+    if not side / ratio <= candidate.side <= side * ratio:
+        return None
+    distance = float(np.linalg.norm(candidate.centre - track.expected(frame)))
+    return distance if distance <= track.gate(frame, settings) else None
+
+
+def still_place(track: BallTrack, settings: MotionSettings) -> np.ndarray | None:
+    """Where the track has stood still over its last `still_frames` points (a false alarm), else None."""
+    n = settings.still_frames
+    if n <= 0 or len(track.points) < n:
+        return None
+    centres = np.stack([p.centre for p in track.points[-n:]])
+    mean = centres.mean(axis=0)
+    return mean if np.linalg.norm(centres - mean, axis=1).max() <= settings.still_px else None
+
+
+def near_still(candidate: Candidate, places: list[np.ndarray], settings: MotionSettings) -> bool:
+    """Whether `candidate` stands where a still false alarm was dropped."""
+    return any(np.linalg.norm(candidate.centre - place) <= settings.min_gate for place in places)
 
 
 class SingleBallTracker:
@@ -123,14 +150,11 @@ class SingleBallTracker:
         """The detection the live track takes at `frame`: the best score inside the gate (the nearest on a
         tie); without a live track, the best score of at least `start_score`."""
         if self.track is None:
-            starters = [c for c in candidates if c.score >= self.settings.start_score and not self._still_place(c)]
+            starters = [c for c in candidates
+                        if c.score >= self.settings.start_score and not near_still(c, self.still, self.settings)]
             return max(starters, key=lambda c: c.score, default=None)
-        centre, radius = self.expected(frame)
-        side = self.track.side()
-        ratio = self.settings.size_ratio
-        inside = [(c, float(np.linalg.norm(c.centre - centre))) for c in candidates
-                  if side / ratio <= c.side <= side * ratio]
-        inside = [(c, d) for c, d in inside if d <= radius]
+        inside = [(c, fits(self.track, frame, c, self.settings)) for c in candidates]
+        inside = [(c, d) for c, d in inside if d is not None]
         if not inside:
             return None
         return max(inside, key=lambda cd: (cd[0].score, -cd[1]))[0]
@@ -148,24 +172,14 @@ class SingleBallTracker:
         if self.track is None:
             self.track = BallTrack(self._next_id)
             self._next_id += 1
-        point = TrackPoint(frame=frame, track=self.track.id, box=tuple(float(v) for v in chosen.box),
-                           score=float(chosen.score), type_name=chosen.type_name, source=source)
+        point = chosen.point(frame, self.track.id, source)
         self.track.points.append(point)
         self.track.misses = 0
-        if self._is_still(self.track):
-            self.still.append(np.mean([p.centre for p in self.track.points], axis=0))
+        place = still_place(self.track, self.settings)
+        if place is not None:
+            self.still.append(place)
             self.track = None  # dropped, not finished: it was never a ball in play
         return point
-
-    def _is_still(self, track: BallTrack) -> bool:
-        n = self.settings.still_frames
-        if n <= 0 or len(track.points) < n:
-            return False
-        centres = np.stack([p.centre for p in track.points[-n:]])
-        return bool(np.linalg.norm(centres - centres.mean(axis=0), axis=1).max() <= self.settings.still_px)
-
-    def _still_place(self, candidate: Candidate) -> bool:
-        return any(np.linalg.norm(candidate.centre - place) <= self.settings.min_gate for place in self.still)
 
     def miss(self, frame: int) -> None:
         """No detection for the live track at `frame`; it ends after `max_misses` such frames."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from mhyolo.track.motion import BallTrack, Candidate, MotionSettings
+from mhyolo.track.motion import BallTrack, Candidate, MotionSettings, fits, near_still, still_place
 from mhyolo.track.points import DETECTED, TrackPoint
 
 FAR = 1e9  # cost of a pair outside the gates: never assigned
@@ -28,21 +28,13 @@ class MultiBallTracker:
         self.still: list[np.ndarray] = []
         self._next_id = 1
 
-    def fits(self, track: BallTrack, frame: int, candidate: Candidate) -> float | None:
-        """The distance from the track's expected centre, or None outside its gate or size gate."""
-        side, ratio = track.side(), self.settings.size_ratio
-        if not side / ratio <= candidate.side <= side * ratio:
-            return None
-        distance = float(np.linalg.norm(candidate.centre - track.expected(frame)))
-        return distance if distance <= track.gate(frame, self.settings) else None
-
     def assign(self, frame: int, candidates: list[Candidate]) -> tuple[dict[int, Candidate], list[Candidate]]:
         if not self.live or not candidates:
             return {}, list(candidates)
         cost = np.full((len(self.live), len(candidates)), FAR)
         for i, track in enumerate(self.live):
             for j, candidate in enumerate(candidates):
-                distance = self.fits(track, frame, candidate)
+                distance = fits(track, frame, candidate, self.settings)
                 if distance is not None:
                     cost[i, j] = distance
         rows, cols = linear_sum_assignment(cost)
@@ -54,16 +46,13 @@ class MultiBallTracker:
         return next(t for t in self.live if t.id == track_id)
 
     def accept(self, track: BallTrack, frame: int, candidate: Candidate, source: str = DETECTED) -> TrackPoint:
-        point = TrackPoint(frame=frame, track=track.id, box=tuple(float(v) for v in candidate.box),
-                           score=float(candidate.score), type_name=candidate.type_name, source=source)
+        point = candidate.point(frame, track.id, source)
         track.points.append(point)
         track.misses = 0
-        n = self.settings.still_frames
-        if n > 0 and len(track.points) >= n:
-            centres = np.stack([p.centre for p in track.points[-n:]])
-            if np.linalg.norm(centres - centres.mean(axis=0), axis=1).max() <= self.settings.still_px:
-                self.still.append(centres.mean(axis=0))
-                self.live.remove(track)  # dropped: never a ball in play
+        place = still_place(track, self.settings)
+        if place is not None:
+            self.still.append(place)
+            self.live.remove(track)  # dropped: never a ball in play
         return point
 
     def miss(self, track: BallTrack) -> None:
@@ -76,8 +65,7 @@ class MultiBallTracker:
         """A track for each candidate of at least `start_score`, best first, none where a still false alarm was."""
         points = []
         for candidate in sorted(candidates, key=lambda c: -c.score):
-            if candidate.score < self.settings.start_score or any(
-                    np.linalg.norm(candidate.centre - place) <= self.settings.min_gate for place in self.still):
+            if candidate.score < self.settings.start_score or near_still(candidate, self.still, self.settings):
                 continue
             track = BallTrack(self._next_id)
             self._next_id += 1

@@ -35,14 +35,14 @@ def write_summary(result: TrackResult, path: Path, extra: dict[str, Any] | None 
     return path
 
 
-def plot_tracks(result: TrackResult, path: Path, size: tuple[int, int]) -> Path:
+def plot_tracks(result: TrackResult, path: Path) -> Path:
     """Each track's centres in image coordinates (y down), coloured by how each point was found."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    height, width = size
+    height, width = result.frame_shape
     fig, ax = plt.subplots(figsize=(8, 8 * height / max(width, 1)))
     for track in result.tracks:
         xy = np.array([p.centre for p in track])

@@ -10,6 +10,17 @@ import numpy as np
 DETECTED, REDETECTED, INTERPOLATED = "detected", "redetected", "interpolated"
 
 
+def box_centre(box: tuple[float, float, float, float]) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    return np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
+
+
+def box_side(box: tuple[float, float, float, float]) -> float:
+    """The side of the square of the box's area: one size for a ball whatever its box's aspect."""
+    x1, y1, x2, y2 = box
+    return float(np.sqrt(max(x2 - x1, 1e-6) * max(y2 - y1, 1e-6)))
+
+
 @dataclass
 class TrackPoint:
     """A ball in frame `frame`: its box (xyxy, original pixels), score and type, and how it was found
@@ -27,8 +38,11 @@ class TrackPoint:
 
     @property
     def centre(self) -> np.ndarray:
-        x1, y1, x2, y2 = self.box
-        return np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
+        return box_centre(self.box)
+
+    @property
+    def side(self) -> float:
+        return box_side(self.box)
 
     @property
     def interpolated(self) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 from mhyolo.errors import ConfigError
 from mhyolo.infer.sources import Frame
 from mhyolo.track.gaps import drop_jumps, fill_gaps, timed, turns, vote_type
-from mhyolo.track.motion import BallTrack, Candidate, MotionSettings, SingleBallTracker
+from mhyolo.track.motion import BallTrack, Candidate, MotionSettings, SingleBallTracker, fits
 from mhyolo.track.multi import MultiBallTracker
 from mhyolo.track.points import DETECTED, REDETECTED, TrackPoint
 
@@ -53,6 +53,7 @@ class TrackResult:
     names: dict[int, str]  # frame number -> frame name (file name, or video:frame)
     turns: dict[int, list[int]]  # track id -> frames of a downward-to-upward turn
     fps: float
+    frame_shape: tuple[int, int] = (0, 0)  # (height, width) of the first frame
     frames: int = 0
     model_calls: int = 0
     window_calls: int = 0
@@ -133,6 +134,8 @@ class Tracker:
             if not frame.ok:
                 raise ConfigError(f"{frame.path}: {frame.error}")
             result.names[number] = frame.name
+            if not result.frames:
+                result.frame_shape = frame.image.shape[:2]
             result.frames += 1
             prediction = self.predictor.predict([frame.image])[0]
             result.model_calls += 1
@@ -194,7 +197,8 @@ class Tracker:
 
     def _redetect_track(self, motion: MultiBallTracker, track: BallTrack, number: int,
                         image: np.ndarray) -> Candidate | None:
-        fitting = [c for c in self._window(track.expected(number), image) if motion.fits(track, number, c) is not None]
+        window = self._window(track.expected(number), image)
+        fitting = [c for c in window if fits(track, number, c, motion.settings) is not None]
         return max(fitting, key=lambda c: c.score, default=None)
 
     def _redetect(self, motion: SingleBallTracker, number: int, image: np.ndarray) -> Candidate | None:
