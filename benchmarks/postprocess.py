@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 from mhyolo.bench.timing import interleaved_times, percentile
@@ -27,21 +28,23 @@ from mhyolo.infer.layout import reconstruct
 from mhyolo.deploy.onnx_export import export_onnx
 from mhyolo.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
 from mhyolo.infer.inference import Inference
-from mhyolo.infer.preprocess import letterbox, to_tensor
+from mhyolo.infer.preprocess import letterbox, to_float_batch
 from mhyolo.machine import cpu_info
 from mhyolo.model.weights import load_model
 from mhyolo.paths import shared_dir
 
 
 def _same(a, b) -> bool:
-    return all(torch.equal(x.det.indices, y.det.indices) and torch.equal(x.det.boxes, y.det.boxes)
-               and torch.equal(x.det.scores, y.det.scores)
+    """The same kept rows, boxes and scores, and the same types (probabilities to PyTorch's softmax rounding)."""
+    return all(np.array_equal(x.det.indices, y.det.indices) and np.array_equal(x.det.boxes, y.det.boxes)
+               and np.array_equal(x.det.scores, y.det.scores)
                and (x.types is None) == (y.types is None)
-               and (x.types is None or (x.types.ids == y.types.ids).all() and (x.types.scores == y.types.scores).all())
+               and (x.types is None or (np.array_equal(x.types.ids, y.types.ids)
+                                        and np.allclose(x.types.scores, y.types.scores, rtol=0, atol=3e-7)))
                for x, y in zip(a, b))
 
 
-def _calls(model, backend, x: torch.Tensor, conf: float) -> tuple[dict, int]:
+def _calls(model, backend, x: np.ndarray, conf: float) -> tuple[dict, int]:
     """Timed calls for one size and threshold, and the number of boxes kept."""
     graph = Inference(backend, conf=conf)
     full_graph = Inference(backend, conf=conf)
@@ -50,16 +53,16 @@ def _calls(model, backend, x: torch.Tensor, conf: float) -> tuple[dict, int]:
     torch_full = Inference(model, conf=conf)
     torch_full.reader = None
     raw = backend.run(x)
-    forward = model.forward(x)
+    forward = model.forward(torch.from_numpy(x))
     kept = graph.finish(raw)
     checks = [(kept, full_graph.finish(reconstruct(raw, backend.metadata))),
-              (torch_levels.finish(forward), torch_full.finish(model.predict(x)))]
+              (torch_levels.finish(forward), torch_full.finish(model.predict(torch.from_numpy(x))))]
     if not all(_same(a, b) for a, b in checks):
         raise SystemExit("the per-level read kept other boxes than the full decode")
     calls = {"ONNX Runtime: model call": lambda: backend.run(x),
              "ONNX Runtime: post, full decode": lambda: full_graph.finish(reconstruct(raw, backend.metadata)),
              "ONNX Runtime: post, per level": lambda: graph.finish(raw),
-             "PyTorch: forward": lambda: model.forward(x),
+             "PyTorch: forward": lambda: model.forward(torch.from_numpy(x)),
              "PyTorch: post, full decode": lambda: torch_full.finish(
                  {name: model.heads[name].inference(value) for name, value in forward.items()}),
              "PyTorch: post, per level": lambda: torch_levels.finish(forward)}
@@ -89,7 +92,7 @@ def main() -> None:
         for size in args.sizes:
             onnx_path = export_onnx(model, Path(tmp) / f"model{size}.onnx", imgsz=size).path
             backend = OnnxRuntimeBackend(onnx_path, threads=args.threads)
-            x = to_tensor([letterbox(image, size)[0]])
+            x = to_float_batch([letterbox(image, size)[0]])
             for conf in args.conf:
                 calls, kept = _calls(model, backend, x, conf)
                 times, _ = interleaved_times(calls, args.runs, args.warmup, keep_going=False)

@@ -207,20 +207,20 @@ def test_export_graph_reads_back_to_what_the_model_predicts() -> None:
     assert outputs["boxes_p3"].shape == (2, 3 * 4, 12, 12) and outputs["scores_p3"].shape == (2, 3 * 3, 12, 12)
     got = reconstruct({k: v.numpy() for k, v in outputs.items()}, graph.metadata)
     for key in ("detection", "type"):
-        torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(got[key]), expected[key], atol=1e-5, rtol=1e-5)
 
 
 def _detecting_decoupled_model(official_weights: Path, images: list[np.ndarray], imgsz: int) -> YoloModel:
     """yolov5n-decoupled with the COCO backbone and neck, its head's objectness bias raised so
     that at least 21 cells of every image score 0.29 or more (the check keeps boxes over 0.25):
     the runtime's detections are compared, not only its tensors."""
-    from mhyolo.infer.preprocess import letterbox, to_tensor
+    from mhyolo.infer.preprocess import letterbox, to_float_batch
 
     torch.manual_seed(0)
     model = YoloModel("yolov5n-decoupled", names=["ball"])
     transfer_weights(model, import_official(official_weights).state_dict)
     model.eval()
-    x = to_tensor([letterbox(image, imgsz)[0] for image in images])
+    x = torch.from_numpy(to_float_batch([letterbox(image, imgsz)[0] for image in images]))
     with torch.no_grad():
         scores = torch.cat([r[..., 4].reshape(len(images), -1) for r in model(x)["detection"]], 1)
         cut = float(scores.sort(1, descending=True).values[:, 20].min())
@@ -255,7 +255,7 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime(official_weights: Path, sha
     with torch.no_grad():
         expected = model.predict(x)["detection"]
     assert decoded.shape == expected.shape == (1, 3 * (40 * 40 + 20 * 20 + 10 * 10), 6)
-    torch.testing.assert_close(decoded, expected, atol=2e-3, rtol=1e-4)  # pixels: boxes, probabilities: 1e-4
+    torch.testing.assert_close(torch.from_numpy(decoded), expected, atol=2e-3, rtol=1e-4)  # pixels: boxes, probabilities: 1e-4
 
 
 # ------------------------------------------------------------------------ training

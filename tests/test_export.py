@@ -94,7 +94,7 @@ def test_graph_outputs_read_back_to_exactly_what_the_model_predicts(cfg):
     got = reconstruct({k: v.numpy() for k, v in outputs.items()}, graph.metadata)
     assert set(got) == set(expected)
     for key in expected:
-        torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(got[key]), expected[key], atol=1e-5, rtol=1e-5)
     # the documented layout: separate 4-D box and score tensors, sigmoid already applied
     na, nc = model.detect.na, model.detect.nc
     assert outputs["boxes_p3"].shape == (2, na * 4, 20, 20)
@@ -217,8 +217,9 @@ def test_dynamic_batch_export_runs_a_batch_at_once(tmp_path):
     out = backend.predict(x)
     with torch.no_grad():
         expected = model.predict(x)
-    torch.testing.assert_close(out["image_type"], expected["image_type"], atol=ORT_ATOL, rtol=0)
-    torch.testing.assert_close(out["detection"][..., 4:], expected["detection"][..., 4:], atol=ORT_ATOL, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(out["image_type"]), expected["image_type"], atol=ORT_ATOL, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(out["detection"][..., 4:]), expected["detection"][..., 4:],
+                               atol=ORT_ATOL, rtol=0)
 
 
 @needs_shared

@@ -70,9 +70,19 @@ def _both(backend, x: torch.Tensor, conf: float, **options):
     levels = Inference(backend, conf=conf, **options)
     full = Inference(backend, conf=conf, **options)
     assert levels.reader is not None
-    full.reader = None  # `predict`: every row decoded, then NMS
+    full.reader = None  # `predict` (the PyTorch model's own decoding, on a tensor): every row decoded, then NMS
     with torch.inference_mode():
-        return levels.run(x), full.run(x), levels
+        return levels.run(x), full.run(torch.as_tensor(x)), levels
+
+
+def _torch_decode(outputs: dict[str, np.ndarray], meta: ExportMetadata) -> torch.Tensor:
+    """The PyTorch model's own decoder (`decode_levels`) on graph outputs: what the NumPy read must equal."""
+    from mhyolo.model.heads import decode_levels, per_anchor
+
+    probs = [torch.cat((per_anchor(torch.from_numpy(outputs[f"boxes_{lv}"]).float(), meta.na),
+                        per_anchor(torch.from_numpy(outputs[f"scores_{lv}"]).float(), meta.na)), dim=-1)
+             for lv in meta.levels]
+    return decode_levels(probs, torch.tensor(meta.anchors_px, dtype=torch.float32), meta.strides)
 
 
 def _assert_same(kept, reference) -> None:
@@ -80,12 +90,14 @@ def _assert_same(kept, reference) -> None:
     for got, ref in zip(kept, reference):
         for name in ("boxes", "scores", "classes", "indices"):
             a, b = getattr(got.det, name), getattr(ref.det, name)
-            assert a.dtype == b.dtype and torch.equal(a, b), name
+            assert a.dtype == b.dtype, name
+            np.testing.assert_array_equal(a, b, err_msg=name)
         np.testing.assert_array_equal(got.boxes, ref.boxes)
         assert (got.types is None) == (ref.types is None)
         if ref.types is not None:
             np.testing.assert_array_equal(got.types.ids, ref.types.ids)
-            np.testing.assert_array_equal(got.types.scores, ref.types.scores)
+            # the reference's softmax may be PyTorch's (a model's `predict`): NumPy's `exp` differs in the last bit
+            np.testing.assert_allclose(got.types.scores, ref.types.scores, rtol=0, atol=3e-7)
             assert got.types.image_type == ref.types.image_type
 
 
@@ -112,11 +124,12 @@ def test_hand_made_outputs_keep_what_the_full_decode_keeps(nc, type_output, dtyp
     # the candidates themselves: the rows above the threshold, decoded bit for bit as `decode_levels` does
     levels = graph_levels(outputs, meta)
     decoded = reconstruct(outputs, meta)["detection"]
+    np.testing.assert_array_equal(decoded, _torch_decode(outputs, meta).numpy())
     for b in range(2):
         ids, rows = levels.candidates(b, conf)
-        expected = torch.nonzero(decoded[b, :, 4] > conf).squeeze(1).numpy()
+        expected = np.flatnonzero(decoded[b, :, 4] > np.float32(conf))
         np.testing.assert_array_equal(ids, expected)
-        np.testing.assert_array_equal(rows, decoded[b, expected].numpy())
+        np.testing.assert_array_equal(rows, decoded[b, expected])
         if expect == "all":
             assert len(ids) == levels.rows == 3 * (64 + 16 + 4)
 
@@ -148,9 +161,16 @@ def test_level_outputs_read_as_a_mapping_are_what_reconstruct_gives():
     full = reconstruct(outputs, meta)
     assert set(levels) == set(full) == {"detection", "type"} and "image_type" not in levels
     for key in full:
-        assert torch.equal(levels[key], full[key]), key
+        np.testing.assert_array_equal(levels[key], full[key], err_msg=key)
     rows = np.array([5, 0, 250, 64 * 3 + 7])  # any order, any level
-    assert torch.equal(levels.type_rows(1, rows), full["type"][1, torch.from_numpy(rows)])
+    np.testing.assert_array_equal(levels.type_rows(1, rows), full["type"][1, rows])
+    np.testing.assert_array_equal(full["detection"], _torch_decode(outputs, meta).numpy())
+    from mhyolo.model.heads import per_anchor
+    from mhyolo.model.type_heads import flatten_levels
+
+    logits = flatten_levels([per_anchor(torch.from_numpy(outputs[f"types_{lv}"]).float(), meta.na)
+                             for lv in meta.levels])
+    np.testing.assert_allclose(full["type"], logits.softmax(-1).numpy(), rtol=0, atol=3e-7)  # NumPy's exp: last bit
 
 
 def test_a_missing_graph_output_is_named():
@@ -164,8 +184,8 @@ def test_a_missing_graph_output_is_named():
 
 
 def test_suppress_of_no_candidates_is_empty():
-    det = suppress(torch.zeros(0, dtype=torch.int64), torch.zeros(0, 6))
-    assert len(det) == 0 and det.indices.dtype == torch.int64 and det.boxes.shape == (0, 4)
+    det = suppress(np.zeros(0, np.int64), np.zeros((0, 6), np.float32))
+    assert len(det) == 0 and det.indices.dtype == np.int64 and det.boxes.shape == (0, 4)
 
 
 def test_readers_are_chosen_by_backend_kind():
@@ -182,7 +202,10 @@ def test_readers_are_chosen_by_backend_kind():
         assert set(Inference(graph).call(x)) == set(meta.output_names)  # the graph call alone, nothing decoded
         raw = Inference(model).call(x)  # the forward's logits per level, nothing decoded
     assert set(raw) == {"detection"} and raw["detection"][0].shape == (1, 3, 8, 8, 6)
-    assert level_reader(model.half()) is None  # decoded on its own device and precision by `predict`
+    half = level_reader(model.half())  # any device and precision: read per level, as float32 arrays
+    assert isinstance(half, ModelLevels)
+    levels = half(np.zeros((1, 3, IMGSZ, IMGSZ), np.float32))
+    assert levels.scores[0].dtype == np.float32 and levels.scores[0].shape == (1, 3, 8, 8, 2)
 
 
 # ---------------------------------------------------------------- real models
@@ -220,11 +243,11 @@ def _image_head_model():
 @pytest.fixture(scope="module")
 def photos():
     from mhyolo.deploy.check import read_images
-    from mhyolo.infer.preprocess import letterbox, to_tensor
+    from mhyolo.infer.preprocess import letterbox, to_float_batch
 
     if not WEIGHTS.is_file() or not all(p.is_file() for p in IMAGES):
         pytest.skip(f"shared folder absent: needs {WEIGHTS} and the sample images")
-    return to_tensor([letterbox(image, 256)[0] for image in read_images(IMAGES)])
+    return torch.from_numpy(to_float_batch([letterbox(image, 256)[0] for image in read_images(IMAGES)]))
 
 
 @needs_shared

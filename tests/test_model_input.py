@@ -13,7 +13,7 @@ import torch
 from mhyolo.data.dataset import YoloDataset
 from mhyolo.data.spec import load_data_spec
 from mhyolo.errors import ConfigError
-from mhyolo.infer.preprocess import MODEL_INPUTS, FloatRgbNchw, Uint8BgrNhwc, letterbox, model_input, to_tensor
+from mhyolo.infer.preprocess import MODEL_INPUTS, FloatRgbNchw, Uint8BgrNhwc, letterbox, model_input, to_float_batch
 from mhyolo.paths import shared_dir
 
 SEED_BALLS = shared_dir() / "data" / "seed_balls" / "data.yaml"
@@ -33,12 +33,15 @@ def test_loader_batch_and_letterboxes_give_the_same_input_in_each_form(samples):
     boxed = [letterbox(cv2.imread(str(s.path)), IMGSZ)[0] for s in samples]  # what the predictor gets: BGR HWC
     u8 = MODEL_INPUTS["uint8_bgr_nhwc"]
     from_loader, from_predictor = u8.from_rgb_chw(batch), u8.from_letterbox(boxed)
-    assert from_loader.dtype == torch.uint8 and tuple(from_loader.shape) == (3, IMGSZ, IMGSZ, 3)
-    assert torch.equal(from_loader, from_predictor)
-    assert from_loader.float().std() > 10  # real photos, not a blank canvas
+    assert from_loader.dtype == np.uint8 and tuple(from_loader.shape) == (3, IMGSZ, IMGSZ, 3)
+    np.testing.assert_array_equal(from_loader, from_predictor)
+    assert from_loader.astype(np.float32).std() > 10  # real photos, not a blank canvas
     floats = MODEL_INPUTS["float32_rgb_nchw"]
-    assert torch.equal(floats.from_rgb_chw(batch.clone()), floats.from_letterbox(boxed))
-    assert torch.equal(floats.from_letterbox(boxed), to_tensor(boxed))
+    from_batch = floats.from_rgb_chw(batch.clone())
+    assert from_batch.dtype == np.float32
+    np.testing.assert_array_equal(from_batch, floats.from_letterbox(boxed))
+    np.testing.assert_array_equal(floats.from_letterbox(boxed), to_float_batch(boxed))
+    np.testing.assert_array_equal(from_batch, batch.float().div(255.0).numpy())  # as PyTorch divides
     checked = u8.check(from_loader, IMGSZ, "m.xml")
     assert checked.dtype == np.uint8 and checked.flags.c_contiguous
 

@@ -62,6 +62,7 @@ class BandBackend:
         return rows
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)  # the predictor hands backends a NumPy batch
         rows = []
         for image in x:
             self.shapes.append(tuple(image.shape[-2:]))

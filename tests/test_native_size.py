@@ -27,6 +27,7 @@ class BrightBoxBackend:
         self.input_shapes: list[tuple[int, ...]] = []
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)  # the predictor hands backends a NumPy batch
         self.input_shapes.append(tuple(x.shape))
         rows = []
         for image in x:

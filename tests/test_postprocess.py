@@ -1,4 +1,5 @@
-"""NMS on hand-made rows, and the letterbox / scale-back round trip, without any model."""
+"""NMS on hand-made rows (and against torchvision's on random ones), and the letterbox / scale-back round
+trip, without any model."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_nms_keeps_exactly_the_right_rows_per_class():
     assert isinstance(det, Detections)
     assert det.indices.tolist() == [3, 2, 7, 0]
     assert det.classes.tolist() == [0, 1, 0, 1]
-    assert det.indices.dtype == torch.int64 and det.classes.dtype == torch.int64
+    assert det.indices.dtype == np.int64 and det.classes.dtype == np.int64 and det.boxes.dtype == np.float32
     assert det.scores.tolist() == pytest.approx([0.81, 0.72, 0.63, 0.42], abs=1e-6)
     assert det.boxes[0].tolist() == pytest.approx([75, 75, 125, 125])
     assert det.boxes[3].tolist() == pytest.approx([374, 380, 434, 420])
@@ -69,7 +70,7 @@ def test_nms_batch_with_an_empty_image_and_numpy_fp16_input():
     first, second = non_max_suppression(pred)
     assert first.indices.tolist() == [3, 2, 7, 0]
     assert len(second) == 0
-    assert second.boxes.shape == (0, 4) and second.indices.dtype == torch.int64
+    assert second.boxes.shape == (0, 4) and second.indices.dtype == np.int64
 
 
 def test_nms_single_image_2d_input():
@@ -114,8 +115,7 @@ def test_letterbox_then_scale_back_restores_a_known_box(height, width, box):
     restored = scale_boxes_to_original(found, info)
     tolerance = 1.5 / info.ratio + 0.5  # one resampled pixel at the edge, in original pixels
     assert np.abs(restored - np.array(box, dtype=np.float32)).max() <= tolerance, (restored, box)
-    restored_t = scale_boxes_to_original(torch.from_numpy(found), info)
-    np.testing.assert_array_equal(restored_t.numpy(), restored)  # NumPy and PyTorch round alike
+    np.testing.assert_array_equal(scale_boxes_to_original(torch.from_numpy(found), info), restored)  # a tensor too
 
 
 def test_scale_back_clips_to_the_original_image():
@@ -125,11 +125,39 @@ def test_scale_back_clips_to_the_original_image():
     assert restored.tolist() == [[0.0, 0.0, 400.0, 300.0]]
 
 
-def test_scale_back_in_numpy_and_torch_is_bit_for_bit_the_same():
-    """Inference maps kept boxes back in NumPy: it must round exactly as the tensor path does."""
+def test_scale_back_in_numpy_rounds_as_the_tensor_arithmetic_did():
+    """Boxes are mapped back in NumPy: exactly the float32 results of the same steps on a tensor."""
     rng = np.random.default_rng(0)
     boxes = rng.uniform(-20, 660, (500, 4)).astype(np.float32)
     for height, width in ((480, 640), (1080, 810), (123, 457), (3000, 1000)):
         _, info = letterbox(np.zeros((height, width, 3), np.uint8), 640)
-        np.testing.assert_array_equal(scale_boxes_to_original(torch.from_numpy(boxes), info).numpy(),
-                                      scale_boxes_to_original(boxes, info))
+        expected = torch.from_numpy(boxes.copy())
+        expected[:, [0, 2]] = ((expected[:, [0, 2]] - info.pad[0]) / info.ratio).clamp(0, width)
+        expected[:, [1, 3]] = ((expected[:, [1, 3]] - info.pad[1]) / info.ratio).clamp(0, height)
+        np.testing.assert_array_equal(scale_boxes_to_original(boxes, info), expected.numpy())
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_nms_keeps_the_rows_torchvision_keeps(agnostic):
+    """The NumPy/OpenCV NMS keeps torchvision's boxes in torchvision's order: clustered boxes, tied
+    scores, three classes, over many random images."""
+    torchvision = pytest.importorskip("torchvision")
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        n = int(rng.integers(1, 80))
+        centre = rng.uniform(0, 60, (n, 2)) + 100 if trial % 2 else rng.uniform(0, 600, (n, 2))
+        xywh = np.concatenate([centre, rng.uniform(2, 80, (n, 2))], axis=1)
+        scores = rng.uniform(0.3, 1.0, n)
+        if trial % 3 == 0:
+            scores = np.round(scores, 1)  # ties
+        classes = rng.integers(0, 3, n)
+        rows = np.zeros((n, 8), np.float32)
+        rows[:, :4], rows[:, 4] = xywh, scores
+        rows[np.arange(n), 5 + classes] = 1.0
+        (det,) = non_max_suppression(rows, conf_thres=0.25, iou_thres=0.45, agnostic=agnostic)
+        boxes = torch.from_numpy(xywh2xyxy(rows[:, :4]))
+        if agnostic:
+            keep = torchvision.ops.nms(boxes, torch.from_numpy(rows[:, 4]), 0.45)
+        else:
+            keep = torchvision.ops.batched_nms(boxes, torch.from_numpy(rows[:, 4]), torch.from_numpy(classes), 0.45)
+        assert det.indices.tolist() == keep.tolist(), trial

@@ -20,7 +20,7 @@ from mhyolo.data.dataset import read_image
 from mhyolo.data.pairing import split_images
 from mhyolo.data.spec import load_data_spec
 from mhyolo.errors import DataError
-from mhyolo.infer.preprocess import letterbox, to_tensor
+from mhyolo.infer.preprocess import letterbox, to_float_batch
 from mhyolo.paths import shared_dir
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'mhyolo[deploy]')")
@@ -69,7 +69,7 @@ def test_calibration_images_are_seeded_letterboxed_train_images(tmp_path):
     assert batches[0].shape == (1, 3, 96, 96) and batches[0].dtype == np.float32
     np.testing.assert_allclose(batches[0][0], expected.transpose(2, 0, 1) / 255.0, atol=1e-6)
     bgr = letterbox(read_images([files[0]])[0], 96)[0]
-    np.testing.assert_allclose(batches[0], to_tensor([bgr]).numpy(), atol=1e-6)  # same as prediction's input
+    np.testing.assert_allclose(batches[0], to_float_batch([bgr]), atol=1e-6)  # same as prediction's input
     # a split with fewer images than asked gives all of them; nothing to draw is an error
     data = tiny_ball_dataset(shared_dir(), tmp_path / "tiny", per_type_train=1, per_type_val=1)
     assert len(calibration_files(data, 50)) == 3

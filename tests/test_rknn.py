@@ -22,7 +22,7 @@ import torch
 from mhyolo.deploy import rknn as rk
 from mhyolo.deploy import rknn_env
 from mhyolo.errors import MhyoloError, WeightsError
-from mhyolo.infer.preprocess import letterbox, to_tensor
+from mhyolo.infer.preprocess import letterbox, to_float_batch
 from mhyolo.paths import shared_dir
 
 IMAGES = [shared_dir() / "images" / "bus.jpg", shared_dir() / "images" / "zidane.jpg"]
@@ -76,12 +76,12 @@ def test_checkout_environment_is_found(monkeypatch, tmp_path):
 
 
 def test_worker_input_is_the_raw_letterboxed_pixels():
-    """Validation's path (uint8 RGB CHW / 255) and the predictor's (BGR -> `to_tensor`)
+    """Validation's path (uint8 RGB CHW / 255) and the predictor's (BGR -> `to_float_batch`)
     both reach the worker as the exact uint8 RGB bytes: no second normalisation."""
     original = _synthetic_rgb(37, 53)
     rgb, _ = letterbox(original, 64)
     as_validation = torch.from_numpy(rgb.transpose(2, 0, 1)[None].copy()).float().div_(255.0)
-    as_predictor = to_tensor([np.ascontiguousarray(rgb[:, :, ::-1])])  # the predictor reads BGR
+    as_predictor = to_float_batch([np.ascontiguousarray(rgb[:, :, ::-1])])  # the predictor reads BGR
     for batch in (as_validation, as_predictor, as_validation.numpy()):
         pixels = rk.to_worker_input(batch)
         assert pixels.dtype == np.uint8 and pixels.shape == (1, 64, 64, 3)
@@ -227,7 +227,7 @@ def test_simulator_detects_what_onnxruntime_detects(converted):
         assert sim.imgsz == 160 and sim.names == ort.names
         expected = Predictor(ort, imgsz=160, conf=0.3).predict([image])[0]
         got = Predictor(sim, imgsz=160, conf=0.3).predict([image])[0]
-        batch = to_tensor([letterbox(cv2.imread(str(p)), 160)[0] for p in IMAGES])
+        batch = to_float_batch([letterbox(cv2.imread(str(p)), 160)[0] for p in IMAGES])
         raw_ort, raw_sim = ort.run(batch), sim.run(batch)  # a batch of 2 through one worker
     finally:
         sim.close()

@@ -29,6 +29,7 @@ class BlobBackend:
         self.shapes: list[tuple[int, int]] = []
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)  # the predictor hands backends a NumPy batch
         rows = []
         for image in x:
             self.shapes.append(tuple(image.shape[-2:]))

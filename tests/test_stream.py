@@ -118,6 +118,7 @@ class SlowFirstBackend:
         self.lock = threading.Lock()
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)  # the predictor hands backends a NumPy batch
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
@@ -160,7 +161,9 @@ def test_each_runtime_overlaps_its_own_way(models):
         assert chosen["openvino"].description.startswith("OpenVINO async")
     for calls in chosen.values():
         calls.close()
-    assert isinstance(model_calls(Predictor(torch_model.half(), imgsz=IMGSZ).inference), InlineCalls)
+    half = model_calls(Predictor(torch_model.half(), imgsz=IMGSZ).inference)  # any PyTorch model: threads
+    assert isinstance(half, ThreadedCalls)
+    half.close()
     with pytest.raises(ConfigError, match="streams must be at least 1"):
         model_calls(Predictor(torch_model, imgsz=IMGSZ).inference, streams=0)
     with pytest.raises(ConfigError, match="batch size 1"):

@@ -59,6 +59,7 @@ class DetectorStub:
     stride = torch.tensor([8.0, 16.0, 32.0])
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)  # the predictor hands backends a NumPy batch
         rows = []
         for image in x:
             grey = round(float(image[:, 0, 0].mean()) * 255)
@@ -83,6 +84,7 @@ class ClassifierStub:
         self.calls: list[int] = []
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        x = torch.as_tensor(x)  # crops come as a NumPy batch
         self.calls.append(int(x.shape[0]))
         centre = (x[:, :, self.imgsz // 2, self.imgsz // 2] * 255).round().int().tolist()
         probs = np.zeros((len(centre), len(self.names)), np.float32)
@@ -271,6 +273,7 @@ class SpyClassifier:
         self.calls: list[int] = []
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        x = torch.as_tensor(x)  # crops come as a NumPy batch
         self.calls.append(int(x.shape[0]))
         assert self.fixed_batch is None or x.shape[0] == self.fixed_batch
         return self.inner.probabilities(x)
@@ -318,6 +321,7 @@ class ScatterDetectorStub(DetectorStub):
     the yellow one, at 0.004), and false alarms over the background at scores from 0.002 to 0.2."""
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)  # the predictor hands backends a NumPy batch
         base = super().predict(x)["detection"].tolist()
         rows = []
         for image, found in zip(x, base):
@@ -350,6 +354,7 @@ class MeanColourClassifier:
         self.crops = 0
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        x = torch.as_tensor(x)  # crops come as a NumPy batch
         self.crops += int(x.shape[0])
         return (x.mean(dim=(2, 3)) @ self.weights).softmax(-1).numpy()
 

@@ -38,6 +38,7 @@ class HandMadeBackend:
         self.names = names or ["ball"]
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)  # the predictor hands backends a NumPy batch
         batch = x.shape[0]
         rows = torch.tensor([ROWS] * batch)
         if len(self.names) == 1:  # one class: obj x cls with cls = 1
@@ -110,7 +111,7 @@ class _Counter:
         self.images = 0
 
     def __call__(self, pred, *args, **kwargs):
-        self.images += int(pred.shape[0]) if pred.dim() == 3 else 1
+        self.images += int(pred.shape[0]) if pred.ndim == 3 else 1
         return self.function(pred, *args, **kwargs)
 
 

@@ -15,15 +15,15 @@ Fixtures are module-scoped: a test module imports the ones it uses.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-import torch
 from helpers.models import sports_ball_model
 from helpers.optional import needs
 from test_export import IMAGES, TYPEHEAD_CFG, WEIGHTS, typehead_person_model
-from torchvision.ops import box_iou
 
 from mhyolo.deploy.calibration import calibration_batches
 from mhyolo.deploy.onnx_export import export_onnx
+from mhyolo.infer.arrays import box_iou
 from mhyolo.infer.postprocess import non_max_suppression
 from mhyolo.infer.preprocess import letterbox, model_input
 from mhyolo.paths import shared_dir
@@ -75,13 +75,13 @@ def assert_close(reference, candidate):
     total = 0
     for ref, cand in zip(reference, candidate):
         for a, b, side in ((ref, cand, "FP32"), (cand, ref, "INT8")):
-            iou = box_iou(a.boxes, b.boxes) if len(a) and len(b) else torch.zeros(len(a), len(b))
+            iou = box_iou(a.boxes, b.boxes) if len(a) and len(b) else np.zeros((len(a), len(b)), np.float32)
             for i in range(len(a)):
                 if float(a.scores[i]) < CONF + MARGIN:
                     continue
                 total += 1
                 same = b.classes == a.classes[i]
-                scores = torch.where(same, iou[i], torch.zeros_like(iou[i])) if len(b) else iou[i]
+                scores = np.where(same, iou[i], 0.0) if len(b) else iou[i]
                 assert len(b) and float(scores.max()) > MIN_IOU, f"{side} box {a.boxes[i].tolist()} has no partner"
                 j = int(scores.argmax())
                 assert abs(float(a.scores[i]) - float(b.scores[j])) < SCORE_TOL, (

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from mhyolo.adapt.pseudo import link_or_copy
@@ -141,7 +140,7 @@ def pseudo_label_quality(pseudo: Path, targets: dict[str, str], iou: float = 0.5
 
 
 def _corners(cxcywh: np.ndarray) -> np.ndarray:
-    return xywh2xyxy(torch.as_tensor(cxcywh, dtype=torch.float64)).numpy()
+    return xywh2xyxy(np.asarray(cxcywh, dtype=np.float64))
 
 
 def fold_weights(fold: Path, recorded: str) -> Path:

@@ -19,6 +19,7 @@ import torch
 
 from mhyolo.classify.model import ClassifierSpec
 from mhyolo.errors import WeightsError
+from mhyolo.infer.arrays import as_numpy
 from mhyolo.infer.crop_types import CROP_BATCH
 
 
@@ -71,7 +72,8 @@ class TorchClassifier(ClassifierBackend):
         self.pass_size = pass_size
 
     @torch.inference_mode()
-    def probabilities(self, x: torch.Tensor) -> np.ndarray:
+    def probabilities(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
         parts = x.split(self.pass_size) if len(x) else (x,)
         return np.concatenate([self.net(part.to(self.device)).softmax(-1).float().cpu().numpy() for part in parts])
 
@@ -91,8 +93,8 @@ class OnnxClassifier(ClassifierBackend):
         first = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = first if isinstance(first, int) and first > 0 else None
 
-    def probabilities(self, x: torch.Tensor) -> np.ndarray:
-        array = np.ascontiguousarray(x.detach().cpu().float().numpy())
+    def probabilities(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        array = np.ascontiguousarray(as_numpy(x), dtype=np.float32)
         return np.asarray(self.session.run(None, {self.input_name: array})[0], dtype=np.float32)
 
 

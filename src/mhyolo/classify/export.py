@@ -168,8 +168,8 @@ def check_and_calibration_crops(weights: str | Path, data: str | Path | None, ca
     check = split_crops(data_spec, "val", spec.imgsz, spec.margin, progress)
     train = split_crops(data_spec, "train", spec.imgsz, spec.margin, progress)
     chosen = rng.choice(len(train), size=min(calib_crops, len(train)), replace=False)
-    calibration = [to_input(train.crops[i:i + 1]) for i in sorted(chosen)]
-    return to_input(check.crops[:CHECK_CROPS]), calibration
+    calibration = [torch.from_numpy(to_input(train.crops[i:i + 1])) for i in sorted(chosen)]
+    return torch.from_numpy(to_input(check.crops[:CHECK_CROPS])), calibration
 
 
 def export_checked(weights: Path, out: Path, data: str | Path | None = None, int8: bool = False,

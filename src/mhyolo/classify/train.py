@@ -147,7 +147,7 @@ def _evaluate(net: CropClassifierNet, data: CropSet, batch: int) -> tuple[float,
     net.eval()
     losses, probs = [], []
     for start in range(0, len(data), batch):
-        logits = net(to_input(data.crops[start:start + batch]))
+        logits = net(torch.from_numpy(to_input(data.crops[start:start + batch])))
         target = torch.from_numpy(data.labels[start:start + batch])
         losses.append(F.cross_entropy(logits, target, reduction="sum").item())
         probs.append(logits.softmax(-1).numpy())

@@ -19,7 +19,7 @@ from mhyolo.deploy.graph import ExportGraph
 from mhyolo.errors import DataError, MhyoloError
 from mhyolo.infer.inference import Inference, Kept
 from mhyolo.infer.postprocess import Detections
-from mhyolo.infer.preprocess import letterbox, model_input, to_tensor
+from mhyolo.infer.preprocess import letterbox, model_input, to_float_batch
 from mhyolo.model.yolo import YoloModel
 from mhyolo.paths import shared_dir
 
@@ -93,7 +93,7 @@ def compare_detections(ref: Detections, cand: Detections, ref_types: torch.Tenso
         for j in range(len(cand)):
             if j in used or int(cand.classes[j]) != int(ref.classes[i]):
                 continue
-            dist = float((cand.boxes[j] - ref.boxes[i]).abs().max())
+            dist = float(np.abs(cand.boxes[j] - ref.boxes[i]).max())
             if dist < best_dist:
                 best, best_dist = j, dist
         if best < 0 or best_dist > BOX_TOL_PX:
@@ -120,7 +120,7 @@ def check_backend(model: YoloModel, backend, images: Sequence[np.ndarray], atol:
     model = model.cpu().float().eval()
     imgsz = backend.imgsz
     padded = [letterbox(image, imgsz)[0] for image in images]
-    x = to_tensor(padded)
+    x = torch.from_numpy(to_float_batch(padded))
     reference = ExportGraph(model, imgsz, fuse=False).named_outputs(x)
     return _compare(reference, Inference(model, conf, iou).run(x), backend, padded, atol, conf, iou)
 

@@ -135,7 +135,7 @@ def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], 
             typed = item.types
             evaluation.process(ScoredImage(
                 name=str(path), width=w0, height=h0, gt_boxes=gt_boxes, gt_classes=gt_classes, boxes=item.boxes,
-                scores=det.scores.numpy(), classes=det.classes.numpy(),
+                scores=det.scores, classes=det.classes,
                 types=typed.ids if typed is not None else None, type_scores=typed.scores if typed is not None else None,
                 image_type=typed.image_type if typed is not None else None))
             paths.append(Path(path))

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from mhyolo.errors import ConfigError
 from mhyolo.infer.crops import crop_boxes
@@ -28,9 +27,9 @@ from mhyolo.infer.types import UNTYPED, BoxTypes, ImageBatch, TypeRequest, TypeS
 CROP_BATCH = 64  # crops per forward pass when a caller bounds memory (a whole split's crops)
 
 
-def to_input(crops: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (n, S, S, 3) -> float (n, 3, S, S) in [0, 1]: the classifier's input."""
-    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+def to_input(crops: np.ndarray) -> np.ndarray:
+    """RGB uint8 (n, S, S, 3) -> float32 (n, 3, S, S) in [0, 1]: the classifier's input."""
+    return np.divide(np.asarray(crops).transpose(0, 3, 1, 2), np.float32(255.0), dtype=np.float32)
 
 
 def classify_crops(classifier: Any, crops: np.ndarray, batch: int | None = CROP_BATCH) -> np.ndarray:

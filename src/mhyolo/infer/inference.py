@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from mhyolo.defaults import PREDICT_CONF
+from mhyolo.infer.arrays import as_numpy
 from mhyolo.infer.levels import LevelOutputs, level_reader
 from mhyolo.infer.postprocess import Detections, non_max_suppression, suppress
 from mhyolo.infer.preprocess import LetterboxInfo, scale_boxes_to_original
@@ -74,30 +74,33 @@ class Inference:
             self._chosen = True
         return self.source
 
-    def call(self, x: torch.Tensor) -> Any:
+    def call(self, x: np.ndarray) -> Any:
         """The model call alone: the backend's raw outputs for `finish` (decoded rows without a reader)."""
         return self.reader.call(x) if self.reader is not None else self.backend.predict(x)
 
     def outputs(self, raw: Any) -> Mapping[str, Any]:
-        """`call`'s result as the outputs NMS and the type seam read."""
-        return self.reader.levels(raw) if self.reader is not None else raw
+        """`call`'s result as the outputs NMS and the type seam read: per level, or a backend's decoded
+        outputs as float32 arrays (tensors read back)."""
+        if self.reader is not None:
+            return self.reader.levels(raw)
+        return {name: as_numpy(value).astype(np.float32, copy=False) for name, value in raw.items()}
 
     def detections(self, outputs: Mapping[str, Any]) -> list[Detections]:
         """NMS of every image of a batch's outputs, per level when they are `LevelOutputs`."""
         if not isinstance(outputs, LevelOutputs):
-            return [det.cpu() for det in non_max_suppression(outputs["detection"], conf_thres=self.conf,
-                                                             iou_thres=self.iou, max_det=self.max_det,
-                                                             agnostic=self.agnostic)]
+            return non_max_suppression(outputs["detection"], conf_thres=self.conf, iou_thres=self.iou,
+                                       max_det=self.max_det, agnostic=self.agnostic)
         kept = []
         for b in range(outputs.batch_size):
             row_ids, rows = outputs.candidates(b, self.conf)
-            kept.append(suppress(torch.from_numpy(row_ids), torch.from_numpy(rows), conf_thres=self.conf,
+            kept.append(suppress(row_ids, rows, conf_thres=self.conf,
                                  iou_thres=self.iou, max_det=self.max_det, agnostic=self.agnostic))
         return kept
 
-    def run(self, x: torch.Tensor, infos: Sequence[LetterboxInfo] | None = None,
+    def run(self, x: np.ndarray, infos: Sequence[LetterboxInfo] | None = None,
             originals: Callable[[], Sequence[np.ndarray]] | None = None) -> list[Kept]:
-        """Kept, typed detections of every image of `x` (B, 3, H, W) float RGB in [0, 1].
+        """Kept, typed detections of every image of `x` (B, 3, H, W) float RGB in [0, 1] (or the form the
+        backend's `input_kind` names).
 
         `infos` maps boxes back to the original images; `originals` returns those images (BGR)
         for sources that read pixels (a crop classifier), called only by them."""
@@ -108,14 +111,13 @@ class Inference:
         """`run` after the model call: decoding, NMS and types of `call`'s result."""
         outputs = self.outputs(raw)
         detections = self.detections(outputs)
-        # mapped back in NumPy: the same float32 arithmetic as on the tensor, without its per-op cost
-        boxes = [scale_boxes_to_original(det.boxes.numpy(), info) if infos is not None
-                 else det.boxes.numpy().astype(np.float32) for det, info in zip(detections, infos or detections)]
+        boxes = [scale_boxes_to_original(det.boxes, info) if infos is not None
+                 else det.boxes.astype(np.float32) for det, info in zip(detections, infos or detections)]
         source = self.type_source(outputs)
         types: list[BoxTypes | None] = [None] * len(detections)
         if source is not None:
             wanted = (None if self.type_min_score is None
-                      else [det.scores.numpy() >= self.type_min_score for det in detections])
+                      else [det.scores >= self.type_min_score for det in detections])
             types = list(source.assign(outputs, detections, ImageBatch(boxes=boxes, originals=originals,
                                                                        wanted=wanted)))
         return [Kept(det, box, kind) for det, box, kind in zip(detections, boxes, types)]

@@ -14,8 +14,8 @@ Layout (every tensor NCHW, one per level ``pN`` where N = log2(stride)):
 
 Boxes and scores are separate tensors because their ranges differ by orders of
 magnitude, which per-tensor INT8 quantisation cannot represent in one tensor; no box
-decoding happens in the graph, so `reconstruct` calls the same `decode_levels` the
-PyTorch model uses and every runtime is post-processed alike.
+decoding happens in the graph: `reconstruct` decodes in NumPy (`infer.levels`) with the float32
+operations of the PyTorch model's `decode_levels`, and every runtime is post-processed alike.
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from mhyolo.errors import WeightsError
+from mhyolo.infer.arrays import as_numpy
 from mhyolo.infer.preprocess import MODEL_INPUTS, FloatRgbNchw, Uint8BgrNhwc
-from mhyolo.model.heads import decode_levels
-from mhyolo.model.type_heads import flatten_levels
 from mhyolo.version import __version__
 
 if TYPE_CHECKING:
@@ -123,53 +121,26 @@ class ExportMetadata:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.float()
-    return torch.from_numpy(np.ascontiguousarray(value)).float()
-
-
-def _per_anchor(value: torch.Tensor, na: int) -> torch.Tensor:
-    """(B, na*k, H, W) -> (B, na, H, W, k): the layout `decode_levels` reads."""
-    batch, channels, height, width = value.shape
-    return value.view(batch, na, channels // na, height, width).permute(0, 1, 3, 4, 2)
-
-
-def reconstruct(outputs: Mapping[str, torch.Tensor | np.ndarray], meta: ExportMetadata) -> dict[str, torch.Tensor]:
-    """Named graph outputs (numpy or torch) -> what `YoloModel.predict` returns:
+def reconstruct(outputs: Mapping[str, Any], meta: ExportMetadata) -> dict[str, np.ndarray]:
+    """Named graph outputs (arrays or tensors) -> what `YoloModel.predict` returns, as float32 arrays:
     ``"detection"`` (B, N, 5+nc) decoded rows, plus ``"type"`` (B, N, T) or
-    ``"image_type"`` (B, T) probabilities. Shared by every non-PyTorch runtime."""
-    missing = [name for name in meta.output_names if name not in outputs]
-    if missing:
-        raise WeightsError(f"the runtime returned no {', '.join(missing)} (got {', '.join(outputs)})")
-    na = meta.na
-    probs = []
-    for level in meta.levels:
-        boxes = _per_anchor(_tensor(outputs[f"boxes_{level}"]), na)
-        scores = _per_anchor(_tensor(outputs[f"scores_{level}"]), na)
-        probs.append(torch.cat((boxes, scores), dim=-1))
-    anchors = torch.tensor(meta.anchors_px, dtype=torch.float32)
-    result = {"detection": decode_levels(probs, anchors, meta.strides)}
-    if meta.type_output == "type":
-        logits = flatten_levels([_per_anchor(_tensor(outputs[f"types_{level}"]), na) for level in meta.levels])
-        result["type"] = logits.softmax(-1)
-    elif meta.type_output == "image_type":
-        result["image_type"] = _tensor(outputs["image_type"])
-    return result
+    ``"image_type"`` (B, T) probabilities. Shared by every non-PyTorch runtime; every row decoded
+    (`graph_levels` is the cheap read)."""
+    return dict(graph_levels(outputs, meta))
 
 
-def graph_levels(outputs: Mapping[str, np.ndarray], meta: ExportMetadata) -> LevelOutputs:
-    """Named graph outputs (numpy) as `LevelOutputs`: per-anchor views, nothing decoded or copied;
+def graph_levels(outputs: Mapping[str, Any], meta: ExportMetadata) -> LevelOutputs:
+    """Named graph outputs (arrays, or tensors read back) as `LevelOutputs`: per-anchor views, nothing decoded or copied;
     the cheap read of `reconstruct`'s result (`mhyolo.infer.levels`)."""
     from mhyolo.infer.levels import LevelOutputs, per_anchor
 
     levels, na = meta.levels, meta.na
     try:
-        boxes = [per_anchor(np.asarray(outputs[f"boxes_{level}"]), na) for level in levels]
-        scores = [per_anchor(np.asarray(outputs[f"scores_{level}"]), na) for level in levels]
-        types = [per_anchor(np.asarray(outputs[f"types_{level}"]), na) for level in levels] \
+        boxes = [per_anchor(as_numpy(outputs[f"boxes_{level}"]), na) for level in levels]
+        scores = [per_anchor(as_numpy(outputs[f"scores_{level}"]), na) for level in levels]
+        types = [per_anchor(as_numpy(outputs[f"types_{level}"]), na) for level in levels] \
             if meta.type_output == "type" else None
-        image_type = np.asarray(outputs["image_type"]) if meta.type_output == "image_type" else None
+        image_type = as_numpy(outputs["image_type"]) if meta.type_output == "image_type" else None
     except KeyError:
         missing = [name for name in meta.output_names if name not in outputs]
         raise WeightsError(f"the runtime returned no {', '.join(missing)} (got {', '.join(outputs)})") from None
@@ -177,7 +148,7 @@ def graph_levels(outputs: Mapping[str, np.ndarray], meta: ExportMetadata) -> Lev
                         strides=meta.strides, types=types, image_type=image_type)
 
 
-def graph_outputs_as_dict(values: Sequence[torch.Tensor | np.ndarray], meta: ExportMetadata) -> dict[str, Any]:
+def graph_outputs_as_dict(values: Sequence[Any], meta: ExportMetadata) -> dict[str, Any]:
     """Pair the graph's ordered outputs with their names."""
     names = meta.output_names
     if len(values) != len(names):

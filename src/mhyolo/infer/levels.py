@@ -21,13 +21,15 @@ exported backends (`infer.backends.base`); a backend none applies to (a hand-mad
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
+
+from mhyolo.infer.arrays import as_numpy, softmax
 
 DETECTION, OBJECT_TYPES, IMAGE_TYPES = "detection", "type", "image_type"
 
@@ -38,7 +40,7 @@ def _float32(array: np.ndarray) -> np.ndarray:
 
 
 @dataclass(eq=False)  # compared by identity, like any output dict
-class LevelOutputs(Mapping[str, torch.Tensor]):
+class LevelOutputs(Mapping[str, np.ndarray]):
     """One batch's outputs per level, in the per-anchor layout (B, na, H, W, k) (numpy views, no copies).
 
     `scores` channel 0 is objectness, then the classes; `types` are per-anchor type logits."""
@@ -49,7 +51,7 @@ class LevelOutputs(Mapping[str, torch.Tensor]):
     strides: Sequence[float]
     types: list[np.ndarray] | None = None  # per level (B, na, H, W, T) type logits
     image_type: np.ndarray | None = None  # (B, T) probabilities
-    _decoded: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _decoded: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.anchors_px = np.asarray(self.anchors_px, dtype=np.float32)
@@ -88,7 +90,7 @@ class LevelOutputs(Mapping[str, torch.Tensor]):
             return np.zeros(0, np.int64), np.zeros((0, 4 + self.scores[0].shape[-1]), np.float32)
         return np.concatenate(ids), np.concatenate(rows)
 
-    def type_rows(self, b: int, rows: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def type_rows(self, b: int, rows: np.ndarray) -> np.ndarray:
         """Type probabilities (n, T) of image `b`'s rows `rows` (row numbers of the full prediction):
         the softmax of only those rows' logits."""
         if self.types is None:
@@ -102,7 +104,7 @@ class LevelOutputs(Mapping[str, torch.Tensor]):
             anchor, cell = np.divmod(rows[mine] - self.offsets[lv], height * width)
             y, x = np.divmod(cell, width)
             logits[mine] = _float32(self.types[lv][b, anchor, y, x])
-        return torch.from_numpy(logits).softmax(-1)
+        return softmax(logits)
 
     # ------------------------------------------------- the decoded mapping view
     def _keys(self) -> list[str]:
@@ -113,7 +115,7 @@ class LevelOutputs(Mapping[str, torch.Tensor]):
             keys.append(IMAGE_TYPES)
         return keys
 
-    def __getitem__(self, key: str) -> torch.Tensor:
+    def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._keys():
             raise KeyError(key)
         if key not in self._decoded:
@@ -129,18 +131,29 @@ class LevelOutputs(Mapping[str, torch.Tensor]):
     def __len__(self) -> int:
         return len(self._keys())
 
-    def _decode(self, key: str) -> torch.Tensor:
-        """Every row, as `YoloModel.predict` returns it (the full, slow read)."""
-        from mhyolo.model.heads import decode_levels
-        from mhyolo.model.type_heads import flatten_levels
-
+    def _decode(self, key: str) -> np.ndarray:
+        """Every row, as `YoloModel.predict` returns it (the full, slow read): the float32 operations of
+        `candidates` on every cell, rows in level, anchor, row, column order."""
         if key == IMAGE_TYPES:
-            return torch.from_numpy(_float32(self.image_type))
+            return _float32(self.image_type)
         if key == OBJECT_TYPES:
-            return flatten_levels([torch.from_numpy(_float32(t)) for t in self.types]).softmax(-1)
-        probs = [torch.from_numpy(np.concatenate((_float32(box), _float32(score)), axis=-1))
-                 for box, score in zip(self.boxes, self.scores)]
-        return decode_levels(probs, torch.from_numpy(self.anchors_px), list(self.strides))
+            return softmax(np.concatenate([_rows_of(_float32(t)) for t in self.types], axis=1))
+        rows = []
+        for level, (boxes, scores) in enumerate(zip(self.boxes, self.scores)):
+            _, _, height, width, _ = scores.shape
+            p = _float32(boxes)
+            ys, xs = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32),
+                                 indexing="ij")
+            grid = np.stack((xs, ys), axis=-1)
+            xy = (p[..., 0:2] * 2.0 - 0.5 + grid) * np.float32(self.strides[level])
+            wh = (p[..., 2:4] * 2.0) ** 2 * self.anchors_px[level][None, :, None, None, :]
+            rows.append(_rows_of(np.concatenate((xy, wh, _float32(scores)), axis=-1)))
+        return np.concatenate(rows, axis=1)
+
+
+def _rows_of(per_anchor_values: np.ndarray) -> np.ndarray:
+    """(B, na, H, W, k) -> (B, na*H*W, k): one level's rows in anchor, row, column order."""
+    return per_anchor_values.reshape(per_anchor_values.shape[0], -1, per_anchor_values.shape[-1])
 
 
 def per_anchor(value: np.ndarray, na: int) -> np.ndarray:
@@ -165,14 +178,14 @@ class LevelReader(ABC):
         """Whether this reader reads `backend`."""
 
     @abstractmethod
-    def call(self, x: torch.Tensor) -> Any:
+    def call(self, x: np.ndarray) -> Any:
         """The model call alone on an input batch (B, 3, H, W)."""
 
     @abstractmethod
     def levels(self, raw: Any) -> LevelOutputs:
         """`call`'s result as `LevelOutputs`."""
 
-    def __call__(self, x: torch.Tensor) -> LevelOutputs:
+    def __call__(self, x: np.ndarray) -> LevelOutputs:
         return self.levels(self.call(x))
 
 
@@ -197,32 +210,42 @@ def level_reader(backend: Any) -> LevelReader | None:
 
 @register_level_reader
 class ModelLevels(LevelReader):
-    """The PyTorch model on the CPU in float32: the network forward, then the heads' own activations
-    (sigmoid, image-type softmax) on whole tensors; decoding stays for the rows that can survive.
-    A model elsewhere (a GPU, half precision) keeps `predict`, which decodes on its device."""
+    """The PyTorch model: the network forward (without autograd, the input put on the model's device in
+    its float type), then the heads' own activations (sigmoid, image-type softmax) on whole tensors,
+    read back to the CPU as float32 arrays; decoding stays for the rows that can survive, in NumPy as
+    for every runtime."""
 
     key = "pytorch"
     priority = 20
 
     @classmethod
     def applies(cls, backend: Any) -> bool:
+        if "mhyolo.model.yolo" not in sys.modules:  # no model class loaded: no backend can be one
+            return False
         from mhyolo.model.yolo import YoloModel
 
-        if not isinstance(backend, YoloModel):
-            return False
-        param = next(backend.parameters(), None)
-        return param is not None and param.device.type == "cpu" and param.dtype == torch.float32
+        return isinstance(backend, YoloModel)
 
-    def call(self, x: torch.Tensor) -> dict[str, Any]:
-        return self.backend.forward(x)
+    def call(self, x: Any) -> dict[str, Any]:
+        import torch
+
+        param = next(self.backend.parameters(), None)
+        tensor = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        if param is not None and tensor.is_floating_point():
+            tensor = tensor.to(param.device, param.dtype)
+        with torch.inference_mode():
+            return self.backend.forward(tensor)
 
     def levels(self, raw: Mapping[str, Any]) -> LevelOutputs:
+        import torch
+
         heads = self.backend.heads
         detect = self.backend.detect
-        probs = [p.detach().numpy() for p in detect.probabilities(raw[DETECTION])]
-        types = [t.detach().numpy() for t in raw[OBJECT_TYPES]] if OBJECT_TYPES in raw else None
-        image = heads[IMAGE_TYPES].inference(raw[IMAGE_TYPES]).detach().numpy() if IMAGE_TYPES in raw else None
+        with torch.inference_mode():
+            probs = [_float32(as_numpy(p)) for p in detect.probabilities(raw[DETECTION])]
+            types = [_float32(as_numpy(t)) for t in raw[OBJECT_TYPES]] if OBJECT_TYPES in raw else None
+            image = (_float32(as_numpy(heads[IMAGE_TYPES].inference(raw[IMAGE_TYPES]))) if IMAGE_TYPES in raw
+                     else None)
         return LevelOutputs(boxes=[p[..., :4] for p in probs], scores=[p[..., 4:] for p in probs],
-                            anchors_px=detect.anchors_px.numpy(), strides=detect.stride.tolist(),
-                            types=types, image_type=image)
-
+                            anchors_px=as_numpy(detect.anchors_px).astype(np.float32),
+                            strides=as_numpy(detect.stride).tolist(), types=types, image_type=image)

@@ -15,7 +15,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
-import torch
 
 from mhyolo.defaults import DEFAULT_IMGSZ, PREDICT_CONF, check_stride_multiple
 from mhyolo.errors import ConfigError
@@ -28,7 +27,7 @@ from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, model_i
 class InferenceBackend(Protocol):
     """What a runtime must offer to be used by `Predictor`.
 
-    `predict` takes a float RGB tensor (B, 3, H, W) in [0, 1] (or, for a backend whose
+    `predict` takes a float RGB batch (B, 3, H, W) in [0, 1] (or, for a backend whose
     `input_kind` says so, another `infer.preprocess.ModelInput` form) and returns at least
     `"detection"`: (B, N, 5 + nc) rows `[cx, cy, w, h, obj, cls...]` in input pixels,
     probabilities already applied. An optional `"type"` output holds type
@@ -39,7 +38,7 @@ class InferenceBackend(Protocol):
     names: list[str]
     stride: Any  # tensor or sequence of strides; inputs must be multiples of the largest
 
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def predict(self, x: np.ndarray) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,8 @@ class FramePass:
 
 def model_stride(model: InferenceBackend) -> int:
     """Largest stride of the backend: input sides must be multiples of it."""
-    return int(torch.as_tensor(model.stride).max().item())
+    stride = model.stride
+    return int(max(stride.tolist() if hasattr(stride, "tolist") else stride))
 
 
 def accepts_any_shape(model: InferenceBackend) -> bool:
@@ -162,15 +162,6 @@ def accepts_any_shape(model: InferenceBackend) -> bool:
 
 def _name(names: Sequence[str] | None, index: int) -> str:
     return str(names[index]) if names is not None and 0 <= index < len(names) else str(index)
-
-
-def _input_placement(model: InferenceBackend) -> tuple[torch.device, torch.dtype]:
-    """Feed a PyTorch model on its own device and float type; other runtimes take CPU float32."""
-    if isinstance(model, torch.nn.Module):
-        param = next(model.parameters(), None)
-        if param is not None and param.is_floating_point():
-            return param.device, param.dtype
-    return torch.device("cpu"), torch.float32
 
 
 class Predictor:
@@ -205,7 +196,6 @@ class Predictor:
                                   "PyTorch model, or --scales / --slice to see small objects")
             native.check(stride)
         self.native = native
-        self.device, self.dtype = _input_placement(model)
         self.input_form = model_input(model)  # float RGB NCHW, or what the exported graph's metadata says
         # forward, NMS once, and the type seam on the kept boxes: the model's type head, a crop
         # `classifier`, or (`classes_as_types`, for scoring an nc>1 detector) the class itself
@@ -264,16 +254,14 @@ class Predictor:
 
     def _predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         x, infos = self.prepare(images)
-        with torch.inference_mode():
-            return self.finish(self.inference.call(x), images, infos)
+        return self.finish(self.inference.call(x), images, infos)
 
-    def prepare(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[LetterboxInfo]]:
-        """Letterboxed input batch of `images` in the form the model takes (float on a PyTorch model's
-        device, or the uint8 letterbox for a graph that converts it itself), and how each was mapped."""
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+        """Letterboxed input batch of `images` in the form the model takes (float RGB, or the uint8
+        letterbox for a graph that converts it itself; a PyTorch model's reader puts it on the model's
+        device), and how each was mapped."""
         boxed = self._letterbox(images)
         x = self.input_form.from_letterbox([padded for padded, _ in boxed])
-        if x.is_floating_point():
-            x = x.to(self.device, self.dtype)
         return x, [info for _, info in boxed]
 
     def frame_passes(self, image: np.ndarray) -> list[FramePass]:
@@ -286,16 +274,15 @@ class Predictor:
 
     def finish(self, raw: Any, images: Sequence[np.ndarray], infos: Sequence[LetterboxInfo]) -> list[Prediction]:
         """`Prediction`s from the model call's result (`Inference.call`) on `prepare(images)`."""
-        with torch.inference_mode():
-            kept = self.inference.finish(raw, infos, originals=lambda: images)
+        kept = self.inference.finish(raw, infos, originals=lambda: images)
         names = self.type_names
         predictions = []
         for item, info in zip(kept, infos):
             det = item.det
             prediction = Prediction(
                 boxes=item.boxes,
-                scores=det.scores.numpy().astype(np.float32),
-                class_ids=det.classes.numpy().astype(np.int64),
+                scores=det.scores.astype(np.float32),
+                class_ids=det.classes.astype(np.int64),
                 class_names=[_name(self.model.names, int(c)) for c in det.classes],
                 image_shape=info.original_shape,
             )

@@ -20,14 +20,14 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from mhyolo.data.letterbox import PAD_VALUE, LetterboxInfo, letterbox  # noqa: F401 - one letterbox for all
 from mhyolo.errors import ConfigError
+from mhyolo.infer.arrays import as_numpy
 
 
-def to_tensor(images_bgr: list[np.ndarray]) -> torch.Tensor:
-    """Letterboxed BGR uint8 HWC images -> float RGB NCHW tensor in [0, 1].
+def to_float_batch(images_bgr: list[np.ndarray]) -> np.ndarray:
+    """Letterboxed BGR uint8 HWC images -> float RGB NCHW batch in [0, 1] (a float32 array).
 
     One NumPy pass per image in the calling thread (channel flip, transpose and scale read together),
     the same values as dividing in PyTorch: PyTorch spreads a conversion this small over its thread
@@ -36,7 +36,7 @@ def to_tensor(images_bgr: list[np.ndarray]) -> torch.Tensor:
     batch = np.empty((len(images_bgr), 3, height, width), np.float32)
     for out, img in zip(batch, images_bgr):
         np.divide(img.transpose(2, 0, 1)[::-1], np.float32(255.0), out=out, dtype=np.float32)
-    return torch.from_numpy(batch)
+    return batch
 
 
 class ModelInput(ABC):
@@ -46,19 +46,20 @@ class ModelInput(ABC):
     description: ClassVar[str] = ""
 
     @abstractmethod
-    def from_letterbox(self, images_bgr: Sequence[np.ndarray]) -> torch.Tensor:
+    def from_letterbox(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
         """Letterboxed BGR uint8 HWC images (one size) -> the input batch."""
 
     @abstractmethod
-    def from_rgb_chw(self, images: torch.Tensor) -> torch.Tensor:
-        """A (B, 3, H, W) uint8 RGB batch (what the dataset loader gives) -> the input batch."""
+    def from_rgb_chw(self, images: Any) -> np.ndarray:
+        """A (B, 3, H, W) uint8 RGB batch (what the dataset loader gives: an array or a tensor) -> the input
+        batch."""
 
     @abstractmethod
     def expected_shape(self, batch: int | str, size: int) -> tuple[Any, ...]:
         """The input's shape for a batch of square `size` images."""
 
     @abstractmethod
-    def check(self, x: torch.Tensor | np.ndarray, size: int, source: str) -> np.ndarray:
+    def check(self, x: Any, size: int, source: str) -> np.ndarray:
         """`x` as the contiguous array the graph takes; a clear error naming `source` if it is not one."""
 
     def shape_text(self, size: int) -> str:
@@ -88,17 +89,17 @@ class FloatRgbNchw(ModelInput):
     key = "float32_rgb_nchw"
     description = "float RGB in [0, 1]"
 
-    def from_letterbox(self, images_bgr: Sequence[np.ndarray]) -> torch.Tensor:
-        return to_tensor(list(images_bgr))
+    def from_letterbox(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        return to_float_batch(list(images_bgr))
 
-    def from_rgb_chw(self, images: torch.Tensor) -> torch.Tensor:
-        return images.float().div_(255.0)
+    def from_rgb_chw(self, images: Any) -> np.ndarray:
+        return np.divide(as_numpy(images), np.float32(255.0), dtype=np.float32)
 
     def expected_shape(self, batch: int | str, size: int) -> tuple[Any, ...]:
         return (batch, 3, size, size)
 
-    def check(self, x: torch.Tensor | np.ndarray, size: int, source: str) -> np.ndarray:
-        array = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+    def check(self, x: Any, size: int, source: str) -> np.ndarray:
+        array = as_numpy(x).astype(np.float32, copy=False)
         if array.ndim != 4 or array.shape[1] != 3 or array.shape[2:] != (size, size):
             raise self._shape_error(tuple(array.shape), size, source)
         return np.ascontiguousarray(array, dtype=np.float32)
@@ -112,17 +113,17 @@ class Uint8BgrNhwc(ModelInput):
     key = "uint8_bgr_nhwc"
     description = "uint8 BGR (the letterboxed image)"
 
-    def from_letterbox(self, images_bgr: Sequence[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(images_bgr))
+    def from_letterbox(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack(images_bgr)
 
-    def from_rgb_chw(self, images: torch.Tensor) -> torch.Tensor:
-        return images.permute(0, 2, 3, 1).flip(-1).contiguous()
+    def from_rgb_chw(self, images: Any) -> np.ndarray:
+        return np.ascontiguousarray(as_numpy(images).transpose(0, 2, 3, 1)[..., ::-1])
 
     def expected_shape(self, batch: int | str, size: int) -> tuple[Any, ...]:
         return (batch, size, size, 3)
 
-    def check(self, x: torch.Tensor | np.ndarray, size: int, source: str) -> np.ndarray:
-        array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    def check(self, x: Any, size: int, source: str) -> np.ndarray:
+        array = as_numpy(x)
         if array.dtype != np.uint8:
             raise ConfigError(f"{source}: takes the letterboxed image as uint8 BGR {self.shape_text(size)}, "
                               f"got {array.dtype} (feed it through mhyolo.infer.preprocess.model_input)")
@@ -140,17 +141,14 @@ def model_input(model: Any) -> ModelInput:
     return MODEL_INPUTS[kind]
 
 
-def scale_boxes_to_original(boxes: np.ndarray | torch.Tensor, info: LetterboxInfo):
-    """Map xyxy boxes from network-input pixels back to the original image, clipped to it."""
+def scale_boxes_to_original(boxes: Any, info: LetterboxInfo) -> np.ndarray:
+    """Map xyxy boxes (an array or a tensor) from network-input pixels back to the original image,
+    clipped to it, as float32."""
     left, top = info.pad
     h0, w0 = info.original_shape
-    out = boxes.clone() if isinstance(boxes, torch.Tensor) else np.array(boxes, dtype=np.float32, copy=True)
+    out = np.array(as_numpy(boxes), dtype=np.float32, copy=True)
     out[..., [0, 2]] = (out[..., [0, 2]] - left) / info.ratio
     out[..., [1, 3]] = (out[..., [1, 3]] - top) / info.ratio
-    if isinstance(out, torch.Tensor):
-        out[..., [0, 2]] = out[..., [0, 2]].clamp(0, w0)
-        out[..., [1, 3]] = out[..., [1, 3]].clamp(0, h0)
-    else:
-        out[..., [0, 2]] = np.clip(out[..., [0, 2]], 0, w0)
-        out[..., [1, 3]] = np.clip(out[..., [1, 3]], 0, h0)
+    out[..., [0, 2]] = np.clip(out[..., [0, 2]], 0, w0)
+    out[..., [1, 3]] = np.clip(out[..., [1, 3]], 0, h0)
     return out

@@ -4,7 +4,7 @@ Each pass (one input size, maybe horizontally flipped) gives boxes already in th
 image's pixels; a rule turns an image's passes into one `Prediction`. Rules, one class each,
 registered by name with `register_merge`:
 
-* `nms`: torchvision's NMS over every pass at once, per class unless the predictor is
+* `nms`: the predictor's NMS (`postprocess.nms`) over every pass at once, per class unless the predictor is
   class-agnostic (the same NMS as sliced inference, `slicing.merge_predictions`).
 * `wbf`: weighted box fusion (`ensemble-boxes`, MIT licence): boxes of the same class that
   overlap by more than the IoU threshold are averaged, weighted by score, rather than the best
@@ -31,10 +31,9 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
-import torch
-import torchvision
 
 from mhyolo.errors import ConfigError
+from mhyolo.infer.arrays import box_iou
 from mhyolo.infer.predictor import Prediction
 from mhyolo.infer.slicing import merge_predictions
 
@@ -114,7 +113,7 @@ def merge_rule(name: str) -> MergeRule:
 
 @register_merge
 class NmsMerge(MergeRule):
-    """Every pass's boxes together through torchvision's NMS (per class unless agnostic)."""
+    """Every pass's boxes together through the one NMS (per class unless agnostic)."""
 
     key = "nms"
 
@@ -192,7 +191,7 @@ def best_members(fused: np.ndarray, labels: np.ndarray, boxes: np.ndarray, score
     least `iou` (the cluster's strongest member; the most overlapping box of its group if none does)."""
     if not len(fused):
         return np.zeros(0, np.int64)
-    overlap = torchvision.ops.box_iou(torch.from_numpy(fused), torch.from_numpy(boxes)).numpy()
+    overlap = box_iou(fused, boxes)
     overlap[labels[:, None] != groups[None, :]] = -1.0
     candidates = np.where(overlap >= iou - 1e-6, scores[None, :], -1.0)
     chosen = candidates.argmax(axis=1)

@@ -7,7 +7,7 @@ size or larger; the whole image is run too, so balls larger than a tile are stil
 A box that touches an inner edge of its tile (an edge that is not the image's) is a ball
 cut by the tile (`data.windows`, the rule slice-aided training labels its windows by): it is dropped, since the overlap shows that ball whole in the neighbouring
 tile (or the whole-image pass does, for balls larger than the overlap). The rest are
-shifted back into the image and merged per class by NMS (torchvision's) at the predictor's
+shifted back into the image and merged per class by NMS (the predictor's, `postprocess.nms`) at the predictor's
 IoU threshold. `merge="nmm"` is SAHI's greedy merge instead: the best box absorbs every box
 of its class that lies mostly inside or around it (intersection over the smaller box >=
 `match`) and grows to their union; it suits a high score threshold only, since at a
@@ -26,11 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
-import torchvision
 
 from mhyolo.data.windows import cut_by_window
 from mhyolo.errors import ConfigError
+from mhyolo.infer.postprocess import nms
 from mhyolo.infer.predictor import Prediction, Predictor, model_stride
 
 MAX_OVERLAP = 0.9
@@ -121,8 +120,7 @@ def merge_predictions(parts: Sequence[Prediction], shape: tuple[int, int], iou: 
         keep, kept_boxes = greedy_merge(boxes, scores, groups, match)
         keep, kept_boxes = keep[:max_det], kept_boxes[:max_det]
     else:
-        keep = torchvision.ops.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
-                                           torch.from_numpy(groups), iou)[:max_det].numpy()
+        keep = nms(boxes, scores, iou, groups)[:max_det]
         kept_boxes = boxes[keep]
     merged = pool.subset(keep)  # every per-box field of the kept boxes
     merged.boxes = kept_boxes  # greedy merging enlarges a kept box to cover the boxes merged into it

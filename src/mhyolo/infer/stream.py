@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
-import torch
 
 from mhyolo.errors import ConfigError
 from mhyolo.infer.inference import Inference
@@ -55,7 +54,7 @@ class ModelCalls(ABC):
         """Whether calls of `backend` can overlap this way."""
 
     @abstractmethod
-    def submit(self, x: torch.Tensor) -> Future:
+    def submit(self, x: np.ndarray) -> Future:
         """Start the model call on `x`; the future holds what `Inference.call` returns."""
 
     def close(self) -> None:
@@ -119,7 +118,7 @@ class OpenVinoRequests(ModelCalls):
         except Exception as exc:  # noqa: BLE001 - handed to whoever waits for this frame
             future.set_exception(exc)
 
-    def submit(self, x: torch.Tensor) -> Future:
+    def submit(self, x: np.ndarray) -> Future:
         future: Future = Future()
         array = self.inference.backend.checked_input(x)
         if array.shape[0] != 1:
@@ -153,12 +152,8 @@ class ThreadedCalls(ModelCalls):
 
         return getattr(backend, "throughput", None) == cls.key or ModelLevels.applies(backend)
 
-    def _call(self, x: torch.Tensor) -> Any:
-        with torch.inference_mode():  # a thread's own setting: not inherited from the caller's
-            return self.inference.call(x)
-
-    def submit(self, x: torch.Tensor) -> Future:
-        return self.pool.submit(self._call, x)
+    def submit(self, x: np.ndarray) -> Future:
+        return self.pool.submit(self.inference.call, x)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -182,10 +177,9 @@ class InlineCalls(ModelCalls):
     def applies(cls, backend: Any) -> bool:
         return True
 
-    def submit(self, x: torch.Tensor) -> Future:
+    def submit(self, x: np.ndarray) -> Future:
         future: Future = Future()
-        with torch.inference_mode():
-            future.set_result(self.inference.call(x))
+        future.set_result(self.inference.call(x))
         return future
 
     @property

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
+from mhyolo.infer.arrays import as_numpy
 from mhyolo.infer.levels import LevelOutputs
 from mhyolo.infer.postprocess import Detections
 
@@ -119,17 +119,17 @@ def choose_type_source(request: TypeRequest) -> TypeSource | None:
     return None
 
 
-def _best(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _best(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Argmax type and its probability per row of (n, T) probabilities."""
-    if len(probs):
-        scores, ids = probs.max(dim=1)
-    else:
-        scores, ids = torch.zeros(0), torch.zeros(0, dtype=torch.int64)
-    return ids.numpy().astype(np.int64), scores.numpy().astype(np.float32)
+    probs = np.asarray(probs, np.float32)
+    if not len(probs):
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    ids = probs.argmax(axis=1)
+    return ids.astype(np.int64), probs[np.arange(len(probs)), ids]
 
 
-def _probabilities(value: Any) -> torch.Tensor:
-    return torch.as_tensor(value).float().cpu()
+def _probabilities(value: Any) -> np.ndarray:
+    return as_numpy(value).astype(np.float32, copy=False)
 
 
 @register_type_source
@@ -146,15 +146,16 @@ class ObjectHeadTypes(TypeSource):
         value = request.outputs.get(OBJECT_TYPE_OUTPUT)
         if value is None:
             return None
-        if value.dim() != 3:
-            if value.dim() == 2:
+        dims = np.ndim(value)
+        if dims != 3:
+            if dims == 2:
                 return None  # one row per image: the image head's layout
-            raise ValueError(f"'type' output must be (B, N, n_types) or (B, n_types), got a {value.dim()}-d tensor")
+            raise ValueError(f"'type' output must be (B, N, n_types) or (B, n_types), got a {dims}-d tensor")
         return cls(getattr(request.backend, "type_names", None))
 
     def assign(self, outputs: Mapping[str, Any], kept: Sequence[Detections], batch: ImageBatch) -> list[BoxTypes]:
         if isinstance(outputs, LevelOutputs):  # the softmax of the kept rows only
-            return [BoxTypes(*_best(outputs.type_rows(b, det.indices.numpy()))) for b, det in enumerate(kept)]
+            return [BoxTypes(*_best(outputs.type_rows(b, det.indices))) for b, det in enumerate(kept)]
         probs = _probabilities(outputs[OBJECT_TYPE_OUTPUT])
         return [BoxTypes(*_best(probs[b][det.indices])) for b, det in enumerate(kept)]
 
@@ -172,7 +173,7 @@ class ImageHeadTypes(TypeSource):
         if IMAGE_TYPE_OUTPUT in outputs:
             return IMAGE_TYPE_OUTPUT
         value = outputs.get(OBJECT_TYPE_OUTPUT)
-        return OBJECT_TYPE_OUTPUT if value is not None and value.dim() == 2 else None
+        return OBJECT_TYPE_OUTPUT if value is not None and np.ndim(value) == 2 else None
 
     @classmethod
     def choose(cls, request: TypeRequest) -> TypeSource | None:
@@ -187,7 +188,7 @@ class ImageHeadTypes(TypeSource):
         probs = _probabilities(outputs[self.output])
         out = []
         for b, det in enumerate(kept):
-            ids, scores = _best(probs[b].unsqueeze(0).expand(len(det), -1))
+            ids, scores = _best(np.broadcast_to(probs[b], (len(det), probs.shape[1])))
             out.append(BoxTypes(ids, scores, image_type=int(probs[b].argmax())))
         return out
 
@@ -205,4 +206,4 @@ class ClassTypes(TypeSource):
 
     def assign(self, outputs: Mapping[str, Any], kept: Sequence[Detections], batch: ImageBatch) -> list[BoxTypes]:
         # the class already is the type: the detection score alone ranks the box (x 1)
-        return [BoxTypes(det.classes.cpu().numpy().astype(np.int64), np.ones(len(det), np.float32)) for det in kept]
+        return [BoxTypes(det.classes.astype(np.int64), np.ones(len(det), np.float32)) for det in kept]

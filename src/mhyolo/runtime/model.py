@@ -112,8 +112,6 @@ class InferenceModel:
         """Precision, recall, mAP (per ball size, and type figures when the boxes are typed) on a split of
         `spec`, images run as `settings` say (`rect` aside: scoring letterboxes as training did), the
         input-size rule as in `predictor` (the default rule only without `type_min_score` too)."""
-        import torch
-
         from mhyolo.eval.validate import score_split
 
         size, native = self.input_rule(imgsz)
@@ -123,9 +121,8 @@ class InferenceModel:
             from mhyolo.classify.data import type_names
 
             check_types_match(self.classifier, type_names(spec), str(spec.yaml_path))
-        with torch.no_grad():
-            return score_split(self.backend, spec, size, split, progress=progress, batch_size=settings.batch_size,
-                               conf=settings.conf, iou=settings.iou, max_det=settings.max_det,
-                               slicing=settings.slicing, scales=settings.scales, native=native,
-                               classifier=self.classifier,
-                               **({"type_min_score": type_min_score} if type_min_score is not None else {}))
+        return score_split(self.backend, spec, size, split, progress=progress, batch_size=settings.batch_size,
+                           conf=settings.conf, iou=settings.iou, max_det=settings.max_det,
+                           slicing=settings.slicing, scales=settings.scales, native=native,
+                           classifier=self.classifier,
+                           **({"type_min_score": type_min_score} if type_min_score is not None else {}))

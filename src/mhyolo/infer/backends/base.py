@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mhyolo.infer.layout import ExportMetadata, graph_levels, reconstruct
 from mhyolo.infer.levels import LevelOutputs, LevelReader, register_level_reader
@@ -32,7 +31,7 @@ class ExportedBackend:
         self.metadata = metadata
         self.names: list[str] = list(metadata.names)
         self.type_names: list[str] | None = list(metadata.type_names) if metadata.type_names else None
-        self.stride = torch.tensor(metadata.strides, dtype=torch.float32)
+        self.stride = np.asarray(metadata.strides, dtype=np.float32)
 
     @property
     def imgsz(self) -> int:
@@ -51,12 +50,12 @@ class ExportedBackend:
     def input_form(self) -> ModelInput:
         return model_input(self)
 
-    def checked_input(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+    def checked_input(self, x: Any) -> np.ndarray:
         """An input batch in the graph's form (float RGB NCHW in [0, 1] unless its metadata says
         otherwise) as the contiguous array the graph takes."""
         return self.input_form.check(x, self.imgsz, str(self.path))
 
-    def run(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: Any) -> dict[str, np.ndarray]:
         """Named graph outputs for an input batch in the graph's form (`checked_input`)."""
         array = self.checked_input(x)
         if self.metadata.dynamic_batch or array.shape[0] == 1:
@@ -64,8 +63,8 @@ class ExportedBackend:
         parts = [self._infer(array[i:i + 1]) for i in range(array.shape[0])]  # fixed batch of 1
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Decoded detections (and type probabilities) like `YoloModel.predict`."""
+    def predict(self, x: Any) -> dict[str, np.ndarray]:
+        """Decoded detections (and type probabilities) like `YoloModel.predict`, as float32 arrays."""
         return reconstruct(self.run(x), self.metadata)
 
 
@@ -80,7 +79,7 @@ class GraphLevels(LevelReader):
     def applies(cls, backend: Any) -> bool:
         return isinstance(backend, ExportedBackend)
 
-    def call(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+    def call(self, x: Any) -> dict[str, np.ndarray]:
         return self.backend.run(x)
 
     def levels(self, raw: Mapping[str, np.ndarray]) -> LevelOutputs:
