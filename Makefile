@@ -11,7 +11,7 @@ DEMO_OUT ?= runs/demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,deploy]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[train,deploy,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -19,7 +19,7 @@ ROOT_PACKAGE = "mhyolo"
 
 # package (or top-level module) under `mhyolo` -> layer; a module imports only layers <= its own.
 LAYERS = {
-    "errors": 0, "config": 0, "paths": 0, "defaults": 0, "machine": 0, "version": 0,
+    "errors": 0, "config": 0, "paths": 0, "defaults": 0, "machine": 0, "version": 0, "installs": 0,
     "model": 1,
     "data": 2,
     "infer": 3,  # running a model: pre/post-processing, type sources, backends, exported-graph layout

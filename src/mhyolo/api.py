@@ -219,13 +219,10 @@ class Model:
     @staticmethod
     def _stream(predictor: Any, frames: Iterator[tuple[np.ndarray, str, Path | None]],
                 batch_size: int) -> Iterator[Result]:
-        import torch
-
         batch: list[tuple[np.ndarray, str, Path | None]] = []
 
         def flush() -> Iterator[Result]:
-            with torch.inference_mode():
-                predictions = predictor.predict([image for image, _, _ in batch])
+            predictions = predictor.predict([image for image, _, _ in batch])  # a PyTorch model: no autograd
             for (image, name, path), prediction in zip(batch, predictions):
                 yield Result(prediction=prediction, image=image, name=name, path=path)
             batch.clear()

@@ -14,6 +14,7 @@ import sys
 
 from mhyolo import __version__
 from mhyolo.errors import MhyoloError
+from mhyolo.installs import install_hint
 
 # Order is the order shown in --help.
 COMMAND_MODULES = (
@@ -62,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MhyoloError as exc:
         print(f"mhyolo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # the runtime install reaching a training module: name the install
+        hint = install_hint(exc.name)
+        if hint is None:
+            raise
+        print(f"mhyolo {args.command}: error: {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -17,14 +17,15 @@ which a deployed model pays once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 DEFAULT_WARMUP = 3
@@ -54,6 +55,13 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def _no_autograd() -> contextlib.AbstractContextManager:
+    """PyTorch's inference mode where PyTorch is loaded (a timed PyTorch call then builds no graph), nothing
+    where it is not (the runtime install times exported models only)."""
+    torch = sys.modules.get("torch")
+    return torch.inference_mode() if torch is not None else contextlib.nullcontext()
+
+
 def interleaved_times(calls: Mapping[str, Callable[[], object]], runs: int, warmup: int = DEFAULT_WARMUP,
                       progress: bool = False, keep_going: bool = True
                       ) -> tuple[dict[str, list[float]], dict[str, str]]:
@@ -67,7 +75,7 @@ def interleaved_times(calls: Mapping[str, Callable[[], object]], runs: int, warm
     times: dict[str, list[float]] = {name: [] for name in calls}
     errors: dict[str, str] = {}
     rounds = tqdm(range(warmup + runs), desc="timing", unit="round", leave=False, disable=not progress)
-    with torch.inference_mode():
+    with _no_autograd():
         for i in rounds:
             for name, call in list(active.items()):
                 start = time.perf_counter()
@@ -104,7 +112,7 @@ def blocked_times(calls: Mapping[str, Callable[[], object]], runs: int, warmup: 
     times: dict[str, list[float]] = {key: [] for key in calls}
     errors: dict[str, str] = {}
     bar = tqdm(total=rounds * len(calls), desc="timing", unit="block", leave=False, disable=not progress)
-    with torch.inference_mode():
+    with _no_autograd():
         for r, share in enumerate(shares):
             order = list(groups.values()) if r % 2 == 0 else list(groups.values())[::-1]
             for keys in order:
@@ -127,6 +135,8 @@ def blocked_times(calls: Mapping[str, Callable[[], object]], runs: int, warmup: 
 
 def latencies(weights: Mapping[str, Path], imgsz: int, runs: int, warmup: int = DEFAULT_WARMUP) -> dict[str, float]:
     """Median ms per image of PyTorch models (batch 1, fused FP32), interleaved run by run."""
+    import torch
+
     from mhyolo.model.weights import load_model
 
     models = {name: load_model(path).fuse() for name, path in weights.items()}

@@ -76,6 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _device(name: str):
+    """The torch device a PyTorch model runs on; the CPU needs no PyTorch (exported models in the runtime
+    install)."""
+    if name == "cpu":
+        return name
     import torch
 
     try:

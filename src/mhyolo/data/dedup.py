@@ -13,27 +13,31 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import imagehash
 import numpy as np
-from PIL import Image
 
 from mhyolo.data.hash_index import (SearchPlan, index_cross_pairs, index_pairs, index_word_cross_pairs,
                                      index_word_pairs, max_threshold, packed_words, plan_search)
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 DEFAULT_METHOD = "phash"
-_HASHERS = {
-    "phash": imagehash.phash,
-    "dhash": imagehash.dhash,
-    "ahash": imagehash.average_hash,
-    "whash": imagehash.whash,
+_HASHERS = {  # method -> the imagehash function (imported on first use: the runtime install has no imagehash)
+    "phash": "phash",
+    "dhash": "dhash",
+    "ahash": "average_hash",
+    "whash": "whash",
 }
 _BLOCK = 1024
 
 
 def image_hash(img: Image.Image, method: str = DEFAULT_METHOD, hash_size: int = 8) -> np.ndarray:
     """The perceptual hash of `img` as a flat boolean bit array (a copy that holds no other array alive)."""
-    return np.asarray(_HASHERS[method](img, hash_size=hash_size).hash, dtype=bool).flatten()
+    import imagehash
+
+    return np.asarray(getattr(imagehash, _HASHERS[method])(img, hash_size=hash_size).hash, dtype=bool).flatten()
 
 
 def pack_hashes(hashes: np.ndarray) -> np.ndarray:

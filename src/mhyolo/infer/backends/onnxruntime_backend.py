@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mhyolo.infer.onnx_metadata import read_onnx_metadata
+from mhyolo.infer.onnx_metadata import metadata_from_props
 from mhyolo.errors import MhyoloError
 from mhyolo.infer.backends.base import ExportedBackend
 
@@ -24,7 +24,7 @@ def cpu_session(path: Path, threads: int | None = None) -> Any:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise MhyoloError("running .onnx files needs 'onnxruntime' (pip install 'mhyolo[deploy]')") from exc
+        raise MhyoloError("running .onnx files needs 'onnxruntime' (pip install 'mhyolo[onnxruntime]')") from exc
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
@@ -43,8 +43,9 @@ class OnnxRuntimeBackend(ExportedBackend):
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         path = Path(path)
-        super().__init__(path, read_onnx_metadata(path))
-        self.session = cpu_session(path, threads)
+        session = cpu_session(path, threads)  # its model metadata holds ours: no second read of the file
+        super().__init__(path, metadata_from_props(dict(session.get_modelmeta().custom_metadata_map), path))
+        self.session = session
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = set(self.metadata.output_names) - set(self.output_names)
         if missing:

@@ -44,7 +44,7 @@ class OpenVinoBackend(ExportedBackend):
         try:
             import openvino as ov
         except ImportError as exc:
-            raise MhyoloError("running OpenVINO models needs 'openvino' (pip install 'mhyolo[deploy]')") from exc
+            raise MhyoloError("running OpenVINO models needs 'openvino' (pip install 'mhyolo[openvino]')") from exc
         if precision is not None and precision not in PRECISIONS:
             raise ConfigError(f"OpenVINO precision must be one of {', '.join(PRECISIONS)} or None, got {precision!r}")
         path = Path(path)
