@@ -10,7 +10,8 @@ Row numbers stay those of the fully decoded prediction (level, anchor, row, colu
 `Detections.indices` and every per-row reader are unchanged.
 
 `LevelOutputs` is also a read-only mapping with the keys `YoloModel.predict` returns, decoded
-in full on first access, for anything that needs every row.
+in full on first access, for anything that needs every row. Everything here is NumPy: a runtime's
+arrays are read as they come, and the PyTorch model's tensors are read back once, by its reader.
 
 How a backend's per-level outputs are made is a `LevelReader`: `call` is the model call alone
 (what the benchmark times as "model"), `levels` turns its result into `LevelOutputs`. Readers
