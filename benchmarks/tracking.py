@@ -1,5 +1,6 @@
 """Ball tracking on synthetic 1280x720 clips at two ball sizes: F1 at 5 and 10 px of the per-frame best
-detection, of tracking, of tracking with re-detection in the track's window, and of full slicing (tiles of
+detection, of tracking, of tracking with re-detection in the track's window (frame by frame, and with the
+whole-frame calls overlapped in the throughput mode), and of full slicing (tiles of
 the training size over the whole frame, tracked), with frames/s of each.
 
     python benchmarks/tracking.py runs/demo/model.safetensors --sizes 8 30 --frames 60
@@ -82,16 +83,18 @@ def main() -> None:
     whole = model.predictor(InferenceSettings(conf=0.1), None)
     window = model.predictor(InferenceSettings(conf=0.1), side)
     sliced = model.predictor(InferenceSettings(conf=0.1, slicing=SliceSettings(size=side)), side)
-    variants = {"tracking": (whole, None), "tracking + re-detection": (whole, window),
-                "full slicing, tracked": (sliced, None)}
+    variants = {"tracking": (whole, None, False), "tracking + re-detection": (whole, window, False),
+                "tracking + re-detection, throughput mode": (whole, window, True),
+                "full slicing, tracked": (sliced, None, False)}
     print(f"CPU: {cpu_info(2).describe()}; model {args.weights}; whole frames: {whole.describe()}; windows and tiles "
           f"{side} px; {args.frames} frames of 1280x720 per clip")
     print("| ball | method | F1@5px | F1@10px | P@10 | R@10 | frames/s | model calls + windows |")
     print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         frames, labels = clip(size, args.frames, args.seed)
-        for name, (predictor, redetect) in variants.items():
-            tracker = Tracker(predictor, TrackSettings(redetect=redetect is not None), window=redetect, window_side=side)
+        for name, (predictor, redetect, throughput) in variants.items():
+            tracker = Tracker(predictor, TrackSettings(redetect=redetect is not None), window=redetect, window_side=side,
+                              throughput=throughput)
             started = time.perf_counter()
             result = tracker.run(frames, fps=25.0)
             fps = len(frames) / (time.perf_counter() - started)

@@ -249,6 +249,11 @@ def test_track_command_writes_every_output_and_scores_a_clip(shared: Path, offic
     assert summary["scores"]["tracked"][1]["tp"] >= 8  # of 11 frames where the ball is visible
     assert (out / "tracks.png").stat().st_size > 0 and (out / "track.mp4").stat().st_size > 0
     assert "tracked: F1@5px" in capsys.readouterr().err
+    # the throughput mode (the default) overlaps the whole-frame calls and changes no track
+    one_by_one = tmp_path / "one_by_one"
+    assert main(["track", str(clip), "--weights", str(weights), "--imgsz", "640", "--conf", "0.05", "--out",
+                 str(one_by_one), "--no-throughput", "--no-video"]) == 0
+    assert (one_by_one / "tracks.csv").read_text() == (out / "tracks.csv").read_text()
 
 
 def test_a_box_of_another_size_is_another_object():

@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval", type=Path, metavar="LABELS",
                         help="score against TrackNet's Label.csv (file name, visibility, x, y)")
     parser.add_argument("--no-video", action="store_true", help="do not write track.mp4")
+    parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True,
+                        help="overlap the whole-frame model calls as `predict` does (same tracks; default: on)")
+    parser.add_argument("--streams", type=int, metavar="N",
+                        help="throughput mode: model calls in flight (default: the runtime's choice)")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(func=run)
 
@@ -64,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--window must be at least 32 pixels, got {side}")
     window = model.predictor(InferenceSettings(conf=args.redetect_conf), side) if settings.redetect else None
     fps = getattr(source, "fps", None) or args.fps or 25.0
-    tracker = Tracker(predictor, settings, window=window, window_side=side)
+    if args.streams is not None and args.streams < 1:
+        raise ConfigError(f"--streams must be at least 1, got {args.streams}")
+    tracker = Tracker(predictor, settings, window=window, window_side=side, throughput=args.throughput,
+                      streams=args.streams)
     passes = predictor.describe() if hasattr(predictor, "describe") else "one pass"
     redetect = f", re-detection in {side}-px windows" if window is not None else ""
     print(f"mhyolo track: {args.source}: whole frames by {passes}{redetect}", file=sys.stderr)

@@ -5,12 +5,16 @@ filled, times, speeds and type vote.
 
 The window is the model's own training size cut from the original frame: a 10-px ball of a 1280-px frame
 stays 10 px, where the whole-frame pass at the training size shrinks it to 2-3 px.
+
+With `throughput`, the whole-frame passes run in `predict`'s throughput mode (`infer.stream`: model calls
+of the next frames in flight while this frame is linked), in frame order, so the tracks are those of the
+frame-by-frame run; the window passes, which depend on the track so far, stay in turn.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,28 +120,46 @@ def window_around(centre: np.ndarray, side: int, shape: tuple[int, int]) -> tupl
     return x0, y0, min(x0 + side, width), min(y0 + side, height)
 
 
+def _readable(frame: Frame) -> Frame:
+    if not frame.ok:
+        raise ConfigError(f"{frame.path}: {frame.error}")
+    return frame
+
+
 class Tracker:
     """Runs a predictor over frames and links its detections (see the module's docstring). `window` is
-    the re-detection predictor (None: no re-detection) and `window_side` its window's side in pixels."""
+    the re-detection predictor (None: no re-detection) and `window_side` its window's side in pixels;
+    `throughput` overlaps the whole-frame passes (`streams` calls in flight, None: the runtime's choice)."""
 
-    def __init__(self, predictor: Any, settings: TrackSettings, window: Any = None, window_side: int = 320) -> None:
+    def __init__(self, predictor: Any, settings: TrackSettings, window: Any = None, window_side: int = 320,
+                 throughput: bool = False, streams: int | None = None) -> None:
         self.predictor = predictor
         self.window = window if settings.redetect else None
         self.window_side = window_side
         self.settings = settings
+        self.throughput = throughput
+        self.streams = streams
+
+    def whole_frames(self, frames: Iterable[Frame]) -> Iterator[tuple[Frame, Any]]:
+        """(frame, its whole-frame prediction) in frame order, overlapped in throughput mode."""
+        if not self.throughput:
+            for frame in frames:
+                yield frame, self.predictor.predict([_readable(frame).image])[0]
+            return
+        from mhyolo.infer.stream import StreamPredictor
+
+        with StreamPredictor(self.predictor, self.streams) as stream:
+            yield from stream.predict((frame, _readable(frame).image) for frame in frames)
 
     def run(self, frames: Iterable[Frame], fps: float) -> TrackResult:
         motion = MultiBallTracker(self.settings.motion) if self.settings.many else SingleBallTracker(self.settings.motion)
         result = TrackResult(tracks=[], best_per_frame={}, names={}, turns={}, fps=fps)
         started = time.perf_counter()
-        for number, frame in enumerate(frames):
-            if not frame.ok:
-                raise ConfigError(f"{frame.path}: {frame.error}")
+        for number, (frame, prediction) in enumerate(self.whole_frames(frames)):
             result.names[number] = frame.name
             if not result.frames:
                 result.frame_shape = frame.image.shape[:2]
             result.frames += 1
-            prediction = self.predictor.predict([frame.image])[0]
             result.model_calls += 1
             found = candidates(prediction, self.settings.conf)
             if found:
