@@ -387,7 +387,7 @@ def test_a_tiny_adaptation_of_the_coco_model_writes_the_model_and_the_report(
     for image in sorted((shared / "data" / "tennis_icifx" / "test" / "images").glob("*.jpg"))[:4]:
         shutil.copy(image, target / image.name)  # 416 px: the auto teacher slices them at 128
     settings = _settings(tmp_path, official_weights, target, labelled=str(coco_labelled), imgsz=128, epochs=1,
-                         batch=4, workers=0, classes=[32], keep=0.3)
+                         batch=4, workers=0, classes=[32], keep=0.3, max_val_drop=None)  # the guard: test_adapt_guard
     result = run_adapt(settings)
     run = tmp_path / "run"
     model = load_model(result.model)
@@ -412,7 +412,7 @@ def test_a_tiny_adaptation_of_the_coco_model_writes_the_model_and_the_report(
     assert best.stat().st_mtime_ns == stamp
     with pytest.raises(MhyoloError, match="other settings"):
         run_adapt(_settings(tmp_path, official_weights, target, labelled=str(coco_labelled), imgsz=128, epochs=2,
-                            batch=4, workers=0, classes=[32], keep=0.3))
+                            batch=4, workers=0, classes=[32], keep=0.3, max_val_drop=None))
 
 
 def test_two_rounds_on_a_video_make_the_first_student_the_second_teacher(tmp_path: Path,

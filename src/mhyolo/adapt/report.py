@@ -89,6 +89,10 @@ def markdown(summary: dict[str, Any], run: Path) -> str:
             lines.append(f"| {name} | {_cell(row.get('precision'))} | {_cell(row.get('recall'))} | "
                          + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS[:-1]) + " |")
         lines += ["", "![before and after](before_after.png)", ""]
+    decision = summary.get("decision")
+    if decision:
+        verdict = "the adapted model" if decision["adapted"] else "**the given model, not the adapted one**"
+        lines += [f"`model.safetensors` is {verdict}: {decision['reason']}.", ""]
     else:
         lines += ["No labelled validation data: no before/after scores (give `--labelled DATA.yaml`).", ""]
     lines += ["## Pseudo-labels", "",

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from mhyolo.adapt.guard import decide
 from mhyolo.adapt.pseudo import PseudoSummary, write_dataset
 from mhyolo.adapt.report import write_report
 from mhyolo.adapt.select import select_boxes
@@ -42,7 +43,7 @@ from mhyolo.errors import ConfigError, DataError
 from mhyolo.runtime.load import input_size
 from mhyolo.infer.predictor import model_stride
 from mhyolo.infer.sources import VideoSource
-from mhyolo.model.weights import load_model, resolve_weights
+from mhyolo.model.weights import load_model, resolve_weights, save_checkpoint
 from mhyolo.model.yolo import YoloModel
 from mhyolo.pipeline.stages import is_done, mark_done, stage_weights, train_stage
 from mhyolo.train.report import write_run_files
@@ -229,6 +230,15 @@ def evaluation_pass(run: Path, inputs: Inputs, final: Path) -> dict[str, Any] | 
     return result
 
 
+def _write_final(source: Path, final: Path, inputs: Inputs) -> None:
+    """The run's model as `RUN/model.safetensors`: a student's checkpoint copied, the given model (a YOLOv5
+    `.pt` too) written as a safetensors checkpoint."""
+    if Path(source).suffix == ".safetensors":
+        shutil.copyfile(source, final)
+    else:
+        save_checkpoint(final, inputs.model, {"adapted_from": str(source)})
+
+
 def run_adapt(settings: AdaptSettings) -> AdaptResult:
     inputs = check_inputs(settings)
     settings = inputs.settings
@@ -260,15 +270,17 @@ def run_adapt(settings: AdaptSettings) -> AdaptResult:
                        "student": str(student)})
         models.append(student)
         teacher = student
+    evaluation = evaluation_pass(run, inputs, teacher)  # the last round's student (or the given model)
+    decision = decide(evaluation, settings.max_val_drop) if teacher != inputs.weights else None
     final = run / "model.safetensors"
-    shutil.copyfile(teacher, final)
+    _write_final(teacher if decision is None or decision.adapted else inputs.weights, final, inputs)
     unreadable = json.loads((run / "teacher" / "done.json").read_text())["unreadable"]
     summary = {"weights": settings.weights, "images": settings.images, "labelled": settings.labelled,
                "video": video, "fps": settings.fps, "targets": len(targets), "imgsz": inputs.imgsz,
                "teacher": settings.teacher, "epochs": settings.epochs, "unreadable": unreadable,
                "duplicates": {"of_target": len(duplicates.of_target), "of_labelled": len(duplicates.of_labelled)},
                "rounds": rounds, "model": str(final), "pseudo": str(run / "pseudo"),
-               "evaluation": evaluation_pass(run, inputs, final)}
+               "evaluation": evaluation, "decision": None if decision is None else asdict(decision)}
     report = write_report(run, summary)
     return AdaptResult(run=run, model=final, pseudo=run / "pseudo", report=report, sheet=run / "contact_sheet.png",
                        round_models=models)

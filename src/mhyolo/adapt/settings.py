@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mhyolo.adapt.guard import DEFAULT_MAX_VAL_DROP
 from mhyolo.errors import ConfigError
 
 DEFAULT_KEEP = 0.5  # keep threshold without labelled validation data to calibrate one
@@ -33,6 +34,8 @@ class AdaptSettings:
     epochs: int = 10
     empty_targets: bool = False  # also train on target images with no kept box, as ball-free images
     min_kept: float = MIN_KEPT_SHARE  # a round trains a student only if this share of targets has a kept box
+    max_val_drop: float | None = DEFAULT_MAX_VAL_DROP  # the adapted model is kept only if the labelled val
+    # mAP50 falls by at most this (`adapt.guard`); None: kept whatever it scores
     hyp: str = "multihead"  # training settings (shipped name or YAML path)
     imgsz: int | None = None  # None: the size the model was trained at
     batch: int = 16
@@ -61,6 +64,8 @@ class AdaptSettings:
             raise ConfigError("--rounds, --epochs and --batch must be at least 1")
         if not 0.0 <= self.min_kept <= 1.0:
             raise ConfigError(f"--min-kept {self.min_kept}: must be a share in [0, 1]")
+        if self.max_val_drop is not None and self.max_val_drop < 0:
+            raise ConfigError(f"--max-val-drop {self.max_val_drop}: must be 0 or more")
         if self.slice_factor < 1.0:
             raise ConfigError(f"--slice-factor {self.slice_factor}: must be at least 1")
 

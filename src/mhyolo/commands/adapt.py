@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mhyolo.adapt.guard import DEFAULT_MAX_VAL_DROP
 from mhyolo.adapt.settings import DEFAULT_DEDUP_BITS, DEFAULT_IGNORE, DEFAULT_KEEP, MIN_KEPT_SHARE, TARGET_PRECISION
 
 
@@ -41,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-kept", type=float, default=MIN_KEPT_SHARE, metavar="SHARE",
                         help="train a student only if at least this share of the target images has a kept box; "
                              f"below it the model is kept as it was (default {MIN_KEPT_SHARE})")
+    parser.add_argument("--max-val-drop", type=float, default=DEFAULT_MAX_VAL_DROP, metavar="MAP",
+                        help="keep the adapted model only if its mAP50 on the labelled val split falls by at most "
+                             f"this (default {DEFAULT_MAX_VAL_DROP}); -1 keeps it whatever it scores")
     parser.add_argument("--hyp", default="multihead", help="training settings: shipped name or YAML (default multihead)")
     parser.add_argument("--imgsz", type=int, help="input size (default: the size the model was trained at)")
     parser.add_argument("--batch", type=int, default=16)
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, images=args.images, out=args.out, labelled=args.labelled, fps=args.fps, keep=args.keep,
         ignore=args.ignore, precision=args.precision, temporal_k=args.temporal_k,
         dedup_bits=None if args.dedup < 0 else args.dedup, rounds=args.rounds, epochs=args.epochs, empty_targets=args.empty_targets, min_kept=args.min_kept,
+        max_val_drop=None if args.max_val_drop < 0 else args.max_val_drop,
         hyp=args.hyp,
         imgsz=args.imgsz, batch=args.batch, teacher=args.teacher, slice_factor=args.slice_factor,
         classes=args.classes, device=args.device, workers=args.workers, seed=args.seed, progress=not args.quiet)
