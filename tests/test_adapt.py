@@ -3,6 +3,7 @@ dataset and its review loop, refused inputs (whole runs: `test_adapt_run.py`).""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -290,6 +291,28 @@ class _Oracle:
         boxes = np.concatenate([balls, [[0, 0, 8, 8]]]).astype(np.float32)
         scores = np.array([0.8] * len(balls) + [0.6], np.float32)
         return [Prediction(boxes, scores, np.zeros(len(boxes), np.int64), ["ball"] * len(boxes), (height, width))]
+
+
+@pytest.fixture(scope="module")
+def coco_labelled(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three tennis_icifx train and two valid images, their balls as COCO's class 32 ("sports ball"),
+    named as the COCO model names its classes: labelled data in that model's classes."""
+    from mhyolo.model.weights import load_model
+
+    names = load_model(shared / "weights" / "yolov5n.pt").names
+    root = tmp_path_factory.mktemp("labelled")
+    source = shared / "data" / "tennis_icifx"
+    for split, folder, count in (("train", "train", 3), ("val", "valid", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for image in sorted((source / folder / "images").glob("*.jpg"))[:count]:
+            shutil.copy(image, root / "images" / split / image.name)
+            lines = (source / folder / "labels" / f"{image.stem}.txt").read_text().split("\n")
+            (root / "labels" / split / f"{image.stem}.txt").write_text(
+                "".join("32 " + line.split(" ", 1)[1] + "\n" for line in lines if line.strip()))
+    data = root / "data.yaml"
+    data.write_text(json.dumps({"path": ".", "train": "images/train", "val": "images/val", "names": names}))
+    return data
 
 
 def test_the_keep_threshold_is_calibrated_to_the_asked_precision(coco_labelled: Path) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_adapt import _settings
-from test_adapt_run import coco_labelled  # noqa: F401 - the fixture is used by name
+from test_adapt import _settings, coco_labelled  # noqa: F401 - the fixture is used by name
 
 from mhyolo.adapt.guard import decide
 from mhyolo.errors import ConfigError

@@ -10,35 +10,13 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from test_adapt import _settings, _video
+from test_adapt import _settings, _video, coco_labelled  # noqa: F401 - the fixture is used by name
 
 from mhyolo.data.verify import verify_dataset
 from mhyolo.errors import MhyoloError
 
 
 # ------------------------------------------------------------------------------- (e) one tiny run
-@pytest.fixture(scope="module")
-def coco_labelled(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three tennis_icifx train and two valid images, their balls as COCO's class 32 ("sports ball"),
-    named as the COCO model names its classes: labelled data in that model's classes."""
-    from mhyolo.model.weights import load_model
-
-    names = load_model(shared / "weights" / "yolov5n.pt").names
-    root = tmp_path_factory.mktemp("labelled")
-    source = shared / "data" / "tennis_icifx"
-    for split, folder, count in (("train", "train", 3), ("val", "valid", 2)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for image in sorted((source / folder / "images").glob("*.jpg"))[:count]:
-            shutil.copy(image, root / "images" / split / image.name)
-            lines = (source / folder / "labels" / f"{image.stem}.txt").read_text().split("\n")
-            (root / "labels" / split / f"{image.stem}.txt").write_text(
-                "".join("32 " + line.split(" ", 1)[1] + "\n" for line in lines if line.strip()))
-    data = root / "data.yaml"
-    data.write_text(json.dumps({"path": ".", "train": "images/train", "val": "images/val", "names": names}))
-    return data
-
-
 def test_a_tiny_adaptation_of_the_coco_model_writes_the_model_and_the_report(
         tmp_path: Path, official_weights: Path, shared: Path, coco_labelled: Path) -> None:
     from mhyolo.adapt.run import run_adapt
