@@ -86,7 +86,8 @@ def main() -> None:
     variants = {"tracking": (whole, None, False), "tracking + re-detection": (whole, window, False),
                 "tracking + re-detection, throughput mode": (whole, window, True),
                 "full slicing, tracked": (sliced, None, False)}
-    print(f"CPU: {cpu_info(2).describe()}; model {args.weights}; whole frames: {whole.describe()}; windows and tiles "
+    passes = whole.describe() if hasattr(whole, "describe") else f"one pass at {side} px"  # an exported graph
+    print(f"CPU: {cpu_info(2).describe()}; model {args.weights}; whole frames: {passes}; windows and tiles "
           f"{side} px; {args.frames} frames of 1280x720 per clip")
     print("| ball | method | F1@5px | F1@10px | P@10 | R@10 | frames/s | model calls + windows |")
     print("|---|---|---|---|---|---|---|---|")
