@@ -59,13 +59,28 @@ def current_environment(purelib: Path) -> None:
 
 
 def project_requirements(extras: Iterable[str] = ()) -> list[str]:
-    """The checkout's `[project] dependencies` and those of `extras`, as pyproject.toml declares them."""
-    import tomllib
-
+    """The checkout's `[project] dependencies` and those of `extras`, as pyproject.toml declares them (on
+    Python 3.10, without `tomllib`, as the installed checkout's metadata repeats them)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        return _installed_requirements(extras)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     found = list(project["dependencies"])
     for extra in extras:
         found += project["optional-dependencies"][extra]
+    return found
+
+
+def _installed_requirements(extras: Iterable[str]) -> list[str]:
+    environment = default_environment()
+    found = []
+    for text in metadata.requires("mhyolo") or []:
+        requirement = Requirement(text)
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({**environment, "extra": e}) for e in extras):
+            requirement.marker = None
+            found.append(str(requirement))
     return found
 
 
