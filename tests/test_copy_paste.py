@@ -18,7 +18,8 @@ from helpers.big_images import SCENES, draw_scene, pixel_boxes, write_dataset
 from mhyolo.config import from_dict
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.data.copy_paste import BallCrop, CopyPaste, CopyPasteConfig, CropBank, ellipse_alpha, paste_ball
-from mhyolo.data.dataset import YoloDataset, read_image
+from mhyolo.data.dataset import YoloDataset
+from mhyolo.data.image_file import read_image
 from mhyolo.data.naming import output_stem, source_of
 from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.errors import ConfigError

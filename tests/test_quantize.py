@@ -16,7 +16,7 @@ from helpers.tiny_data import tiny_ball_dataset
 from test_export import IMAGES, WEIGHTS
 
 from mhyolo.cli import main
-from mhyolo.data.dataset import read_image
+from mhyolo.data.image_file import read_image
 from mhyolo.data.pairing import split_images
 from mhyolo.data.spec import load_data_spec
 from mhyolo.errors import DataError

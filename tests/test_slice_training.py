@@ -19,7 +19,8 @@ from helpers.big_images import SCENES, draw_scene, pixel_boxes, window_origin, w
 from mhyolo.config import from_dict, load_config
 from mhyolo.data.augment import AugmentConfig
 from mhyolo.data.copy_paste import CopyPasteConfig
-from mhyolo.data.dataset import YoloDataset, collate_fn, read_image
+from mhyolo.data.dataset import YoloDataset, collate_fn
+from mhyolo.data.image_file import read_image
 from mhyolo.data.slices import SliceConfig, choose_window, cut_window, is_large
 from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.data.windows import boxes_in_window, cut_by_window

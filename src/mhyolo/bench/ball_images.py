@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from mhyolo.infer.crops import crop_boxes
-from mhyolo.data.dataset import YoloDataset, read_image
+from mhyolo.data.dataset import YoloDataset
+from mhyolo.data.image_file import read_image
 from mhyolo.data.spec import DataSpec
 from mhyolo.errors import DataError
 from mhyolo.infer.preprocess import PAD_VALUE

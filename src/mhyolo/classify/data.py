@@ -15,7 +15,8 @@ import torch
 from tqdm import tqdm
 
 from mhyolo.infer.crops import crop_boxes
-from mhyolo.data.dataset import YoloDataset, read_image
+from mhyolo.data.dataset import YoloDataset
+from mhyolo.data.image_file import read_image
 from mhyolo.data.spec import DataSpec
 from mhyolo.errors import DataError
 

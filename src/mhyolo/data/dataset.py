@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from mhyolo.data.augment import AugmentConfig, Augmenter
 from mhyolo.data.copy_paste import CopyPaste, CropBank
+from mhyolo.data.image_file import read_image
 from mhyolo.data.labels import read_labels
 from mhyolo.data.letterbox import PAD_VALUE, LetterboxInfo, letterbox
 from mhyolo.data.mosaic import mixup, mosaic4
@@ -106,18 +107,6 @@ def collate_fn(batch: list[Sample]) -> Batch:
                  targets=torch.cat(targets) if targets else torch.zeros((0, 6), dtype=torch.float32),
                  paths=[s.path for s in batch], infos=[s.info for s in batch],
                  ignore=torch.cat(ignore) if ignore else torch.zeros((0, 5), dtype=torch.float32))
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image as RGB uint8 HWC; a file that does not decode is a DataError naming it."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read image: {exc.strerror or exc}") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DataError(f"{path}: cannot decode image (corrupt or not an image); run `mhyolo data verify`")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def load_split_labels(files: list[Path], num_types: int, progress: bool = True) -> list[np.ndarray]:

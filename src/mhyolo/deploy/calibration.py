@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mhyolo.data.dataset import read_image
+from mhyolo.data.image_file import read_image
 from mhyolo.data.pairing import split_images
 from mhyolo.data.spec import IMAGE_SUFFIXES, load_data_spec
 from mhyolo.errors import DataError

@@ -39,25 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from mhyolo.deploy.calibration import calibration_files, letterboxed_rgb
 from mhyolo.deploy.rknn_env import ENV_VARIABLE, RknnWorker, find_rknn_python, to_worker_input  # noqa: F401
 from mhyolo.errors import ConfigError, MhyoloError, WeightsError
 from mhyolo.infer.backends.base import ExportedBackend
 from mhyolo.infer.layout import ExportMetadata
 from mhyolo.infer.onnx_metadata import read_onnx_metadata
-
-def _calibration_files(data_yaml: Any, count: int, seed: int) -> list[Path]:
-    """`deploy.calibration.calibration_files`, imported when calibrating: it reads datasets (training
-    code), which a board running a `.rknn` never does."""
-    from mhyolo.deploy.calibration import calibration_files
-
-    return calibration_files(data_yaml, count, seed)
-
-
-def _letterboxed_rgb(path: Path, imgsz: int) -> np.ndarray:
-    from mhyolo.deploy.calibration import letterboxed_rgb
-
-    return letterboxed_rgb(path, imgsz)
-
 
 SIDECAR_SUFFIX = ".json"  # model.rknn -> model.rknn.json
 SIDECAR_VERSION = 1
@@ -101,7 +88,7 @@ def write_calibration(files: Sequence[Path], imgsz: int, folder: Path) -> tuple[
         if not Path(path).is_file():
             raise MhyoloError(f"calibration image {path} is missing: the RKNN model cannot be rebuilt "
                               f"identically for the simulator")
-        image = _letterboxed_rgb(Path(path), imgsz)
+        image = letterboxed_rgb(Path(path), imgsz)
         digest.update(np.ascontiguousarray(image).tobytes())
         target = folder / f"calib_{i:04d}.npy"
         np.save(target, np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
@@ -183,7 +170,7 @@ def convert_rknn(onnx_path: str | Path, out_path: str | Path, data_yaml: str | P
     python = find_rknn_python()  # fail before any work when the environment is missing
     settings = settings or RknnSettings(target=target)
     meta = read_onnx_metadata(onnx_path)
-    files = _calibration_files(data_yaml, calib_images, seed)
+    files = calibration_files(data_yaml, calib_images, seed)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mhyolo-rknn-calib-") as scratch:
@@ -288,7 +275,7 @@ class RknnSimulatorBackend(ExportedBackend):
             if data_yaml is None:
                 raise ConfigError(f"{path}: simulating an .onnx as RKNN INT8 needs data_yaml for calibration")
             meta, onnx_path = read_onnx_metadata(path), path
-            files, imgsz, calib_sha = _calibration_files(data_yaml, calib_images, seed), meta.imgsz, None
+            files, imgsz, calib_sha = calibration_files(data_yaml, calib_images, seed), meta.imgsz, None
             settings = settings or RknnSettings()
         else:
             raise ConfigError(f"{path}: the RKNN simulator takes a .rknn (with its sidecar) or an .onnx")

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mhyolo.data.dataset import YoloDataset, build_dataloader, read_image
+from mhyolo.data.dataset import YoloDataset, build_dataloader
+from mhyolo.data.image_file import read_image
 from mhyolo.data.spec import DataSpec
 from mhyolo.defaults import PREDICT_CONF
 from mhyolo.errors import ConfigError

@@ -81,15 +81,20 @@ class LevelOutputs(Mapping[str, np.ndarray]):
                 continue
             anchor, cell = np.divmod(flat, height * width)
             y, x = np.divmod(cell, width)
-            p = _float32(boxes[b, anchor, y, x])
             grid = np.stack((x, y), axis=1).astype(np.float32)
-            xy = (p[:, 0:2] * 2.0 - 0.5 + grid) * np.float32(self.strides[level])
-            wh = (p[:, 2:4] * 2.0) ** 2 * self.anchors_px[level][anchor]
-            rows.append(np.concatenate((xy, wh, _float32(scores[b, anchor, y, x])), axis=1))
+            xywh = self._box_rows(level, _float32(boxes[b, anchor, y, x]), grid, self.anchors_px[level][anchor])
+            rows.append(np.concatenate((xywh, _float32(scores[b, anchor, y, x])), axis=1))
             ids.append(flat + self.offsets[level])
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 4 + self.scores[0].shape[-1]), np.float32)
         return np.concatenate(ids), np.concatenate(rows)
+
+    def _box_rows(self, level: int, p: np.ndarray, grid: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Sigmoid box offsets `p` (..., 4) of cells `grid` (x, y) with their anchors (px) -> [cx, cy, w, h] in
+        input pixels: the float32 operations of `decode_levels`, in its order (one decoder for both reads)."""
+        xy = (p[..., 0:2] * 2.0 - 0.5 + grid) * np.float32(self.strides[level])
+        wh = (p[..., 2:4] * 2.0) ** 2 * anchors
+        return np.concatenate((xy, wh), axis=-1)
 
     def type_rows(self, b: int, rows: np.ndarray) -> np.ndarray:
         """Type probabilities (n, T) of image `b`'s rows `rows` (row numbers of the full prediction):
@@ -133,8 +138,8 @@ class LevelOutputs(Mapping[str, np.ndarray]):
         return len(self._keys())
 
     def _decode(self, key: str) -> np.ndarray:
-        """Every row, as `YoloModel.predict` returns it (the full, slow read): the float32 operations of
-        `candidates` on every cell, rows in level, anchor, row, column order."""
+        """Every row, as `YoloModel.predict` returns it (the full, slow read): `candidates`' decoding of
+        every cell, rows in level, anchor, row, column order."""
         if key == IMAGE_TYPES:
             return _float32(self.image_type)
         if key == OBJECT_TYPES:
@@ -142,13 +147,11 @@ class LevelOutputs(Mapping[str, np.ndarray]):
         rows = []
         for level, (boxes, scores) in enumerate(zip(self.boxes, self.scores)):
             _, _, height, width, _ = scores.shape
-            p = _float32(boxes)
             ys, xs = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32),
                                  indexing="ij")
-            grid = np.stack((xs, ys), axis=-1)
-            xy = (p[..., 0:2] * 2.0 - 0.5 + grid) * np.float32(self.strides[level])
-            wh = (p[..., 2:4] * 2.0) ** 2 * self.anchors_px[level][None, :, None, None, :]
-            rows.append(_rows_of(np.concatenate((xy, wh, _float32(scores)), axis=-1)))
+            xywh = self._box_rows(level, _float32(boxes), np.stack((xs, ys), axis=-1),
+                                     self.anchors_px[level][None, :, None, None, :])
+            rows.append(_rows_of(np.concatenate((xywh, _float32(scores)), axis=-1)))
         return np.concatenate(rows, axis=1)
 
 

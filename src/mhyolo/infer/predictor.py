@@ -18,6 +18,7 @@ import numpy as np
 
 from mhyolo.defaults import DEFAULT_IMGSZ, PREDICT_CONF, check_stride_multiple
 from mhyolo.errors import ConfigError
+from mhyolo.infer.arrays import as_numpy
 from mhyolo.infer.inference import Inference
 from mhyolo.infer.input_size import NativeSize
 from mhyolo.infer.preprocess import PAD_VALUE, LetterboxInfo, letterbox, model_input
@@ -150,8 +151,7 @@ class FramePass:
 
 def model_stride(model: InferenceBackend) -> int:
     """Largest stride of the backend: input sides must be multiples of it."""
-    stride = model.stride
-    return int(max(stride.tolist() if hasattr(stride, "tolist") else stride))
+    return int(np.max(as_numpy(model.stride)))
 
 
 def accepts_any_shape(model: InferenceBackend) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mhyolo.errors import ConfigError
-from mhyolo.track.points import DETECTED, TrackPoint, box_centre, box_side
+from mhyolo.track.points import DETECTED, BoxGeometry, TrackPoint
 
 
 @dataclass(frozen=True)
@@ -47,20 +47,13 @@ class MotionSettings:
 
 
 @dataclass
-class Candidate:
+class Candidate(BoxGeometry):
     """A detection offered to the tracker: box (xyxy), score, type name."""
 
     box: tuple[float, float, float, float]
     score: float
     type_name: str | None = None
 
-    @property
-    def centre(self) -> np.ndarray:
-        return box_centre(self.box)
-
-    @property
-    def side(self) -> float:
-        return box_side(self.box)
 
     def point(self, frame: int, track: int, source: str) -> TrackPoint:
         """The candidate as the point `track` takes at `frame`."""

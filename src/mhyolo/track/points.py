@@ -21,8 +21,22 @@ def box_side(box: tuple[float, float, float, float]) -> float:
     return float(np.sqrt(max(x2 - x1, 1e-6) * max(y2 - y1, 1e-6)))
 
 
+class BoxGeometry:
+    """The centre and the side of an object's `box` (xyxy), for every kind of ball position."""
+
+    box: tuple[float, float, float, float]
+
+    @property
+    def centre(self) -> np.ndarray:
+        return box_centre(self.box)
+
+    @property
+    def side(self) -> float:
+        return box_side(self.box)
+
+
 @dataclass
-class TrackPoint:
+class TrackPoint(BoxGeometry):
     """A ball in frame `frame`: its box (xyxy, original pixels), score and type, and how it was found
     (`detected` by the whole-frame pass, `redetected` in the window a track pointed to, or `interpolated`
     across a short gap: never a detection)."""
@@ -36,13 +50,6 @@ class TrackPoint:
     time: float = 0.0  # seconds from the first frame
     speed: float | None = None  # px/s over the step from the track's previous point
 
-    @property
-    def centre(self) -> np.ndarray:
-        return box_centre(self.box)
-
-    @property
-    def side(self) -> float:
-        return box_side(self.box)
 
     @property
     def interpolated(self) -> bool:
