@@ -62,3 +62,7 @@ def training_file(value: str | Path, base_dirs: tuple[Path, ...] = ()) -> Path:
     return path_or_shipped(value, shipped_training_files(), "training settings", base_dirs)
 
 NPU_CORE_WORDS = ("auto", "0", "1", "2", "all")  # `--npu-cores` on a Rockchip board: the driver's choice, one core, all three
+
+# OpenVINO's CPU arithmetic a user may ask for: "auto" is f32 for a float model (what accuracy checks
+# need) and the plugin's own default for an INT8 one (infer/backends/openvino_backend.py says why).
+OPENVINO_PRECISIONS = ("auto", "f32", "bf16", "f16")

@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mhyolo.commands.inference_args import add_slice_arguments, slice_settings
 from mhyolo.commands.scale_args import add_multiscale_arguments, multiscale_settings
-from mhyolo.defaults import PREDICT_CONF
+from mhyolo.defaults import OPENVINO_PRECISIONS as PRECISIONS, PREDICT_CONF
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.infer.input_size import imgsz_arg
 
@@ -67,6 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --json: draw and write no annotated images or video (the JSON lines only; "
                              "faster where drawing and encoding cost more than the model)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    parser.add_argument("--ov-precision", choices=PRECISIONS, default="auto",
+                        help="OpenVINO's arithmetic on the CPU: auto (f32 for a float model, the plugin's default "
+                             "for INT8), f32, bf16 (faster on CPUs with AVX-512 BF16 or AMX, which is what OpenVINO "
+                             "itself picks there) or f16 (default: auto)")
     parser.add_argument("--npu-cores", default="auto", metavar="CORES",
                         help="a .rknn on a Rockchip board (rknn-toolkit-lite2): the NPU cores of each call, auto (the "
                              "driver's choice), 0, 1, 2 or all (default: auto; the x86 simulator has none)")
@@ -123,6 +129,35 @@ class _VideoOut:
             self.writer.release()
 
 
+class _OrderedWriter:
+    """Draws and writes annotated frames on one worker thread (OpenCV releases the GIL while it encodes),
+    so the next frames' model calls overlap the writing; `done` hears of each frame in input order,
+    once its copy is written. At most `ahead` frames wait, which bounds the images held in memory."""
+
+    def __init__(self, write: Callable[[Frame, Prediction], bool],
+                 done: Callable[[Frame, Prediction, bool], None], ahead: int = 4) -> None:
+        self.write, self.done, self.ahead = write, done, ahead
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mhyolo-write")  # one worker: frames stay in order
+        self.pending: deque[tuple[Frame, Prediction, Future]] = deque()
+
+    def submit(self, frame: Frame, prediction: Prediction) -> None:
+        self.pending.append((frame, prediction, self.pool.submit(self.write, frame, prediction)))
+        while self.pending and (self.pending[0][2].done() or len(self.pending) > self.ahead):
+            self._finish_first()
+
+    def drain(self) -> None:
+        """Wait for every frame submitted so far."""
+        while self.pending:
+            self._finish_first()
+
+    def _finish_first(self) -> None:
+        frame, prediction, future = self.pending.popleft()
+        self.done(frame, prediction, future.result())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _predict(predictor, frames: list[Frame], sliced: bool) -> list:
     """Predictions for the readable frames. Sliced, one frame at a time (tiles are per image), so
     an image the tile does not fit is named in the error."""
@@ -159,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
     scaled = multiscale_settings(args)
     source = open_source(args.source)
     device = _device(args.device)
-    model = InferenceModel.load(args.weights, device=device, classifier=args.classifier, npu_cores=args.npu_cores)
+    model = InferenceModel.load(args.weights, device=device, classifier=args.classifier, npu_cores=args.npu_cores,
+                                precision=args.ov_precision)
 
     def square_note(base) -> None:
         if base.square_fallback:
@@ -191,19 +227,30 @@ def run(args: argparse.Namespace) -> int:
             return True
         return bool(cv2.imwrite(str(out_dir / frame.name), annotated))
 
-    def emit(frame: Frame, prediction: Prediction | None) -> None:
-        """Write one frame's result (or report why it has none) and count it."""
-        if prediction is None:
-            counts["failed"] += 1
-            tqdm.write(f"mhyolo predict: {frame.path}: {frame.error}", file=sys.stderr)
-            return
-        if images and not write_annotated(frame, prediction):
+    def report(frame: Frame, prediction: Prediction, written: bool) -> None:
+        """Count one predicted frame (and print its JSON line) once its annotated copy is written."""
+        if not written:
             counts["failed"] += 1
             tqdm.write(f"mhyolo predict: {out_dir / frame.name}: cannot write the annotated image", file=sys.stderr)
             return
         if args.json:
             print(json.dumps(prediction.to_json(frame.name)), flush=True)
         counts["done"] += 1
+
+    writer = _OrderedWriter(write_annotated, report) if images else None
+
+    def emit(frame: Frame, prediction: Prediction | None) -> None:
+        """Write one frame's result (or report why it has none) and count it."""
+        if prediction is None:
+            if writer is not None:
+                writer.drain()  # the lines of earlier frames first
+            counts["failed"] += 1
+            tqdm.write(f"mhyolo predict: {frame.path}: {frame.error}", file=sys.stderr)
+            return
+        if writer is not None:
+            writer.submit(frame, prediction)
+        else:
+            report(frame, prediction, True)
 
     streaming = (args.throughput and slicing is None and args.batch_size == 1
                  and (source.is_video or len(source) > 1))
@@ -225,7 +272,11 @@ def run(args: argparse.Namespace) -> int:
                 for frame, prediction in zip(good, _predict(predictor, good, sliced=slicing is not None)):
                     emit(frame, prediction)
                 bar.update(len(batch))
+        if writer is not None:
+            writer.drain()
     finally:
+        if writer is not None:
+            writer.close()
         bar.close()
         if video_out is not None:
             video_out.close()

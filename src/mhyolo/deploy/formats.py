@@ -31,13 +31,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to run a file: the torch device, the OpenVINO precision, the CPU threads, and on a
-    Rockchip board the NPU cores (`NPU_CORE_WORDS`)."""
+    """How to run a file: the torch device, the OpenVINO precision, the CPU threads, on a Rockchip
+    board the NPU cores (`NPU_CORE_WORDS`), and whether the model is only run (`inference_only`: a
+    PyTorch model then takes its faster inference form, `YoloModel.for_inference`)."""
 
     device: Any = "cpu"
     precision: str | None = "auto"
     threads: int | None = None
     npu_cores: str = "auto"
+    inference_only: bool = False
 
     def __post_init__(self) -> None:
         if str(self.npu_cores).strip().lower() not in NPU_CORE_WORDS:
@@ -204,7 +206,8 @@ def _existing(weights: Any) -> Path:
 def _load_torch(weights: Any, options: LoadOptions) -> Any:
     from mhyolo.model.weights import load_model
 
-    return load_model(weights, device=options.device)
+    model = load_model(weights, device=options.device)
+    return model.for_inference() if options.inference_only else model
 
 
 

@@ -18,11 +18,13 @@ RUNTIMES = runtimes()
 
 
 def load_backend(weights: str | Path, device: Any = "cpu", runtime: str | None = None,
-                 precision: str | None = "auto", threads: int | None = None, npu_cores: str = "auto"):
-    """Any supported model file as an `InferenceBackend` (PyTorch models in eval mode on `device`; a
-    `.rknn` on a Rockchip board's `npu_cores`), read by the row of its format (`deploy.formats`)."""
+                 precision: str | None = "auto", threads: int | None = None, npu_cores: str = "auto",
+                 inference_only: bool = False):
+    """Any supported model file as an `InferenceBackend` (PyTorch models in eval mode on `device`, in
+    their inference form with `inference_only`; a `.rknn` on a Rockchip board's `npu_cores`), read by
+    the row of its format (`deploy.formats`)."""
     return load(weights, runtime, LoadOptions(device=device, precision=precision, threads=threads,
-                                              npu_cores=npu_cores))
+                                              npu_cores=npu_cores, inference_only=inference_only))
 
 
 def input_size(backend: Any, requested: int | None, default: int = DEFAULT_IMGSZ) -> int:

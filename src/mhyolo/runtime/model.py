@@ -45,12 +45,16 @@ class InferenceModel:
 
     @classmethod
     def load(cls, weights: str | Path, device: Any = "cpu", classifier: str | Path | None = None,
-             runtime: str | None = None, threads: int | None = None, npu_cores: str = "auto") -> InferenceModel:
+             runtime: str | None = None, threads: int | None = None, npu_cores: str = "auto",
+             precision: str | None = "auto") -> InferenceModel:
         """Any model file mhyolo reads (`runtime.load.load_backend`) and, with `classifier`, the crop
-        classifier (`.safetensors` or `.onnx`) that types its boxes, checked to fit the detector."""
+        classifier (`.safetensors` or `.onnx`) that types its boxes, checked to fit the detector. A
+        PyTorch model is only run here: it takes its inference form (`YoloModel.for_inference`);
+        `precision` is OpenVINO's (`defaults.OPENVINO_PRECISIONS`)."""
         from mhyolo.runtime.load import load_backend
 
-        backend = load_backend(weights, device=device, runtime=runtime, threads=threads, npu_cores=npu_cores)
+        backend = load_backend(weights, device=device, runtime=runtime, precision=precision, threads=threads,
+                               npu_cores=npu_cores, inference_only=True)
         crop_classifier = None
         if classifier is not None:
             from mhyolo.classify.backend import load_classifier

@@ -17,10 +17,11 @@ import numpy as np
 
 from mhyolo.infer.layout import METADATA_KEY, ExportMetadata
 from mhyolo.infer.onnx_metadata import read_onnx_metadata
+from mhyolo.defaults import OPENVINO_PRECISIONS
 from mhyolo.errors import ConfigError, MhyoloError
 from mhyolo.infer.backends.base import ExportedBackend
 
-PRECISIONS = ("f32", "bf16", "f16", "auto")
+PRECISIONS = OPENVINO_PRECISIONS
 
 
 def is_quantized(model) -> bool:
