@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--streams", type=int, metavar="N",
                         help="throughput mode: model calls in flight (default: the runtime's choice; OpenVINO's "
                              "throughput hint, 2 elsewhere)")
+    parser.add_argument("--track", action="store_true",
+                        help="on a video or a folder of frames, give each box the id of the ball track it joins "
+                             "(`track` in the JSON, `#id` on the drawn label), decided frame by frame; "
+                             "`mhyolo track` adds re-detection, gap filling, speeds and trails")
+    parser.add_argument("--balls", choices=("one", "many"), default="one",
+                        help="--track: one ball at a time (default) or several at once")
     add_slice_arguments(parser)
     add_multiscale_arguments(parser)
     parser.add_argument("--square", action="store_true",
@@ -158,6 +164,14 @@ class _OrderedWriter:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _online_tracks(balls: str):
+    """`--track`: the online track ids of each frame's boxes (`track.online`)."""
+    from mhyolo.track.online import OnlineTrackIds
+    from mhyolo.track.run import TrackSettings
+
+    return OnlineTrackIds(TrackSettings(many=balls == "many"))
+
+
 def _predict(predictor, frames: list[Frame], sliced: bool) -> list:
     """Predictions for the readable frames. Sliced, one frame at a time (tiles are per image), so
     an image the tile does not fit is named in the error."""
@@ -238,9 +252,12 @@ def run(args: argparse.Namespace) -> int:
         counts["done"] += 1
 
     writer = _OrderedWriter(write_annotated, report) if images else None
+    track_ids = _online_tracks(args.balls) if args.track else None
 
     def emit(frame: Frame, prediction: Prediction | None) -> None:
         """Write one frame's result (or report why it has none) and count it."""
+        if track_ids is not None:
+            prediction = track_ids(prediction)  # every frame, in order: an unread one is a frame without a ball
         if prediction is None:
             if writer is not None:
                 writer.drain()  # the lines of earlier frames first

@@ -24,10 +24,16 @@ def class_color(index: int) -> tuple[int, int, int]:
 
 
 def label_for(prediction: Prediction, i: int) -> tuple[str, int]:
-    """Text and colour id of box `i`: the type when the model has a type head, else the class."""
+    """Text and colour id of box `i`: the type when the model has a type head, else the class; with the
+    box's track id (`#3`) when a tracker gave it one."""
     if prediction.has_types:
-        return f"{prediction.type_names[i]} {prediction.type_scores[i]:.2f}", int(prediction.type_ids[i])
-    return f"{prediction.class_names[i]} {prediction.scores[i]:.2f}", int(prediction.class_ids[i])
+        text, colour = f"{prediction.type_names[i]} {prediction.type_scores[i]:.2f}", int(prediction.type_ids[i])
+    else:
+        text, colour = f"{prediction.class_names[i]} {prediction.scores[i]:.2f}", int(prediction.class_ids[i])
+    track_ids = getattr(prediction, "track_ids", None)  # a per-box field of a tracked prediction
+    if track_ids is not None and track_ids[i] >= 0:
+        text = f"#{int(track_ids[i])} {text}"
+    return text, colour
 
 
 def draw_predictions(image: np.ndarray, prediction: Prediction) -> np.ndarray:

@@ -9,7 +9,6 @@ after `max_misses`. Still tracks are dropped as in `motion`.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from mhyolo.track.motion import BallTrack, Candidate, MotionSettings, fits, near_still, still_place
 from mhyolo.track.points import DETECTED, TrackPoint
@@ -31,6 +30,8 @@ class MultiBallTracker:
     def assign(self, frame: int, candidates: list[Candidate]) -> tuple[dict[int, Candidate], list[Candidate]]:
         if not self.live or not candidates:
             return {}, list(candidates)
+        from scipy.optimize import linear_sum_assignment  # here: one ball (and the runtime install) needs no SciPy
+
         cost = np.full((len(self.live), len(candidates)), FAR)
         for i, track in enumerate(self.live):
             for j, candidate in enumerate(candidates):

@@ -151,8 +151,20 @@ class Tracker:
         with StreamPredictor(self.predictor, self.streams) as stream:
             yield from stream.predict((frame, _readable(frame).image) for frame in frames)
 
+    def new_motion(self) -> SingleBallTracker | MultiBallTracker:
+        """The motion model that links this run's detections (one ball, or several with `many`)."""
+        return MultiBallTracker(self.settings.motion) if self.settings.many else SingleBallTracker(self.settings.motion)
+
+    def link(self, motion: SingleBallTracker | MultiBallTracker, number: int, found: list[Candidate],
+             image: np.ndarray | None, result: TrackResult) -> list[TrackPoint]:
+        """Frame `number`'s detections (`found`) given to the tracks, with re-detection in a window where a
+        track finds none (`image` is needed only then); the points the tracks took at this frame."""
+        if isinstance(motion, MultiBallTracker):
+            return self._step_many(motion, number, found, image, result)
+        return self._step_one(motion, number, found, image, result)
+
     def run(self, frames: Iterable[Frame], fps: float) -> TrackResult:
-        motion = MultiBallTracker(self.settings.motion) if self.settings.many else SingleBallTracker(self.settings.motion)
+        motion = self.new_motion()
         result = TrackResult(tracks=[], best_per_frame={}, names={}, turns={}, fps=fps)
         started = time.perf_counter()
         for number, (frame, prediction) in enumerate(self.whole_frames(frames)):
@@ -165,10 +177,7 @@ class Tracker:
             if found:
                 best = max(found, key=lambda c: c.score)
                 result.best_per_frame[number] = TrackPoint(number, 0, best.box, best.score, best.type_name)
-            if isinstance(motion, MultiBallTracker):
-                self._step_many(motion, number, found, frame.image, result)
-            else:
-                self._step_one(motion, number, found, frame.image, result)
+            self.link(motion, number, found, frame.image, result)
         result.seconds = time.perf_counter() - started
         for track in self._kept(motion):
             points = drop_jumps(track.points, self.settings.motion.max_step)
@@ -185,8 +194,8 @@ class Tracker:
             return motion.tracks()
         return [t for t in motion.tracks() if len(t.points) >= self.settings.min_points]
 
-    def _step_one(self, motion: SingleBallTracker, number: int, found: list[Candidate], image: np.ndarray,
-                  result: TrackResult) -> None:
+    def _step_one(self, motion: SingleBallTracker, number: int, found: list[Candidate], image: np.ndarray | None,
+                  result: TrackResult) -> list[TrackPoint]:
         chosen = motion.choose(number, found)
         source = DETECTED
         if chosen is None and self.window is not None and motion.expected(number) is not None:
@@ -195,12 +204,13 @@ class Tracker:
             source = REDETECTED
         if chosen is None:
             motion.miss(number)
-        else:
-            motion.accept(number, chosen, source)
+            return []
+        return [motion.accept(number, chosen, source)]
 
-    def _step_many(self, motion: MultiBallTracker, number: int, found: list[Candidate], image: np.ndarray,
-                   result: TrackResult) -> None:
+    def _step_many(self, motion: MultiBallTracker, number: int, found: list[Candidate], image: np.ndarray | None,
+                   result: TrackResult) -> list[TrackPoint]:
         taken, left = motion.assign(number, found)
+        points = []
         for track in list(motion.live):
             chosen, source = taken.get(track.id), DETECTED
             if chosen is None and self.window is not None:
@@ -209,8 +219,8 @@ class Tracker:
             if chosen is None:
                 motion.miss(track)
             else:
-                motion.accept(track, number, chosen, source)
-        motion.start(number, left)
+                points.append(motion.accept(track, number, chosen, source))
+        return points + motion.start(number, left)
 
     def _window(self, centre: np.ndarray, image: np.ndarray) -> list[Candidate]:
         x0, y0, x1, y1 = window_around(centre, self.window_side, image.shape[:2])
