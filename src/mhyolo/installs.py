@@ -9,7 +9,7 @@ TRAIN_EXTRA = "train"
 # top-level module -> the extra that installs it
 EXTRA_OF_MODULE = {
     **dict.fromkeys(("torch", "torchvision", "timm", "albumentations", "matplotlib", "faster_coco_eval", "scipy",
-                     "imagehash", "PIL", "safetensors", "ensemble_boxes"), TRAIN_EXTRA),
+                     "imagehash", "PIL", "safetensors", "ensemble_boxes", "shapely"), TRAIN_EXTRA),
     **dict.fromkeys(("onnx", "onnxslim", "nncf"), "deploy"),
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
