@@ -34,6 +34,7 @@ class TrainingObjective(nn.Module):
         self.config = config or ObjectiveConfig()
         if self.config.terms:
             import mhyolo.train.distill  # noqa: F401 - registers the distillation terms
+            import mhyolo.train.mask_loss  # noqa: F401 - registers the mask term
         context = BuildContext(model=model, loss=loss, imgsz=imgsz, detector_trains=detector_trains,
                                type_weight=self.config.type_weight,
                                type_label_smoothing=self.config.type_label_smoothing, teacher=teacher)

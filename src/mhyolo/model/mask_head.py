@@ -1,0 +1,85 @@
+"""Instance masks as YOLOv5-seg makes them, as one more head on the shared neck.
+
+`MaskHead` reads the same P3, P4, P5 features as `Detect`: from P3 a small prototype branch (3x3 conv,
+x2 upsampling, 3x3 conv, 1x1 conv to `nm` channels: `nm` prototype masks at a quarter of the input size),
+and per level a 1x1 convolution giving `nm` mask coefficients per (anchor, row, column), laid out like
+`Detect`'s rows, so a kept detection reads its coefficients from the very cell and anchor that found
+it. A box's mask is sigmoid(coefficients . prototypes) kept inside the box (`assemble`).
+
+Unlike YOLOv5-seg, the coefficients are not extra channels of `Detect`: the detector's rows keep
+COCO's shapes (its weights load unchanged), and a model without masks is the same model minus this head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mhyolo.errors import ConfigError
+from mhyolo.model.heads import per_anchor
+from mhyolo.model.layers import DEFAULT_ACT, Conv
+from mhyolo.model.registry import Row, input_channels, register_layer
+
+MASK_COEFFICIENTS = 32  # YOLOv5-seg's nm
+PROTO_CHANNELS = 64  # the prototype branch's width for a nano model (YOLOv5-seg: 256 x width_multiple)
+PROTO_STRIDE = 4  # prototypes are P3 (stride 8) upsampled x2
+
+
+class MaskHead(nn.Module):
+    """Prototype masks from the first feature level and per-row mask coefficients on every level."""
+
+    output_name = "masks"
+
+    def __init__(self, nm: int, na: int, ch: Sequence[int], proto_channels: int = PROTO_CHANNELS,
+                 act: str = DEFAULT_ACT) -> None:
+        super().__init__()
+        self.nm, self.na, self.nl = nm, na, len(ch)
+        self.proto = nn.Sequential(Conv(ch[0], proto_channels, 3, act=act), nn.Upsample(scale_factor=2, mode="nearest"),
+                                   Conv(proto_channels, proto_channels, 3, act=act), Conv(proto_channels, nm, 1, act=act))
+        self.m = nn.ModuleList(nn.Conv2d(c, na * nm, 1) for c in ch)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(prototypes (B, nm, H/4, W/4), per-level coefficients (B, na, h, w, nm)): what the mask loss reads."""
+        return self.proto(features[0]), [per_anchor(conv(x), self.na) for conv, x in zip(self.m, features)]
+
+    def inference(self, raw: tuple[torch.Tensor, list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prototypes, coefficients (B, N, nm)) with row n belonging to detection row n of `Detect.inference`."""
+        prototypes, levels = raw
+        return prototypes, torch.cat([c.reshape(c.shape[0], -1, c.shape[-1]) for c in levels], dim=1)
+
+
+def assemble(prototypes: torch.Tensor, coefficients: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Mask logits of n boxes of one image: prototypes (nm, h, w), coefficients (n, nm), boxes (n, 4) xyxy
+    in prototype pixels -> (n, h, w) logits, set to -inf outside each box (a mask never leaves its box)."""
+    logits = torch.einsum("nk,khw->nhw", coefficients, prototypes)
+    h, w = prototypes.shape[1:]
+    ys = torch.arange(h, device=logits.device, dtype=logits.dtype).view(1, h, 1) + 0.5
+    xs = torch.arange(w, device=logits.device, dtype=logits.dtype).view(1, 1, w) + 0.5
+    x1, y1, x2, y2 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    inside = (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
+    return logits.masked_fill(~inside, float("-inf"))
+
+
+@register_layer("MaskHead")
+def _mask_head(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int]:
+    """args: [nm, anchors, proto_channels=64]; anchors is the anchor count per level or the detector's
+    anchor list (its length gives the count)."""
+    if len(row.args) < 2:
+        raise ConfigError(f"row {row.index} ({row.name}): args must be [nm, anchors] (anchors: count or list)")
+    nm, anchors = row.args[0], row.args[1]
+    if isinstance(nm, bool) or not isinstance(nm, int) or nm < 1:
+        raise ConfigError(f"row {row.index} ({row.name}): nm (mask coefficients) must be a positive integer, got {nm!r}")
+    if isinstance(anchors, list):
+        if not anchors or not isinstance(anchors[0], list) or len(anchors[0]) % 2:
+            raise ConfigError(f"row {row.index} ({row.name}): anchors must be a list of [w, h, w, h, ...] per level")
+        na = len(anchors[0]) // 2
+    elif isinstance(anchors, int) and not isinstance(anchors, bool) and anchors > 0:
+        na = anchors
+    else:
+        raise ConfigError(f"row {row.index} ({row.name}): anchors must be a count or a list, got {anchors!r}")
+    proto = row.args[2] if len(row.args) > 2 else PROTO_CHANNELS
+    if isinstance(proto, bool) or not isinstance(proto, int) or proto < 1:
+        raise ConfigError(f"row {row.index} ({row.name}): proto_channels must be a positive integer, got {proto!r}")
+    return MaskHead(nm, na, input_channels(row, channels), proto, act=row.act), 0
