@@ -16,6 +16,9 @@ from mhyolo.infer.predictor import Prediction
 _GOLDEN = 0.618033988749895  # hue step that keeps consecutive ids far apart on the colour wheel
 
 
+MASK_ALPHA = 0.4  # a mask's tint: the photo stays readable under it
+
+
 def class_color(index: int) -> tuple[int, int, int]:
     """A saturated BGR colour that is the same for `index` on every call."""
     hue = (0.1 + index * _GOLDEN) % 1.0
@@ -37,9 +40,16 @@ def label_for(prediction: Prediction, i: int) -> tuple[str, int]:
 
 
 def draw_predictions(image: np.ndarray, prediction: Prediction) -> np.ndarray:
-    """Return a copy of the BGR `image` with every box of `prediction` drawn and labelled."""
+    """Return a copy of the BGR `image` with every box of `prediction` drawn and labelled (and its mask
+    tinted in the box's colour when the model gives masks)."""
     canvas = image.copy()
     height, width = canvas.shape[:2]
+    masks = getattr(prediction, "masks", None)
+    if masks is not None and masks.shape[1:] == (height, width):
+        for i in range(len(prediction)):
+            colour = np.array(class_color(label_for(prediction, i)[1]), np.float32)
+            inside = masks[i]
+            canvas[inside] = (canvas[inside] * (1 - MASK_ALPHA) + colour * MASK_ALPHA).astype(np.uint8)
     thickness = max(round((height + width) / 2 * 0.003), 2)
     font_scale = thickness / 3
     font_thickness = max(thickness - 1, 1)

@@ -24,6 +24,7 @@ import numpy as np
 from mhyolo.defaults import PREDICT_CONF
 from mhyolo.infer.arrays import as_numpy
 from mhyolo.infer.levels import LevelOutputs, level_reader
+from mhyolo.infer.masks import instance_masks
 from mhyolo.infer.postprocess import Detections, non_max_suppression, suppress
 from mhyolo.infer.preprocess import LetterboxInfo, scale_boxes_to_original
 from mhyolo.infer.types import BoxTypes, ImageBatch, TypeRequest, TypeSource, choose_type_source
@@ -38,6 +39,7 @@ class Kept:
     det: Detections
     boxes: np.ndarray  # (n, 4) float32 xyxy
     types: BoxTypes | None = None
+    masks: np.ndarray | None = None  # (n, H, W) bool in the same pixels as `boxes`, from a mask head
 
     def __len__(self) -> int:
         return len(self.det)
@@ -120,4 +122,15 @@ class Inference:
                       else [det.scores >= self.type_min_score for det in detections])
             types = list(source.assign(outputs, detections, ImageBatch(boxes=boxes, originals=originals,
                                                                        wanted=wanted)))
-        return [Kept(det, box, kind) for det, box, kind in zip(detections, boxes, types)]
+        masks = self.masks(outputs, detections, infos)
+        return [Kept(det, box, kind, mask) for det, box, kind, mask in zip(detections, boxes, types, masks)]
+
+    @staticmethod
+    def masks(outputs: Mapping[str, Any], detections: Sequence[Detections],
+              infos: Sequence[LetterboxInfo] | None) -> list[np.ndarray | None]:
+        """Each image's instance masks when the model has a mask head (per level outputs), else None."""
+        if not isinstance(outputs, LevelOutputs) or outputs.prototypes is None:
+            return [None] * len(detections)
+        return [instance_masks(outputs.prototypes[b], outputs.coefficient_rows(b, det.indices), det.boxes,
+                               outputs.mask_stride, infos[b] if infos is not None else None)
+                for b, det in enumerate(detections)]

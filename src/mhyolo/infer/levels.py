@@ -32,7 +32,7 @@ import numpy as np
 
 from mhyolo.infer.arrays import as_numpy, softmax
 
-DETECTION, OBJECT_TYPES, IMAGE_TYPES = "detection", "type", "image_type"
+DETECTION, OBJECT_TYPES, IMAGE_TYPES, MASKS = "detection", "type", "image_type", "masks"
 
 
 def _float32(array: np.ndarray) -> np.ndarray:
@@ -52,6 +52,9 @@ class LevelOutputs(Mapping[str, np.ndarray]):
     strides: Sequence[float]
     types: list[np.ndarray] | None = None  # per level (B, na, H, W, T) type logits
     image_type: np.ndarray | None = None  # (B, T) probabilities
+    coefficients: list[np.ndarray] | None = None  # per level (B, na, H, W, nm) mask coefficients
+    prototypes: np.ndarray | None = None  # (B, nm, h, w) prototype masks
+    mask_stride: int = 4  # input pixels per prototype pixel
     _decoded: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -101,16 +104,26 @@ class LevelOutputs(Mapping[str, np.ndarray]):
         the softmax of only those rows' logits."""
         if self.types is None:
             raise KeyError(OBJECT_TYPES)
+        return softmax(self._gather(self.types, b, rows))
+
+    def coefficient_rows(self, b: int, rows: np.ndarray) -> np.ndarray:
+        """Mask coefficients (n, nm) of image `b`'s rows `rows` (row numbers of the full prediction)."""
+        if self.coefficients is None:
+            raise KeyError(MASKS)
+        return self._gather(self.coefficients, b, rows)
+
+    def _gather(self, per_level: Sequence[np.ndarray], b: int, rows: np.ndarray) -> np.ndarray:
+        """The (n, k) values of per-anchor arrays (B, na, H, W, k) at image `b`'s rows `rows`, as float32."""
         rows = np.asarray(rows, dtype=np.int64)
         level = np.searchsorted(self.offsets, rows, side="right") - 1
-        logits = np.zeros((len(rows), self.types[0].shape[-1]), np.float32)
+        values = np.zeros((len(rows), per_level[0].shape[-1]), np.float32)
         for lv in np.unique(level):
             mine = level == lv
-            _, _, height, width, _ = self.types[lv].shape
+            _, _, height, width, _ = per_level[lv].shape
             anchor, cell = np.divmod(rows[mine] - self.offsets[lv], height * width)
             y, x = np.divmod(cell, width)
-            logits[mine] = _float32(self.types[lv][b, anchor, y, x])
-        return softmax(logits)
+            values[mine] = _float32(per_level[lv][b, anchor, y, x])
+        return values
 
     # ------------------------------------------------- the decoded mapping view
     def _keys(self) -> list[str]:
@@ -250,6 +263,12 @@ class ModelLevels(LevelReader):
             types = [_float32(as_numpy(t)) for t in raw[OBJECT_TYPES]] if OBJECT_TYPES in raw else None
             image = (_float32(as_numpy(heads[IMAGE_TYPES].inference(raw[IMAGE_TYPES]))) if IMAGE_TYPES in raw
                      else None)
+            prototypes, coefficients, mask_stride = None, None, 4
+            if MASKS in raw:
+                prototypes = _float32(as_numpy(raw[MASKS][0]))
+                coefficients = [_float32(as_numpy(c)) for c in raw[MASKS][1]]
+                mask_stride = int(heads[MASKS].proto_stride)
         return LevelOutputs(boxes=[p[..., :4] for p in probs], scores=[p[..., 4:] for p in probs],
                             anchors_px=as_numpy(detect.anchors_px).astype(np.float32),
-                            strides=as_numpy(detect.stride).tolist(), types=types, image_type=image)
+                            strides=as_numpy(detect.stride).tolist(), types=types, image_type=image,
+                            coefficients=coefficients, prototypes=prototypes, mask_stride=mask_stride)

@@ -83,10 +83,26 @@ def register_box_field(field: BoxField) -> BoxField:
     return field
 
 
+class MaskField(BoxField):
+    """Per-box boolean masks (n, H, W); in the JSON each mask is its outline, a list of [x, y] pixel points
+    of its largest region (an empty list for an empty mask)."""
+
+    def join(self, parts: Sequence[Any]) -> Any:
+        shapes = {part.shape[1:] for part in parts}
+        if len(shapes) > 1:  # tiles' masks are tile-sized
+            raise ConfigError("masks of tiles cannot be joined yet: predict a mask model without --slice")
+        return np.concatenate(parts).astype(bool)
+
+    def json_value(self, values: Any, i: int) -> Any:
+        from mhyolo.data.segments import mask_polygon
+
+        return mask_polygon(values[i]).astype(int).tolist()
+
+
 for _field in (BoxField("boxes", "box", np.float32, columns=4, digits=2), BoxField("scores", "score", np.float32, digits=4),
                BoxField("class_ids", "class", np.int64), BoxField("class_names", "name"),
                BoxField("type_ids", "type", np.int64), BoxField("type_names", "type_name"),
-               BoxField("type_scores", "type_score", np.float32, digits=4)):
+               BoxField("type_scores", "type_score", np.float32, digits=4), MaskField("masks", "mask", bool)):
     register_box_field(_field)
 
 
@@ -103,6 +119,7 @@ class Prediction:
     type_ids: np.ndarray | None = None  # (n,) int64, when the backend has a type head
     type_names: list[str] | None = None
     type_scores: np.ndarray | None = None  # (n,) float32
+    masks: np.ndarray | None = None  # (n, height, width) bool in the original image, from a mask head
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -286,6 +303,8 @@ class Predictor:
                 class_names=[_name(self.model.names, int(c)) for c in det.classes],
                 image_shape=info.original_shape,
             )
+            if item.masks is not None:
+                prediction.masks = item.masks
             if item.types is not None:
                 prediction.type_ids = item.types.ids
                 prediction.type_scores = item.types.scores

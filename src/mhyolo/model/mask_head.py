@@ -31,6 +31,7 @@ class MaskHead(nn.Module):
     """Prototype masks from the first feature level and per-row mask coefficients on every level."""
 
     output_name = "masks"
+    proto_stride = PROTO_STRIDE
 
     def __init__(self, nm: int, na: int, ch: Sequence[int], proto_channels: int = PROTO_CHANNELS,
                  act: str = DEFAULT_ACT) -> None:

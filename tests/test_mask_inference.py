@@ -1,0 +1,78 @@
+"""Masks at inference: assembled in NumPy from prototypes and the kept rows' coefficients, mapped back
+through the letterbox, and written by `predict` (outlines in the JSON, tinted on the drawing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mhyolo.cli import main
+from mhyolo.data.letterbox import LetterboxInfo
+from mhyolo.infer.masks import instance_masks
+
+
+def test_a_box_wide_mask_maps_back_through_the_letterbox() -> None:
+    """A 100x200 image letterboxed into 128x128 (ratio 0.64, 32 px of padding on top): a box of the
+    input maps to the original box, and the mask fills exactly that box."""
+    prototypes = np.full((2, 32, 32), 10.0, np.float32)
+    coefficients = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)  # the second mask is empty
+    boxes = np.array([[32, 48, 96, 80], [0, 32, 128, 96]], np.float32)
+    info = LetterboxInfo(ratio=0.64, pad=(0.0, 32.0), original_shape=(100, 200))
+    masks = instance_masks(prototypes, coefficients, boxes, 4, info)
+    assert masks.shape == (2, 100, 200) and masks.dtype == bool
+    ys, xs = np.nonzero(masks[0])
+    assert abs(int(xs.min()) - 50) <= 1 and abs(int(xs.max()) - 149) <= 1
+    assert abs(int(ys.min()) - 25) <= 1 and abs(int(ys.max()) - 74) <= 1
+    assert abs(int(masks[0].sum()) - 100 * 50) <= 300
+    assert not masks[1].any()
+    assert instance_masks(prototypes, np.zeros((0, 2), np.float32), np.zeros((0, 4), np.float32), 4,
+                          info).shape == (0, 100, 200)
+
+
+@pytest.fixture(scope="module")
+def seg_checkpoint(official_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """COCO YOLOv5n with a (fresh) mask head: its boxes are exactly the official model's."""
+    import torch
+
+    from mhyolo.model.weights import import_official, save_checkpoint
+    from mhyolo.model.yolo import YoloModel
+    from mhyolo.train.state import transfer_weights
+
+    torch.manual_seed(0)
+    imported = import_official(official_weights)
+    model = YoloModel("yolov5n-seg", nc=80, names=list(imported.names))
+    transfer_weights(model, imported.state_dict, None, imported.config)
+    model.eval()
+    return save_checkpoint(tmp_path_factory.mktemp("seg") / "coco-seg.safetensors", model)
+
+
+def test_predict_writes_each_box_outline_and_keeps_the_detectors_boxes(
+        shared: Path, official_weights: Path, seg_checkpoint: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    image = shared / "images" / "bus.jpg"
+    args = ["predict", str(image), "--imgsz", "320", "--json"]
+    assert main([*args, "--weights", str(official_weights), "--no-images"]) == 0
+    plain = json.loads(capsys.readouterr().out)["detections"]
+    assert main([*args, "--weights", str(seg_checkpoint), "--out", str(tmp_path / "drawn")]) == 0
+    masked = json.loads(capsys.readouterr().out)["detections"]
+    assert len(masked) == len(plain) > 0
+    for box, detection in zip(plain, masked):
+        assert detection["box"] == pytest.approx(box["box"], abs=0.02) and detection["name"] == box["name"]
+        x1, y1, x2, y2 = detection["box"]
+        for x, y in detection["mask"]:  # an outline never leaves its box
+            assert x1 - 2 <= x <= x2 + 2 and y1 - 2 <= y <= y2 + 2
+    assert any(d["mask"] for d in masked)
+    drawn = cv2.imread(str(tmp_path / "drawn" / "bus.jpg"))
+    assert drawn.shape == cv2.imread(str(image)).shape
+
+
+def test_tiles_of_a_mask_model_are_refused_with_a_clear_message(
+        shared: Path, seg_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", str(shared / "images" / "bus.jpg"), "--weights", str(seg_checkpoint), "--imgsz", "320",
+                 "--slice", "320", "--json", "--no-images"])
+    assert code == 2
+    assert "without --slice" in capsys.readouterr().err
