@@ -76,3 +76,48 @@ def test_tiles_of_a_mask_model_are_refused_with_a_clear_message(
                  "--slice", "320", "--json", "--no-images"])
     assert code == 2
     assert "without --slice" in capsys.readouterr().err
+
+
+def test_mask_scores_read_a_perfect_ellipse_as_one_and_a_shifted_one_lower() -> None:
+    from mhyolo.data.segments import ellipse_polygon, polygon_mask
+    from mhyolo.eval.evaluators import MaskScores, ScoredImage
+
+    boxes = np.array([[20.0, 30.0, 80.0, 90.0], [100.0, 10.0, 140.0, 50.0]])
+    shape = (120, 160)
+
+    def ellipses(shift: float) -> np.ndarray:
+        return np.array([polygon_mask(ellipse_polygon(np.array([(x1 + x2) / 2 + shift, (y1 + y2) / 2, x2 - x1,
+                                                                y2 - y1])), shape) for x1, y1, x2, y2 in boxes])
+
+    figures = []
+    for shift in (0.0, 12.0):
+        scores = MaskScores(["ball"], class_agnostic=True)
+        image = ScoredImage("a.jpg", 160, 120, boxes, np.array([2, 0]), boxes, np.array([0.9, 0.8]), np.zeros(2, int),
+                            masks=ellipses(shift))
+        scores.process(image, image.detection())
+        figures.append(scores.evaluate())
+    assert figures[0]["mask_map50"] == pytest.approx(1.0) and figures[0]["mask_map50_95"] == pytest.approx(1.0)
+    assert figures[1]["mask_map50_95"] < 0.7
+    empty = MaskScores(["ball"], class_agnostic=True)
+    image = ScoredImage("b.jpg", 160, 120, boxes, np.array([0, 0]), boxes, np.array([0.9, 0.8]), np.zeros(2, int))
+    empty.process(image, image.detection())
+    assert empty.evaluate() is None  # a model without masks has no mask part
+
+
+def test_val_of_a_mask_model_reports_mask_map(shared: Path, official_weights: Path, tmp_path: Path) -> None:
+    import torch
+
+    import mhyolo
+    from mhyolo.model.weights import import_official, save_checkpoint
+    from mhyolo.model.yolo import YoloModel
+    from mhyolo.train.state import transfer_weights
+    from helpers.tiny_data import tiny_ball_dataset
+
+    torch.manual_seed(0)
+    imported = import_official(official_weights)
+    model = YoloModel("yolov5n-seg", nc=1, names=["ball"])
+    transfer_weights(model, imported.state_dict, 32, imported.config)  # COCO's sports ball as the ball
+    weights = save_checkpoint(tmp_path / "ball-seg.safetensors", model.eval())
+    data = tiny_ball_dataset(shared, tmp_path / "data")
+    row = mhyolo.load(weights).val(data, imgsz=320)
+    assert 0.0 <= row["mask_map50"] <= 1.0 and 0.0 <= row["mask_map50_95"] <= row["mask_map50"]

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mhyolo.eval.mask_metrics import MaskEvaluator, MaskImageResult
 from mhyolo.eval.metrics import DetectionEvaluator, DetectionMetrics, ImageResult
 from mhyolo.eval.negatives import SHOWN_CONF, NegativeStats, negative_stats
 from mhyolo.eval.results import flatten
@@ -39,6 +40,7 @@ class ScoredImage:
     types: np.ndarray | None = None  # (m,) type ids
     type_scores: np.ndarray | None = None  # (m,) probability of each box's type
     image_type: int | None = None  # a per-image type head's one type for the image
+    masks: np.ndarray | None = None  # (m, height, width) bool: the boxes' masks, when the model gives them
 
     def detection(self) -> ImageResult:
         """The boxes as the detection scorer checks and reads them."""
@@ -174,6 +176,41 @@ class SizeBinScores:
         return size_part(self.detection.computed())
 
 
+class MaskScores:
+    """Mask mAP of a model with a mask head; nothing for a model without one. The ball sets label boxes
+    only, so each true mask is the ellipse inscribed in its box (`data.segments.box_segments`); scored
+    class-agnostically where the boxes are."""
+
+    part = "masks"
+
+    def __init__(self, names: Sequence[str], class_agnostic: bool) -> None:
+        self.class_agnostic = class_agnostic
+        self.evaluator = MaskEvaluator(["ball"] if class_agnostic else list(names))
+
+    def reset(self) -> None:
+        self.evaluator.reset()
+
+    def process(self, image: ScoredImage, result: ImageResult) -> None:
+        if image.masks is None:
+            return
+        from mhyolo.data.segments import ellipse_polygon, polygon_mask
+
+        shape = (image.height, image.width)
+        truth = [polygon_mask(ellipse_polygon(np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])), shape)
+                 for x1, y1, x2, y2 in result.gt_boxes]
+        gt_classes, classes = result.gt_classes, result.pred_classes
+        if self.class_agnostic:
+            gt_classes, classes = np.zeros_like(gt_classes), np.zeros_like(classes)
+        self.evaluator.add(MaskImageResult(np.array(truth, bool).reshape(-1, *shape), gt_classes, image.masks,
+                                           result.pred_scores, classes, image.name))
+
+    def evaluate(self) -> dict[str, Any] | None:
+        if not len(self.evaluator):
+            return None
+        metrics = self.evaluator.compute()
+        return {"mask_map50": metrics.map50, "mask_map50_95": metrics.map50_95}
+
+
 class Evaluation:
     """Evaluators fed the same images; their parts come back in the order they were given."""
 
@@ -248,6 +285,7 @@ register_evaluator("detection", lambda c, _: DetectionScores(c.names, c.class_ag
 register_evaluator("negatives", lambda c, _: NegativeScores())
 register_evaluator("types", lambda c, _: TypeScores(c.type_names, c.type_conf))
 register_evaluator("size", lambda c, built: SizeBinScores(built.find(DetectionScores)))
+register_evaluator("masks", lambda c, _: MaskScores(c.names, c.class_agnostic))
 
 
 def standard_evaluators(context: EvaluationContext) -> Evaluation:

@@ -76,40 +76,43 @@ class MaskMetrics:
 
 
 def _rle(mask: np.ndarray) -> dict:
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return rle
+    return coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
 
 
 class MaskEvaluator:
-    """Collects `MaskImageResult`s and scores them as COCO does (`iouType="segm"`)."""
+    """Collects `MaskImageResult`s and scores them as COCO does (`iouType="segm"`). Masks are kept as
+    run-length encodings from `add` on (a few hundred bytes where a 640x640 mask holds 400 kB)."""
 
     def __init__(self, names: list[str]) -> None:
         self.names = list(names)
-        self._results: list[MaskImageResult] = []
+        self._images: list[tuple[tuple[int, int], list[tuple[dict, int]], list[tuple[dict, float, int]]]] = []
 
     def add(self, result: MaskImageResult) -> None:
         k = len(self.names)
         for what, classes in (("gt", result.gt_classes), ("predicted", result.pred_classes)):
             if classes.size and (classes.min() < 0 or classes.max() >= k):
                 raise DataError(f"{result.name or 'image'}: {what} class id out of range (nc={k})")
-        self._results.append(result)
+        truth = [(_rle(mask), int(c)) for mask, c in zip(result.gt_masks, result.gt_classes.tolist())]
+        said = [(_rle(mask), float(s), int(c)) for mask, s, c in
+                zip(result.pred_masks, result.pred_scores.tolist(), result.pred_classes.tolist())]
+        self._images.append((result.shape, truth, said))
+
+    def reset(self) -> None:
+        self._images = []
 
     def __len__(self) -> int:
-        return len(self._results)
+        return len(self._images)
 
     def _coco(self) -> tuple[dict, list[dict]]:
         images, annotations, detections = [], [], []
-        for image_id, r in enumerate(self._results, start=1):
-            height, width = r.shape
+        for image_id, ((height, width), truth, said) in enumerate(self._images, start=1):
             images.append({"id": image_id, "width": width, "height": height})
-            for mask, c in zip(r.gt_masks, r.gt_classes.tolist()):
-                rle = _rle(mask)
+            for rle, c in truth:
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": c + 1,
                                     "segmentation": rle, "area": float(coco_mask.area(rle)),
                                     "bbox": [float(v) for v in coco_mask.toBbox(rle)], "iscrowd": 0})
-            for mask, s, c in zip(r.pred_masks, r.pred_scores.tolist(), r.pred_classes.tolist()):
-                detections.append({"image_id": image_id, "category_id": c + 1, "segmentation": _rle(mask),
-                                   "score": s})
+            for rle, score, c in said:
+                detections.append({"image_id": image_id, "category_id": c + 1, "segmentation": rle, "score": score})
         categories = [{"id": i + 1, "name": n} for i, n in enumerate(self.names)]
         return {"images": images, "annotations": annotations, "categories": categories}, detections
 
@@ -118,7 +121,7 @@ class MaskEvaluator:
         k = len(self.names)
         if not gt["annotations"]:
             nan = [math.nan] * k
-            return MaskMetrics(self.names, math.nan, math.nan, nan, nan, len(self._results), 0)
+            return MaskMetrics(self.names, math.nan, math.nan, nan, nan, len(self._images), 0)
 
         def quiet(*_args: object, **_kwargs: object) -> None:
             return None
@@ -128,7 +131,7 @@ class MaskEvaluator:
             coco_dt = coco_gt.loadRes(detections) if detections else None
             if coco_dt is None:
                 per = [0.0 if np.any(self._gt_classes() == c) else math.nan for c in range(k)]
-                return MaskMetrics(self.names, 0.0, 0.0, per, per, len(self._results), len(gt["annotations"]))
+                return MaskMetrics(self.names, 0.0, 0.0, per, per, len(self._images), len(gt["annotations"]))
             coco_eval = COCOeval_faster(coco_gt, coco_dt, iouType="segm", print_function=quiet)
             coco_eval.evaluate()
             coco_eval.accumulate()
@@ -140,7 +143,7 @@ class MaskEvaluator:
         ap50 = np.where(has_gt, precision[0].mean(axis=0), math.nan)
         ap50_95 = np.where(has_gt, precision.mean(axis=(0, 1)), math.nan)
         return MaskMetrics(self.names, float(np.nanmean(ap50)), float(np.nanmean(ap50_95)), ap50.tolist(),
-                           ap50_95.tolist(), len(self._results), len(gt["annotations"]))
+                           ap50_95.tolist(), len(self._images), len(gt["annotations"]))
 
     def _gt_classes(self) -> np.ndarray:
-        return np.concatenate([r.gt_classes for r in self._results]) if self._results else np.zeros(0, np.int64)
+        return np.array([c for _, truth, _ in self._images for _, c in truth], np.int64)

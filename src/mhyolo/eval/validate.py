@@ -138,7 +138,7 @@ def validate(backend: InferenceBackend, dataset: YoloDataset, names: list[str], 
                 name=str(path), width=w0, height=h0, gt_boxes=gt_boxes, gt_classes=gt_classes, boxes=item.boxes,
                 scores=det.scores, classes=det.classes,
                 types=typed.ids if typed is not None else None, type_scores=typed.scores if typed is not None else None,
-                image_type=typed.image_type if typed is not None else None))
+                image_type=typed.image_type if typed is not None else None, masks=item.masks))
             paths.append(Path(path))
     return ValidationResult.of(evaluation, paths)
 
@@ -211,7 +211,7 @@ def validate_images(predictor: Any, backend: InferenceBackend, dataset: YoloData
             name=str(path), width=w0, height=h0, gt_boxes=gt_boxes.reshape(-1, 4),
             gt_classes=labels[:, 0].astype(np.int64), boxes=prediction.boxes, scores=prediction.scores,
             classes=prediction.class_ids, types=prediction.type_ids if typed else None,
-            type_scores=prediction.type_scores if typed else None))
+            type_scores=prediction.type_scores if typed else None, masks=prediction.masks))
         paths.append(Path(path))
     return ValidationResult.of(evaluation, paths)
 
