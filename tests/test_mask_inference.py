@@ -22,15 +22,16 @@ def test_a_box_wide_mask_maps_back_through_the_letterbox() -> None:
     coefficients = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)  # the second mask is empty
     boxes = np.array([[32, 48, 96, 80], [0, 32, 128, 96]], np.float32)
     info = LetterboxInfo(ratio=0.64, pad=(0.0, 32.0), original_shape=(100, 200))
-    masks = instance_masks(prototypes, coefficients, boxes, 4, info)
+    crops = instance_masks(prototypes, coefficients, boxes, 4, info)
+    masks = np.stack([crop.full() for crop in crops])
     assert masks.shape == (2, 100, 200) and masks.dtype == bool
+    assert (crops[0].top, crops[0].left, crops[0].crop.shape) == (25, 50, (50, 100))  # only the box is kept
     ys, xs = np.nonzero(masks[0])
     assert abs(int(xs.min()) - 50) <= 1 and abs(int(xs.max()) - 149) <= 1
     assert abs(int(ys.min()) - 25) <= 1 and abs(int(ys.max()) - 74) <= 1
     assert abs(int(masks[0].sum()) - 100 * 50) <= 300
     assert not masks[1].any()
-    assert instance_masks(prototypes, np.zeros((0, 2), np.float32), np.zeros((0, 4), np.float32), 4,
-                          info).shape == (0, 100, 200)
+    assert instance_masks(prototypes, np.zeros((0, 2), np.float32), np.zeros((0, 4), np.float32), 4, info) == []
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +86,8 @@ def test_mask_scores_read_a_perfect_ellipse_as_one_and_a_shifted_one_lower() -> 
     boxes = np.array([[20.0, 30.0, 80.0, 90.0], [100.0, 10.0, 140.0, 50.0]])
     shape = (120, 160)
 
-    def ellipses(shift: float) -> np.ndarray:
-        return np.array([polygon_mask(ellipse_polygon(np.array([(x1 + x2) / 2 + shift, (y1 + y2) / 2, x2 - x1,
+    def ellipses(shift: float) -> list[np.ndarray]:
+        return list([polygon_mask(ellipse_polygon(np.array([(x1 + x2) / 2 + shift, (y1 + y2) / 2, x2 - x1,
                                                                 y2 - y1])), shape) for x1, y1, x2, y2 in boxes])
 
     figures = []

@@ -131,7 +131,7 @@ def test_mask_results_refuse_what_does_not_line_up() -> None:
     shape = (10, 10)
     with pytest.raises(ValueError, match="classes"):
         MaskImageResult(np.zeros((2, *shape)), [0], np.zeros((0, *shape)), [], [], "x.jpg")
-    with pytest.raises(Exception, match="x.jpg"):
+    with pytest.raises(Exception, match="x.jpg: masks of different image sizes"):
         MaskImageResult(np.zeros((1, *shape)), [0], np.zeros((1, 5, 5)), [0.5], [0], "x.jpg")
     evaluator = MaskEvaluator(["ball"])
     with pytest.raises(Exception, match="out of range"):

@@ -40,7 +40,7 @@ class ScoredImage:
     types: np.ndarray | None = None  # (m,) type ids
     type_scores: np.ndarray | None = None  # (m,) probability of each box's type
     image_type: int | None = None  # a per-image type head's one type for the image
-    masks: np.ndarray | None = None  # (m, height, width) bool: the boxes' masks, when the model gives them
+    masks: list[Any] | None = None  # the boxes' masks (`infer.masks.BoxMask`), when the model gives them
 
     def detection(self) -> ImageResult:
         """The boxes as the detection scorer checks and reads them."""
@@ -201,8 +201,7 @@ class MaskScores:
         gt_classes, classes = result.gt_classes, result.pred_classes
         if self.class_agnostic:
             gt_classes, classes = np.zeros_like(gt_classes), np.zeros_like(classes)
-        self.evaluator.add(MaskImageResult(np.array(truth, bool).reshape(-1, *shape), gt_classes, image.masks,
-                                           result.pred_scores, classes, image.name))
+        self.evaluator.add(MaskImageResult(truth, gt_classes, image.masks, result.pred_scores, classes, image.name))
 
     def evaluate(self) -> dict[str, Any] | None:
         if not len(self.evaluator):

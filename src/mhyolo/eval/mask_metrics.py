@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
@@ -25,27 +27,34 @@ from mhyolo.errors import DataError
 from mhyolo.eval.metrics import MAX_DETS
 
 
+def full_mask(mask: Any) -> np.ndarray:
+    """A boolean (height, width) array of a mask given as one, or as a crop that knows its place
+    (`infer.masks.BoxMask`, whose `full()` gives it)."""
+    full = getattr(mask, "full", None)
+    return np.asarray(full() if full is not None else mask, bool)
+
+
 @dataclass
 class MaskImageResult:
-    """One image's true and predicted masks, (n, H, W) booleans, with classes and scores."""
+    """One image's true and predicted masks, with classes and scores. Masks are (H, W) booleans, stacked
+    (n, H, W) or listed, or crops that know their place (`full()`); each is expanded only to be encoded."""
 
-    gt_masks: np.ndarray
+    gt_masks: Sequence[Any]
     gt_classes: np.ndarray
-    pred_masks: np.ndarray
+    pred_masks: Sequence[Any]
     pred_scores: np.ndarray
     pred_classes: np.ndarray
     name: str = ""
 
     def __post_init__(self) -> None:
         where = self.name or "image"
-        self.gt_masks = np.asarray(self.gt_masks, bool)
-        self.pred_masks = np.asarray(self.pred_masks, bool)
-        for what, masks in (("gt_masks", self.gt_masks), ("pred_masks", self.pred_masks)):
-            if masks.ndim != 3:
-                raise ValueError(f"{where}: {what} must be (n, height, width), got {masks.shape}")
-        if self.gt_masks.shape[1:] != self.pred_masks.shape[1:]:
-            raise DataError(f"{where}: true masks are {self.gt_masks.shape[1:]} but predicted ones "
-                            f"{self.pred_masks.shape[1:]}")
+        shapes = {tuple(getattr(m, "image_shape", None) or np.shape(m)) for masks in (self.gt_masks, self.pred_masks)
+                  for m in masks}
+        if any(len(s) != 2 for s in shapes):
+            raise ValueError(f"{where}: every mask must be (height, width), got {sorted(shapes)}")
+        if len(shapes) > 1:
+            raise DataError(f"{where}: masks of different image sizes {sorted(shapes)}")
+        self._shape = shapes.pop() if shapes else (0, 0)
         self.gt_classes = np.asarray(self.gt_classes, np.int64).reshape(-1)
         self.pred_classes = np.asarray(self.pred_classes, np.int64).reshape(-1)
         self.pred_scores = np.asarray(self.pred_scores, np.float64).reshape(-1)
@@ -56,7 +65,7 @@ class MaskImageResult:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return int(self.gt_masks.shape[1]), int(self.gt_masks.shape[2])
+        return int(self._shape[0]), int(self._shape[1])
 
 
 @dataclass(frozen=True)
@@ -92,8 +101,8 @@ class MaskEvaluator:
         for what, classes in (("gt", result.gt_classes), ("predicted", result.pred_classes)):
             if classes.size and (classes.min() < 0 or classes.max() >= k):
                 raise DataError(f"{result.name or 'image'}: {what} class id out of range (nc={k})")
-        truth = [(_rle(mask), int(c)) for mask, c in zip(result.gt_masks, result.gt_classes.tolist())]
-        said = [(_rle(mask), float(s), int(c)) for mask, s, c in
+        truth = [(_rle(full_mask(mask)), int(c)) for mask, c in zip(result.gt_masks, result.gt_classes.tolist())]
+        said = [(_rle(full_mask(mask)), float(s), int(c)) for mask, s, c in
                 zip(result.pred_masks, result.pred_scores.tolist(), result.pred_classes.tolist())]
         self._images.append((result.shape, truth, said))
 

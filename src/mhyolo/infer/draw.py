@@ -44,12 +44,12 @@ def draw_predictions(image: np.ndarray, prediction: Prediction) -> np.ndarray:
     tinted in the box's colour when the model gives masks)."""
     canvas = image.copy()
     height, width = canvas.shape[:2]
-    masks = getattr(prediction, "masks", None)
-    if masks is not None and masks.shape[1:] == (height, width):
-        for i in range(len(prediction)):
-            colour = np.array(class_color(label_for(prediction, i)[1]), np.float32)
-            inside = masks[i]
-            canvas[inside] = (canvas[inside] * (1 - MASK_ALPHA) + colour * MASK_ALPHA).astype(np.uint8)
+    for i, mask in enumerate(getattr(prediction, "masks", None) or []):
+        if tuple(mask.image_shape) != (height, width):
+            continue
+        colour = np.array(class_color(label_for(prediction, i)[1]), np.float32)
+        region = canvas[mask.top:mask.top + mask.crop.shape[0], mask.left:mask.left + mask.crop.shape[1]]
+        region[mask.crop] = (region[mask.crop] * (1 - MASK_ALPHA) + colour * MASK_ALPHA).astype(np.uint8)
     thickness = max(round((height + width) / 2 * 0.003), 2)
     font_scale = thickness / 3
     font_thickness = max(thickness - 1, 1)

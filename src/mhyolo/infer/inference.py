@@ -24,7 +24,7 @@ import numpy as np
 from mhyolo.defaults import PREDICT_CONF
 from mhyolo.infer.arrays import as_numpy
 from mhyolo.infer.levels import LevelOutputs, level_reader
-from mhyolo.infer.masks import instance_masks
+from mhyolo.infer.masks import BoxMask, instance_masks
 from mhyolo.infer.postprocess import Detections, non_max_suppression, suppress
 from mhyolo.infer.preprocess import LetterboxInfo, scale_boxes_to_original
 from mhyolo.infer.types import BoxTypes, ImageBatch, TypeRequest, TypeSource, choose_type_source
@@ -39,7 +39,7 @@ class Kept:
     det: Detections
     boxes: np.ndarray  # (n, 4) float32 xyxy
     types: BoxTypes | None = None
-    masks: np.ndarray | None = None  # (n, H, W) bool in the same pixels as `boxes`, from a mask head
+    masks: list[BoxMask] | None = None  # per box, in the same pixels as `boxes`, from a mask head
 
     def __len__(self) -> int:
         return len(self.det)
@@ -127,7 +127,7 @@ class Inference:
 
     @staticmethod
     def masks(outputs: Mapping[str, Any], detections: Sequence[Detections],
-              infos: Sequence[LetterboxInfo] | None) -> list[np.ndarray | None]:
+              infos: Sequence[LetterboxInfo] | None) -> list[list[BoxMask] | None]:
         """Each image's instance masks when the model has a mask head (per level outputs), else None."""
         if not isinstance(outputs, LevelOutputs) or outputs.prototypes is None:
             return [None] * len(detections)

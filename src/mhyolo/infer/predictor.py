@@ -63,6 +63,9 @@ class BoxField:
         joined = np.concatenate(parts)
         return (joined.reshape(-1, self.columns) if self.columns else joined).astype(self.dtype)
 
+    def check(self, values: Any, image_shape: tuple[int, int]) -> None:
+        """Refuse values that do not belong to an image of `image_shape` (boxes joined from elsewhere)."""
+
     def json_value(self, values: Any, i: int) -> Any:
         value = values[i]
         if self.dtype is None:
@@ -84,25 +87,21 @@ def register_box_field(field: BoxField) -> BoxField:
 
 
 class MaskField(BoxField):
-    """Per-box boolean masks (n, H, W); in the JSON each mask is its outline, a list of [x, y] pixel points
-    of its largest region (an empty list for an empty mask)."""
-
-    def join(self, parts: Sequence[Any]) -> Any:
-        shapes = {part.shape[1:] for part in parts}
-        if len(shapes) > 1:  # tiles' masks are tile-sized
-            raise ConfigError("masks of tiles cannot be joined yet: predict a mask model without --slice")
-        return np.concatenate(parts).astype(bool)
+    """Per-box masks (`infer.masks.BoxMask`, a list); in the JSON each mask is its outline, a list of
+    [x, y] pixel points of its largest region (an empty list for an empty mask)."""
 
     def json_value(self, values: Any, i: int) -> Any:
-        from mhyolo.data.segments import mask_polygon
+        return values[i].outline().tolist()
 
-        return mask_polygon(values[i]).astype(int).tolist()
+    def check(self, values: Any, image_shape: tuple[int, int]) -> None:
+        if any(tuple(mask.image_shape) != tuple(image_shape) for mask in values):  # a tile's masks
+            raise ConfigError("masks of tiles cannot be joined yet: predict a mask model without --slice")
 
 
 for _field in (BoxField("boxes", "box", np.float32, columns=4, digits=2), BoxField("scores", "score", np.float32, digits=4),
                BoxField("class_ids", "class", np.int64), BoxField("class_names", "name"),
                BoxField("type_ids", "type", np.int64), BoxField("type_names", "type_name"),
-               BoxField("type_scores", "type_score", np.float32, digits=4), MaskField("masks", "mask", bool)):
+               BoxField("type_scores", "type_score", np.float32, digits=4), MaskField("masks", "mask")):
     register_box_field(_field)
 
 
@@ -119,7 +118,7 @@ class Prediction:
     type_ids: np.ndarray | None = None  # (n,) int64, when the backend has a type head
     type_names: list[str] | None = None
     type_scores: np.ndarray | None = None  # (n,) float32
-    masks: np.ndarray | None = None  # (n, height, width) bool in the original image, from a mask head
+    masks: list[Any] | None = None  # per box an `infer.masks.BoxMask` in the original image, from a mask head
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -146,7 +145,10 @@ class Prediction:
         values = {field.attribute: field.join([getattr(part, field.attribute) for part in parts])
                   for field, _ in first._fields()}
         kind = type(first)  # a prediction with fields of its own keeps its kind
-        return kind(image_shape=image_shape if image_shape is not None else first.image_shape, **values)
+        shape = image_shape if image_shape is not None else first.image_shape
+        for field, _ in first._fields():
+            field.check(values[field.attribute], shape)
+        return kind(image_shape=shape, **values)
 
     def to_json(self, image_name: str) -> dict[str, Any]:
         """The `--json` line: plain Python types, boxes to 2 decimals, scores to 4."""
