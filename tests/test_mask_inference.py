@@ -122,3 +122,22 @@ def test_val_of_a_mask_model_reports_mask_map(shared: Path, official_weights: Pa
     data = tiny_ball_dataset(shared, tmp_path / "data")
     row = mhyolo.load(weights).val(data, imgsz=320)
     assert 0.0 <= row["mask_map50"] <= 1.0 and 0.0 <= row["mask_map50_95"] <= row["mask_map50"]
+
+
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("openvino", ".xml")])
+def test_exported_masks_equal_pytorchs(shared: Path, seg_checkpoint: Path, tmp_path: Path, fmt: str, suffix: str) -> None:
+    """The graph ends in named prototype and coefficient outputs; ONNX Runtime's and OpenVINO's masks are
+    PyTorch's (IoU of each box's mask)."""
+    pytest.importorskip("onnxruntime" if fmt == "onnx" else "openvino")
+    import mhyolo
+
+    image = np.ascontiguousarray(cv2.imread(str(shared / "images" / "zidane.jpg"))[:, 280:1000])  # square: one input
+    target = mhyolo.load(seg_checkpoint).export(fmt, out=tmp_path / f"seg{suffix}", imgsz=320,
+                                                images=[shared / "images" / "bus.jpg"])
+    reference = mhyolo.load(seg_checkpoint).predict([image], imgsz=320)[0]
+    exported = mhyolo.load(target).predict([image])[0]
+    assert len(exported.masks) == len(reference.masks) == len(reference) > 0
+    for ours, theirs in zip(exported.masks, reference.masks):
+        a, b = ours.full(), theirs.full()
+        union = (a | b).sum()
+        assert union == 0 or (a & b).sum() / union > 0.98

@@ -62,6 +62,12 @@ class Result:
     def type_scores(self) -> np.ndarray | None:
         return self.prediction.type_scores
 
+    @property
+    def masks(self) -> list[Any] | None:
+        """Each box's mask (`BoxMask`: a boolean crop, its place, `.full()` for the whole image), None when
+        the model has no mask head."""
+        return self.prediction.masks
+
     def to_json(self) -> dict[str, Any]:
         """Plain data: `{"image": name, "detections": [{"box", "score", "class", "name", "type", ...}]}`."""
         return self.prediction.to_json(self.name)

@@ -21,6 +21,7 @@ from mhyolo.infer.layout import ExportMetadata
 from mhyolo.errors import ConfigError
 from mhyolo.model.decoupled import DecoupledDetect
 from mhyolo.model.heads import Detect, DetectionHead
+from mhyolo.model.mask_head import MaskHead
 from mhyolo.model.type_heads import ImageTypeHead, ObjectTypeHead
 from mhyolo.model.yolo import YoloModel, is_head
 
@@ -106,6 +107,18 @@ class ImageTypeOutputs(nn.Module):
         return [self.head(features).softmax(dim=-1)]
 
 
+class MaskOutputs(nn.Module):
+    """The prototypes (B, nm, H/4, W/4), then per level the mask coefficients (B, na*nm, H, W) as the
+    head's 1x1 convs give them."""
+
+    def __init__(self, head: MaskHead) -> None:
+        super().__init__()
+        self.proto, self.branches = head.proto, head.m
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.proto(features[0])] + [branch(x) for branch, x in zip(self.branches, features)]
+
+
 def _head_outputs(head: nn.Module) -> tuple[nn.Module, str | None]:
     if isinstance(head, Detect):
         return DetectOutputs(head), None
@@ -115,6 +128,8 @@ def _head_outputs(head: nn.Module) -> tuple[nn.Module, str | None]:
         return ObjectTypeOutputs(head), "type"
     if isinstance(head, ImageTypeHead):
         return ImageTypeOutputs(head), "image_type"
+    if isinstance(head, MaskHead):
+        return MaskOutputs(head), MaskHead.output_name
     raise ConfigError(f"no export layout for head {type(head).__name__} ('{head.output_name}')")
 
 
@@ -134,21 +149,26 @@ class ExportGraph(nn.Module):
         self.layers = net.model
         self.save = set(net.save)
         self.adapters = nn.ModuleDict()
-        type_output = None
+        type_output, mask_stride = None, None
         for module in self.layers:
             if is_head(module):
                 adapter, kind = _head_outputs(module)
                 self.adapters[str(module.i)] = adapter
-                type_output = kind or type_output
+                if kind == MaskHead.output_name:
+                    mask_stride = int(module.proto_stride)
+                else:
+                    type_output = kind or type_output
         self.metadata = ExportMetadata(
             names=list(model.names), strides=[float(s) for s in model.stride.tolist()],
             anchors_px=model.detect.anchors_px.tolist(), imgsz=int(imgsz), type_names=model.type_names,
-            type_output=type_output, dynamic_batch=dynamic_batch)
+            type_output=type_output, dynamic_batch=dynamic_batch, mask_output=mask_stride is not None,
+            mask_stride=mask_stride or 4)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         saved: dict[int, torch.Tensor] = {}
         detection: list[torch.Tensor] = []
         types: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
         x = images
         for module in self.layers:
             inputs = x
@@ -157,12 +177,14 @@ class ExportGraph(nn.Module):
                 inputs = saved[sources] if isinstance(sources, int) else [x if j == -1 else saved[j] for j in sources]
             if is_head(module):
                 outputs = self.adapters[str(module.i)](inputs)
-                (detection if isinstance(module, DetectionHead) else types).extend(outputs)
+                kind = (detection if isinstance(module, DetectionHead) else masks if isinstance(module, MaskHead)
+                        else types)
+                kind.extend(outputs)
                 continue
             x = module(inputs)
             if module.i in self.save:
                 saved[module.i] = x
-        return tuple(detection + types)
+        return tuple(detection + types + masks)
 
     @torch.no_grad()
     def named_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

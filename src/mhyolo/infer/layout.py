@@ -11,6 +11,9 @@ Layout (every tensor NCHW, one per level ``pN`` where N = log2(stride)):
   the model has an `ObjectTypeHead`; `reconstruct` takes the softmax over each
   anchor's T channels (in the graph that softmax cost more than the head's convs).
 * ``image_type`` (B, T): image type probabilities, when it has an `ImageTypeHead`.
+* ``prototypes`` (B, nm, H/4, W/4) and ``masks_pN`` (B, na*nm, H, W): prototype masks and per-row mask
+  coefficients (channel ``a*nm + k``), when it has a `MaskHead` (`mask_output`); masks are assembled
+  after post-processing (`infer.masks`), for the kept boxes only.
 
 Boxes and scores are separate tensors because their ranges differ by orders of
 magnitude, which per-tensor INT8 quantisation cannot represent in one tensor; no box
@@ -64,6 +67,8 @@ class ExportMetadata:
     type_names: list[str] | None = None
     type_output: str | None = None  # "type" (per object), "image_type" (per image) or None
     dynamic_batch: bool = False
+    mask_output: bool = False  # prototypes + masks_pN outputs (a `MaskHead`)
+    mask_stride: int = 4  # input pixels per prototype pixel
     input_name: str = INPUT_NAME
     input_format: str = "float32 RGB NCHW in [0, 1], letterboxed with grey 114"
     input_kind: str = FLOAT_RGB_NCHW  # what `infer.preprocess.model_input` feeds (absent before: float)
@@ -86,12 +91,14 @@ class ExportMetadata:
 
     @property
     def output_names(self) -> list[str]:
-        """Graph outputs in order: boxes/scores per level, then type outputs."""
+        """Graph outputs in order: boxes/scores per level, then type outputs, then mask outputs."""
         names = [f"{kind}_{level}" for level in self.levels for kind in ("boxes", "scores")]
         if self.type_output == "type":
             names += [f"types_{level}" for level in self.levels]
         elif self.type_output == "image_type":
             names.append("image_type")
+        if self.mask_output:
+            names += ["prototypes"] + [f"masks_{level}" for level in self.levels]
         return names
 
     def to_json(self) -> str:
@@ -141,11 +148,15 @@ def graph_levels(outputs: Mapping[str, Any], meta: ExportMetadata) -> LevelOutpu
         types = [per_anchor(as_numpy(outputs[f"types_{level}"]), na) for level in levels] \
             if meta.type_output == "type" else None
         image_type = as_numpy(outputs["image_type"]) if meta.type_output == "image_type" else None
+        prototypes = as_numpy(outputs["prototypes"]) if meta.mask_output else None
+        coefficients = [per_anchor(as_numpy(outputs[f"masks_{level}"]), na) for level in levels] \
+            if meta.mask_output else None
     except KeyError:
         missing = [name for name in meta.output_names if name not in outputs]
         raise WeightsError(f"the runtime returned no {', '.join(missing)} (got {', '.join(outputs)})") from None
     return LevelOutputs(boxes=boxes, scores=scores, anchors_px=np.asarray(meta.anchors_px, np.float32),
-                        strides=meta.strides, types=types, image_type=image_type)
+                        strides=meta.strides, types=types, image_type=image_type, coefficients=coefficients,
+                        prototypes=prototypes, mask_stride=meta.mask_stride)
 
 
 def graph_outputs_as_dict(values: Sequence[Any], meta: ExportMetadata) -> dict[str, Any]:
