@@ -19,7 +19,7 @@ def test_segment_hyp_trains_masks_and_val_scores_them(shared: Path, tmp_path: Pa
     data = tiny_ball_dataset(shared, tmp_path / "data")
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--hyp", "segment", "--epochs", "2", "--imgsz", "128", "--batch", "4",
-                 "--out", str(run), "--quiet"]) == 0
+                 "--workers", "0", "--out", str(run), "--quiet"]) == 0
     with open(run / "results.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     masks = [float(row["train/mask"]) for row in rows]

@@ -21,7 +21,8 @@ from mhyolo.defaults import PREDICT_CONF
 from mhyolo.eval.results import columns
 
 ACCURACY_KEYS = ("map50", "map50_95", "cls_accuracy", "typed_map50")
-ACCURACY_LABELS = dict(columns(*ACCURACY_KEYS))
+MASK_KEYS = ("mask_map50", "mask_map50_95")  # columns only when some row has a mask model's figures
+ACCURACY_LABELS = dict(columns(*ACCURACY_KEYS, *MASK_KEYS))
 REFERENCE_FORMAT = "torch"
 TIMING_HEAD = ["model ms", "model p90", "end-to-end ms", "e2e p90", "outside model", "frames/s (stream)"]
 
@@ -50,6 +51,8 @@ class Row:
     map50_95: float | None = None
     cls_accuracy: float | None = None
     typed_map50: float | None = None
+    mask_map50: float | None = None
+    mask_map50_95: float | None = None
     delta: dict[str, float | None] = field(default_factory=dict)  # accuracy key -> change vs PyTorch FP32
     note: str = ""
     classifier_file: str | None = None  # the crop classifier of a two-stage row (its size is in size_mb)
@@ -71,12 +74,19 @@ class Row:
         return self.title if self.model == "model" else f"{self.model}: {self.title}"
 
 
+def accuracy_keys(rows: list[Row]) -> tuple[str, ...]:
+    """The accuracy columns of a table of `rows`: the mask figures only where some row has them."""
+    masks = any(getattr(row, key) is not None for row in rows for key in MASK_KEYS)
+    return ACCURACY_KEYS + (MASK_KEYS if masks else ())
+
+
 def add_deltas(rows: list[Row]) -> None:
     """Fill each row's `delta` against the PyTorch FP32 row of the same model."""
     references = {r.model: r for r in rows if r.format == REFERENCE_FORMAT and r.status == "ok"}
     for row in rows:
         ref = references.get(row.model)
-        row.delta = {key: _difference(getattr(row, key), getattr(ref, key) if ref else None) for key in ACCURACY_KEYS}
+        row.delta = {key: _difference(getattr(row, key), getattr(ref, key) if ref else None)
+                     for key in accuracy_keys(rows)}
 
 
 def _difference(value: float | None, reference: float | None) -> float | None:
@@ -135,7 +145,8 @@ def timing_description(settings: dict[str, Any]) -> str:
 def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
     """The table with a header saying how it was measured."""
     head = ["format", "file", "MB", *TIMING_HEAD]
-    for key in ACCURACY_KEYS:
+    keys = accuracy_keys(rows)
+    for key in keys:
         head += [ACCURACY_LABELS[key], "Δ"]
     head.append("note")
     data = f"data `{settings['data']}` (val split)" if settings.get("data") else "no dataset"
@@ -159,7 +170,7 @@ def markdown(rows: list[Row], settings: dict[str, Any]) -> str:
             cells = [row.label, _file_cell(row, settings.get("out"))] + ["–"] * (len(head) - 3) + [f"skipped: {row.reason}"]
         else:
             cells = [row.label, _file_cell(row, settings.get("out")), _num(row.size_mb, 1), *timing_cells(row)]
-            for key in ACCURACY_KEYS:
+            for key in keys:
                 cells += [_num(getattr(row, key), 3), _signed(row.delta.get(key))]
             cells.append(row.note)
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")

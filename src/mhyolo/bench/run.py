@@ -22,7 +22,7 @@ from mhyolo.bench.accuracy import score_backend
 from mhyolo.bench.ball_images import BALL_COUNTS, IMAGE_SIDE, ball_images
 from mhyolo.bench.formats import DETECTOR_FORMATS, FORMATS, ModelFiles, check_input_size
 from mhyolo.bench.frames import sample_frames
-from mhyolo.bench.report import ACCURACY_KEYS, Row, add_deltas, write_all
+from mhyolo.bench.report import ACCURACY_KEYS, MASK_KEYS, Row, add_deltas, write_all
 from mhyolo.bench.timing import DEFAULT_ROUNDS, DEFAULT_WARMUP, SWITCH_PAUSE_S, Timing, blocked_times
 from mhyolo.data.spec import DataSpec, load_data_spec
 from mhyolo.defaults import DEFAULT_IMGSZ, PREDICT_CONF
@@ -199,8 +199,8 @@ def _prepare(row: Row, files: ModelFiles, spec: DataSpec | None, settings: Bench
         except Exception as exc:  # noqa: BLE001
             row.skip("validate", exc)
             return None
-        for key in ACCURACY_KEYS:
-            setattr(row, key, scores[key])
+        for key in (*ACCURACY_KEYS, *MASK_KEYS):
+            setattr(row, key, scores.get(key))
     if not fmt.timed:
         row.latency_note = fmt.untimed_note
         close = getattr(backend, "close", None)

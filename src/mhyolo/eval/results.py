@@ -51,6 +51,7 @@ for _metric in (
         Metric("cls_accuracy", "type acc"), Metric("image_accuracy", "type acc (images)"),
         Metric("typed_map50", "typed mAP50"), Metric("typed_map50_95", "typed mAP50-95"),
         Metric("detection_recall", "detection recall"),
+        Metric("mask_map50", "mask mAP50"), Metric("mask_map50_95", "mask mAP50-95"),
         Metric("false_positives_per_negative_image", "FP / negative image", higher_is_better=False),
         Metric("fitness", "fitness"),
         Metric("latency_ms", "ms", higher_is_better=False, digits=1)):

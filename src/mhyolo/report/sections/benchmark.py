@@ -48,14 +48,15 @@ class Benchmark(Section):
         return {"fastest format": f"{fastest.title}, {fastest.latency_median_ms:.1f} ms model call{e2e}"}
 
     def render(self) -> Html:
-        from mhyolo.bench.report import (ACCURACY_KEYS, ACCURACY_LABELS, TIMING_HEAD, accuracy_note, machine_line,
+        from mhyolo.bench.report import (ACCURACY_LABELS, TIMING_HEAD, accuracy_keys, accuracy_note, machine_line,
                                          timing_cells, timing_description)
 
         data, rows = self._rows()
         settings = data["settings"]
         # narrow enough for a 1280-px page: the file under the format's name, each delta in its value's
         # cell, and every note (a skip's reason, a kernel note) numbered under the table
-        headers = ["format", "MB", *TIMING_HEAD, *(ACCURACY_LABELS[key] for key in ACCURACY_KEYS)]
+        keys = accuracy_keys(rows)
+        headers = ["format", "MB", *TIMING_HEAD, *(ACCURACY_LABELS[key] for key in keys)]
         notes: list[str] = []
         cells, classes = [], []
         for row in rows:
@@ -68,7 +69,7 @@ class Benchmark(Section):
                 line = [name, *[DASH] * (len(headers) - 1)]
             else:
                 line = [name, number(row.size_mb, 1), *timing_cells(row)]
-                for key in ACCURACY_KEYS:
+                for key in keys:
                     delta = (row.delta or {}).get(key)
                     value = number(getattr(row, key))
                     line.append(value if delta is None else join([value, " ", tag("span", signed(delta),
