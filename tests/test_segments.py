@@ -142,3 +142,19 @@ def test_segments_are_frozen_records() -> None:
     segment = Segment(0, np.zeros((3, 2), np.float32))
     with pytest.raises(AttributeError):
         segment.cls = 1  # type: ignore[misc]
+
+
+def test_a_segmentation_export_trains_as_boxes(tmp_path: Path) -> None:
+    """`read_labels` (what every detection reader uses) takes each polygon's box from a file of polygons,
+    names its bad polygons by line, and keeps naming a polygon among box lines as before."""
+    from mhyolo.data.labels import read_labels
+
+    path = _file(tmp_path, "0 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n1 0.1 0.1 0.9 0.9 0.9 0.1 0.1 0.9\n"
+                           "1 0.6 0.6 0.9 0.6 0.8 0.9\n")
+    boxes, issues = read_labels(path, nc=2)
+    np.testing.assert_allclose(boxes, [[0, 0.3, 0.4, 0.4, 0.4], [1, 0.75, 0.75, 0.3, 0.3]], atol=1e-6)
+    assert [(i.line, "self-intersection" in i.reason) for i in issues] == [(2, True)]
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.2 0.1 0.3 0.3\n")
+    boxes, issues = read_labels(mixed)
+    assert boxes.shape == (1, 5) and [(i.line, "polygon" in i.reason) for i in issues] == [(2, True)]

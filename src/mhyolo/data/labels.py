@@ -1,4 +1,5 @@
-"""YOLO label files: one `class cx cy w h` line per box, normalised to [0, 1].
+"""YOLO label files: one `class cx cy w h` line per box, normalised to [0, 1]; a segmentation export
+(`class x1 y1 ... xk yk` polygons, most of the file's lines) gives each polygon's box (`data.segments`).
 
 `read_labels` never guesses: a line that is not exactly five numbers, an unknown
 class id, a coordinate outside [0, 1] or a non-positive size is reported as a
@@ -9,23 +10,14 @@ whether an issue drops the image (verification) or is fatal (training).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-# Tolerance for coordinates that exporters write as 1.0000001 or -1e-7.
-COORD_EPS = 1e-6
+from mhyolo.data.label_issues import COORD_EPS, LabelIssue
+from mhyolo.data.segments import is_polygon_file, parse_segments
 
-
-@dataclass(frozen=True)
-class LabelIssue:
-    path: Path
-    line: int  # 1-based; 0 for a problem with the whole file
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}" if self.line else f"{self.path}: {self.reason}"
+__all__ = ["COORD_EPS", "LabelIssue", "read_labels", "write_labels", "boxes_to_bytes", "boxes_from_bytes"]
 
 
 def read_labels(path: str | Path, nc: int | None = None) -> tuple[np.ndarray, list[LabelIssue]]:
@@ -48,6 +40,9 @@ def read_labels(path: str | Path, nc: int | None = None) -> tuple[np.ndarray, li
         return np.zeros((0, 5), np.float32), issues
     except (OSError, UnicodeDecodeError) as exc:
         return np.zeros((0, 5), np.float32), [issue(0, f"cannot read: {exc}")]
+    if is_polygon_file(text):  # a segmentation export: each polygon's box (its lines checked as polygons)
+        segments, issues = parse_segments(text, path, nc)
+        return np.array([s.box() for s in segments], np.float32).reshape(-1, 5), issues
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:

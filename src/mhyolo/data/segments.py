@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mhyolo.data.labels import COORD_EPS, LabelIssue
+from mhyolo.data.label_issues import COORD_EPS, LabelIssue
 
 MIN_POINTS = 3
 ELLIPSE_POINTS = 48  # vertices of an inscribed ellipse: its area within 0.3 % of the true ellipse's
@@ -58,23 +58,33 @@ def _crossing(points: np.ndarray) -> str | None:
 def read_segments(path: str | Path, nc: int | None = None) -> tuple[list[Segment], list[LabelIssue]]:
     """Parse a segmentation label file into `Segment`s plus the issues found. A missing file is an
     image without objects. Box lines (five numbers) in a file whose other lines are polygons are
-    named, as are polygons among box lines: the file's kind is what most of its lines are."""
+    named, as are polygons among box lines: the file's kind is what most of its lines are (boxes on a tie)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [LabelIssue(Path(path), 0, f"cannot read: {exc}")]
+    return parse_segments(text, path, nc)
+
+
+def is_polygon_file(text: str) -> bool:
+    """Whether most lines of a label file's text are polygons (more numbers than a box line's five)."""
+    counts = [len(raw.split()) for raw in text.splitlines() if raw.strip()]
+    return sum(n > 5 for n in counts) > sum(n == 5 for n in counts)
+
+
+def parse_segments(text: str, path: str | Path, nc: int | None = None) -> tuple[list[Segment], list[LabelIssue]]:
+    """`read_segments` of a file's text (`path` names it in the issues)."""
     segments: list[Segment] = []
     issues: list[LabelIssue] = []
 
     def issue(line: int, reason: str) -> None:
         issues.append(LabelIssue(Path(path), line, reason))
 
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = [(n, raw.split()) for n, raw in enumerate(handle.read().splitlines(), start=1) if raw.strip()]
-    except (FileNotFoundError, NotADirectoryError):
-        return segments, issues
-    except (OSError, UnicodeDecodeError) as exc:
-        issue(0, f"cannot read: {exc}")
-        return segments, issues
-    boxes = sum(len(fields) == 5 for _, fields in lines)
-    polygons_file = boxes * 2 <= len(lines)
+    lines = [(n, raw.split()) for n, raw in enumerate(text.splitlines(), start=1) if raw.strip()]
+    polygons_file = is_polygon_file(text)
     for lineno, fields in lines:
         if len(fields) == 5:
             if polygons_file:
