@@ -93,7 +93,7 @@ def test_the_ellipse_mask_term_trains_the_mask_head() -> None:
 
 def test_bad_mask_head_rows_are_refused() -> None:
     config = YoloModel("yolov5n-seg", nc=1, names=["ball"]).yaml
-    for args, message in (([0, 3], "nm"), ([32], "args must be"), ([32, "x"], "anchors"), ([32, 3, -1], "proto")):
+    for args, message in (([0, 3], "nm"), ([32], "args must be"), ([32, "x"], "anchor count"), ([32, 3, -1], "proto")):
         bad = dict(config, heads=[[[17, 20, 23], 1, "MaskHead", args]])
         with pytest.raises(ConfigError, match=message):
             YoloModel(bad, nc=1, names=["ball"])

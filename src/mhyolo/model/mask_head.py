@@ -20,7 +20,7 @@ from torch import nn
 from mhyolo.errors import ConfigError
 from mhyolo.model.heads import per_anchor
 from mhyolo.model.layers import DEFAULT_ACT, Conv
-from mhyolo.model.registry import Row, input_channels, register_layer
+from mhyolo.model.registry import Row, anchors_per_level, input_channels, positive_int, register_layer
 
 MASK_COEFFICIENTS = 32  # YOLOv5-seg's nm
 PROTO_CHANNELS = 64  # the prototype branch's width for a nano model (YOLOv5-seg: 256 x width_multiple)
@@ -69,18 +69,7 @@ def _mask_head(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int]:
     anchor list (its length gives the count)."""
     if len(row.args) < 2:
         raise ConfigError(f"row {row.index} ({row.name}): args must be [nm, anchors] (anchors: count or list)")
-    nm, anchors = row.args[0], row.args[1]
-    if isinstance(nm, bool) or not isinstance(nm, int) or nm < 1:
-        raise ConfigError(f"row {row.index} ({row.name}): nm (mask coefficients) must be a positive integer, got {nm!r}")
-    if isinstance(anchors, list):
-        if not anchors or not isinstance(anchors[0], list) or len(anchors[0]) % 2:
-            raise ConfigError(f"row {row.index} ({row.name}): anchors must be a list of [w, h, w, h, ...] per level")
-        na = len(anchors[0]) // 2
-    elif isinstance(anchors, int) and not isinstance(anchors, bool) and anchors > 0:
-        na = anchors
-    else:
-        raise ConfigError(f"row {row.index} ({row.name}): anchors must be a count or a list, got {anchors!r}")
-    proto = row.args[2] if len(row.args) > 2 else PROTO_CHANNELS
-    if isinstance(proto, bool) or not isinstance(proto, int) or proto < 1:
-        raise ConfigError(f"row {row.index} ({row.name}): proto_channels must be a positive integer, got {proto!r}")
-    return MaskHead(nm, na, input_channels(row, channels), proto, act=row.act), 0
+    nm = positive_int(row, row.args[0], "nm (mask coefficients)")
+    proto = positive_int(row, row.args[2], "proto_channels") if len(row.args) > 2 else PROTO_CHANNELS
+    ch = input_channels(row, channels)
+    return MaskHead(nm, anchors_per_level(row, row.args[1], len(ch)), ch, proto, act=row.act), 0

@@ -55,6 +55,25 @@ def scaled_repeats(row: Row) -> int:
     return max(round(row.repeats * row.depth_multiple), 1) if row.repeats > 1 else row.repeats
 
 
+def positive_int(row: Row, value: object, what: str) -> int:
+    """`value` when it is a positive integer (not a bool), else a ConfigError naming the row."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"row {row.index} ({row.name}): {what} must be a positive integer, got {value!r}")
+    return value
+
+
+def anchors_per_level(row: Row, value: object, inputs: int) -> int:
+    """A per-row head's `anchors` argument: the anchor count per level, or the detector's anchor list
+    (pixels per level, one list per input), whose length gives that count."""
+    if not isinstance(value, list):
+        return positive_int(row, value, "anchor count")
+    if not value or not isinstance(value[0], list) or len(value[0]) % 2:
+        raise ConfigError(f"row {row.index} ({row.name}): anchors must be a list of [w, h, w, h, ...] per level")
+    if len(value) != inputs:
+        raise ConfigError(f"row {row.index} ({row.name}): {len(value)} anchor levels for {inputs} inputs")
+    return len(value[0]) // 2
+
+
 def input_channels(row: Row, channels: Sequence[int]) -> list[int]:
     sources = row.source if isinstance(row.source, list) else [row.source]
     return [channels[s] if s < 0 else channels[s + 1] for s in sources]  # channels[0] is the image

@@ -23,7 +23,7 @@ from torch import nn
 from mhyolo.errors import ConfigError
 from mhyolo.model.heads import per_anchor
 from mhyolo.model.layers import DEFAULT_ACT, Conv
-from mhyolo.model.registry import Row, input_channels, register_layer
+from mhyolo.model.registry import Row, anchors_per_level, input_channels, positive_int, register_layer
 
 IMAGE_HIDDEN = 128
 IMAGE_DROPOUT = 0.2
@@ -98,16 +98,10 @@ def flatten_levels(per_level: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.reshape(p.shape[0], -1, p.shape[-1]) for p in per_level], dim=1)
 
 
-def _positive_int(row: Row, value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"row {row.index} ({row.name}): {what} must be a positive integer, got {value!r}")
-    return value
-
-
 def _ntypes(row: Row) -> int:
     if not row.args:
         raise ConfigError(f"row {row.index} ({row.name}): args must start with the number of types (ntypes)")
-    ntypes = _positive_int(row, row.args[0], "ntypes")
+    ntypes = positive_int(row, row.args[0], "ntypes")
     if ntypes < 2:
         raise ConfigError(f"row {row.index} ({row.name}): ntypes must be at least 2, got {ntypes}")
     return ntypes
@@ -117,7 +111,7 @@ def _ntypes(row: Row) -> int:
 def _image_type_head(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int]:
     """args: [ntypes, hidden=128]."""
     ntypes = _ntypes(row)
-    hidden = _positive_int(row, row.args[1], "hidden width") if len(row.args) > 1 else IMAGE_HIDDEN
+    hidden = positive_int(row, row.args[1], "hidden width") if len(row.args) > 1 else IMAGE_HIDDEN
     return ImageTypeHead(ntypes, input_channels(row, channels), hidden), 0
 
 
@@ -129,17 +123,8 @@ def _object_type_head(row: Row, channels: Sequence[int]) -> tuple[nn.Module, int
     ntypes = _ntypes(row)
     if len(row.args) < 2:
         raise ConfigError(f"row {row.index} ({row.name}): args must be [ntypes, anchors] (anchors: count or list)")
-    anchors = row.args[1]
-    if isinstance(anchors, list):
-        if not anchors or not isinstance(anchors[0], list) or len(anchors[0]) % 2:
-            raise ConfigError(f"row {row.index} ({row.name}): anchors must be a list of [w, h, w, h, ...] per level")
-        na = len(anchors[0]) // 2
-    else:
-        na = _positive_int(row, anchors, "anchor count")
     hidden = row.args[2] if len(row.args) > 2 else OBJECT_HIDDEN
     if hidden != 0 or isinstance(hidden, bool):  # 0 (not False): no hidden block
-        hidden = _positive_int(row, hidden, "hidden width (0 for none)")
+        hidden = positive_int(row, hidden, "hidden width (0 for none)")
     ch = input_channels(row, channels)
-    if isinstance(anchors, list) and len(anchors) != len(ch):
-        raise ConfigError(f"row {row.index} ({row.name}): {len(anchors)} anchor levels for {len(ch)} inputs")
-    return ObjectTypeHead(ntypes, na, ch, hidden, act=row.act), 0
+    return ObjectTypeHead(ntypes, anchors_per_level(row, row.args[1], len(ch)), ch, hidden, act=row.act), 0
