@@ -1,5 +1,6 @@
 """The mask head (prototypes + per-row coefficients) and the ellipse mask loss: shapes, COCO weights
-kept in the detector rows, masks kept inside their boxes, the ellipse targets, and a loss that trains."""
+kept in the detector rows, the ellipse targets, and a loss that trains (masks kept inside their boxes:
+tests/test_mask_inference.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from mhyolo.errors import ConfigError
-from mhyolo.model.mask_head import MaskHead, assemble
+from mhyolo.model.mask_head import MaskHead
 from mhyolo.model.weights import import_official
 from mhyolo.model.yolo import YoloModel
 from mhyolo.train.loss import LossConfig
@@ -43,17 +44,6 @@ def test_coco_weights_fill_the_detector_rows_and_leave_the_mask_head_new(officia
     assert torch.equal(state[backbone], imported.state_dict[backbone].float())
     assert all(torch.equal(state[k], v) for k, v in before.items())  # the mask head (row 25) untouched
     assert count >= len(imported.state_dict) - 10 and all(".25." in k or ".24." in k for k in skipped)
-
-
-def test_a_mask_stays_inside_its_box() -> None:
-    prototypes = torch.ones(2, 10, 10)
-    coefficients = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
-    boxes = torch.tensor([[2.0, 3.0, 6.0, 5.0], [0.0, 0.0, 10.0, 10.0]])
-    logits = assemble(prototypes, coefficients, boxes)
-    assert logits.shape == (2, 10, 10)
-    inside = torch.isfinite(logits[0])
-    assert inside.sum() == 4 * 2 and inside[3:5, 2:6].all()
-    assert torch.all(logits[1] == 2.0)
 
 
 def test_ellipse_targets_fill_pi_w_h_over_4_of_the_grid() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from helpers.video import write_clip
 from mhyolo.cli import main
 
 
@@ -31,11 +32,7 @@ def test_json_only_gives_the_same_lines_and_writes_nothing(shared: Path, officia
 def test_a_video_gives_a_line_per_frame_and_no_video(shared: Path, official_weights: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     frame = cv2.resize(cv2.imread(str(shared / "images" / "bus.jpg")), (320, 320))
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (320, 320))
-    for _ in range(3):
-        writer.write(frame)
-    writer.release()
+    video = write_clip(tmp_path / "clip.mp4", [frame] * 3)
     out = tmp_path / "out"
     assert main(["predict", str(video), "--weights", str(official_weights), "--imgsz", "320", "--json",
                  "--no-images", "--out", str(out)]) == 0

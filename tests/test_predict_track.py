@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers.video import write_clip
 from mhyolo.cli import main
 from mhyolo.infer.draw import label_for
 from mhyolo.infer.predictor import Prediction
@@ -66,11 +67,8 @@ def test_the_drawn_label_names_the_track() -> None:
 def test_cli_track_on_a_clip(shared: Path, official_weights: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     bus = cv2.resize(cv2.imread(str(shared / "images" / "bus.jpg")), (320, 416))
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (320, 416))
-    for shift in range(4):
-        writer.write(np.roll(bus, 4 * shift, axis=1))  # the scene pans a little: every object moves
-    writer.release()
+    # the scene pans a little: every object moves
+    video = write_clip(tmp_path / "clip.mp4", (np.roll(bus, 4 * shift, axis=1) for shift in range(4)))
     args = ["predict", str(video), "--weights", str(official_weights), "--imgsz", "320", "--json",
             "--no-images"]
     assert main([*args, "--track"]) == 0

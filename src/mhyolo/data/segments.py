@@ -157,6 +157,12 @@ def ellipse_polygon(box: np.ndarray, points: int = ELLIPSE_POINTS) -> np.ndarray
     return np.stack([cx + w / 2 * np.cos(angles), cy + h / 2 * np.sin(angles)], axis=1).astype(np.float32)
 
 
+def ellipse_masks(boxes: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
+    """Boolean (height, width) masks of the ellipses inscribed in (n, 4) xyxy pixel boxes."""
+    return [polygon_mask(ellipse_polygon(np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])), shape)
+            for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4)]
+
+
 def box_segments(labels: np.ndarray) -> list[Segment]:
     """Each box of an (n, 5) [cls, cx, cy, w, h] label array as the ellipse inscribed in it (normalised)."""
     return [Segment(int(row[0]), np.clip(ellipse_polygon(row[1:5]), 0.0, 1.0)) for row in np.asarray(labels)]

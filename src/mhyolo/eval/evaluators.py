@@ -178,7 +178,7 @@ class SizeBinScores:
 
 class MaskScores:
     """Mask mAP of a model with a mask head; nothing for a model without one. The ball sets label boxes
-    only, so each true mask is the ellipse inscribed in its box (`data.segments.box_segments`); scored
+    only, so each true mask is the ellipse inscribed in its box (`data.segments.ellipse_masks`); scored
     class-agnostically where the boxes are."""
 
     part = "masks"
@@ -193,11 +193,9 @@ class MaskScores:
     def process(self, image: ScoredImage, result: ImageResult) -> None:
         if image.masks is None:
             return
-        from mhyolo.data.segments import ellipse_polygon, polygon_mask
+        from mhyolo.data.segments import ellipse_masks
 
-        shape = (image.height, image.width)
-        truth = [polygon_mask(ellipse_polygon(np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])), shape)
-                 for x1, y1, x2, y2 in result.gt_boxes]
+        truth = ellipse_masks(result.gt_boxes, (image.height, image.width))
         gt_classes, classes = result.gt_classes, result.pred_classes
         if self.class_agnostic:
             gt_classes, classes = np.zeros_like(gt_classes), np.zeros_like(classes)

@@ -78,11 +78,6 @@ class MaskMetrics:
     images: int
     masks: int  # ground-truth masks
 
-    def to_dict(self) -> dict:
-        return {"mask_map50": self.map50, "mask_map50_95": self.map50_95, "images": self.images, "masks": self.masks,
-                "per_class": {n: {"ap50": a, "ap50_95": b} for n, a, b in
-                              zip(self.names, self.per_class_ap50, self.per_class_ap50_95)}}
-
 
 def _rle(mask: np.ndarray) -> dict:
     return coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))

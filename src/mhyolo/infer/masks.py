@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from mhyolo.data.letterbox import LetterboxInfo
+from mhyolo.data.segments import mask_polygon
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,9 @@ class BoxMask:
         out[self.top:self.top + self.crop.shape[0], self.left:self.left + self.crop.shape[1]] = self.crop
         return out
 
-    @property
-    def area(self) -> int:
-        return int(self.crop.sum())
-
     def outline(self) -> np.ndarray:
         """The outline of the mask's largest region, (k, 2) int pixel points of the image ((0, 2) when empty)."""
-        contours, _ = cv2.findContours(self.crop.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        if not contours:
-            return np.zeros((0, 2), np.int64)
-        points = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.int64)
-        return points + np.array([self.left, self.top])
+        return mask_polygon(self.crop).astype(np.int64) + np.array([self.left, self.top])
 
 
 def instance_masks(prototypes: np.ndarray, coefficients: np.ndarray, boxes: np.ndarray, stride: int,

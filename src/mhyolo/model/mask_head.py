@@ -4,7 +4,8 @@
 x2 upsampling, 3x3 conv, 1x1 conv to `nm` channels: `nm` prototype masks at a quarter of the input size),
 and per level a 1x1 convolution giving `nm` mask coefficients per (anchor, row, column), laid out like
 `Detect`'s rows, so a kept detection reads its coefficients from the very cell and anchor that found
-it. A box's mask is sigmoid(coefficients . prototypes) kept inside the box (`assemble`).
+it. A box's mask is sigmoid(coefficients . prototypes) kept inside the box (assembled after NMS, in
+NumPy, by `infer.masks`).
 
 Unlike YOLOv5-seg, the coefficients are not extra channels of `Detect`: the detector's rows keep
 COCO's shapes (its weights load unchanged), and a model without masks is the same model minus this head.
@@ -22,7 +23,6 @@ from mhyolo.model.heads import per_anchor
 from mhyolo.model.layers import DEFAULT_ACT, Conv
 from mhyolo.model.registry import Row, anchors_per_level, input_channels, positive_int, register_layer
 
-MASK_COEFFICIENTS = 32  # YOLOv5-seg's nm
 PROTO_CHANNELS = 64  # the prototype branch's width for a nano model (YOLOv5-seg: 256 x width_multiple)
 PROTO_STRIDE = 4  # prototypes are P3 (stride 8) upsampled x2
 
@@ -49,18 +49,6 @@ class MaskHead(nn.Module):
         """(prototypes, coefficients (B, N, nm)) with row n belonging to detection row n of `Detect.inference`."""
         prototypes, levels = raw
         return prototypes, torch.cat([c.reshape(c.shape[0], -1, c.shape[-1]) for c in levels], dim=1)
-
-
-def assemble(prototypes: torch.Tensor, coefficients: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Mask logits of n boxes of one image: prototypes (nm, h, w), coefficients (n, nm), boxes (n, 4) xyxy
-    in prototype pixels -> (n, h, w) logits, set to -inf outside each box (a mask never leaves its box)."""
-    logits = torch.einsum("nk,khw->nhw", coefficients, prototypes)
-    h, w = prototypes.shape[1:]
-    ys = torch.arange(h, device=logits.device, dtype=logits.dtype).view(1, h, 1) + 0.5
-    xs = torch.arange(w, device=logits.device, dtype=logits.dtype).view(1, 1, w) + 0.5
-    x1, y1, x2, y2 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
-    inside = (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
-    return logits.masked_fill(~inside, float("-inf"))
 
 
 @register_layer("MaskHead")
